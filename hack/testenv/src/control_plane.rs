@@ -1,0 +1,306 @@
+//! etcd + kube-apiserver + kube-controller-manager on free loopback ports, with an admin
+//! kubeconfig, ready when `start` returns.
+
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+use kube::api::{Api, Patch, PatchParams};
+use kube::config::{KubeConfigOptions, Kubeconfig};
+use kube::runtime::wait::{await_condition, conditions};
+use kube::{Client, Config};
+use serde::Deserialize;
+
+use crate::pki::Pki;
+use crate::process::Process;
+use crate::{Error, Result, io, tool_path};
+
+/// How long each component gets to become ready.
+const STARTUP_DEADLINE: Duration = Duration::from_secs(90);
+
+/// A running control plane. Dropping it stops every process.
+pub struct ControlPlane {
+    /// Stopped in reverse order: controller-manager, API server, etcd.
+    processes: Vec<Process>,
+    dir: PathBuf,
+    kubeconfig: PathBuf,
+    server: String,
+}
+
+impl ControlPlane {
+    /// Starts a fresh control plane whose data, certificates, kubeconfig and logs live under
+    /// `dir` (created if missing). Returns once the API server answers `/readyz` and the
+    /// controller-manager `/healthz`.
+    ///
+    /// The processes receive SIGKILL when the calling thread ends: call from a thread that
+    /// outlives the control plane (e.g. a current-thread runtime on `main`).
+    pub async fn start(dir: &Path) -> Result<Self> {
+        let etcd = tool_path("etcd")?;
+        let apiserver = tool_path("kube-apiserver")?;
+        let controller_manager = tool_path("kube-controller-manager")?;
+
+        let pki_dir = dir.join("pki");
+        let logs = dir.join("logs");
+        for d in [&pki_dir, &logs] {
+            std::fs::create_dir_all(d).map_err(io(format!("creating {}", d.display())))?;
+        }
+        let pki = Pki::generate()?;
+        let file = |name: &str, contents: &str| -> Result<String> {
+            let path = pki_dir.join(name);
+            std::fs::write(&path, contents).map_err(io(format!("writing {}", path.display())))?;
+            Ok(path.display().to_string())
+        };
+        let ca = file("ca.crt", &pki.ca_cert)?;
+        let serving_cert = file("apiserver.crt", &pki.serving_cert)?;
+        let serving_key = file("apiserver.key", &pki.serving_key)?;
+        let admin_cert = file("admin.crt", &pki.admin_cert)?;
+        let admin_key = file("admin.key", &pki.admin_key)?;
+        let sa_key = file("service-account.key", &pki.service_account_key)?;
+        let sa_pub = file("service-account.pub", &pki.service_account_public_key)?;
+
+        let [etcd_client, etcd_peer, apiserver_port, kcm_port] = free_ports()?;
+        let server = format!("https://127.0.0.1:{apiserver_port}");
+        let kubeconfig = dir.join("kubeconfig");
+        std::fs::write(
+            &kubeconfig,
+            admin_kubeconfig(&server, &ca, &admin_cert, &admin_key),
+        )
+        .map_err(io("writing the kubeconfig"))?;
+
+        let mut plane = Self {
+            processes: Vec::new(),
+            dir: dir.to_owned(),
+            kubeconfig,
+            server,
+        };
+
+        let etcd_url = format!("http://127.0.0.1:{etcd_client}");
+        let peer_url = format!("http://127.0.0.1:{etcd_peer}");
+        plane.processes.push(Process::spawn(
+            "etcd",
+            &etcd,
+            &args(&[
+                "--name=default",
+                &format!("--data-dir={}", dir.join("etcd").display()),
+                &format!("--listen-client-urls={etcd_url}"),
+                &format!("--advertise-client-urls={etcd_url}"),
+                &format!("--listen-peer-urls={peer_url}"),
+                &format!("--initial-advertise-peer-urls={peer_url}"),
+                &format!("--initial-cluster=default={peer_url}"),
+                "--unsafe-no-fsync=true",
+                "--log-level=warn",
+            ]),
+            &logs,
+        )?);
+
+        plane.processes.push(Process::spawn(
+            "kube-apiserver",
+            &apiserver,
+            &args(&[
+                &format!("--etcd-servers={etcd_url}"),
+                "--bind-address=127.0.0.1",
+                "--advertise-address=127.0.0.1",
+                &format!("--secure-port={apiserver_port}"),
+                &format!("--tls-cert-file={serving_cert}"),
+                &format!("--tls-private-key-file={serving_key}"),
+                &format!("--client-ca-file={ca}"),
+                "--authorization-mode=RBAC",
+                &format!("--service-account-issuer={}", plane.server),
+                &format!("--service-account-key-file={sa_pub}"),
+                &format!("--service-account-signing-key-file={sa_key}"),
+                "--service-cluster-ip-range=10.96.0.0/16",
+                // No kubelet, no pods: nothing may be advertised in the `kubernetes` Service.
+                "--endpoint-reconciler-type=none",
+                "--profiling=false",
+            ]),
+            &logs,
+        )?);
+        let client = plane.client().await?;
+        plane
+            .wait_until(1, "GET /readyz", || probe(client.clone(), "/readyz"))
+            .await?;
+
+        let kubeconfig = plane.kubeconfig.display().to_string();
+        plane.processes.push(Process::spawn(
+            "kube-controller-manager",
+            &controller_manager,
+            &args(&[
+                &format!("--kubeconfig={kubeconfig}"),
+                &format!("--authentication-kubeconfig={kubeconfig}"),
+                &format!("--authorization-kubeconfig={kubeconfig}"),
+                "--controllers=garbage-collector-controller,namespace-controller",
+                "--leader-elect=false",
+                "--bind-address=127.0.0.1",
+                &format!("--secure-port={kcm_port}"),
+                "--profiling=false",
+            ]),
+            &logs,
+        )?);
+        let kcm = insecure_client(&format!("https://127.0.0.1:{kcm_port}"))?;
+        plane
+            .wait_until(2, "GET /healthz", || probe(kcm.clone(), "/healthz"))
+            .await?;
+
+        Ok(plane)
+    }
+
+    /// The admin kubeconfig (identity `roster-testenv-admin`, group `system:masters`).
+    pub fn kubeconfig(&self) -> &Path {
+        &self.kubeconfig
+    }
+
+    /// The API server's URL.
+    pub fn server(&self) -> &str {
+        &self.server
+    }
+
+    /// Where logs of the control plane's processes are written.
+    pub fn log_dir(&self) -> PathBuf {
+        self.dir.join("logs")
+    }
+
+    /// A client with the admin identity.
+    pub async fn client(&self) -> Result<Client> {
+        client_for(&self.kubeconfig).await
+    }
+
+    /// Server-side applies every CRD in the multi-document YAML `crds` and waits until each
+    /// is Established.
+    pub async fn install_crds(&self, crds: &str) -> Result<()> {
+        let api: Api<CustomResourceDefinition> = Api::all(self.client().await?);
+        let params = PatchParams::apply("roster-testenv").force();
+        for document in serde_norway::Deserializer::from_str(crds) {
+            let crd = CustomResourceDefinition::deserialize(document)
+                .map_err(|e| Error::Kubeconfig(format!("parsing CRDs: {e}")))?;
+            let name = crd.metadata.name.clone().unwrap_or_default();
+            api.patch(&name, &params, &Patch::Apply(&crd))
+                .await
+                .map_err(|source| Error::Kube {
+                    context: format!("applying CRD {name}"),
+                    source,
+                })?;
+            let established = await_condition(api.clone(), &name, conditions::is_crd_established());
+            tokio::time::timeout(STARTUP_DEADLINE, established)
+                .await
+                .map_err(|_| {
+                    Error::Kubeconfig(format!(
+                        "CRD {name} not Established within {STARTUP_DEADLINE:?}"
+                    ))
+                })?
+                .map_err(|e| Error::Kubeconfig(format!("waiting for CRD {name}: {e}")))?;
+        }
+        Ok(())
+    }
+
+    /// Polls `ready` until it answers `Ok`, failing early when process `index` exits and at
+    /// the deadline with the end of its log.
+    async fn wait_until<F, Fut>(&mut self, index: usize, what: &str, mut ready: F) -> Result<()>
+    where
+        F: FnMut() -> Fut,
+        Fut: Future<Output = std::result::Result<(), String>>,
+    {
+        let deadline = Instant::now() + STARTUP_DEADLINE;
+        let mut last = String::from("no answer yet");
+        while Instant::now() < deadline {
+            for p in &mut self.processes {
+                p.check_running()?;
+            }
+            match ready().await {
+                Ok(()) => return Ok(()),
+                Err(e) => last = e,
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        Err(self.processes[index]
+            .not_ready(format!("{what} not ok within {STARTUP_DEADLINE:?}: {last}")))
+    }
+}
+
+impl Drop for ControlPlane {
+    fn drop(&mut self) {
+        while let Some(mut p) = self.processes.pop() {
+            p.stop();
+        }
+    }
+}
+
+/// A client for the kubeconfig at `path`.
+pub async fn client_for(path: &Path) -> Result<Client> {
+    let kubeconfig = Kubeconfig::read_from(path).map_err(|e| Error::Kubeconfig(e.to_string()))?;
+    let config = Config::from_custom_kubeconfig(kubeconfig, &KubeConfigOptions::default())
+        .await
+        .map_err(|e| Error::Kubeconfig(e.to_string()))?;
+    Client::try_from(config).map_err(|source| Error::Kube {
+        context: "building a client".into(),
+        source,
+    })
+}
+
+fn args(list: &[&str]) -> Vec<String> {
+    list.iter().map(|s| (*s).to_owned()).collect()
+}
+
+/// Ports the kernel hands out for binding on loopback; released just before use.
+fn free_ports<const N: usize>() -> Result<[u16; N]> {
+    let listeners = (0..N)
+        .map(|_| TcpListener::bind("127.0.0.1:0").map_err(io("finding a free port")))
+        .collect::<Result<Vec<_>>>()?;
+    let mut ports = [0; N];
+    for (port, listener) in ports.iter_mut().zip(&listeners) {
+        *port = listener
+            .local_addr()
+            .map_err(io("reading a bound port"))?
+            .port();
+    }
+    Ok(ports)
+}
+
+fn admin_kubeconfig(server: &str, ca: &str, cert: &str, key: &str) -> String {
+    format!(
+        "apiVersion: v1
+kind: Config
+clusters:
+- name: roster-testenv
+  cluster:
+    server: {server}
+    certificate-authority: {ca}
+users:
+- name: admin
+  user:
+    client-certificate: {cert}
+    client-key: {key}
+contexts:
+- name: roster-testenv
+  context:
+    cluster: roster-testenv
+    user: admin
+    namespace: default
+current-context: roster-testenv
+"
+    )
+}
+
+/// A client for a component's self-signed health endpoint.
+fn insecure_client(url: &str) -> Result<Client> {
+    let mut config = Config::new(
+        url.parse()
+            .map_err(|e| Error::Kubeconfig(format!("{url}: {e}")))?,
+    );
+    config.accept_invalid_certs = true;
+    Client::try_from(config).map_err(|source| Error::Kube {
+        context: format!("building a client for {url}"),
+        source,
+    })
+}
+
+async fn probe(client: Client, path: &str) -> std::result::Result<(), String> {
+    let request = http::Request::get(path)
+        .body(Vec::new())
+        .map_err(|e| e.to_string())?;
+    match client.request_text(request).await {
+        Ok(body) if body.trim() == "ok" => Ok(()),
+        Ok(body) => Err(body),
+        Err(e) => Err(e.to_string()),
+    }
+}

@@ -1,0 +1,103 @@
+//! One child process of the test environment: started with a parent-death signal (so it
+//! cannot outlive the harness, even one killed outright), its output in a log file, stopped
+//! on drop.
+
+use std::fs::File;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use crate::{Error, Result, io};
+
+/// A running tool.
+pub(crate) struct Process {
+    name: String,
+    child: Child,
+    log: PathBuf,
+}
+
+impl Process {
+    /// Starts `program` with `args`, appending its stdout and stderr to `<log_dir>/<name>.log`.
+    ///
+    /// Call from the thread that lives as long as the process should: the parent-death
+    /// signal fires when the spawning thread ends.
+    pub(crate) fn spawn(
+        name: &str,
+        program: &Path,
+        args: &[String],
+        log_dir: &Path,
+    ) -> Result<Self> {
+        let log = log_dir.join(format!("{name}.log"));
+        let out = File::create(&log).map_err(io(format!("creating {}", log.display())))?;
+        let err = out.try_clone().map_err(io("duplicating a log handle"))?;
+        let mut command = if Path::new(SETPRIV).exists() {
+            let mut c = Command::new(SETPRIV);
+            c.arg("--pdeathsig").arg("KILL").arg("--").arg(program);
+            c
+        } else {
+            Command::new(program)
+        };
+        let child = command
+            .args(args)
+            .stdin(Stdio::null())
+            .stdout(out)
+            .stderr(err)
+            .spawn()
+            .map_err(io(format!("starting {}", program.display())))?;
+        Ok(Self {
+            name: name.to_owned(),
+            child,
+            log,
+        })
+    }
+
+    /// Fails with the end of the log if the process has exited.
+    pub(crate) fn check_running(&mut self) -> Result<()> {
+        match self.child.try_wait() {
+            Ok(None) => Ok(()),
+            Ok(Some(status)) => Err(self.not_ready(format!("exited with {status}"))),
+            Err(e) => Err(self.not_ready(format!("cannot be waited on: {e}"))),
+        }
+    }
+
+    /// An error saying this process is not ready, with the end of its log.
+    pub(crate) fn not_ready(&self, reason: String) -> Error {
+        let text = std::fs::read_to_string(&self.log).unwrap_or_default();
+        let lines: Vec<&str> = text.lines().collect();
+        let tail = lines[lines.len().saturating_sub(30)..].join("\n");
+        Error::NotReady {
+            name: self.name.clone(),
+            reason,
+            log: self.log.display().to_string(),
+            tail,
+        }
+    }
+
+    /// Stops the process: SIGTERM, then SIGKILL if it is still there after a grace period.
+    pub(crate) fn stop(&mut self) {
+        if matches!(self.child.try_wait(), Ok(Some(_))) {
+            return;
+        }
+        let _ = Command::new("kill")
+            .arg("-TERM")
+            .arg(self.child.id().to_string())
+            .status();
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while std::time::Instant::now() < deadline {
+            if matches!(self.child.try_wait(), Ok(Some(_))) {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for Process {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+const SETPRIV: &str = "/usr/bin/setpriv";

@@ -1,0 +1,136 @@
+//! Condition types and reasons roster sets, named once, and the one rule for updating a
+//! condition list: `lastTransitionTime` moves only when `status` flips.
+
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
+
+/// Condition types.
+pub mod types {
+    /// The summary every tool reads: roster has done all it can for this generation.
+    pub const READY: &str = "Ready";
+    /// kstatus: roster is still working on this generation.
+    pub const RECONCILING: &str = "Reconciling";
+    /// kstatus: roster cannot go on until an admin acts.
+    pub const STALLED: &str = "Stalled";
+}
+
+/// Condition reasons.
+pub mod reasons {
+    /// roster has seen this generation and is working on it.
+    pub const RECONCILING: &str = "Reconciling";
+}
+
+/// `True`, `False` or `Unknown`, as Kubernetes spells them.
+pub mod status {
+    /// The condition holds.
+    pub const TRUE: &str = "True";
+    /// The condition does not hold.
+    pub const FALSE: &str = "False";
+    /// roster cannot tell yet.
+    pub const UNKNOWN: &str = "Unknown";
+}
+
+/// A condition as a reconcile decides it, before timestamps are attached.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Desired {
+    /// The condition type, one of [`types`].
+    pub type_: &'static str,
+    /// One of [`status`].
+    pub status: &'static str,
+    /// A CamelCase reason, one of [`reasons`].
+    pub reason: &'static str,
+    /// A sentence for people.
+    pub message: String,
+}
+
+/// Merges `desired` into `current` for `generation`: conditions keep their
+/// `lastTransitionTime` unless their status flips, and ones roster no longer sets are dropped.
+/// The result is ordered as `desired`, so equal inputs give equal lists.
+pub fn merge(
+    current: &[Condition],
+    desired: &[Desired],
+    generation: Option<i64>,
+    now: &Time,
+) -> Vec<Condition> {
+    desired
+        .iter()
+        .map(|want| {
+            let previous = current.iter().find(|c| c.type_ == want.type_);
+            let last_transition_time = match previous {
+                Some(prev) if prev.status == want.status => prev.last_transition_time.clone(),
+                _ => now.clone(),
+            };
+            Condition {
+                type_: want.type_.to_owned(),
+                status: want.status.to_owned(),
+                reason: want.reason.to_owned(),
+                message: want.message.clone(),
+                observed_generation: generation,
+                last_transition_time,
+            }
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use k8s_openapi::jiff::Timestamp;
+
+    fn at(seconds: i64) -> Time {
+        Time(Timestamp::from_second(seconds).unwrap())
+    }
+
+    fn ready(status: &'static str, message: &str) -> Desired {
+        Desired {
+            type_: types::READY,
+            status,
+            reason: reasons::RECONCILING,
+            message: message.into(),
+        }
+    }
+
+    #[test]
+    fn a_new_condition_transitions_now() {
+        let merged = merge(&[], &[ready(status::UNKNOWN, "working")], Some(1), &at(10));
+        assert_eq!(merged.len(), 1);
+        assert_eq!(merged[0].last_transition_time, at(10));
+        assert_eq!(merged[0].observed_generation, Some(1));
+    }
+
+    #[test]
+    fn same_status_keeps_transition_time_but_takes_new_message_and_generation() {
+        let first = merge(&[], &[ready(status::UNKNOWN, "a")], Some(1), &at(10));
+        let second = merge(&first, &[ready(status::UNKNOWN, "b")], Some(2), &at(20));
+        assert_eq!(second[0].last_transition_time, at(10));
+        assert_eq!(second[0].message, "b");
+        assert_eq!(second[0].observed_generation, Some(2));
+    }
+
+    #[test]
+    fn flipped_status_moves_transition_time() {
+        let first = merge(&[], &[ready(status::UNKNOWN, "a")], Some(1), &at(10));
+        let second = merge(&first, &[ready(status::TRUE, "a")], Some(1), &at(20));
+        assert_eq!(second[0].last_transition_time, at(20));
+    }
+
+    #[test]
+    fn conditions_no_longer_desired_are_dropped() {
+        let stalled = Desired {
+            type_: types::STALLED,
+            ..ready(status::TRUE, "x")
+        };
+        let first = merge(&[], &[ready(status::FALSE, "a"), stalled], Some(1), &at(10));
+        let second = merge(&first, &[ready(status::TRUE, "a")], Some(2), &at(20));
+        assert_eq!(
+            second.iter().map(|c| c.type_.as_str()).collect::<Vec<_>>(),
+            ["Ready"]
+        );
+    }
+
+    #[test]
+    fn merging_an_unchanged_decision_is_a_fixed_point() {
+        let desired = [ready(status::UNKNOWN, "a")];
+        let first = merge(&[], &desired, Some(3), &at(10));
+        assert_eq!(merge(&first, &desired, Some(3), &at(99)), first);
+    }
+}

@@ -1,0 +1,51 @@
+//! The crate's error type: every failure carries what roster was doing and on which object,
+//! and a short kind label for metrics.
+
+/// Something roster could not do.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// A call to the Kubernetes API failed.
+    #[error("{action} {kind} {object}: {source}")]
+    Kube {
+        /// What roster was doing, e.g. "patching status of".
+        action: &'static str,
+        /// The kind of the object concerned.
+        kind: &'static str,
+        /// `namespace/name` of the object concerned.
+        object: String,
+        /// The client's error.
+        #[source]
+        source: kube::Error,
+    },
+    /// An object came from the API without a field the API server always sets.
+    #[error("{kind} {object} has no {field}")]
+    MissingField {
+        /// The kind of the object concerned.
+        kind: &'static str,
+        /// `namespace/name` of the object concerned, as far as known.
+        object: String,
+        /// The missing field.
+        field: &'static str,
+    },
+    /// A CRD could not be rendered.
+    #[error("rendering CRDs: {0}")]
+    Render(#[from] serde_norway::Error),
+    /// The process could not start a server or a watch.
+    #[error("{0}")]
+    Startup(String),
+}
+
+impl Error {
+    /// A short, stable label for the `error` label of failure metrics.
+    pub fn metric_label(&self) -> &'static str {
+        match self {
+            Error::Kube { .. } => "kube_api",
+            Error::MissingField { .. } => "missing_field",
+            Error::Render(_) => "render",
+            Error::Startup(_) => "startup",
+        }
+    }
+}
+
+/// The crate's result type.
+pub type Result<T, E = Error> = std::result::Result<T, E>;

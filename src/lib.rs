@@ -1,0 +1,21 @@
+//! roster: a Kubernetes operator that manages people's accounts.
+//!
+//! Map of the crate:
+//! - [`api`]: the custom resources (`User`, `UserInvite`, `MfaReset`), their schemas and
+//!   admission rules, condition types and reasons. Types only, no I/O.
+//! - [`controller`]: one reconciler per kind and the context they share.
+//! - [`config`]: the settings `roster run` takes, as flags with environment fallbacks.
+//! - [`telemetry`]: logs and Prometheus metrics.
+//! - [`health`]: the metrics port (`/healthz`, `/readyz`, `/metrics`).
+//!
+//! Errors are one [`Error`] enum; every failure path in a reconcile ends in it.
+#![forbid(unsafe_code)]
+
+pub mod api;
+pub mod config;
+pub mod controller;
+pub mod health;
+pub mod telemetry;
+
+mod error;
+pub use error::{Error, Result};

@@ -1,0 +1,91 @@
+//! The `roster` binary: wiring only. `roster run` starts the controllers and the metrics
+//! port; `roster crd` prints the CRDs.
+
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use clap::{Parser, Subcommand};
+use roster::config::RunConfig;
+use roster::health::{self, Readiness};
+use roster::telemetry::{self, Metrics};
+use roster::{Error, api, controller};
+use tokio::signal::unix::{SignalKind, signal};
+use tokio_util::sync::CancellationToken;
+
+/// roster manages people's accounts on Kubernetes: users, invitations, passwords and TOTP.
+#[derive(Parser)]
+#[command(name = "roster", version, about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the controllers and the metrics port until SIGTERM or SIGINT.
+    Run(RunConfig),
+    /// Print the CustomResourceDefinitions as YAML (what `crds/roster.yaml` holds).
+    Crd,
+}
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let result = match Cli::parse().command {
+        Command::Crd => api::crds_yaml().map(|yaml| print!("{yaml}")),
+        Command::Run(config) => run(config).await,
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("roster: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(config: RunConfig) -> roster::Result<()> {
+    telemetry::init_logging(config.log_format, &config.log_level)?;
+    let client = kube::Client::try_default()
+        .await
+        .map_err(|e| Error::Startup(format!("connecting to Kubernetes: {e}")))?;
+    let metrics = Arc::new(Metrics::default());
+    let readiness = Arc::new(Readiness::default());
+    let shutdown = CancellationToken::new();
+
+    let mut terminate = signal(SignalKind::terminate())
+        .map_err(|e| Error::Startup(format!("handling SIGTERM: {e}")))?;
+    let on_signal = shutdown.clone();
+    tokio::spawn(async move {
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {}
+            _ = terminate.recv() => {}
+        }
+        tracing::info!("shutting down");
+        on_signal.cancel();
+    });
+
+    let server = async {
+        let served = health::serve(
+            config.metrics_addr,
+            metrics.clone(),
+            readiness.clone(),
+            shutdown.clone(),
+        )
+        .await;
+        shutdown.cancel();
+        served
+    };
+    let controllers = async {
+        controller::run(
+            client.clone(),
+            &config,
+            metrics.clone(),
+            readiness.clone(),
+            shutdown.clone(),
+        )
+        .await;
+        shutdown.cancel();
+        Ok(())
+    };
+    tokio::try_join!(server, controllers).map(drop)
+}

@@ -1,0 +1,106 @@
+//! Logs and metrics: the tracing subscriber `roster run` installs, and the Prometheus
+//! registry every controller reports into.
+
+use std::time::Duration;
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::registry::Registry;
+use tracing_subscriber::EnvFilter;
+
+use crate::config::LogFormat;
+
+/// Installs the global tracing subscriber. `RUST_LOG`, when set, wins over `filter`.
+pub fn init_logging(format: LogFormat, filter: &str) -> crate::Result<()> {
+    let filter = EnvFilter::try_from_default_env()
+        .or_else(|_| EnvFilter::try_new(filter))
+        .map_err(|e| crate::Error::Startup(format!("invalid log filter {filter:?}: {e}")))?;
+    let builder = tracing_subscriber::fmt().with_env_filter(filter);
+    let installed = match format {
+        LogFormat::Text => builder.try_init(),
+        LogFormat::Json => builder.json().flatten_event(true).try_init(),
+    };
+    installed.map_err(|e| crate::Error::Startup(format!("installing the logger: {e}")))
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ControllerLabels {
+    controller: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct FailureLabels {
+    controller: &'static str,
+    error: &'static str,
+}
+
+/// Reconcile counters and durations, per controller; failures by error kind.
+pub struct Metrics {
+    registry: Registry,
+    reconciles: Family<ControllerLabels, Counter>,
+    failures: Family<FailureLabels, Counter>,
+    duration: Family<ControllerLabels, Histogram>,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        let mut registry = Registry::with_prefix("roster");
+        let reconciles = Family::<ControllerLabels, Counter>::default();
+        let failures = Family::<FailureLabels, Counter>::default();
+        let duration = Family::<ControllerLabels, Histogram>::new_with_constructor(|| {
+            Histogram::new([0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0])
+        });
+        registry.register(
+            "reconciles",
+            "Reconciles run, per controller",
+            reconciles.clone(),
+        );
+        registry.register(
+            "reconcile_failures",
+            "Reconciles that failed, per controller and error kind",
+            failures.clone(),
+        );
+        registry.register(
+            "reconcile_duration_seconds",
+            "Time one reconcile took, per controller",
+            duration.clone(),
+        );
+        Self {
+            registry,
+            reconciles,
+            failures,
+            duration,
+        }
+    }
+}
+
+impl Metrics {
+    /// Counts one finished reconcile of `controller` that took `elapsed`.
+    pub fn reconciled(&self, controller: &'static str, elapsed: Duration) {
+        let labels = ControllerLabels { controller };
+        self.reconciles.get_or_create(&labels).inc();
+        self.duration
+            .get_or_create(&labels)
+            .observe(elapsed.as_secs_f64());
+    }
+
+    /// Counts one failed reconcile of `controller`, by the error's kind.
+    pub fn failed(&self, controller: &'static str, error: &crate::Error) {
+        self.failures
+            .get_or_create(&FailureLabels {
+                controller,
+                error: error.metric_label(),
+            })
+            .inc();
+    }
+
+    /// Every metric in the Prometheus text format.
+    pub fn encode(&self) -> String {
+        let mut out = String::new();
+        // Writing into a String cannot fail.
+        let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);
+        out
+    }
+}
