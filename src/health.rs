@@ -62,19 +62,13 @@ async fn readyz(State(state): State<AppState>) -> impl IntoResponse {
     if state.readiness.is_ready() {
         (StatusCode::OK, "ok")
     } else {
-        (
-            StatusCode::SERVICE_UNAVAILABLE,
-            "watch caches not synced yet",
-        )
+        (StatusCode::SERVICE_UNAVAILABLE, "watch caches not synced yet")
     }
 }
 
 async fn metrics_text(State(state): State<AppState>) -> impl IntoResponse {
     (
-        [(
-            header::CONTENT_TYPE,
-            "application/openmetrics-text; version=1.0.0; charset=utf-8",
-        )],
+        [(header::CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")],
         state.metrics.encode(),
     )
 }

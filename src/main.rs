@@ -52,8 +52,8 @@ async fn run(config: RunConfig) -> roster::Result<()> {
     let readiness = Arc::new(Readiness::default());
     let shutdown = CancellationToken::new();
 
-    let mut terminate = signal(SignalKind::terminate())
-        .map_err(|e| Error::Startup(format!("handling SIGTERM: {e}")))?;
+    let mut terminate =
+        signal(SignalKind::terminate()).map_err(|e| Error::Startup(format!("handling SIGTERM: {e}")))?;
     let on_signal = shutdown.clone();
     tokio::spawn(async move {
         tokio::select! {
@@ -65,25 +65,13 @@ async fn run(config: RunConfig) -> roster::Result<()> {
     });
 
     let server = async {
-        let served = health::serve(
-            config.metrics_addr,
-            metrics.clone(),
-            readiness.clone(),
-            shutdown.clone(),
-        )
-        .await;
+        let served =
+            health::serve(config.metrics_addr, metrics.clone(), readiness.clone(), shutdown.clone()).await;
         shutdown.cancel();
         served
     };
     let controllers = async {
-        controller::run(
-            client.clone(),
-            &config,
-            metrics.clone(),
-            readiness.clone(),
-            shutdown.clone(),
-        )
-        .await;
+        controller::run(client.clone(), &config, metrics.clone(), readiness.clone(), shutdown.clone()).await;
         shutdown.cancel();
         Ok(())
     };

@@ -52,11 +52,7 @@ impl Default for Metrics {
         let duration = Family::<ControllerLabels, Histogram>::new_with_constructor(|| {
             Histogram::new([0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0])
         });
-        registry.register(
-            "reconciles",
-            "Reconciles run, per controller",
-            reconciles.clone(),
-        );
+        registry.register("reconciles", "Reconciles run, per controller", reconciles.clone());
         registry.register(
             "reconcile_failures",
             "Reconciles that failed, per controller and error kind",
@@ -67,12 +63,7 @@ impl Default for Metrics {
             "Time one reconcile took, per controller",
             duration.clone(),
         );
-        Self {
-            registry,
-            reconciles,
-            failures,
-            duration,
-        }
+        Self { registry, reconciles, failures, duration }
     }
 }
 
@@ -81,19 +72,12 @@ impl Metrics {
     pub fn reconciled(&self, controller: &'static str, elapsed: Duration) {
         let labels = ControllerLabels { controller };
         self.reconciles.get_or_create(&labels).inc();
-        self.duration
-            .get_or_create(&labels)
-            .observe(elapsed.as_secs_f64());
+        self.duration.get_or_create(&labels).observe(elapsed.as_secs_f64());
     }
 
     /// Counts one failed reconcile of `controller`, by the error's kind.
     pub fn failed(&self, controller: &'static str, error: &crate::Error) {
-        self.failures
-            .get_or_create(&FailureLabels {
-                controller,
-                error: error.metric_label(),
-            })
-            .inc();
+        self.failures.get_or_create(&FailureLabels { controller, error: error.metric_label() }).inc();
     }
 
     /// Every metric in the Prometheus text format.
@@ -102,5 +86,24 @@ impl Metrics {
         // Writing into a String cannot fail.
         let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);
         out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn failures_are_labelled_by_controller_and_error_kind() {
+        let metrics = Metrics::default();
+        metrics.failed("user", &crate::Error::Startup("x".into()));
+        metrics.reconciled("user", Duration::from_millis(3));
+        let text = metrics.encode();
+        assert!(
+            text.contains(r#"roster_reconcile_failures_total{controller="user",error="startup"} 1"#),
+            "{text}"
+        );
+        assert!(text.contains(r#"roster_reconciles_total{controller="user"} 1"#), "{text}");
+        assert!(text.contains(r#"roster_reconcile_duration_seconds_count{controller="user"} 1"#), "{text}");
     }
 }

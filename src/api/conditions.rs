@@ -81,12 +81,7 @@ mod tests {
     }
 
     fn ready(status: &'static str, message: &str) -> Desired {
-        Desired {
-            type_: types::READY,
-            status,
-            reason: reasons::RECONCILING,
-            message: message.into(),
-        }
+        Desired { type_: types::READY, status, reason: reasons::RECONCILING, message: message.into() }
     }
 
     #[test]
@@ -115,16 +110,10 @@ mod tests {
 
     #[test]
     fn conditions_no_longer_desired_are_dropped() {
-        let stalled = Desired {
-            type_: types::STALLED,
-            ..ready(status::TRUE, "x")
-        };
+        let stalled = Desired { type_: types::STALLED, ..ready(status::TRUE, "x") };
         let first = merge(&[], &[ready(status::FALSE, "a"), stalled], Some(1), &at(10));
         let second = merge(&first, &[ready(status::TRUE, "a")], Some(2), &at(20));
-        assert_eq!(
-            second.iter().map(|c| c.type_.as_str()).collect::<Vec<_>>(),
-            ["Ready"]
-        );
+        assert_eq!(second.iter().map(|c| c.type_.as_str()).collect::<Vec<_>>(), ["Ready"]);
     }
 
     #[test]

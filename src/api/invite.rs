@@ -47,11 +47,7 @@ pub(crate) const USER_REF_IMMUTABLE: &str = "self == oldSelf";
         json_path = ".status.expiresAt",
         description = "When the link stops working"
     ),
-    printcolumn(
-        name = "Age",
-        type_ = "date",
-        json_path = ".metadata.creationTimestamp"
-    )
+    printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp")
 )]
 #[serde(rename_all = "camelCase")]
 pub struct UserInviteSpec {

@@ -32,11 +32,7 @@ use super::invite::{Delivery, USER_REF_IMMUTABLE};
         json_path = ".status.phase",
         description = "Pending, Completed or Failed"
     ),
-    printcolumn(
-        name = "Age",
-        type_ = "date",
-        json_path = ".metadata.creationTimestamp"
-    )
+    printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp")
 )]
 #[serde(rename_all = "camelCase")]
 pub struct MfaResetSpec {

@@ -12,8 +12,8 @@ mod user;
 pub use invite::{Delivery, InvitePhase, UserInvite, UserInviteSpec, UserInviteStatus};
 pub use mfa_reset::{MfaReset, MfaResetPhase, MfaResetSpec, MfaResetStatus};
 pub use user::{
-    InvitePolicy, InviteSettings, InviteSummary, MfaSettings, MfaStatus, RequiredAction, User,
-    UserPhase, UserSpec, UserState, UserStatus,
+    InvitePolicy, InviteSettings, InviteSummary, MfaSettings, MfaStatus, RequiredAction, User, UserPhase,
+    UserSpec, UserState, UserStatus,
 };
 
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
@@ -45,4 +45,43 @@ pub fn crds_yaml() -> crate::Result<String> {
         out.push_str(&serde_norway::to_string(&crd)?);
     }
     Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// `crds/roster.yaml` is generated; regenerate with `cargo run -- crd > crds/roster.yaml`.
+    #[test]
+    fn crds_directory_matches_roster_crd() {
+        let committed = include_str!("../../crds/roster.yaml");
+        let generated = crds_yaml().unwrap();
+        assert!(
+            committed == generated,
+            "crds/roster.yaml is stale: run `cargo run -- crd > crds/roster.yaml`"
+        );
+    }
+
+    #[test]
+    fn schema_default_ttl_is_what_serde_assumes() {
+        let invite: UserInviteSpec =
+            serde_json::from_value(serde_json::json!({"userRef": {"name": "a"}})).unwrap();
+        let schema_default: kube::core::Duration = "720h".parse().unwrap();
+        assert_eq!(invite.ttl, schema_default);
+        let crd = serde_json::to_value(UserInvite::crd()).unwrap();
+        let ttl = &crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["spec"]["properties"]
+            ["ttl"];
+        assert_eq!(ttl["default"], "720h");
+    }
+
+    #[test]
+    fn spec_defaults_match_the_design() {
+        let user: UserSpec = serde_json::from_value(serde_json::json!({"email": "a@example.com"})).unwrap();
+        assert_eq!(user.state, UserState::Active);
+        assert!(user.mfa.required);
+        assert_eq!(user.invite.policy, InvitePolicy::Auto);
+        let reset: MfaResetSpec =
+            serde_json::from_value(serde_json::json!({"userRef": {"name": "a"}, "reason": "r"})).unwrap();
+        assert_eq!(reset.delivery, Delivery::Email);
+    }
 }

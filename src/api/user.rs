@@ -33,12 +33,7 @@ pub(crate) const EMAIL_MESSAGE: &str = "must be an email address such as jane.do
         json_path = ".status.phase",
         description = "Lifecycle phase"
     ),
-    printcolumn(
-        name = "Email",
-        type_ = "string",
-        json_path = ".spec.email",
-        description = "Login email"
-    ),
+    printcolumn(name = "Email", type_ = "string", json_path = ".spec.email", description = "Login email"),
     printcolumn(
         name = "MFA",
         type_ = "string",
@@ -52,11 +47,7 @@ pub(crate) const EMAIL_MESSAGE: &str = "must be an email address such as jane.do
         priority = "1",
         description = "Whether roster has done all it can for this generation"
     ),
-    printcolumn(
-        name = "Age",
-        type_ = "date",
-        json_path = ".metadata.creationTimestamp"
-    )
+    printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp")
 )]
 #[serde(rename_all = "camelCase")]
 pub struct UserSpec {

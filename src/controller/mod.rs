@@ -52,11 +52,7 @@ pub async fn run(
     readiness: Arc<Readiness>,
     shutdown: CancellationToken,
 ) {
-    let ctx = Arc::new(Context {
-        client: client.clone(),
-        metrics,
-        backoff: Backoff::default(),
-    });
+    let ctx = Arc::new(Context { client: client.clone(), metrics, backoff: Backoff::default() });
     let settings = controller::Config::default().concurrency(config.concurrency);
     let ns = config.watch_namespace.as_deref();
 
@@ -76,30 +72,9 @@ pub async fn run(
         }
     };
     futures::join!(
-        drive(
-            users,
-            "user",
-            user::reconcile,
-            ctx.clone(),
-            settings.clone(),
-            shutdown.clone()
-        ),
-        drive(
-            invites,
-            "userinvite",
-            invite::reconcile,
-            ctx.clone(),
-            settings.clone(),
-            shutdown.clone()
-        ),
-        drive(
-            resets,
-            "mfareset",
-            mfa_reset::reconcile,
-            ctx.clone(),
-            settings,
-            shutdown.clone()
-        ),
+        drive(users, "user", user::reconcile, ctx.clone(), settings.clone(), shutdown.clone()),
+        drive(invites, "userinvite", invite::reconcile, ctx.clone(), settings.clone(), shutdown.clone()),
+        drive(resets, "mfareset", mfa_reset::reconcile, ctx.clone(), settings, shutdown.clone()),
         ready,
     );
     tracing::info!("controllers stopped");
@@ -176,12 +151,7 @@ async fn drive<K, F, Fut>(
 }
 
 fn object_key<K: Resource<DynamicType = ()>>(obj: &K) -> String {
-    format!(
-        "{}/{}/{}",
-        K::kind(&()),
-        obj.namespace().unwrap_or_default(),
-        obj.name_any()
-    )
+    format!("{}/{}/{}", K::kind(&()), obj.namespace().unwrap_or_default(), obj.name_any())
 }
 
 /// Per-object consecutive failure counts, for exponential retry delays.
@@ -190,20 +160,14 @@ struct Backoff(Mutex<HashMap<String, u32>>);
 
 impl Backoff {
     fn next(&self, key: &str) -> Duration {
-        let mut failures = self
-            .0
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        let mut failures = self.0.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
         let count = failures.entry(key.to_owned()).or_insert(0);
         *count = count.saturating_add(1);
         retry_delay(*count)
     }
 
     fn reset(&self, key: &str) {
-        self.0
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
-            .remove(key);
+        self.0.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).remove(key);
     }
 }
 
@@ -255,19 +219,15 @@ where
         "kind": K::kind(&()),
         "status": status,
     });
-    api.patch_status(
-        &name,
-        &PatchParams::apply(FIELD_MANAGER).force(),
-        &Patch::Apply(&patch),
-    )
-    .await
-    .map(drop)
-    .map_err(|source| Error::Kube {
-        action: "patching status of",
-        kind: kind_name::<K>(),
-        object: format!("{namespace}/{name}"),
-        source,
-    })
+    api.patch_status(&name, &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(&patch))
+        .await
+        .map(drop)
+        .map_err(|source| Error::Kube {
+            action: "patching status of",
+            kind: kind_name::<K>(),
+            object: format!("{namespace}/{name}"),
+            source,
+        })
 }
 
 fn kind_name<K: Resource<DynamicType = ()>>() -> &'static str {
@@ -304,15 +264,8 @@ mod tests {
     fn acknowledged_is_ready_unknown_and_reconciling() {
         let conditions = acknowledged(&[], Some(4));
         let ready = conditions.iter().find(|c| c.type_ == "Ready").unwrap();
-        assert_eq!(
-            (ready.status.as_str(), ready.reason.as_str()),
-            ("Unknown", "Reconciling")
-        );
+        assert_eq!((ready.status.as_str(), ready.reason.as_str()), ("Unknown", "Reconciling"));
         assert_eq!(ready.observed_generation, Some(4));
-        assert!(
-            conditions
-                .iter()
-                .any(|c| c.type_ == "Reconciling" && c.status == "True")
-        );
+        assert!(conditions.iter().any(|c| c.type_ == "Reconciling" && c.status == "True"));
     }
 }

@@ -62,18 +62,10 @@ impl ControlPlane {
         let [etcd_client, etcd_peer, apiserver_port, kcm_port] = free_ports()?;
         let server = format!("https://127.0.0.1:{apiserver_port}");
         let kubeconfig = dir.join("kubeconfig");
-        std::fs::write(
-            &kubeconfig,
-            admin_kubeconfig(&server, &ca, &admin_cert, &admin_key),
-        )
-        .map_err(io("writing the kubeconfig"))?;
+        std::fs::write(&kubeconfig, admin_kubeconfig(&server, &ca, &admin_cert, &admin_key))
+            .map_err(io("writing the kubeconfig"))?;
 
-        let mut plane = Self {
-            processes: Vec::new(),
-            dir: dir.to_owned(),
-            kubeconfig,
-            server,
-        };
+        let mut plane = Self { processes: Vec::new(), dir: dir.to_owned(), kubeconfig, server };
 
         let etcd_url = format!("http://127.0.0.1:{etcd_client}");
         let peer_url = format!("http://127.0.0.1:{etcd_peer}");
@@ -91,6 +83,7 @@ impl ControlPlane {
                 "--unsafe-no-fsync=true",
                 "--log-level=warn",
             ]),
+            &[],
             &logs,
         )?);
 
@@ -114,12 +107,11 @@ impl ControlPlane {
                 "--endpoint-reconciler-type=none",
                 "--profiling=false",
             ]),
+            &[],
             &logs,
         )?);
         let client = plane.client().await?;
-        plane
-            .wait_until(1, "GET /readyz", || probe(client.clone(), "/readyz"))
-            .await?;
+        plane.wait_until(1, "GET /readyz", || probe(client.clone(), "/readyz")).await?;
 
         let kubeconfig = plane.kubeconfig.display().to_string();
         plane.processes.push(Process::spawn(
@@ -135,12 +127,11 @@ impl ControlPlane {
                 &format!("--secure-port={kcm_port}"),
                 "--profiling=false",
             ]),
+            &[],
             &logs,
         )?);
         let kcm = insecure_client(&format!("https://127.0.0.1:{kcm_port}"))?;
-        plane
-            .wait_until(2, "GET /healthz", || probe(kcm.clone(), "/healthz"))
-            .await?;
+        plane.wait_until(2, "GET /healthz", || probe(kcm.clone(), "/healthz")).await?;
 
         Ok(plane)
     }
@@ -176,17 +167,12 @@ impl ControlPlane {
             let name = crd.metadata.name.clone().unwrap_or_default();
             api.patch(&name, &params, &Patch::Apply(&crd))
                 .await
-                .map_err(|source| Error::Kube {
-                    context: format!("applying CRD {name}"),
-                    source,
-                })?;
+                .map_err(|source| Error::Kube { context: format!("applying CRD {name}"), source })?;
             let established = await_condition(api.clone(), &name, conditions::is_crd_established());
             tokio::time::timeout(STARTUP_DEADLINE, established)
                 .await
                 .map_err(|_| {
-                    Error::Kubeconfig(format!(
-                        "CRD {name} not Established within {STARTUP_DEADLINE:?}"
-                    ))
+                    Error::Kubeconfig(format!("CRD {name} not Established within {STARTUP_DEADLINE:?}"))
                 })?
                 .map_err(|e| Error::Kubeconfig(format!("waiting for CRD {name}: {e}")))?;
         }
@@ -212,8 +198,7 @@ impl ControlPlane {
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
-        Err(self.processes[index]
-            .not_ready(format!("{what} not ok within {STARTUP_DEADLINE:?}: {last}")))
+        Err(self.processes[index].not_ready(format!("{what} not ok within {STARTUP_DEADLINE:?}: {last}")))
     }
 }
 
@@ -231,10 +216,7 @@ pub async fn client_for(path: &Path) -> Result<Client> {
     let config = Config::from_custom_kubeconfig(kubeconfig, &KubeConfigOptions::default())
         .await
         .map_err(|e| Error::Kubeconfig(e.to_string()))?;
-    Client::try_from(config).map_err(|source| Error::Kube {
-        context: "building a client".into(),
-        source,
-    })
+    Client::try_from(config).map_err(|source| Error::Kube { context: "building a client".into(), source })
 }
 
 fn args(list: &[&str]) -> Vec<String> {
@@ -242,16 +224,13 @@ fn args(list: &[&str]) -> Vec<String> {
 }
 
 /// Ports the kernel hands out for binding on loopback; released just before use.
-fn free_ports<const N: usize>() -> Result<[u16; N]> {
+pub fn free_ports<const N: usize>() -> Result<[u16; N]> {
     let listeners = (0..N)
         .map(|_| TcpListener::bind("127.0.0.1:0").map_err(io("finding a free port")))
         .collect::<Result<Vec<_>>>()?;
     let mut ports = [0; N];
     for (port, listener) in ports.iter_mut().zip(&listeners) {
-        *port = listener
-            .local_addr()
-            .map_err(io("reading a bound port"))?
-            .port();
+        *port = listener.local_addr().map_err(io("reading a bound port"))?.port();
     }
     Ok(ports)
 }
@@ -283,21 +262,14 @@ current-context: roster-testenv
 
 /// A client for a component's self-signed health endpoint.
 fn insecure_client(url: &str) -> Result<Client> {
-    let mut config = Config::new(
-        url.parse()
-            .map_err(|e| Error::Kubeconfig(format!("{url}: {e}")))?,
-    );
+    let mut config = Config::new(url.parse().map_err(|e| Error::Kubeconfig(format!("{url}: {e}")))?);
     config.accept_invalid_certs = true;
-    Client::try_from(config).map_err(|source| Error::Kube {
-        context: format!("building a client for {url}"),
-        source,
-    })
+    Client::try_from(config)
+        .map_err(|source| Error::Kube { context: format!("building a client for {url}"), source })
 }
 
 async fn probe(client: Client, path: &str) -> std::result::Result<(), String> {
-    let request = http::Request::get(path)
-        .body(Vec::new())
-        .map_err(|e| e.to_string())?;
+    let request = http::Request::get(path).body(Vec::new()).map_err(|e| e.to_string())?;
     match client.request_text(request).await {
         Ok(body) if body.trim() == "ok" => Ok(()),
         Ok(body) => Err(body),

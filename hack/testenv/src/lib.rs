@@ -12,7 +12,8 @@ mod pki;
 mod process;
 mod tools;
 
-pub use control_plane::{ControlPlane, client_for};
+pub use control_plane::{ControlPlane, client_for, free_ports};
+pub use process::Process;
 pub use tools::tool_path;
 
 /// What can go wrong while starting or using the test environment.

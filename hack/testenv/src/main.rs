@@ -33,11 +33,7 @@ async fn run(dir: PathBuf, crds: Option<PathBuf>) -> Result<(), Box<dyn std::err
         plane.install_crds(&std::fs::read_to_string(&path)?).await?;
     }
     std::fs::write(dir.join("ready"), plane.server())?;
-    println!(
-        "control plane ready at {}; kubeconfig: {}",
-        plane.server(),
-        plane.kubeconfig().display()
-    );
+    println!("control plane ready at {}; kubeconfig: {}", plane.server(), plane.kubeconfig().display());
     tokio::select! {
         _ = tokio::signal::ctrl_c() => {}
         _ = terminate.recv() => {}

@@ -3,8 +3,8 @@
 //! service-account signing key.
 
 use rcgen::{
-    BasicConstraints, CertificateParams, CertifiedIssuer, DnType, ExtendedKeyUsagePurpose, IsCa,
-    KeyPair, KeyUsagePurpose, SanType,
+    BasicConstraints, CertificateParams, CertifiedIssuer, DnType, ExtendedKeyUsagePurpose, IsCa, KeyPair,
+    KeyUsagePurpose, SanType,
 };
 
 use crate::Result;
@@ -23,38 +23,23 @@ pub(crate) struct Pki {
 impl Pki {
     pub(crate) fn generate() -> Result<Self> {
         let mut ca_params = CertificateParams::new(Vec::<String>::new())?;
-        ca_params
-            .distinguished_name
-            .push(DnType::CommonName, "roster-testenv-ca");
+        ca_params.distinguished_name.push(DnType::CommonName, "roster-testenv-ca");
         ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-        ca_params.key_usages = vec![
-            KeyUsagePurpose::KeyCertSign,
-            KeyUsagePurpose::CrlSign,
-            KeyUsagePurpose::DigitalSignature,
-        ];
+        ca_params.key_usages =
+            vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign, KeyUsagePurpose::DigitalSignature];
         let ca = CertifiedIssuer::self_signed(ca_params, KeyPair::generate()?)?;
 
-        let mut serving = CertificateParams::new(vec![
-            "localhost".to_owned(),
-            "kubernetes.default.svc".to_owned(),
-        ])?;
-        serving
-            .subject_alt_names
-            .push(SanType::IpAddress([127, 0, 0, 1].into()));
-        serving
-            .distinguished_name
-            .push(DnType::CommonName, "kube-apiserver");
+        let mut serving =
+            CertificateParams::new(vec!["localhost".to_owned(), "kubernetes.default.svc".to_owned()])?;
+        serving.subject_alt_names.push(SanType::IpAddress([127, 0, 0, 1].into()));
+        serving.distinguished_name.push(DnType::CommonName, "kube-apiserver");
         serving.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
         let serving_key = KeyPair::generate()?;
         let serving_cert = serving.signed_by(&serving_key, &ca)?;
 
         let mut admin = CertificateParams::new(Vec::<String>::new())?;
-        admin
-            .distinguished_name
-            .push(DnType::CommonName, "roster-testenv-admin");
-        admin
-            .distinguished_name
-            .push(DnType::OrganizationName, "system:masters");
+        admin.distinguished_name.push(DnType::CommonName, "roster-testenv-admin");
+        admin.distinguished_name.push(DnType::OrganizationName, "system:masters");
         admin.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
         let admin_key = KeyPair::generate()?;
         let admin_cert = admin.signed_by(&admin_key, &ca)?;

@@ -4,27 +4,30 @@
 
 use std::fs::File;
 use std::path::{Path, PathBuf};
+
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use crate::{Error, Result, io};
 
 /// A running tool.
-pub(crate) struct Process {
+pub struct Process {
     name: String,
     child: Child,
     log: PathBuf,
 }
 
 impl Process {
-    /// Starts `program` with `args`, appending its stdout and stderr to `<log_dir>/<name>.log`.
+    /// Starts `program` with `args` and extra environment `env`, writing its stdout and
+    /// stderr to `<log_dir>/<name>.log`.
     ///
     /// Call from the thread that lives as long as the process should: the parent-death
     /// signal fires when the spawning thread ends.
-    pub(crate) fn spawn(
+    pub fn spawn(
         name: &str,
         program: &Path,
         args: &[String],
+        env: &[(&str, &str)],
         log_dir: &Path,
     ) -> Result<Self> {
         let log = log_dir.join(format!("{name}.log"));
@@ -39,20 +42,41 @@ impl Process {
         };
         let child = command
             .args(args)
+            .envs(env.iter().copied())
             .stdin(Stdio::null())
             .stdout(out)
             .stderr(err)
             .spawn()
             .map_err(io(format!("starting {}", program.display())))?;
-        Ok(Self {
-            name: name.to_owned(),
-            child,
-            log,
-        })
+        Ok(Self { name: name.to_owned(), child, log })
+    }
+
+    /// The log file of this process.
+    pub fn log(&self) -> &Path {
+        &self.log
+    }
+
+    /// The process id.
+    pub fn id(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Waits up to `timeout` for the process to exit by itself; `None` if it is still running.
+    pub fn wait_timeout(&mut self, timeout: Duration) -> Option<std::process::ExitStatus> {
+        let deadline = std::time::Instant::now() + timeout;
+        loop {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                return Some(status);
+            }
+            if std::time::Instant::now() >= deadline {
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
     }
 
     /// Fails with the end of the log if the process has exited.
-    pub(crate) fn check_running(&mut self) -> Result<()> {
+    pub fn check_running(&mut self) -> Result<()> {
         match self.child.try_wait() {
             Ok(None) => Ok(()),
             Ok(Some(status)) => Err(self.not_ready(format!("exited with {status}"))),
@@ -61,33 +85,21 @@ impl Process {
     }
 
     /// An error saying this process is not ready, with the end of its log.
-    pub(crate) fn not_ready(&self, reason: String) -> Error {
+    pub fn not_ready(&self, reason: String) -> Error {
         let text = std::fs::read_to_string(&self.log).unwrap_or_default();
         let lines: Vec<&str> = text.lines().collect();
         let tail = lines[lines.len().saturating_sub(30)..].join("\n");
-        Error::NotReady {
-            name: self.name.clone(),
-            reason,
-            log: self.log.display().to_string(),
-            tail,
-        }
+        Error::NotReady { name: self.name.clone(), reason, log: self.log.display().to_string(), tail }
     }
 
     /// Stops the process: SIGTERM, then SIGKILL if it is still there after a grace period.
-    pub(crate) fn stop(&mut self) {
+    pub fn stop(&mut self) {
         if matches!(self.child.try_wait(), Ok(Some(_))) {
             return;
         }
-        let _ = Command::new("kill")
-            .arg("-TERM")
-            .arg(self.child.id().to_string())
-            .status();
-        let deadline = std::time::Instant::now() + Duration::from_secs(10);
-        while std::time::Instant::now() < deadline {
-            if matches!(self.child.try_wait(), Ok(Some(_))) {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(50));
+        let _ = Command::new("kill").arg("-TERM").arg(self.child.id().to_string()).status();
+        if self.wait_timeout(Duration::from_secs(10)).is_some() {
+            return;
         }
         let _ = self.child.kill();
         let _ = self.child.wait();

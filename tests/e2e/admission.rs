@@ -1,0 +1,150 @@
+//! Bad input is refused by the API server itself — schema and CEL rules in the CRDs — with
+//! a message that names the field.
+
+use anyhow::{Context as _, bail, ensure};
+use kube::api::{Patch, PatchParams, PostParams};
+use libtest_mimic::Trial;
+use roster::api::{MfaReset, User, UserInvite};
+use serde_json::{Value, json};
+
+use crate::harness::{Ns, trial};
+
+pub fn trials() -> Vec<Trial> {
+    vec![
+        trial("admission::invalid_email", |ns| async move {
+            expect_rejected(
+                &ns,
+                user(json!({"email": "jane.doe@"})),
+                &["spec.email", "must be an email address"],
+            )
+            .await
+        }),
+        trial("admission::phone_must_be_e164", |ns| async move {
+            let spec = json!({"email": "a@example.com", "phone": "555-1234"});
+            expect_rejected(&ns, user(spec), &["spec.phone", "E.164"]).await
+        }),
+        trial("admission::unknown_state", |ns| async move {
+            let spec = json!({"email": "a@example.com", "state": "Paused"});
+            expect_rejected(&ns, user(spec), &["spec.state", "Unsupported value", "Paused"]).await
+        }),
+        trial("admission::ten_thousand_character_name", |ns| async move {
+            let spec = json!({"email": "a@example.com", "givenName": "x".repeat(10_000)});
+            expect_rejected(&ns, user(spec), &["spec.givenName", "Too long"]).await
+        }),
+        trial("admission::bounded_lists_and_maps", |ns| async move {
+            let groups: Vec<String> = (0..65).map(|i| format!("g{i}")).collect();
+            let spec = json!({"email": "a@example.com", "groups": groups});
+            expect_rejected(&ns, user(spec), &["spec.groups", "Too many"]).await?;
+            let spec = json!({"email": "a@example.com", "groups": ["dev", "dev"]});
+            expect_rejected(&ns, user(spec), &["spec.groups", "Duplicate value"]).await?;
+            let attributes: serde_json::Map<String, Value> =
+                (0..65).map(|i| (format!("k{i}"), json!("v"))).collect();
+            let spec = json!({"email": "a@example.com", "attributes": attributes});
+            expect_rejected(&ns, user(spec), &["spec.attributes", "Too many"]).await?;
+            let spec = json!({"email": "a@example.com", "attributes": {"bad key!": "v"}});
+            expect_rejected(&ns, user(spec), &["spec.attributes", "attribute names"]).await
+        }),
+        trial("admission::mfa_reset_requires_a_reason", |ns| async move {
+            let missing = reset(json!({"userRef": {"name": "jane"}}));
+            expect_rejected(&ns, missing, &["spec.reason", "Required value"]).await?;
+            let empty = reset(json!({"userRef": {"name": "jane"}, "reason": ""}));
+            expect_rejected(&ns, empty, &["spec.reason"]).await
+        }),
+        trial("admission::invite_ttl_is_a_bounded_duration", |ns| async move {
+            for ttl in ["10x", "9000h", "0s"] {
+                let spec = json!({"userRef": {"name": "jane"}, "ttl": ttl});
+                expect_rejected(&ns, invite(spec), &["spec.ttl", "must be a duration"]).await?;
+            }
+            Ok(())
+        }),
+        trial("admission::user_ref_is_immutable", |ns| async move {
+            ns.apply(invite(json!({"userRef": {"name": "jane"}}))).await?;
+            let change = json!({"spec": {"userRef": {"name": "john"}}});
+            let refused = ns
+                .raw::<UserInvite>()
+                .patch("example", &PatchParams::default(), &Patch::Merge(&change))
+                .await;
+            expect_message(refused, &["spec.userRef", "immutable"])?;
+            ns.apply(reset(json!({"userRef": {"name": "jane"}, "reason": "lost phone"}))).await?;
+            let refused =
+                ns.raw::<MfaReset>().patch("example", &PatchParams::default(), &Patch::Merge(&change)).await;
+            expect_message(refused, &["spec.userRef", "immutable"])
+        }),
+        trial("admission::resend_only_increases", |ns| async move {
+            ns.apply(invite(json!({"userRef": {"name": "jane"}, "resend": 2}))).await?;
+            let lower = json!({"spec": {"resend": 1}});
+            let refused =
+                ns.raw::<UserInvite>().patch("example", &PatchParams::default(), &Patch::Merge(&lower)).await;
+            expect_message(refused, &["spec.resend", "only be increased"])
+        }),
+        trial("admission::defaults_are_applied", |ns| async move {
+            let created = ns.apply(user(json!({"email": "a@example.com"}))).await?;
+            let spec = &created.data["spec"];
+            ensure!(spec["state"] == "Active", "state default: {spec}");
+            ensure!(spec["mfa"]["required"] == true, "mfa.required default: {spec}");
+            ensure!(spec["invite"]["policy"] == "Auto", "invite.policy default: {spec}");
+            let created = ns.apply(invite(json!({"userRef": {"name": "example"}}))).await?;
+            let spec = &created.data["spec"];
+            ensure!(
+                spec["delivery"] == "Email" && spec["ttl"] == "720h" && spec["resend"] == 0,
+                "invite defaults: {spec}"
+            );
+            let created =
+                ns.apply(reset(json!({"userRef": {"name": "example"}, "reason": "lost phone"}))).await?;
+            ensure!(created.data["spec"]["delivery"] == "Email", "reset defaults: {}", created.data["spec"]);
+            Ok(())
+        }),
+    ]
+}
+
+fn user(spec: Value) -> Value {
+    json!({"apiVersion": "roster.dev/v1alpha1", "kind": "User", "metadata": {"name": "example"}, "spec": spec})
+}
+
+fn invite(spec: Value) -> Value {
+    json!({"apiVersion": "roster.dev/v1alpha1", "kind": "UserInvite", "metadata": {"name": "example"}, "spec": spec})
+}
+
+fn reset(spec: Value) -> Value {
+    json!({"apiVersion": "roster.dev/v1alpha1", "kind": "MfaReset", "metadata": {"name": "example"}, "spec": spec})
+}
+
+/// Creates `manifest` and expects the API server to refuse it with a message containing
+/// every one of `needles`.
+async fn expect_rejected(ns: &Ns, manifest: Value, needles: &[&str]) -> anyhow::Result<()> {
+    let object = serde_json::from_value(manifest)?;
+    let api = match object_kind(&object) {
+        "User" => ns.raw::<User>(),
+        "UserInvite" => ns.raw::<UserInvite>(),
+        _ => ns.raw::<MfaReset>(),
+    };
+    let created = api.create(&PostParams::default(), &object).await;
+    expect_message(created, needles).with_context(|| {
+        format!("creating {} {}", object_kind(&object), object.metadata.name.as_deref().unwrap_or_default())
+    })
+}
+
+fn object_kind(object: &kube::core::DynamicObject) -> &str {
+    object.types.as_ref().map_or("", |t| t.kind.as_str())
+}
+
+fn expect_message<T: std::fmt::Debug>(
+    result: Result<T, kube::Error>,
+    needles: &[&str],
+) -> anyhow::Result<()> {
+    match result {
+        Ok(object) => bail!("the API server accepted what it should refuse: {object:?}"),
+        Err(kube::Error::Api(status)) => {
+            ensure!(status.code == 422, "expected 422 Invalid, got {}: {}", status.code, status.message);
+            for needle in needles {
+                ensure!(
+                    status.message.contains(needle),
+                    "message {:?} does not mention {needle:?}",
+                    status.message
+                );
+            }
+            Ok(())
+        }
+        Err(e) => bail!("expected a refusal from the API server, got {e}"),
+    }
+}

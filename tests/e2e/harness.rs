@@ -1,0 +1,278 @@
+//! The shared test environment and per-test namespaces.
+
+use std::future::Future;
+use std::panic::AssertUnwindSafe;
+use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
+use std::time::Duration;
+
+use anyhow::{Context as _, bail};
+use futures::FutureExt;
+use k8s_openapi::api::core::v1::Namespace;
+use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
+use kube::core::{DynamicObject, GroupVersionKind};
+use kube::discovery::ApiResource;
+use kube::runtime::wait::await_condition;
+use kube::{Client, Resource};
+use libtest_mimic::{Failed, Trial};
+use roster::api::{MfaReset, User, UserInvite};
+use roster_testenv::{ControlPlane, Process, client_for, free_ports};
+use serde::de::DeserializeOwned;
+
+/// How long a test waits for any one condition.
+pub const DEADLINE: Duration = Duration::from_secs(30);
+
+static SHARED: OnceLock<Shared> = OnceLock::new();
+
+/// What tests need of the environment.
+pub struct Shared {
+    pub kubeconfig: PathBuf,
+    pub operator_url: String,
+    pub operator_log: PathBuf,
+    pub work_dir: PathBuf,
+}
+
+/// The environment: control plane, CRDs, and the operator. Dropping it stops everything.
+pub struct Env {
+    _operator: Operator,
+    _plane: ControlPlane,
+}
+
+impl Env {
+    pub async fn start() -> anyhow::Result<Self> {
+        let work_dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("e2e");
+        let _ = std::fs::remove_dir_all(&work_dir);
+        std::fs::create_dir_all(&work_dir)?;
+        let plane = ControlPlane::start(&work_dir.join("control-plane")).await?;
+        let crds = std::fs::read_to_string(repo_path("crds/roster.yaml"))?;
+        plane.install_crds(&crds).await?;
+        let operator = Operator::start(plane.kubeconfig(), &work_dir, "operator", &[]).await?;
+        let shared = Shared {
+            kubeconfig: plane.kubeconfig().to_owned(),
+            operator_url: operator.url.clone(),
+            operator_log: operator.process.log().to_owned(),
+            work_dir,
+        };
+        if SHARED.set(shared).is_err() {
+            bail!("the test environment was started twice");
+        }
+        Ok(Self { _operator: operator, _plane: plane })
+    }
+}
+
+pub fn shared() -> &'static Shared {
+    SHARED.get().expect("the test environment is started before any test runs")
+}
+
+pub fn repo_path(relative: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join(relative)
+}
+
+/// A `roster run` process against the test control plane.
+pub struct Operator {
+    pub process: Process,
+    /// Base URL of its metrics port.
+    pub url: String,
+}
+
+impl Operator {
+    /// Starts `roster run` with `extra` flags and waits until it answers `/readyz`.
+    pub async fn start(
+        kubeconfig: &Path,
+        log_dir: &Path,
+        name: &str,
+        extra: &[&str],
+    ) -> anyhow::Result<Self> {
+        let [port] = free_ports()?;
+        let mut args = vec!["run".to_owned(), format!("--metrics-addr=127.0.0.1:{port}")];
+        args.extend(extra.iter().map(|s| (*s).to_owned()));
+        let kubeconfig = kubeconfig.display().to_string();
+        let process = Process::spawn(
+            name,
+            Path::new(env!("CARGO_BIN_EXE_roster")),
+            &args,
+            &[("KUBECONFIG", kubeconfig.as_str()), ("NO_COLOR", "1")],
+            log_dir,
+        )?;
+        let mut operator = Self { process, url: format!("http://127.0.0.1:{port}") };
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+        loop {
+            operator.process.check_running()?;
+            if let Ok(response) = reqwest::get(format!("{}/readyz", operator.url)).await
+                && response.status().is_success()
+            {
+                return Ok(operator);
+            }
+            if tokio::time::Instant::now() > deadline {
+                return Err(operator.process.not_ready("GET /readyz not 200 within 60s".into()).into());
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+}
+
+/// A test in its own namespace.
+pub fn trial<F, Fut>(name: &'static str, test: F) -> Trial
+where
+    F: FnOnce(Ns) -> Fut + Send + 'static,
+    Fut: Future<Output = anyhow::Result<()>>,
+{
+    Trial::test(name, move || {
+        let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+        runtime.block_on(run_in_namespace(name, test))
+    })
+}
+
+async fn run_in_namespace<F, Fut>(name: &str, test: F) -> Result<(), Failed>
+where
+    F: FnOnce(Ns) -> Fut,
+    Fut: Future<Output = anyhow::Result<()>>,
+{
+    let client = client_for(&shared().kubeconfig).await.map_err(|e| e.to_string())?;
+    let ns = Ns::create(client, name).await.map_err(|e| format!("{e:#}"))?;
+    let outcome = AssertUnwindSafe(test(ns.clone())).catch_unwind().await;
+    let failure = match outcome {
+        Ok(Ok(())) => None,
+        Ok(Err(e)) => Some(format!("{e:#}")),
+        Err(panic) => Some(
+            panic
+                .downcast_ref::<String>()
+                .cloned()
+                .or_else(|| panic.downcast_ref::<&str>().map(|s| (*s).to_owned()))
+                .unwrap_or_else(|| "panicked".into()),
+        ),
+    };
+    let result = match failure {
+        None => Ok(()),
+        Some(message) => Err(format!("{message}\n{}", ns.dump().await).into()),
+    };
+    ns.delete().await;
+    result
+}
+
+/// A namespace of one test, with its client.
+#[derive(Clone)]
+pub struct Ns {
+    pub client: Client,
+    pub name: String,
+}
+
+impl Ns {
+    async fn create(client: Client, test: &str) -> anyhow::Result<Self> {
+        let slug: String = test
+            .chars()
+            .map(|c| if c.is_ascii_alphanumeric() { c.to_ascii_lowercase() } else { '-' })
+            .collect();
+        let slug = slug.trim_matches('-');
+        let name = format!("{}-{:x}", &slug[..slug.len().min(48)].trim_end_matches('-'), std::process::id());
+        let namespace: Namespace = serde_json::from_value(serde_json::json!({"metadata": {"name": name}}))?;
+        Api::<Namespace>::all(client.clone())
+            .create(&PostParams::default(), &namespace)
+            .await
+            .with_context(|| format!("creating namespace {name}"))?;
+        Ok(Self { client, name })
+    }
+
+    async fn delete(&self) {
+        let _ = Api::<Namespace>::all(self.client.clone()).delete(&self.name, &DeleteParams::default()).await;
+    }
+
+    /// A typed API in this namespace.
+    pub fn api<K>(&self) -> Api<K>
+    where
+        K: Resource<DynamicType = (), Scope = kube::core::NamespaceResourceScope>,
+    {
+        Api::namespaced(self.client.clone(), &self.name)
+    }
+
+    /// An untyped API for `K` in this namespace, to send what `K` cannot express.
+    pub fn raw<K: Resource<DynamicType = ()>>(&self) -> Api<DynamicObject> {
+        Api::namespaced_with(self.client.clone(), &self.name, &ApiResource::erase::<K>(&()))
+    }
+
+    /// Server-side applies `manifest` (any kind roster serves) with strict field validation.
+    pub async fn apply(&self, manifest: serde_json::Value) -> anyhow::Result<DynamicObject> {
+        let object: DynamicObject = serde_json::from_value(manifest)?;
+        let types = object.types.clone().context("manifest without apiVersion/kind")?;
+        let gvk = GroupVersionKind::try_from(&types)?;
+        let api: Api<DynamicObject> =
+            Api::namespaced_with(self.client.clone(), &self.name, &ApiResource::from_gvk(&gvk));
+        let name = object.metadata.name.clone().context("manifest without a name")?;
+        let params = PatchParams {
+            field_validation: Some(kube::api::ValidationDirective::Strict),
+            ..PatchParams::apply("e2e")
+        };
+        Ok(api.patch(&name, &params, &Patch::Apply(&object)).await?)
+    }
+
+    /// roster's objects in this namespace and the end of the operator's log.
+    async fn dump(&self) -> String {
+        let mut out = format!("--- roster objects in namespace {} ---\n", self.name);
+        out += &dump_kind::<User>(self).await;
+        out += &dump_kind::<UserInvite>(self).await;
+        out += &dump_kind::<MfaReset>(self).await;
+        let log = std::fs::read_to_string(&shared().operator_log).unwrap_or_default();
+        let lines: Vec<&str> = log.lines().collect();
+        out += &format!("--- last lines of {} ---\n", shared().operator_log.display());
+        out += &lines[lines.len().saturating_sub(40)..].join("\n");
+        out
+    }
+}
+
+async fn dump_kind<K>(ns: &Ns) -> String
+where
+    K: Resource<DynamicType = (), Scope = kube::core::NamespaceResourceScope>
+        + Clone
+        + DeserializeOwned
+        + serde::Serialize
+        + std::fmt::Debug,
+{
+    match ns.api::<K>().list(&ListParams::default()).await {
+        Ok(list) => {
+            list.items.iter().map(|o| serde_norway::to_string(o).unwrap_or_default() + "---\n").collect()
+        }
+        Err(e) => format!("listing {}: {e}\n", K::kind(&())),
+    }
+}
+
+/// Waits until object `name` satisfies `condition`; on timeout, the error shows the object.
+pub async fn wait_for<K>(
+    api: &Api<K>,
+    name: &str,
+    what: &str,
+    condition: impl Fn(&K) -> bool + Send + 'static,
+) -> anyhow::Result<K>
+where
+    K: Resource + Clone + DeserializeOwned + serde::Serialize + std::fmt::Debug + Send + 'static,
+{
+    let waited = tokio::time::timeout(
+        DEADLINE,
+        await_condition(api.clone(), name, move |o: Option<&K>| o.is_some_and(&condition)),
+    )
+    .await;
+    match waited {
+        Ok(Ok(Some(object))) => Ok(object),
+        Ok(Ok(None)) => bail!("{name} disappeared while waiting until {what}"),
+        Ok(Err(e)) => bail!("watching {name} until {what}: {e}"),
+        Err(_) => {
+            let seen = api.get_opt(name).await?.map(|o| serde_norway::to_string(&o).unwrap_or_default());
+            bail!(
+                "{name}: not {what} within {DEADLINE:?}; last seen:\n{}",
+                seen.unwrap_or_else(|| "(absent)".into())
+            )
+        }
+    }
+}
+
+/// Whether the operator has recorded this generation of `object` with `Ready=Unknown`,
+/// reason `Reconciling` — what it sets before any lifecycle logic.
+pub fn is_acknowledged(object: &DynamicObject) -> bool {
+    let status = &object.data["status"];
+    let generation = object.metadata.generation;
+    let ready_unknown = status["conditions"].as_array().is_some_and(|conditions| {
+        conditions
+            .iter()
+            .any(|c| c["type"] == "Ready" && c["status"] == "Unknown" && c["reason"] == "Reconciling")
+    });
+    generation.is_some() && status["observedGeneration"].as_i64() == generation && ready_unknown
+}

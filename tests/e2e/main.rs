@@ -1,0 +1,43 @@
+//! Tests against a real control plane: etcd, kube-apiserver (RBAC on) and
+//! kube-controller-manager (garbage collector and namespace controllers), started once for
+//! this binary by `roster-testenv`, with the `roster` binary running against it.
+//!
+//! Each test gets its own namespace; on failure it prints the roster objects it saw and the
+//! end of the operator's log. Logs of every process stay in `target/tmp/e2e/` after a run.
+
+mod admission;
+mod cluster;
+mod examples;
+mod harness;
+mod operator;
+
+use std::process::ExitCode;
+
+fn main() -> ExitCode {
+    let args = libtest_mimic::Arguments::from_args();
+    let trials: Vec<_> = [admission::trials(), cluster::trials(), examples::trials(), operator::trials()]
+        .into_iter()
+        .flatten()
+        .collect();
+    if args.list {
+        return libtest_mimic::run(&args, trials).exit_code();
+    }
+    // Current-thread: the control plane's processes live as long as this (the main) thread.
+    let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+        Ok(runtime) => runtime,
+        Err(e) => {
+            eprintln!("e2e: building a runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let env = match runtime.block_on(harness::Env::start()) {
+        Ok(env) => env,
+        Err(e) => {
+            eprintln!("e2e: starting the test environment failed:\n{e:#}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let conclusion = libtest_mimic::run(&args, trials);
+    drop(env);
+    conclusion.exit_code()
+}

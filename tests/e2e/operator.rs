@@ -1,0 +1,99 @@
+//! `roster run` against the real control plane: it records each generation it sees, serves
+//! health and metrics, refuses bad flags, and stops cleanly on SIGTERM.
+
+use std::process::Command;
+use std::time::Duration;
+
+use anyhow::{Context as _, ensure};
+use kube::api::{Patch, PatchParams};
+use libtest_mimic::Trial;
+use roster::api::{MfaReset, User, UserInvite};
+use serde_json::json;
+
+use crate::harness::{Operator, is_acknowledged, shared, trial, wait_for};
+
+pub fn trials() -> Vec<Trial> {
+    vec![
+        trial("operator::records_each_generation", |ns| async move {
+            let user = json!({"apiVersion": "roster.dev/v1alpha1", "kind": "User", "metadata": {"name": "jane"},
+                "spec": {"email": "jane@example.com"}});
+            ns.apply(user).await?;
+            let api = ns.raw::<User>();
+            let first = wait_for(&api, "jane", "acknowledged", is_acknowledged).await?;
+            let ready_since = ready_transition(&first);
+
+            let change = json!({"spec": {"displayName": "Jane Doe"}});
+            api.patch("jane", &PatchParams::default(), &Patch::Merge(&change)).await?;
+            let second = wait_for(&api, "jane", "generation 2 acknowledged", |o| {
+                o.metadata.generation == Some(2) && is_acknowledged(o)
+            })
+            .await?;
+            ensure!(
+                ready_transition(&second) == ready_since,
+                "Ready's lastTransitionTime moved although its status did not flip"
+            );
+            Ok(())
+        }),
+        trial("operator::serves_health_and_metrics", |ns| async move {
+            let base = &shared().operator_url;
+            for path in ["/healthz", "/readyz"] {
+                let response = reqwest::get(format!("{base}{path}")).await?;
+                ensure!(response.status() == 200, "{path} answered {}", response.status());
+            }
+            for (kind, api, spec) in [
+                ("User", ns.raw::<User>(), json!({"email": "m@example.com"})),
+                ("UserInvite", ns.raw::<UserInvite>(), json!({"userRef": {"name": "m"}})),
+                ("MfaReset", ns.raw::<MfaReset>(), json!({"userRef": {"name": "m"}, "reason": "test"})),
+            ] {
+                ns.apply(json!({"apiVersion": "roster.dev/v1alpha1", "kind": kind, "metadata": {"name": "m"}, "spec": spec}))
+                    .await?;
+                wait_for(&api, "m", "acknowledged", is_acknowledged).await?;
+            }
+            let metrics = reqwest::get(format!("{base}/metrics")).await?.text().await?;
+            for controller in ["user", "userinvite", "mfareset"] {
+                for needle in [
+                    format!("roster_reconciles_total{{controller=\"{controller}\"}}"),
+                    format!("roster_reconcile_duration_seconds_count{{controller=\"{controller}\"}}"),
+                ] {
+                    ensure!(metrics.contains(&needle), "/metrics lacks {needle:?}:\n{metrics}");
+                }
+            }
+            Ok(())
+        }),
+        trial("operator::stops_cleanly_on_sigterm", |ns| async move {
+            let dir = shared().work_dir.join(&ns.name);
+            std::fs::create_dir_all(&dir)?;
+            let watch = format!("--watch-namespace={}", ns.name);
+            let mut operator = Operator::start(&shared().kubeconfig, &dir, "operator", &[&watch]).await?;
+            let pid = operator.process.id().to_string();
+            ensure!(
+                Command::new("kill").args(["-TERM", &pid]).status()?.success(),
+                "kill -TERM {pid} failed"
+            );
+            let status = operator
+                .process
+                .wait_timeout(Duration::from_secs(20))
+                .context("roster run still running 20s after SIGTERM")?;
+            ensure!(status.success(), "roster run exited with {status} after SIGTERM");
+            let log = std::fs::read_to_string(operator.process.log())?;
+            ensure!(log.contains("controllers stopped"), "no clean-stop line in the log:\n{log}");
+            Ok(())
+        }),
+        trial("operator::refuses_bad_flags", |_ns| async move {
+            let output =
+                Command::new(env!("CARGO_BIN_EXE_roster")).args(["run", "--concurrency", "0"]).output()?;
+            ensure!(!output.status.success(), "roster run --concurrency 0 was accepted");
+            let stderr = String::from_utf8_lossy(&output.stderr);
+            ensure!(stderr.contains("--concurrency"), "the error does not name the flag: {stderr}");
+            Ok(())
+        }),
+    ]
+}
+
+fn ready_transition(object: &kube::core::DynamicObject) -> Option<String> {
+    object.data["status"]["conditions"]
+        .as_array()?
+        .iter()
+        .find(|c| c["type"] == "Ready")
+        .and_then(|c| c["lastTransitionTime"].as_str().map(str::to_owned))
+}
