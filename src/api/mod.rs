@@ -3,6 +3,9 @@
 //! `kubectl explain` prints and every admission rule lives beside the field it checks.
 //! Types only; no I/O.
 
+// Every `printcolumn(...)` in a `#[kube]` attribute repeats the keys `name`, `type_`, ….
+#![allow(clippy::duplicated_attributes)]
+
 pub mod conditions;
 mod invite;
 mod mfa_reset;

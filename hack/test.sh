@@ -1,0 +1,11 @@
+#!/usr/bin/env bash
+# Runs every check and test: builds the test tools if missing (cached under
+# ~/.cache/roster), then formatting, clippy, unit tests and the tests against a real
+# control plane. The same command CI runs.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+hack/install-test-tools.sh >/dev/null
+cargo fmt --all --check
+cargo clippy --workspace --all-targets --locked -- -D warnings
+cargo test --workspace --locked
