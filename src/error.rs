@@ -10,22 +10,12 @@ pub enum Error {
         /// What roster was doing, e.g. "patching status of".
         action: &'static str,
         /// The kind of the object concerned.
-        kind: &'static str,
+        kind: String,
         /// `namespace/name` of the object concerned.
         object: String,
-        /// The client's error.
+        /// The client's error (boxed: it is large, and errors travel by value).
         #[source]
-        source: kube::Error,
-    },
-    /// An object came from the API without a field the API server always sets.
-    #[error("{kind} {object} has no {field}")]
-    MissingField {
-        /// The kind of the object concerned.
-        kind: &'static str,
-        /// `namespace/name` of the object concerned, as far as known.
-        object: String,
-        /// The missing field.
-        field: &'static str,
+        source: Box<kube::Error>,
     },
     /// A CRD could not be rendered.
     #[error("rendering CRDs: {0}")]
@@ -40,7 +30,6 @@ impl Error {
     pub fn metric_label(&self) -> &'static str {
         match self {
             Error::Kube { .. } => "kube_api",
-            Error::MissingField { .. } => "missing_field",
             Error::Render(_) => "render",
             Error::Startup(_) => "startup",
         }

@@ -60,15 +60,21 @@ pub async fn run(
     let (invites, invite_cache) = cache::<UserInvite>(api(&client, ns));
     let (resets, reset_cache) = cache::<MfaReset>(api(&client, ns));
 
+    let stop_waiting = shutdown.clone();
     let ready = async move {
-        let synced = futures::join!(
-            user_cache.wait_until_ready(),
-            invite_cache.wait_until_ready(),
-            reset_cache.wait_until_ready()
-        );
-        if let (Ok(()), Ok(()), Ok(())) = synced {
-            readiness.set_ready();
-            tracing::info!("watch caches synced; ready");
+        let synced = async {
+            futures::join!(
+                user_cache.wait_until_ready(),
+                invite_cache.wait_until_ready(),
+                reset_cache.wait_until_ready()
+            )
+        };
+        tokio::select! {
+            (Ok(()), Ok(()), Ok(())) = synced => {
+                readiness.set_ready();
+                tracing::info!("watch caches synced; ready");
+            }
+            () = stop_waiting.cancelled() => {}
         }
     };
     futures::join!(
@@ -90,10 +96,9 @@ where
     }
 }
 
-/// A reflector cache of `K` (managedFields dropped) and the stream feeding it.
-type Cached<K> = (Controller<K>, Store<K>);
-
-fn cache<K>(api: Api<K>) -> Cached<K>
+/// A controller fed by a reflector cache of `K` that drops managedFields, and a reader of
+/// that cache.
+fn cache<K>(api: Api<K>) -> (Controller<K>, Store<K>)
 where
     K: Resource<DynamicType = ()> + Clone + DeserializeOwned + Debug + Send + Sync + 'static,
 {
@@ -140,8 +145,9 @@ async fn drive<K, F, Fut>(
             },
             move |obj: Arc<K>, error: &Error, ctx: Arc<Context>| {
                 ctx.metrics.failed(name, error);
-                let delay = ctx.backoff.next(&object_key(obj.as_ref()));
-                tracing::warn!(controller = name, object = %object_key(obj.as_ref()), %error, retry_in = ?delay, "reconcile failed");
+                let object = object_key(obj.as_ref());
+                let delay = ctx.backoff.next(&object);
+                tracing::warn!(controller = name, %object, %error, retry_in = ?delay, "reconcile failed");
                 Action::requeue(delay)
             },
             ctx,
@@ -224,19 +230,10 @@ where
         .map(drop)
         .map_err(|source| Error::Kube {
             action: "patching status of",
-            kind: kind_name::<K>(),
+            kind: K::kind(&()).into_owned(),
             object: format!("{namespace}/{name}"),
-            source,
+            source: Box::new(source),
         })
-}
-
-fn kind_name<K: Resource<DynamicType = ()>>() -> &'static str {
-    match K::kind(&()).as_ref() {
-        "User" => "User",
-        "UserInvite" => "UserInvite",
-        "MfaReset" => "MfaReset",
-        _ => "object",
-    }
 }
 
 #[cfg(test)]

@@ -21,6 +21,8 @@ use serde::de::DeserializeOwned;
 
 /// How long a test waits for any one condition.
 pub const DEADLINE: Duration = Duration::from_secs(30);
+/// How often a condition that cannot be watched is polled.
+const POLL_INTERVAL: Duration = Duration::from_millis(100);
 
 static SHARED: OnceLock<Shared> = OnceLock::new();
 
@@ -106,7 +108,7 @@ impl Operator {
             if tokio::time::Instant::now() > deadline {
                 return Err(operator.process.not_ready("GET /readyz not 200 within 60s".into()).into());
             }
-            tokio::time::sleep(Duration::from_millis(100)).await;
+            tokio::time::sleep(POLL_INTERVAL).await;
         }
     }
 }

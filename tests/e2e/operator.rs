@@ -60,11 +60,13 @@ pub fn trials() -> Vec<Trial> {
             }
             Ok(())
         }),
-        trial("operator::stops_cleanly_on_sigterm", |ns| async move {
+        trial("operator::stops_cleanly_on_sigterm_with_json_logs", |ns| async move {
             let dir = shared().work_dir.join(&ns.name);
             std::fs::create_dir_all(&dir)?;
             let watch = format!("--watch-namespace={}", ns.name);
-            let mut operator = Operator::start(&shared().kubeconfig, &dir, "operator", &[&watch]).await?;
+            let mut operator =
+                Operator::start(&shared().kubeconfig, &dir, "operator", &[&watch, "--log-format=json"])
+                    .await?;
             let pid = operator.process.id().to_string();
             ensure!(
                 Command::new("kill").args(["-TERM", &pid]).status()?.success(),
@@ -76,7 +78,15 @@ pub fn trials() -> Vec<Trial> {
                 .context("roster run still running 20s after SIGTERM")?;
             ensure!(status.success(), "roster run exited with {status} after SIGTERM");
             let log = std::fs::read_to_string(operator.process.log())?;
-            ensure!(log.contains("controllers stopped"), "no clean-stop line in the log:\n{log}");
+            let lines = log
+                .lines()
+                .map(serde_json::from_str::<serde_json::Value>)
+                .collect::<Result<Vec<_>, _>>()
+                .with_context(|| format!("--log-format=json wrote a line that is not JSON:\n{log}"))?;
+            ensure!(
+                lines.iter().any(|l| l["message"] == "controllers stopped"),
+                "no clean-stop line in the log:\n{log}"
+            );
             Ok(())
         }),
         trial("operator::refuses_bad_flags", |_ns| async move {

@@ -18,6 +18,8 @@ use crate::{Error, Result, io, tool_path};
 
 /// How long each component gets to become ready.
 const STARTUP_DEADLINE: Duration = Duration::from_secs(90);
+/// How often readiness is polled while starting.
+const POLL_INTERVAL: Duration = Duration::from_millis(100);
 
 /// A running control plane. Dropping it stops every process.
 pub struct ControlPlane {
@@ -163,7 +165,7 @@ impl ControlPlane {
         let params = PatchParams::apply("roster-testenv").force();
         for document in serde_norway::Deserializer::from_str(crds) {
             let crd = CustomResourceDefinition::deserialize(document)
-                .map_err(|e| Error::Kubeconfig(format!("parsing CRDs: {e}")))?;
+                .map_err(|e| Error::Setup(format!("parsing CRDs: {e}")))?;
             let name = crd.metadata.name.clone().unwrap_or_default();
             api.patch(&name, &params, &Patch::Apply(&crd))
                 .await
@@ -171,10 +173,8 @@ impl ControlPlane {
             let established = await_condition(api.clone(), &name, conditions::is_crd_established());
             tokio::time::timeout(STARTUP_DEADLINE, established)
                 .await
-                .map_err(|_| {
-                    Error::Kubeconfig(format!("CRD {name} not Established within {STARTUP_DEADLINE:?}"))
-                })?
-                .map_err(|e| Error::Kubeconfig(format!("waiting for CRD {name}: {e}")))?;
+                .map_err(|_| Error::Setup(format!("CRD {name} not Established within {STARTUP_DEADLINE:?}")))?
+                .map_err(|e| Error::Setup(format!("waiting for CRD {name}: {e}")))?;
         }
         Ok(())
     }
@@ -196,7 +196,7 @@ impl ControlPlane {
                 Ok(()) => return Ok(()),
                 Err(e) => last = e,
             }
-            tokio::time::sleep(Duration::from_millis(100)).await;
+            tokio::time::sleep(POLL_INTERVAL).await;
         }
         Err(self.processes[index].not_ready(format!("{what} not ok within {STARTUP_DEADLINE:?}: {last}")))
     }
@@ -212,10 +212,11 @@ impl Drop for ControlPlane {
 
 /// A client for the kubeconfig at `path`.
 pub async fn client_for(path: &Path) -> Result<Client> {
-    let kubeconfig = Kubeconfig::read_from(path).map_err(|e| Error::Kubeconfig(e.to_string()))?;
+    let kubeconfig = Kubeconfig::read_from(path)
+        .map_err(|e| Error::Setup(format!("kubeconfig {}: {e}", path.display())))?;
     let config = Config::from_custom_kubeconfig(kubeconfig, &KubeConfigOptions::default())
         .await
-        .map_err(|e| Error::Kubeconfig(e.to_string()))?;
+        .map_err(|e| Error::Setup(format!("kubeconfig {}: {e}", path.display())))?;
     Client::try_from(config).map_err(|source| Error::Kube { context: "building a client".into(), source })
 }
 
@@ -262,7 +263,7 @@ current-context: roster-testenv
 
 /// A client for a component's self-signed health endpoint.
 fn insecure_client(url: &str) -> Result<Client> {
-    let mut config = Config::new(url.parse().map_err(|e| Error::Kubeconfig(format!("{url}: {e}")))?);
+    let mut config = Config::new(url.parse().map_err(|e| Error::Setup(format!("{url}: {e}")))?);
     config.accept_invalid_certs = true;
     Client::try_from(config)
         .map_err(|source| Error::Kube { context: format!("building a client for {url}"), source })

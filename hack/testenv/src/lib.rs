@@ -60,9 +60,9 @@ pub enum Error {
         #[source]
         source: kube::Error,
     },
-    /// The kubeconfig could not be written or read.
-    #[error("kubeconfig: {0}")]
-    Kubeconfig(String),
+    /// Anything else that keeps the environment from being set up: a kubeconfig, a CRD.
+    #[error("{0}")]
+    Setup(String),
 }
 
 /// The crate's result type.

@@ -71,7 +71,7 @@ impl Process {
             if std::time::Instant::now() >= deadline {
                 return None;
             }
-            std::thread::sleep(Duration::from_millis(50));
+            std::thread::sleep(POLL_INTERVAL);
         }
     }
 
@@ -113,3 +113,5 @@ impl Drop for Process {
 }
 
 const SETPRIV: &str = "/usr/bin/setpriv";
+/// How often an exit is checked for while waiting on one.
+const POLL_INTERVAL: Duration = Duration::from_millis(50);
