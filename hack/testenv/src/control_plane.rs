@@ -148,11 +148,6 @@ impl ControlPlane {
         &self.server
     }
 
-    /// Where logs of the control plane's processes are written.
-    pub fn log_dir(&self) -> PathBuf {
-        self.dir.join("logs")
-    }
-
     /// A client with the admin identity.
     pub async fn client(&self) -> Result<Client> {
         client_for(&self.kubeconfig).await
