@@ -25,7 +25,6 @@ const POLL_INTERVAL: Duration = Duration::from_millis(100);
 pub struct ControlPlane {
     /// Stopped in reverse order: controller-manager, API server, etcd.
     processes: Vec<Process>,
-    dir: PathBuf,
     kubeconfig: PathBuf,
     server: String,
 }
@@ -67,7 +66,7 @@ impl ControlPlane {
         std::fs::write(&kubeconfig, admin_kubeconfig(&server, &ca, &admin_cert, &admin_key))
             .map_err(io("writing the kubeconfig"))?;
 
-        let mut plane = Self { processes: Vec::new(), dir: dir.to_owned(), kubeconfig, server };
+        let mut plane = Self { processes: Vec::new(), kubeconfig, server };
 
         let etcd_url = format!("http://127.0.0.1:{etcd_client}");
         let peer_url = format!("http://127.0.0.1:{etcd_peer}");
