@@ -4,6 +4,7 @@
 //! - [`api`]: the custom resources (`User`, `UserInvite`, `MfaReset`), their schemas and
 //!   admission rules, condition types and reasons. Types only, no I/O.
 //! - [`controller`]: one reconciler per kind and the context they share.
+//! - [`credentials`]: argon2id passwords, the password policy, TOTP and link tokens (pure).
 //! - [`config`]: the settings `roster run` takes, as flags with environment fallbacks.
 //! - [`telemetry`]: logs and Prometheus metrics.
 //! - [`health`]: the metrics port (`/healthz`, `/readyz`, `/metrics`).
@@ -14,6 +15,7 @@
 pub mod api;
 pub mod config;
 pub mod controller;
+pub mod credentials;
 pub mod health;
 pub mod telemetry;
 
