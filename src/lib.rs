@@ -5,6 +5,8 @@
 //!   admission rules, condition types and reasons. Types only, no I/O.
 //! - [`controller`]: one reconciler per kind and the context they share.
 //! - [`credentials`]: argon2id passwords, the password policy, TOTP and link tokens (pure).
+//! - [`lifecycle`]: the user lifecycle — facts to phase and conditions (pure).
+//! - [`directory`]: email and username uniqueness, allowed domains (pure).
 //! - [`config`]: the settings `roster run` takes, as flags with environment fallbacks.
 //! - [`telemetry`]: logs and Prometheus metrics.
 //! - [`health`]: the metrics port (`/healthz`, `/readyz`, `/metrics`).
@@ -16,7 +18,9 @@ pub mod api;
 pub mod config;
 pub mod controller;
 pub mod credentials;
+pub mod directory;
 pub mod health;
+pub mod lifecycle;
 pub mod telemetry;
 
 mod error;

@@ -11,12 +11,76 @@ pub mod types {
     pub const RECONCILING: &str = "Reconciling";
     /// kstatus: roster cannot go on until an admin acts.
     pub const STALLED: &str = "Stalled";
+    /// User: an invitation link was delivered.
+    pub const INVITED: &str = "Invited";
+    /// User: a password is set.
+    pub const PASSWORD_SET: &str = "PasswordSet";
+    /// User: a TOTP authenticator is enrolled.
+    pub const MFA_ENROLLED: &str = "MfaEnrolled";
+    /// User: the person proved the mailbox by using an emailed link.
+    pub const EMAIL_VERIFIED: &str = "EmailVerified";
+    /// User: sign-ins are locked after too many failures.
+    pub const LOCKED_OUT: &str = "LockedOut";
 }
 
 /// Condition reasons.
 pub mod reasons {
     /// roster has seen this generation and is working on it.
     pub const RECONCILING: &str = "Reconciling";
+    /// roster has done all it can for this generation.
+    pub const RECONCILED: &str = "Reconciled";
+    /// Nothing waits on an admin.
+    pub const NOT_STALLED: &str = "NotStalled";
+    /// The user completed onboarding.
+    pub const ACTIVE: &str = "Active";
+    /// The admin set `spec.state: Inactive`.
+    pub const DEACTIVATED: &str = "Deactivated";
+    /// Too many failed sign-ins.
+    pub const LOCKED_OUT: &str = "LockedOut";
+    /// Waiting for the person.
+    pub const AWAITING_USER: &str = "AwaitingUser";
+    /// `invite.policy: Manual` and no invite yet: waiting for an admin.
+    pub const AWAITING_INVITE: &str = "AwaitingInvite";
+    /// An invite exists and is being delivered.
+    pub const INVITE_PENDING: &str = "InvitePending";
+    /// An invitation link was delivered.
+    pub const INVITE_SENT: &str = "InviteSent";
+    /// The person used the link.
+    pub const INVITE_ACCEPTED: &str = "InviteAccepted";
+    /// The delivered links expired.
+    pub const INVITE_EXPIRED: &str = "InviteExpired";
+    /// The invitations were revoked or failed.
+    pub const INVITE_REVOKED: &str = "InviteRevoked";
+    /// No invitation exists.
+    pub const NOT_INVITED: &str = "NotInvited";
+    /// A password is set.
+    pub const PASSWORD_SET: &str = "PasswordSet";
+    /// No password yet.
+    pub const PASSWORD_NOT_SET: &str = "PasswordNotSet";
+    /// TOTP is enrolled.
+    pub const TOTP_ENROLLED: &str = "TotpEnrolled";
+    /// TOTP is required and not enrolled.
+    pub const NOT_ENROLLED: &str = "NotEnrolled";
+    /// `mfa.required: false`.
+    pub const NOT_REQUIRED: &str = "NotRequired";
+    /// The person used an emailed link.
+    pub const LINK_USED: &str = "LinkUsed";
+    /// No emailed link used yet.
+    pub const NOT_VERIFIED: &str = "NotVerified";
+    /// Consecutive failed sign-ins reached the threshold.
+    pub const TOO_MANY_FAILED_LOGINS: &str = "TooManyFailedLogins";
+    /// Sign-ins are not locked.
+    pub const NOT_LOCKED_OUT: &str = "NotLockedOut";
+    /// An older User has the same email.
+    pub const DUPLICATE_EMAIL: &str = "DuplicateEmail";
+    /// An older User has the same username.
+    pub const DUPLICATE_USERNAME: &str = "DuplicateUsername";
+    /// The email's domain is not allowed.
+    pub const EMAIL_DOMAIN_NOT_ALLOWED: &str = "EmailDomainNotAllowed";
+    /// The credentials Secret's name is taken by a Secret that is not this user's.
+    pub const CREDENTIALS_SECRET_CONFLICT: &str = "CredentialsSecretConflict";
+    /// Invite: the user is deactivated or gone, so the link was withdrawn.
+    pub const REVOKED: &str = "Revoked";
 }
 
 /// `True`, `False` or `Unknown`, as Kubernetes spells them.

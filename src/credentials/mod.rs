@@ -4,11 +4,13 @@
 
 mod password;
 mod policy;
+pub mod record;
 mod token;
 mod totp;
 
 pub use password::{Argon2Settings, PasswordHasher};
 pub use policy::{PasswordPolicy, PolicyViolation};
+pub use record::CredentialFacts;
 pub use token::{Token, hash_token, token_matches};
 pub use totp::{TotpRejected, TotpSecret, otpauth_uri, verify_totp};
 

@@ -1,0 +1,104 @@
+//! The layout of a user's credentials Secret (`<user>-credentials`): which keys hold which
+//! fact. The portal writes these facts; the reconciler reads them to derive the phase.
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::ByteString;
+use k8s_openapi::jiff::Timestamp;
+
+/// Key of the argon2id PHC string.
+pub const PASSWORD_HASH: &str = "passwordHash";
+/// Key of when the password was set (RFC 3339).
+pub const PASSWORD_SET_AT: &str = "passwordSetAt";
+/// Key of the base32 TOTP secret, once enrolled.
+pub const TOTP_SECRET: &str = "totpSecret";
+/// Key of when TOTP was enrolled (RFC 3339).
+pub const TOTP_ENROLLED_AT: &str = "totpEnrolledAt";
+/// Key of the last accepted TOTP time step (replay guard).
+pub const TOTP_LAST_STEP: &str = "totpLastStep";
+/// Key of the count of consecutive failed logins.
+pub const FAILED_LOGINS: &str = "failedLogins";
+/// Key of when the person last signed in (RFC 3339).
+pub const LAST_LOGIN_AT: &str = "lastLoginAt";
+/// Key of when the person proved their mailbox by using an emailed link (RFC 3339).
+pub const EMAIL_VERIFIED_AT: &str = "emailVerifiedAt";
+
+/// The facts a credentials Secret holds that decide a user's phase. No secret material:
+/// only whether it exists and when it was set.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct CredentialFacts {
+    /// When a password was set; `Some` also when the time is unreadable but a hash exists.
+    pub password_set_at: Option<Timestamp>,
+    /// Whether a password hash is present.
+    pub password_set: bool,
+    /// Whether a TOTP secret is present.
+    pub totp_enrolled: bool,
+    /// When TOTP was enrolled.
+    pub totp_enrolled_at: Option<Timestamp>,
+    /// Consecutive failed logins.
+    pub failed_logins: u32,
+    /// When the person last signed in.
+    pub last_login_at: Option<Timestamp>,
+    /// When the person proved their mailbox.
+    pub email_verified_at: Option<Timestamp>,
+}
+
+impl CredentialFacts {
+    /// Reads the facts from a Secret's `data`. Unreadable values count as absent (a
+    /// damaged timestamp must not make a set password look unset, so presence is read from
+    /// the secret keys themselves).
+    pub fn from_data(data: &BTreeMap<String, ByteString>) -> Self {
+        let text = |key: &str| data.get(key).and_then(|v| std::str::from_utf8(&v.0).ok()).map(str::trim);
+        let present = |key: &str| text(key).is_some_and(|v| !v.is_empty());
+        let time = |key: &str| text(key).and_then(|v| v.parse::<Timestamp>().ok());
+        Self {
+            password_set: present(PASSWORD_HASH),
+            password_set_at: time(PASSWORD_SET_AT),
+            totp_enrolled: present(TOTP_SECRET),
+            totp_enrolled_at: time(TOTP_ENROLLED_AT),
+            failed_logins: text(FAILED_LOGINS).and_then(|v| v.parse().ok()).unwrap_or(0),
+            last_login_at: time(LAST_LOGIN_AT),
+            email_verified_at: time(EMAIL_VERIFIED_AT),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn data(pairs: &[(&str, &str)]) -> BTreeMap<String, ByteString> {
+        pairs.iter().map(|(k, v)| ((*k).to_owned(), ByteString(v.as_bytes().to_vec()))).collect()
+    }
+
+    #[test]
+    fn an_empty_secret_has_no_facts() {
+        assert_eq!(CredentialFacts::from_data(&BTreeMap::new()), CredentialFacts::default());
+    }
+
+    #[test]
+    fn facts_are_read_from_their_keys() {
+        let facts = CredentialFacts::from_data(&data(&[
+            (PASSWORD_HASH, "$argon2id$v=19$m=64,t=1,p=1$c2FsdA$aGFzaA"),
+            (PASSWORD_SET_AT, "2026-01-02T03:04:05Z"),
+            (TOTP_SECRET, "JBSWY3DPEHPK3PXP"),
+            (TOTP_ENROLLED_AT, "2026-01-02T03:05:00Z"),
+            (FAILED_LOGINS, "3"),
+        ]));
+        assert!(facts.password_set && facts.totp_enrolled);
+        assert_eq!(facts.password_set_at, Some("2026-01-02T03:04:05Z".parse().unwrap()));
+        assert_eq!(facts.failed_logins, 3);
+    }
+
+    #[test]
+    fn damaged_values_do_not_hide_a_set_password() {
+        let facts = CredentialFacts::from_data(&data(&[
+            (PASSWORD_HASH, "$argon2id$..."),
+            (PASSWORD_SET_AT, "yesterday"),
+            (FAILED_LOGINS, "many"),
+        ]));
+        assert!(facts.password_set);
+        assert_eq!(facts.password_set_at, None);
+        assert_eq!(facts.failed_logins, 0);
+    }
+}

@@ -1,0 +1,199 @@
+//! The directory rules: among the Users one roster instance watches, email and username are
+//! unique (compared case-insensitively; the older User keeps them), and emails must be in the
+//! allowed domains. Pure: callers pass the Users from the watch cache.
+
+use k8s_openapi::jiff::Timestamp;
+
+use crate::api::User;
+
+/// What the directory rules need to know of one User.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Entry {
+    /// `namespace/name`, to name it in messages and break ties.
+    pub key: String,
+    /// When it was created: the older of two Users keeps a contested identifier.
+    pub created: Option<Timestamp>,
+    /// Lowercased email.
+    pub email: String,
+    /// Lowercased username (metadata.name when unset).
+    pub username: String,
+}
+
+impl Entry {
+    /// The directory's view of `user`.
+    pub fn of(user: &User) -> Self {
+        let name = user.metadata.name.clone().unwrap_or_default();
+        let namespace = user.metadata.namespace.clone().unwrap_or_default();
+        Self {
+            key: format!("{namespace}/{name}"),
+            created: user.metadata.creation_timestamp.as_ref().map(|t| t.0),
+            email: user.spec.email.to_lowercase(),
+            username: user.spec.username.as_deref().unwrap_or(&name).to_lowercase(),
+        }
+    }
+
+    /// Whether `self` was there before `other`: older creation time, then name order.
+    fn precedes(&self, other: &Entry) -> bool {
+        match (self.created, other.created) {
+            (Some(a), Some(b)) if a != b => a < b,
+            _ => self.key < other.key,
+        }
+    }
+
+    /// Whether the two share an email or a username, so that a change to one may unblock or
+    /// block the other.
+    pub fn overlaps(&self, other: &Entry) -> bool {
+        self.key != other.key && (self.email == other.email || self.username == other.username)
+    }
+}
+
+/// Why a User may not take its place in the directory.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Conflict {
+    /// The email's domain is not among `--allowed-email-domains`.
+    EmailDomainNotAllowed {
+        /// The refused domain.
+        domain: String,
+    },
+    /// An older User has the same email.
+    DuplicateEmail {
+        /// `namespace/name` of that User.
+        holder: String,
+    },
+    /// An older User has the same username.
+    DuplicateUsername {
+        /// `namespace/name` of that User.
+        holder: String,
+    },
+}
+
+/// The first rule `me` breaks among `others` (which may include `me`), if any. Domains are
+/// checked first, then email, then username. An empty `allowed_domains` allows every domain;
+/// a listed domain also allows its subdomains.
+pub fn conflict<'a>(
+    me: &Entry,
+    others: impl IntoIterator<Item = &'a Entry>,
+    allowed_domains: &[String],
+) -> Option<Conflict> {
+    let domain = me.email.rsplit_once('@').map(|(_, d)| d).unwrap_or_default();
+    let allowed = allowed_domains.is_empty()
+        || allowed_domains.iter().any(|a| {
+            let a = a.trim().trim_start_matches('@').to_lowercase();
+            domain == a || domain.ends_with(&format!(".{a}"))
+        });
+    if !allowed {
+        return Some(Conflict::EmailDomainNotAllowed { domain: domain.to_owned() });
+    }
+    let mut email_holder: Option<&Entry> = None;
+    let mut username_holder: Option<&Entry> = None;
+    for other in others {
+        if other.key == me.key || !other.precedes(me) {
+            continue;
+        }
+        if other.email == me.email && email_holder.is_none_or(|h| other.precedes(h)) {
+            email_holder = Some(other);
+        }
+        if other.username == me.username && username_holder.is_none_or(|h| other.precedes(h)) {
+            username_holder = Some(other);
+        }
+    }
+    email_holder
+        .map(|h| Conflict::DuplicateEmail { holder: h.key.clone() })
+        .or_else(|| username_holder.map(|h| Conflict::DuplicateUsername { holder: h.key.clone() }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn entry(key: &str, created: i64, email: &str, username: &str) -> Entry {
+        Entry {
+            key: key.into(),
+            created: Some(Timestamp::from_second(created).unwrap()),
+            email: email.to_lowercase(),
+            username: username.to_lowercase(),
+        }
+    }
+
+    #[test]
+    fn the_older_user_keeps_the_email_and_the_newer_is_told_who_has_it() {
+        let old = entry("a/jane", 10, "jane@example.com", "jane");
+        let new = entry("b/jane2", 20, "Jane@Example.com", "jane2");
+        let all = [old.clone(), new.clone()];
+        assert_eq!(conflict(&old, &all, &[]), None);
+        assert_eq!(conflict(&new, &all, &[]), Some(Conflict::DuplicateEmail { holder: "a/jane".into() }));
+    }
+
+    #[test]
+    fn usernames_are_unique_across_namespaces() {
+        let old = entry("team-a/jane", 10, "jane@a.example", "jane");
+        let new = entry("team-b/jane", 20, "jane@b.example", "JANE");
+        let all = [old.clone(), new.clone()];
+        assert_eq!(
+            conflict(&new, &all, &[]),
+            Some(Conflict::DuplicateUsername { holder: "team-a/jane".into() })
+        );
+        assert_eq!(conflict(&old, &all, &[]), None);
+    }
+
+    #[test]
+    fn equal_creation_times_fall_back_to_name_order() {
+        let a = entry("ns/a", 10, "x@example.com", "a");
+        let b = entry("ns/b", 10, "x@example.com", "b");
+        let all = [a.clone(), b.clone()];
+        assert_eq!(conflict(&a, &all, &[]), None);
+        assert_eq!(conflict(&b, &all, &[]), Some(Conflict::DuplicateEmail { holder: "ns/a".into() }));
+    }
+
+    #[test]
+    fn the_oldest_of_several_holders_is_named() {
+        let first = entry("ns/first", 1, "x@example.com", "first");
+        let second = entry("ns/second", 2, "x@example.com", "second");
+        let third = entry("ns/third", 3, "x@example.com", "third");
+        let all = [third.clone(), second.clone(), first.clone()];
+        assert_eq!(conflict(&third, &all, &[]), Some(Conflict::DuplicateEmail { holder: "ns/first".into() }));
+    }
+
+    #[test]
+    fn when_the_holder_goes_the_conflict_goes() {
+        let new = entry("b/jane2", 20, "jane@example.com", "jane2");
+        assert_eq!(conflict(&new, &[new.clone()], &[]), None);
+    }
+
+    #[test]
+    fn allowed_domains_include_subdomains_and_ignore_case() {
+        let allowed = vec!["Example.com".to_owned(), "@corp.example".to_owned()];
+        let ok = entry("ns/a", 1, "a@example.com", "a");
+        let sub = entry("ns/b", 1, "b@eu.example.com", "b");
+        let at = entry("ns/c", 1, "c@corp.example", "c");
+        let bad = entry("ns/d", 1, "d@gmail.com", "d");
+        let lookalike = entry("ns/e", 1, "e@notexample.com", "e");
+        assert_eq!(conflict(&ok, [], &allowed), None);
+        assert_eq!(conflict(&sub, [], &allowed), None);
+        assert_eq!(conflict(&at, [], &allowed), None);
+        assert_eq!(
+            conflict(&bad, [], &allowed),
+            Some(Conflict::EmailDomainNotAllowed { domain: "gmail.com".into() })
+        );
+        assert!(conflict(&lookalike, [], &allowed).is_some());
+    }
+
+    #[test]
+    fn domain_rules_come_before_duplicates() {
+        let old = entry("ns/a", 1, "x@gmail.com", "a");
+        let new = entry("ns/b", 2, "x@gmail.com", "b");
+        assert_eq!(
+            conflict(&new, &[old], &["example.com".to_owned()]),
+            Some(Conflict::EmailDomainNotAllowed { domain: "gmail.com".into() })
+        );
+    }
+
+    #[test]
+    fn overlap_is_what_makes_one_user_reconcile_another() {
+        let a = entry("ns/a", 1, "x@example.com", "a");
+        assert!(a.overlaps(&entry("ns/b", 2, "X@example.com", "b")));
+        assert!(a.overlaps(&entry("ns/c", 2, "c@example.com", "A")));
+        assert!(!a.overlaps(&entry("ns/d", 2, "d@example.com", "d")));
+        assert!(!a.overlaps(&a));
+    }
+}

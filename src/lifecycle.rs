@@ -1,0 +1,689 @@
+//! The user lifecycle as one pure function: from facts (the spec, the credentials Secret,
+//! the user's invites, directory conflicts, the time) to the phase, the conditions, the
+//! required actions and what the reconciler should do next. Nothing here is stored as the
+//! only copy of a fact; every reconcile derives it afresh.
+
+use k8s_openapi::jiff::Timestamp;
+
+use crate::api::conditions::{Desired, reasons, status, types};
+use crate::api::{InvitePhase, InvitePolicy, InviteSummary, RequiredAction, UserPhase, UserSpec, UserState};
+use crate::credentials::CredentialFacts;
+use crate::directory::Conflict;
+
+/// What keeps a user from proceeding until an admin acts.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Blocker {
+    /// A directory rule is broken.
+    Directory(Conflict),
+    /// A Secret named like the user's credentials Secret exists but is not this user's.
+    CredentialsSecretTaken {
+        /// The Secret's name.
+        name: String,
+    },
+}
+
+/// One of the user's invitations, as the lifecycle sees it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct InviteFact {
+    /// The UserInvite's name.
+    pub name: String,
+    /// Its phase, once its reconciler has set one.
+    pub phase: Option<InvitePhase>,
+    /// When its link stops working.
+    pub expires_at: Option<Timestamp>,
+    /// When it was created, to pick the current one.
+    pub created: Option<Timestamp>,
+}
+
+/// Everything the lifecycle depends on.
+#[derive(Clone, Debug)]
+pub struct UserFacts<'a> {
+    /// The desired state.
+    pub spec: &'a UserSpec,
+    /// Facts from the credentials Secret; `None` while it does not exist.
+    pub credentials: Option<&'a CredentialFacts>,
+    /// The user's invitations.
+    pub invites: &'a [InviteFact],
+    /// Why the user cannot proceed, if anything.
+    pub blocker: Option<Blocker>,
+    /// Consecutive failed logins that lock the user.
+    pub lockout_threshold: u32,
+    /// The time of this reconcile.
+    pub now: Timestamp,
+}
+
+/// What the lifecycle decided.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Decision {
+    /// The phase.
+    pub phase: UserPhase,
+    /// The conditions, in a stable order.
+    pub conditions: Vec<Desired>,
+    /// What the person still has to do.
+    pub required_actions: Vec<RequiredAction>,
+    /// The invitation the status shows.
+    pub invite: Option<InviteSummary>,
+    /// roster should make sure the user's automatic invite exists.
+    pub ensure_auto_invite: bool,
+    /// roster should reset the failed-login count (the admin deactivated the user).
+    pub clear_lockout: bool,
+    /// When the facts change by themselves (an invite expires): reconcile again then.
+    pub recheck_at: Option<Timestamp>,
+}
+
+/// Where the invitations stand, from the user's point of view.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Invitation {
+    /// No invite exists.
+    None,
+    /// An invite exists but nothing was delivered yet.
+    Undelivered,
+    /// A link was delivered and still works.
+    Delivered,
+    /// The person used a link.
+    Accepted,
+    /// Every delivered link expired.
+    Expired,
+    /// Every invite was revoked or failed.
+    Withdrawn,
+}
+
+fn invitation(invites: &[InviteFact], now: Timestamp) -> Invitation {
+    let expired = |i: &InviteFact| {
+        i.phase == Some(InvitePhase::Expired)
+            || (i.phase == Some(InvitePhase::Sent) && i.expires_at.is_some_and(|e| e <= now))
+    };
+    if invites.is_empty() {
+        Invitation::None
+    } else if invites.iter().any(|i| i.phase == Some(InvitePhase::Accepted)) {
+        Invitation::Accepted
+    } else if invites.iter().any(|i| i.phase == Some(InvitePhase::Sent) && !expired(i)) {
+        Invitation::Delivered
+    } else if invites.iter().any(|i| matches!(i.phase, None | Some(InvitePhase::Pending))) {
+        Invitation::Undelivered
+    } else if invites.iter().any(expired) {
+        Invitation::Expired
+    } else {
+        Invitation::Withdrawn
+    }
+}
+
+/// The invite the status names: the newest one that is not withdrawn, else the newest.
+fn current_invite(invites: &[InviteFact]) -> Option<InviteSummary> {
+    let live = |i: &&InviteFact| !matches!(i.phase, Some(InvitePhase::Revoked | InvitePhase::Failed));
+    let newest = |a: &&InviteFact, b: &&InviteFact| (a.created, &a.name).cmp(&(b.created, &b.name));
+    invites.iter().filter(live).max_by(newest).or_else(|| invites.iter().max_by(newest)).map(|i| {
+        InviteSummary {
+            name: i.name.clone(),
+            expires_at: i.expires_at.map(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time),
+        }
+    })
+}
+
+fn condition(type_: &'static str, holds: bool, reason: &'static str, message: impl Into<String>) -> Desired {
+    Desired {
+        type_,
+        status: if holds { status::TRUE } else { status::FALSE },
+        reason,
+        message: message.into(),
+    }
+}
+
+/// Derives the user's phase, conditions and next steps from its facts.
+pub fn decide(facts: &UserFacts<'_>) -> Decision {
+    let spec = facts.spec;
+    let credentials = facts.credentials.cloned().unwrap_or_default();
+    let invitation = invitation(facts.invites, facts.now);
+    let onboarded = credentials.password_set && (!spec.mfa.required || credentials.totp_enrolled);
+    let locked_out = credentials.failed_logins >= facts.lockout_threshold.max(1);
+    let deactivated = spec.state == UserState::Inactive;
+
+    let phase = if deactivated || locked_out {
+        UserPhase::Inactive
+    } else if onboarded {
+        UserPhase::Active
+    } else if credentials.password_set
+        || matches!(invitation, Invitation::Delivered | Invitation::Accepted | Invitation::Expired)
+    {
+        UserPhase::Pending
+    } else {
+        UserPhase::New
+    };
+
+    let mut required_actions = Vec::new();
+    if !credentials.password_set {
+        required_actions.push(RequiredAction::SetPassword);
+    }
+    if spec.mfa.required && !credentials.totp_enrolled {
+        required_actions.push(RequiredAction::ConfigureTotp);
+    }
+
+    // Ready, Reconciling and Stalled: the summary.
+    let (ready, reconciling, stalled): (Desired, bool, Option<&'static str>) = match (&facts.blocker, phase) {
+        (Some(blocker), _) => {
+            let (reason, message) = blocker_text(blocker);
+            (condition(types::READY, false, reason, message), false, Some(reason))
+        }
+        (None, UserPhase::Inactive) if deactivated => (
+            condition(
+                types::READY,
+                true,
+                reasons::DEACTIVATED,
+                "the user is deactivated (spec.state: Inactive); sign-ins are refused",
+            ),
+            false,
+            None,
+        ),
+        (None, UserPhase::Inactive) => (
+            condition(
+                types::READY,
+                false,
+                reasons::LOCKED_OUT,
+                "locked out after too many failed sign-ins; set spec.state to Inactive and back to Active to unlock",
+            ),
+            false,
+            Some(reasons::LOCKED_OUT),
+        ),
+        (None, UserPhase::Active) => {
+            (condition(types::READY, true, reasons::ACTIVE, "the user has completed onboarding"), false, None)
+        }
+        (None, _) => match invitation {
+            Invitation::Undelivered => (
+                condition(
+                    types::READY,
+                    false,
+                    reasons::INVITE_PENDING,
+                    "roster is delivering the invitation",
+                ),
+                true,
+                None,
+            ),
+            Invitation::Expired => (
+                condition(
+                    types::READY,
+                    true,
+                    reasons::INVITE_EXPIRED,
+                    "the invitation expired; increase spec.resend on the UserInvite to send a new one",
+                ),
+                false,
+                None,
+            ),
+            Invitation::None | Invitation::Withdrawn if !credentials.password_set => match spec.invite.policy
+            {
+                InvitePolicy::Auto => (
+                    condition(
+                        types::READY,
+                        false,
+                        reasons::INVITE_PENDING,
+                        "roster is creating the invitation",
+                    ),
+                    true,
+                    None,
+                ),
+                InvitePolicy::Manual => (
+                    condition(
+                        types::READY,
+                        true,
+                        reasons::AWAITING_INVITE,
+                        "invite.policy is Manual: create a UserInvite for this user",
+                    ),
+                    false,
+                    None,
+                ),
+            },
+            _ => (
+                condition(
+                    types::READY,
+                    true,
+                    reasons::AWAITING_USER,
+                    "waiting for the person to finish onboarding",
+                ),
+                false,
+                None,
+            ),
+        },
+    };
+
+    let invited = match invitation {
+        Invitation::Delivered => {
+            condition(types::INVITED, true, reasons::INVITE_SENT, "an invitation link was delivered")
+        }
+        Invitation::Accepted => {
+            condition(types::INVITED, true, reasons::INVITE_ACCEPTED, "the person used the invitation link")
+        }
+        Invitation::Expired => {
+            condition(types::INVITED, false, reasons::INVITE_EXPIRED, "every delivered invitation expired")
+        }
+        Invitation::Withdrawn => condition(
+            types::INVITED,
+            false,
+            reasons::INVITE_REVOKED,
+            "every invitation was revoked or failed",
+        ),
+        Invitation::Undelivered => {
+            condition(types::INVITED, false, reasons::INVITE_PENDING, "the invitation is not delivered yet")
+        }
+        Invitation::None => condition(types::INVITED, false, reasons::NOT_INVITED, "no invitation exists"),
+    };
+    let mfa = if credentials.totp_enrolled {
+        condition(types::MFA_ENROLLED, true, reasons::TOTP_ENROLLED, "a TOTP authenticator is enrolled")
+    } else if spec.mfa.required {
+        condition(types::MFA_ENROLLED, false, reasons::NOT_ENROLLED, "no authenticator enrolled yet")
+    } else {
+        condition(types::MFA_ENROLLED, false, reasons::NOT_REQUIRED, "mfa.required is false")
+    };
+
+    let conditions = vec![
+        ready,
+        condition(
+            types::RECONCILING,
+            reconciling,
+            if reconciling { reasons::RECONCILING } else { reasons::RECONCILED },
+            if reconciling {
+                "roster is working on this user"
+            } else {
+                "roster has done all it can for this generation"
+            },
+        ),
+        match stalled {
+            Some(reason) => {
+                condition(types::STALLED, true, reason, "an admin must act; see the Ready condition")
+            }
+            None => condition(types::STALLED, false, reasons::NOT_STALLED, "nothing waits on an admin"),
+        },
+        invited,
+        if credentials.password_set {
+            condition(types::PASSWORD_SET, true, reasons::PASSWORD_SET, "a password is set")
+        } else {
+            condition(types::PASSWORD_SET, false, reasons::PASSWORD_NOT_SET, "no password set yet")
+        },
+        mfa,
+        if credentials.email_verified_at.is_some() {
+            condition(
+                types::EMAIL_VERIFIED,
+                true,
+                reasons::LINK_USED,
+                "the person used a link sent to this address",
+            )
+        } else {
+            condition(types::EMAIL_VERIFIED, false, reasons::NOT_VERIFIED, "no emailed link used yet")
+        },
+        if locked_out && !deactivated {
+            condition(
+                types::LOCKED_OUT,
+                true,
+                reasons::TOO_MANY_FAILED_LOGINS,
+                format!("{} consecutive failed sign-ins", credentials.failed_logins),
+            )
+        } else {
+            condition(types::LOCKED_OUT, false, reasons::NOT_LOCKED_OUT, "sign-ins are not locked")
+        },
+    ];
+
+    let recheck_at = facts
+        .invites
+        .iter()
+        .filter(|i| i.phase == Some(InvitePhase::Sent))
+        .filter_map(|i| i.expires_at)
+        .filter(|e| *e > facts.now)
+        .min();
+
+    Decision {
+        phase,
+        conditions,
+        required_actions,
+        invite: current_invite(facts.invites),
+        ensure_auto_invite: spec.invite.policy == InvitePolicy::Auto
+            && !deactivated
+            && facts.blocker.is_none()
+            && !credentials.password_set
+            && facts.credentials.is_some(),
+        clear_lockout: deactivated && credentials.failed_logins > 0,
+        recheck_at,
+    }
+}
+
+fn blocker_text(blocker: &Blocker) -> (&'static str, String) {
+    match blocker {
+        Blocker::Directory(Conflict::DuplicateEmail { holder }) => {
+            (reasons::DUPLICATE_EMAIL, format!("the email is already used by User {holder}"))
+        }
+        Blocker::Directory(Conflict::DuplicateUsername { holder }) => {
+            (reasons::DUPLICATE_USERNAME, format!("the username is already used by User {holder}"))
+        }
+        Blocker::Directory(Conflict::EmailDomainNotAllowed { domain }) => (
+            reasons::EMAIL_DOMAIN_NOT_ALLOWED,
+            format!("the email domain {domain} is not in --allowed-email-domains"),
+        ),
+        Blocker::CredentialsSecretTaken { name } => (
+            reasons::CREDENTIALS_SECRET_CONFLICT,
+            format!("Secret {name} exists and does not belong to this User; delete or rename it"),
+        ),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::api::{InviteSettings, MfaSettings};
+
+    fn at(seconds: i64) -> Timestamp {
+        Timestamp::from_second(seconds).unwrap()
+    }
+
+    fn spec(policy: InvitePolicy, state: UserState, mfa_required: bool) -> UserSpec {
+        serde_json::from_value::<UserSpec>(serde_json::json!({"email": "jane@example.com"}))
+            .map(|s| UserSpec {
+                state,
+                mfa: MfaSettings { required: mfa_required },
+                invite: InviteSettings { policy },
+                ..s
+            })
+            .unwrap()
+    }
+
+    fn invite(phase: Option<InvitePhase>, expires: Option<i64>) -> InviteFact {
+        InviteFact { name: "jane-invite".into(), phase, expires_at: expires.map(at), created: Some(at(1)) }
+    }
+
+    fn creds(password: bool, totp: bool, failed: u32) -> CredentialFacts {
+        CredentialFacts {
+            password_set: password,
+            totp_enrolled: totp,
+            failed_logins: failed,
+            ..Default::default()
+        }
+    }
+
+    struct Case {
+        name: &'static str,
+        spec: UserSpec,
+        credentials: CredentialFacts,
+        invites: Vec<InviteFact>,
+        blocker: Option<Blocker>,
+        phase: UserPhase,
+        ready: (&'static str, &'static str),
+    }
+
+    fn run(case: &Case) -> Decision {
+        decide(&UserFacts {
+            spec: &case.spec,
+            credentials: Some(&case.credentials),
+            invites: &case.invites,
+            blocker: case.blocker.clone(),
+            lockout_threshold: 5,
+            now: at(1000),
+        })
+    }
+
+    fn condition<'a>(decision: &'a Decision, type_: &str) -> &'a Desired {
+        decision.conditions.iter().find(|c| c.type_ == type_).unwrap()
+    }
+
+    #[test]
+    fn phase_table() {
+        use InvitePolicy::*;
+        use UserState::*;
+        let cases = [
+            Case {
+                name: "new, auto invite not yet created",
+                spec: spec(Auto, Active, true),
+                credentials: creds(false, false, 0),
+                invites: vec![],
+                blocker: None,
+                phase: UserPhase::New,
+                ready: ("False", reasons::INVITE_PENDING),
+            },
+            Case {
+                name: "new, invite created but undelivered",
+                spec: spec(Auto, Active, true),
+                credentials: creds(false, false, 0),
+                invites: vec![invite(Some(InvitePhase::Pending), None)],
+                blocker: None,
+                phase: UserPhase::New,
+                ready: ("False", reasons::INVITE_PENDING),
+            },
+            Case {
+                name: "new → pending: invite delivered",
+                spec: spec(Auto, Active, true),
+                credentials: creds(false, false, 0),
+                invites: vec![invite(Some(InvitePhase::Sent), Some(2000))],
+                blocker: None,
+                phase: UserPhase::Pending,
+                ready: ("True", reasons::AWAITING_USER),
+            },
+            Case {
+                name: "pending with an expired invite (phase Expired)",
+                spec: spec(Auto, Active, true),
+                credentials: creds(false, false, 0),
+                invites: vec![invite(Some(InvitePhase::Expired), Some(900))],
+                blocker: None,
+                phase: UserPhase::Pending,
+                ready: ("True", reasons::INVITE_EXPIRED),
+            },
+            Case {
+                name: "pending with a sent invite past its expiry",
+                spec: spec(Auto, Active, true),
+                credentials: creds(false, false, 0),
+                invites: vec![invite(Some(InvitePhase::Sent), Some(999))],
+                blocker: None,
+                phase: UserPhase::Pending,
+                ready: ("True", reasons::INVITE_EXPIRED),
+            },
+            Case {
+                name: "pending: password set, TOTP missing",
+                spec: spec(Auto, Active, true),
+                credentials: creds(true, false, 0),
+                invites: vec![invite(Some(InvitePhase::Accepted), Some(2000))],
+                blocker: None,
+                phase: UserPhase::Pending,
+                ready: ("True", reasons::AWAITING_USER),
+            },
+            Case {
+                name: "pending → active: password and TOTP",
+                spec: spec(Auto, Active, true),
+                credentials: creds(true, true, 0),
+                invites: vec![invite(Some(InvitePhase::Accepted), Some(2000))],
+                blocker: None,
+                phase: UserPhase::Active,
+                ready: ("True", reasons::ACTIVE),
+            },
+            Case {
+                name: "active with the password only when mfa is not required",
+                spec: spec(Auto, Active, false),
+                credentials: creds(true, false, 0),
+                invites: vec![invite(Some(InvitePhase::Accepted), Some(2000))],
+                blocker: None,
+                phase: UserPhase::Active,
+                ready: ("True", reasons::ACTIVE),
+            },
+            Case {
+                name: "active → inactive by state",
+                spec: spec(Auto, Inactive, true),
+                credentials: creds(true, true, 0),
+                invites: vec![],
+                blocker: None,
+                phase: UserPhase::Inactive,
+                ready: ("True", reasons::DEACTIVATED),
+            },
+            Case {
+                name: "inactive by lockout",
+                spec: spec(Auto, Active, true),
+                credentials: creds(true, true, 5),
+                invites: vec![],
+                blocker: None,
+                phase: UserPhase::Inactive,
+                ready: ("False", reasons::LOCKED_OUT),
+            },
+            Case {
+                name: "below the lockout threshold stays active",
+                spec: spec(Auto, Active, true),
+                credentials: creds(true, true, 4),
+                invites: vec![],
+                blocker: None,
+                phase: UserPhase::Active,
+                ready: ("True", reasons::ACTIVE),
+            },
+            Case {
+                name: "reactivated after deactivation: back to what the facts give (active)",
+                spec: spec(Auto, Active, true),
+                credentials: creds(true, true, 0),
+                invites: vec![invite(Some(InvitePhase::Revoked), Some(2000))],
+                blocker: None,
+                phase: UserPhase::Active,
+                ready: ("True", reasons::ACTIVE),
+            },
+            Case {
+                name: "reactivated before onboarding, invite revoked: new again",
+                spec: spec(Auto, Active, true),
+                credentials: creds(false, false, 0),
+                invites: vec![invite(Some(InvitePhase::Revoked), Some(2000))],
+                blocker: None,
+                phase: UserPhase::New,
+                ready: ("False", reasons::INVITE_PENDING),
+            },
+            Case {
+                name: "reactivated after lockout (count cleared): active",
+                spec: spec(Auto, Active, true),
+                credentials: creds(true, true, 0),
+                invites: vec![],
+                blocker: None,
+                phase: UserPhase::Active,
+                ready: ("True", reasons::ACTIVE),
+            },
+            Case {
+                name: "manual policy, no invite: new and waiting on an admin",
+                spec: spec(Manual, Active, true),
+                credentials: creds(false, false, 0),
+                invites: vec![],
+                blocker: None,
+                phase: UserPhase::New,
+                ready: ("True", reasons::AWAITING_INVITE),
+            },
+            Case {
+                name: "manual policy, invite delivered: pending",
+                spec: spec(Manual, Active, true),
+                credentials: creds(false, false, 0),
+                invites: vec![invite(Some(InvitePhase::Sent), Some(2000))],
+                blocker: None,
+                phase: UserPhase::Pending,
+                ready: ("True", reasons::AWAITING_USER),
+            },
+            Case {
+                name: "duplicate email: stalled",
+                spec: spec(Auto, Active, true),
+                credentials: creds(false, false, 0),
+                invites: vec![],
+                blocker: Some(Blocker::Directory(Conflict::DuplicateEmail { holder: "ns/other".into() })),
+                phase: UserPhase::New,
+                ready: ("False", reasons::DUPLICATE_EMAIL),
+            },
+        ];
+        for case in &cases {
+            let decision = run(case);
+            assert_eq!(decision.phase, case.phase, "{}", case.name);
+            let ready = condition(&decision, types::READY);
+            assert_eq!((ready.status, ready.reason), case.ready, "{}", case.name);
+        }
+    }
+
+    #[test]
+    fn required_actions_follow_the_credentials() {
+        let base = Case {
+            name: "",
+            spec: spec(InvitePolicy::Auto, UserState::Active, true),
+            credentials: creds(false, false, 0),
+            invites: vec![],
+            blocker: None,
+            phase: UserPhase::New,
+            ready: ("", ""),
+        };
+        assert_eq!(run(&base).required_actions, [RequiredAction::SetPassword, RequiredAction::ConfigureTotp]);
+        let half = Case { credentials: creds(true, false, 0), ..base };
+        assert_eq!(run(&half).required_actions, [RequiredAction::ConfigureTotp]);
+        let no_mfa = Case { spec: spec(InvitePolicy::Auto, UserState::Active, false), ..half };
+        assert!(run(&no_mfa).required_actions.is_empty());
+    }
+
+    #[test]
+    fn stalled_and_reconciling_follow_ready() {
+        let blocked = Case {
+            name: "",
+            spec: spec(InvitePolicy::Auto, UserState::Active, true),
+            credentials: creds(false, false, 0),
+            invites: vec![],
+            blocker: Some(Blocker::Directory(Conflict::EmailDomainNotAllowed { domain: "gmail.com".into() })),
+            phase: UserPhase::New,
+            ready: ("", ""),
+        };
+        let decision = run(&blocked);
+        let stalled = condition(&decision, types::STALLED);
+        assert_eq!((stalled.status, stalled.reason), ("True", reasons::EMAIL_DOMAIN_NOT_ALLOWED));
+        assert!(condition(&decision, types::READY).message.contains("gmail.com"));
+        assert!(!decision.ensure_auto_invite, "a blocked user is not invited");
+
+        let waiting = Case { blocker: None, ..blocked };
+        let decision = run(&waiting);
+        assert_eq!(condition(&decision, types::RECONCILING).status, "True");
+        assert_eq!(condition(&decision, types::STALLED).status, "False");
+        assert!(decision.ensure_auto_invite);
+    }
+
+    #[test]
+    fn deactivation_clears_a_lockout_and_is_not_reported_as_one() {
+        let case = Case {
+            name: "",
+            spec: spec(InvitePolicy::Auto, UserState::Inactive, true),
+            credentials: creds(true, true, 7),
+            invites: vec![],
+            blocker: None,
+            phase: UserPhase::Inactive,
+            ready: ("", ""),
+        };
+        let decision = run(&case);
+        assert!(decision.clear_lockout);
+        assert_eq!(condition(&decision, types::LOCKED_OUT).status, "False");
+        assert!(!decision.ensure_auto_invite);
+    }
+
+    #[test]
+    fn manual_users_get_no_automatic_invite() {
+        let case = Case {
+            name: "",
+            spec: spec(InvitePolicy::Manual, UserState::Active, true),
+            credentials: creds(false, false, 0),
+            invites: vec![],
+            blocker: None,
+            phase: UserPhase::New,
+            ready: ("", ""),
+        };
+        assert!(!run(&case).ensure_auto_invite);
+    }
+
+    #[test]
+    fn recheck_at_the_next_expiry_of_a_sent_invite() {
+        let case = Case {
+            name: "",
+            spec: spec(InvitePolicy::Auto, UserState::Active, true),
+            credentials: creds(false, false, 0),
+            invites: vec![
+                invite(Some(InvitePhase::Sent), Some(1500)),
+                invite(Some(InvitePhase::Revoked), Some(1200)),
+            ],
+            blocker: None,
+            phase: UserPhase::Pending,
+            ready: ("", ""),
+        };
+        assert_eq!(run(&case).recheck_at, Some(at(1500)));
+    }
+
+    #[test]
+    fn the_status_names_the_newest_live_invite() {
+        let mut old = invite(Some(InvitePhase::Sent), Some(2000));
+        old.name = "old".into();
+        let mut revoked = invite(Some(InvitePhase::Revoked), Some(3000));
+        revoked.name = "newer-but-revoked".into();
+        revoked.created = Some(at(5));
+        assert_eq!(current_invite(&[old, revoked]).map(|i| i.name), Some("old".into()));
+    }
+}
