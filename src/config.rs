@@ -27,6 +27,16 @@ pub struct RunConfig {
     #[arg(long, env = "ROSTER_CONCURRENCY", default_value_t = 4, value_parser = clap::value_parser!(u16).range(1..=256))]
     pub concurrency: u16,
 
+    /// Consecutive failed sign-ins that lock a user (INACTIVE, reason LockedOut) until an
+    /// admin reactivates them.
+    #[arg(long, env = "ROSTER_LOCKOUT_THRESHOLD", default_value_t = 5, value_parser = clap::value_parser!(u32).range(1..=1000))]
+    pub lockout_threshold: u32,
+
+    /// Email domains users may have, comma-separated (a domain allows its subdomains).
+    /// Empty: any domain.
+    #[arg(long, env = "ROSTER_ALLOWED_EMAIL_DOMAINS", value_delimiter = ',')]
+    pub allowed_email_domains: Vec<String>,
+
     /// Log format.
     #[arg(long, env = "ROSTER_LOG_FORMAT", value_enum, default_value = "text")]
     pub log_format: LogFormat,

@@ -81,6 +81,8 @@ pub mod reasons {
     pub const CREDENTIALS_SECRET_CONFLICT: &str = "CredentialsSecretConflict";
     /// Invite: the user is deactivated or gone, so the link was withdrawn.
     pub const REVOKED: &str = "Revoked";
+    /// The referenced User does not exist.
+    pub const USER_NOT_FOUND: &str = "UserNotFound";
 }
 
 /// `True`, `False` or `Unknown`, as Kubernetes spells them.

@@ -241,6 +241,17 @@ pub enum UserPhase {
     Inactive,
 }
 
+impl std::fmt::Display for UserPhase {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            UserPhase::New => "NEW",
+            UserPhase::Pending => "PENDING",
+            UserPhase::Active => "ACTIVE",
+            UserPhase::Inactive => "INACTIVE",
+        })
+    }
+}
+
 /// Something the person has to do before they are ACTIVE.
 #[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, JsonSchema)]
 #[serde(rename_all = "SCREAMING_SNAKE_CASE")]

@@ -1,7 +1,8 @@
-//! The reconcilers, one per kind, and what they share: the [`Context`], the wiring of a
-//! kube-runtime `Controller` (a reflector cache without managedFields, bounded concurrency,
-//! graceful shutdown, metrics) and the per-object retry backoff.
+//! The reconcilers, one per kind, and what they share: the [`Context`] (client, watch
+//! caches, event recorder, settings), the wiring of each kube-runtime `Controller` (shared
+//! caches, bounded concurrency, graceful shutdown, metrics) and the per-object retry backoff.
 
+mod cache;
 mod invite;
 mod mfa_reset;
 mod user;
@@ -13,33 +14,58 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use futures::StreamExt;
+use k8s_openapi::api::core::v1::Secret;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use k8s_openapi::jiff::Timestamp;
 use kube::api::{Api, Patch, PatchParams};
 use kube::runtime::controller::{self, Action, Controller};
-use kube::runtime::reflector::{self, Store};
-use kube::runtime::{WatchStreamExt, watcher};
+use kube::runtime::events::{Event, EventType, Recorder, Reporter};
+use kube::runtime::reflector::{ObjectRef, Store};
+use kube::runtime::watcher;
 use kube::{Client, Resource, ResourceExt};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use tokio_util::sync::CancellationToken;
 
+pub use cache::Caches;
+use cache::Informer;
+
 use crate::api::conditions::{self, Desired, reasons, status, types};
 use crate::api::{MfaReset, User, UserInvite};
 use crate::config::RunConfig;
+use crate::directory::Entry;
 use crate::health::Readiness;
 use crate::telemetry::Metrics;
 use crate::{Error, Result};
 
 /// The field manager of every write roster makes.
 pub const FIELD_MANAGER: &str = "roster";
+/// The label every object roster creates carries, and the only Secrets roster watches.
+pub const MANAGED_BY_LABEL: &str = "app.kubernetes.io/managed-by";
+/// The value of [`MANAGED_BY_LABEL`].
+pub const MANAGED_BY: &str = "roster";
+
+/// Settings the reconcilers act on.
+#[derive(Clone, Debug)]
+pub struct Settings {
+    /// Consecutive failed sign-ins that lock a user.
+    pub lockout_threshold: u32,
+    /// Email domains users may have; empty: any.
+    pub allowed_email_domains: Vec<String>,
+}
 
 /// What every reconcile can reach.
 pub struct Context {
     /// The Kubernetes client.
     pub client: Client,
+    /// The watch caches: every read of a reconcile comes from here.
+    pub caches: Caches,
     /// Where reconciles are counted.
     pub metrics: Arc<Metrics>,
+    /// Publishes Kubernetes Events.
+    pub recorder: Recorder,
+    /// What the reconcilers act on.
+    pub settings: Settings,
     backoff: Backoff,
 }
 
@@ -52,37 +78,69 @@ pub async fn run(
     readiness: Arc<Readiness>,
     shutdown: CancellationToken,
 ) {
-    let ctx = Arc::new(Context { client: client.clone(), metrics, backoff: Backoff::default() });
-    let settings = controller::Config::default().concurrency(config.concurrency);
     let ns = config.watch_namespace.as_deref();
+    let mut users = Informer::<User>::new(api(&client, ns), watcher::Config::default());
+    let mut invites = Informer::<UserInvite>::new(api(&client, ns), watcher::Config::default());
+    let mut resets = Informer::<MfaReset>::new(api(&client, ns), watcher::Config::default());
+    let mut secrets = Informer::<Secret>::new(
+        api(&client, ns),
+        watcher::Config::default().labels(&format!("{MANAGED_BY_LABEL}={MANAGED_BY}")),
+    );
+    let caches = Caches {
+        ready: vec![users.ready_signal(), invites.ready_signal(), resets.ready_signal(), secrets.ready_signal()],
+        users: users.store(),
+        invites: invites.store(),
+        resets: resets.store(),
+        secrets: secrets.store(),
+    };
+    let reporter = Reporter { controller: "roster".into(), instance: std::env::var("POD_NAME").ok() };
+    let ctx = Arc::new(Context {
+        client: client.clone(),
+        caches: caches.clone(),
+        metrics,
+        recorder: Recorder::new(client.clone(), reporter),
+        settings: Settings {
+            lockout_threshold: config.lockout_threshold,
+            allowed_email_domains: config.allowed_email_domains.clone(),
+        },
+        backoff: Backoff::default(),
+    });
+    let settings = controller::Config::default().concurrency(config.concurrency);
 
-    let (users, user_cache) = cache::<User>(api(&client, ns));
-    let (invites, invite_cache) = cache::<UserInvite>(api(&client, ns));
-    let (resets, reset_cache) = cache::<MfaReset>(api(&client, ns));
+    let user_store = caches.users.clone();
+    let user_controller = Controller::for_shared_stream(users.subscribe(), caches.users.clone())
+        .owns_shared_stream(secrets.subscribe())
+        .watches_shared_stream(invites.subscribe(), |invite: Arc<UserInvite>| {
+            Some(ObjectRef::<User>::new(&invite.spec.user_ref.name).within(&invite.namespace().unwrap_or_default()))
+        })
+        .watches_shared_stream(users.subscribe(), move |user: Arc<User>| directory_peers(&user_store, &user));
+    let invite_store = caches.invites.clone();
+    let invite_controller = Controller::for_shared_stream(invites.subscribe(), caches.invites.clone())
+        .watches_shared_stream(users.subscribe(), move |user: Arc<User>| invites_of(&invite_store, &user));
+    let reset_controller = Controller::for_shared_stream(resets.subscribe(), caches.resets.clone());
 
-    let stop_waiting = shutdown.clone();
-    let ready = async move {
-        let synced = async {
-            futures::join!(
-                user_cache.wait_until_ready(),
-                invite_cache.wait_until_ready(),
-                reset_cache.wait_until_ready()
-            )
-        };
+    let ready = async {
         tokio::select! {
-            (Ok(()), Ok(()), Ok(())) = synced => {
+            true = caches.ready() => {
                 readiness.set_ready();
                 tracing::info!("watch caches synced; ready");
             }
-            () = stop_waiting.cancelled() => {}
+            () = shutdown.cancelled() => {}
         }
     };
-    futures::join!(
-        drive(users, "user", user::reconcile, ctx.clone(), settings.clone(), shutdown.clone()),
-        drive(invites, "userinvite", invite::reconcile, ctx.clone(), settings.clone(), shutdown.clone()),
-        drive(resets, "mfareset", mfa_reset::reconcile, ctx.clone(), settings, shutdown.clone()),
-        ready,
-    );
+    let controllers = async {
+        futures::join!(
+            drive(user_controller, "user", user::reconcile, ctx.clone(), settings.clone(), shutdown.clone()),
+            drive(invite_controller, "userinvite", invite::reconcile, ctx.clone(), settings.clone(), shutdown.clone()),
+            drive(reset_controller, "mfareset", mfa_reset::reconcile, ctx.clone(), settings, shutdown.clone()),
+            ready,
+        )
+    };
+    // The watches run until the controllers have stopped.
+    tokio::select! {
+        _ = controllers => {}
+        _ = futures::future::join4(users.run(), invites.run(), resets.run(), secrets.run()) => {}
+    }
     tracing::info!("controllers stopped");
 }
 
@@ -96,19 +154,22 @@ where
     }
 }
 
-/// A controller fed by a reflector cache of `K` that drops managedFields, and a reader of
-/// that cache.
-fn cache<K>(api: Api<K>) -> (Controller<K>, Store<K>)
-where
-    K: Resource<DynamicType = ()> + Clone + DeserializeOwned + Debug + Send + Sync + 'static,
-{
-    let (reader, writer) = reflector::store();
-    let stream = watcher(api, watcher::Config::default())
-        .default_backoff()
-        .modify(|obj: &mut K| obj.managed_fields_mut().clear())
-        .reflect(writer)
-        .touched_objects();
-    (Controller::for_stream(stream, reader.clone()), reader)
+/// Users whose directory standing may change with `user`'s: those sharing its email or
+/// username (they may be blocked by it, or waiting for it to go).
+fn directory_peers(users: &Store<User>, user: &User) -> Vec<ObjectRef<User>> {
+    let me = Entry::of(user);
+    users.state().iter().filter(|other| Entry::of(other).overlaps(&me)).map(|other| ObjectRef::from_obj(other.as_ref())).collect()
+}
+
+/// The UserInvites that refer to `user`.
+fn invites_of(invites: &Store<UserInvite>, user: &User) -> Vec<ObjectRef<UserInvite>> {
+    let (namespace, name) = (user.namespace(), user.name_any());
+    invites
+        .state()
+        .iter()
+        .filter(|invite| invite.namespace() == namespace && invite.spec.user_ref.name == name)
+        .map(|invite| ObjectRef::from_obj(invite.as_ref()))
+        .collect()
 }
 
 /// Runs one controller: reconciles are timed and counted; failures are counted by kind,
@@ -206,6 +267,36 @@ fn acknowledged(current: &[Condition], generation: Option<i64>) -> Vec<Condition
 
 fn now() -> Time {
     Time(Timestamp::now())
+}
+
+/// Publishes an Event about `obj`; failures are logged, never fatal (an Event is a
+/// notification, not a fact).
+async fn publish<K>(ctx: &Context, obj: &K, type_: EventType, reason: &str, action: &str, note: String)
+where
+    K: Resource<DynamicType = ()>,
+{
+    let event = Event { type_, reason: reason.into(), note: Some(note), action: action.into(), secondary: None };
+    if let Err(error) = ctx.recorder.publish(&event, &obj.object_ref(&())).await {
+        tracing::warn!(object = %cache::key(obj), reason, %error, "publishing an event failed");
+    }
+}
+
+/// Creates `obj` unless an object of that name exists: deterministic names make creation
+/// idempotent across retries and restarts. Returns whether it was created.
+async fn create_if_absent<K>(api: &Api<K>, obj: &K) -> Result<bool>
+where
+    K: Resource<DynamicType = ()> + Clone + DeserializeOwned + Serialize + Debug,
+{
+    match api.create(&kube::api::PostParams { field_manager: Some(FIELD_MANAGER.into()), ..Default::default() }, obj).await {
+        Ok(_) => Ok(true),
+        Err(kube::Error::Api(status)) if status.code == 409 => Ok(false),
+        Err(source) => Err(Error::Kube {
+            action: "creating",
+            kind: K::kind(&()).into_owned(),
+            object: cache::key(obj),
+            source: Box::new(source),
+        }),
+    }
 }
 
 /// Server-side applies `status` to `obj`'s status subresource as the sole owner of status.

@@ -1,27 +1,259 @@
-//! The User reconciler.
+//! The User reconciler: read the facts from the caches, derive the lifecycle
+//! ([`crate::lifecycle::decide`]), make sure the credentials Secret and the automatic invite
+//! exist, clear a lockout on deactivation, and record the result on status with an Event
+//! per phase change.
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
+use std::time::Duration;
 
+use k8s_openapi::ByteString;
+use k8s_openapi::api::core::v1::Secret;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, Time};
+use kube::api::{Api, Patch, PatchParams};
 use kube::runtime::controller::Action;
+use kube::runtime::events::EventType;
+use kube::runtime::reflector::ObjectRef;
+use kube::{Resource, ResourceExt};
 use tracing::instrument;
 
-use super::{Context, acknowledged, apply_status};
-use crate::Result;
-use crate::api::{User, UserStatus};
+use super::{Context, MANAGED_BY, MANAGED_BY_LABEL, apply_status, cache, create_if_absent, now, publish};
+use crate::api::conditions::{self, reasons, types};
+use crate::api::{
+    Delivery, InvitePhase, LocalObjectReference, MfaStatus, User, UserInvite, UserInviteSpec, UserPhase, UserStatus,
+};
+use crate::credentials::CredentialFacts;
+use crate::credentials::record::FAILED_LOGINS;
+use crate::directory::{self, Entry};
+use crate::lifecycle::{self, Blocker, InviteFact, UserFacts};
+use crate::{Error, Result};
 
-/// Records that roster has seen this generation of the User; writes nothing when the
-/// status already says so.
-#[instrument(skip_all, fields(name = %user.metadata.name.as_deref().unwrap_or_default(), namespace = %user.metadata.namespace.as_deref().unwrap_or_default()))]
+/// Name of a user's credentials Secret.
+pub fn credentials_secret_name(user: &str) -> String {
+    format!("{user}-credentials")
+}
+
+/// Name of the invite roster creates for a user with `invite.policy: Auto`.
+pub fn auto_invite_name(user: &str) -> String {
+    format!("{user}-invite")
+}
+
+#[instrument(skip_all, fields(user = %cache::key(user.as_ref())))]
 pub(super) async fn reconcile(user: Arc<User>, ctx: Arc<Context>) -> Result<Action> {
-    let current = user.status.clone().unwrap_or_default();
-    let generation = user.metadata.generation;
-    let desired = UserStatus {
-        observed_generation: generation,
-        conditions: acknowledged(&current.conditions, generation),
-        ..current.clone()
-    };
-    if desired != current {
-        apply_status(&ctx, user.as_ref(), &desired).await?;
+    if !ctx.caches.ready().await {
+        return Ok(Action::await_change());
     }
-    Ok(Action::await_change())
+    let namespace = user.namespace().unwrap_or_default();
+    let name = user.name_any();
+    let now = now();
+
+    // Dereference: every fact from the caches.
+    let secret_name = credentials_secret_name(&name);
+    let secret = ctx.caches.secrets.get(&ObjectRef::new(&secret_name).within(&namespace));
+    let owned = secret.as_ref().map(|s| is_controlled_by(s.as_ref(), user.as_ref()));
+    let invites = invites_of(&ctx, &user);
+    let me = Entry::of(&user);
+    let others: Vec<Entry> = ctx.caches.users.state().iter().map(|u| Entry::of(u)).collect();
+    let blocker = directory::conflict(&me, &others, &ctx.settings.allowed_email_domains)
+        .map(Blocker::Directory)
+        .or_else(|| (owned == Some(false)).then(|| Blocker::CredentialsSecretTaken { name: secret_name.clone() }));
+
+    // The credentials Secret exists from the first reconcile on; roster never overwrites it.
+    let credentials = match (&secret, owned) {
+        (Some(secret), Some(true)) => Some(CredentialFacts::from_data(secret.data.as_ref().unwrap_or(&BTreeMap::new()))),
+        (None, _) => {
+            let secrets: Api<Secret> = Api::namespaced(ctx.client.clone(), &namespace);
+            create_if_absent(&secrets, &credentials_secret(&user, &secret_name)?).await?;
+            Some(CredentialFacts::default())
+        }
+        (Some(_), _) => None,
+    };
+
+    let decision = lifecycle::decide(&UserFacts {
+        spec: &user.spec,
+        credentials: credentials.as_ref(),
+        invites: &invites,
+        blocker,
+        lockout_threshold: ctx.settings.lockout_threshold,
+        now: now.0,
+    });
+
+    if decision.ensure_auto_invite {
+        ensure_auto_invite(&ctx, &user).await?;
+    }
+    if decision.clear_lockout
+        && let Some(secret) = &secret
+    {
+        clear_failed_logins(&ctx, secret).await?;
+    }
+
+    // Status: derived, compared, written only when it changed.
+    let previous = user.status.clone().unwrap_or_default();
+    let facts = credentials.unwrap_or_default();
+    let generation = user.metadata.generation;
+    let status = UserStatus {
+        phase: Some(decision.phase),
+        observed_generation: generation,
+        conditions: conditions::merge(&previous.conditions, &decision.conditions, generation, &now),
+        required_actions: decision.required_actions.clone(),
+        credentials_secret_ref: (owned != Some(false)).then(|| LocalObjectReference { name: secret_name }),
+        invite: decision.invite.clone(),
+        mfa: facts
+            .totp_enrolled
+            .then(|| MfaStatus { method: "TOTP".into(), enrolled_at: facts.totp_enrolled_at.map(Time) }),
+        activated_at: since(&previous, UserPhase::Active, decision.phase, previous.activated_at.clone(), &now),
+        deactivated_at: since(&previous, UserPhase::Inactive, decision.phase, previous.deactivated_at.clone(), &now),
+        last_login_at: facts.last_login_at.map(Time),
+        failed_login_attempts: Some(facts.failed_logins),
+    };
+    let changed = status != previous;
+    if changed {
+        apply_status(&ctx, user.as_ref(), &status).await?;
+    }
+    tracing::debug!(phase = %decision.phase, wrote_status = changed, "reconciled");
+    if previous.phase != Some(decision.phase) {
+        announce(&ctx, &user, previous.phase, &status).await;
+    }
+
+    Ok(match decision.recheck_at {
+        Some(at) => Action::requeue(Duration::from_secs(
+            u64::try_from(at.as_second() - now.0.as_second()).unwrap_or(0).saturating_add(1),
+        )),
+        None => Action::await_change(),
+    })
+}
+
+/// A transition time kept on status: `now` when the phase just became `phase`, else what
+/// was recorded before.
+fn since(previous: &UserStatus, phase: UserPhase, current: UserPhase, recorded: Option<Time>, now: &Time) -> Option<Time> {
+    if current == phase && previous.phase != Some(phase) { Some(now.clone()) } else { recorded }
+}
+
+fn invites_of(ctx: &Context, user: &User) -> Vec<InviteFact> {
+    let (namespace, name) = (user.namespace(), user.name_any());
+    ctx.caches
+        .invites
+        .state()
+        .iter()
+        .filter(|i| i.namespace() == namespace && i.spec.user_ref.name == name)
+        .map(|i| InviteFact {
+            name: i.name_any(),
+            phase: i.status.as_ref().and_then(|s| s.phase),
+            expires_at: i.status.as_ref().and_then(|s| s.expires_at.as_ref()).map(|t| t.0),
+            created: i.metadata.creation_timestamp.as_ref().map(|t| t.0),
+        })
+        .collect()
+}
+
+fn is_controlled_by(obj: &impl Resource, user: &User) -> bool {
+    let uid = user.uid();
+    obj.owner_references().iter().any(|r| r.controller == Some(true) && Some(&r.uid) == uid.as_ref())
+}
+
+/// Labels of what roster creates: its own, never the owner's (GitOps tools would prune
+/// objects that carry their tracking labels).
+fn labels(user: &str) -> BTreeMap<String, String> {
+    BTreeMap::from([(MANAGED_BY_LABEL.to_owned(), MANAGED_BY.to_owned()), ("roster.dev/user".to_owned(), user.to_owned())])
+}
+
+fn owned_meta(user: &User, name: &str) -> Result<ObjectMeta> {
+    let owner = user.controller_owner_ref(&()).ok_or_else(|| Error::Startup(format!("User {} has no uid yet", cache::key(user))))?;
+    Ok(ObjectMeta {
+        name: Some(name.to_owned()),
+        namespace: user.namespace(),
+        labels: Some(labels(&user.name_any())),
+        owner_references: Some(vec![owner]),
+        ..Default::default()
+    })
+}
+
+fn credentials_secret(user: &User, name: &str) -> Result<Secret> {
+    Ok(Secret {
+        metadata: owned_meta(user, name)?,
+        type_: Some("roster.dev/credentials".into()),
+        data: Some(BTreeMap::new()),
+        ..Default::default()
+    })
+}
+
+fn auto_invite(user: &User) -> Result<UserInvite> {
+    let name = auto_invite_name(&user.name_any());
+    let mut invite = UserInvite::new(
+        &name,
+        UserInviteSpec {
+            user_ref: LocalObjectReference { name: user.name_any() },
+            delivery: Delivery::Email,
+            email: None,
+            ttl: std::time::Duration::from_secs(720 * 3600).into(),
+            resend: 0,
+        },
+    );
+    invite.metadata = owned_meta(user, &name)?;
+    Ok(invite)
+}
+
+/// Makes sure the automatic invite exists and can deliver: created when absent, resent
+/// (`spec.resend` increased) when it was revoked — e.g. the user was deactivated before
+/// onboarding and is active again. A resend already asked for is not asked for again.
+async fn ensure_auto_invite(ctx: &Context, user: &User) -> Result<()> {
+    let namespace = user.namespace().unwrap_or_default();
+    let name = auto_invite_name(&user.name_any());
+    let api: Api<UserInvite> = Api::namespaced(ctx.client.clone(), &namespace);
+    match ctx.caches.invites.get(&ObjectRef::new(&name).within(&namespace)) {
+        None => {
+            if create_if_absent(&api, &auto_invite(user)?).await? {
+                tracing::info!(invite = %name, "created the automatic invite");
+            }
+        }
+        Some(invite) => {
+            let status = invite.status.clone().unwrap_or_default();
+            let settled = status.observed_resend == Some(invite.spec.resend);
+            if status.phase == Some(InvitePhase::Revoked) && settled && is_controlled_by(invite.as_ref(), user) {
+                let patch = serde_json::json!({
+                    "metadata": {"resourceVersion": invite.resource_version()},
+                    "spec": {"resend": invite.spec.resend + 1},
+                });
+                api.patch(&name, &PatchParams { field_manager: Some(super::FIELD_MANAGER.into()), ..Default::default() }, &Patch::Merge(&patch)).await.map_err(
+                    |source| Error::Kube {
+                        action: "resending",
+                        kind: "UserInvite".into(),
+                        object: format!("{namespace}/{name}"),
+                        source: Box::new(source),
+                    },
+                )?;
+                tracing::info!(invite = %name, "resending the revoked automatic invite");
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Resets the failed-login count, with the Secret's resourceVersion as precondition so that
+/// a sign-in failing at the same moment is not lost (a conflict is retried).
+async fn clear_failed_logins(ctx: &Context, secret: &Secret) -> Result<()> {
+    let patch = serde_json::json!({
+        "metadata": {"resourceVersion": secret.resource_version()},
+        "data": {FAILED_LOGINS: ByteString(b"0".to_vec())},
+    });
+    let api: Api<Secret> = Api::namespaced(ctx.client.clone(), &secret.namespace().unwrap_or_default());
+    api.patch(&secret.name_any(), &PatchParams::default(), &Patch::Merge(&patch)).await.map(drop).map_err(|source| {
+        Error::Kube { action: "clearing the lockout in", kind: "Secret".into(), object: cache::key(secret), source: Box::new(source) }
+    })
+}
+
+/// An Event for a phase change, for `kubectl describe`.
+async fn announce(ctx: &Context, user: &User, from: Option<UserPhase>, status: &UserStatus) {
+    let Some(phase) = status.phase else { return };
+    let ready = status.conditions.iter().find(|c| c.type_ == types::READY);
+    let (type_, reason, note) = match phase {
+        UserPhase::New => return,
+        UserPhase::Pending => (EventType::Normal, "Invited", "an invitation was delivered".to_owned()),
+        UserPhase::Active => (EventType::Normal, "Activated", "the user completed onboarding".to_owned()),
+        UserPhase::Inactive if ready.is_some_and(|c| c.reason == reasons::LOCKED_OUT) => {
+            (EventType::Warning, "LockedOut", "locked out after too many failed sign-ins".to_owned())
+        }
+        UserPhase::Inactive => (EventType::Normal, "Deactivated", "spec.state is Inactive; sign-ins are refused".to_owned()),
+    };
+    let from = from.map_or_else(|| "none".to_owned(), |p| p.to_string());
+    publish(ctx, user, type_, reason, "Reconcile", format!("{note} (phase {from} → {phase})")).await;
 }
