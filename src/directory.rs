@@ -47,6 +47,22 @@ impl Entry {
     }
 }
 
+/// Remembers each User's last identifiers, so that a change of email or username also
+/// reaches the Users that shared the *old* one (a User blocked by it is freed).
+#[derive(Debug, Default)]
+pub struct Identities(std::collections::HashMap<String, Entry>);
+
+impl Identities {
+    /// Records `entry` and returns the identities a change to it touches: the new one and,
+    /// when different, the one it replaces.
+    pub fn record(&mut self, entry: Entry) -> Vec<Entry> {
+        match self.0.insert(entry.key.clone(), entry.clone()) {
+            Some(old) if old != entry => vec![entry, old],
+            _ => vec![entry],
+        }
+    }
+}
+
 /// Why a User may not take its place in the directory.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Conflict {
@@ -157,7 +173,7 @@ mod tests {
     #[test]
     fn when_the_holder_goes_the_conflict_goes() {
         let new = entry("b/jane2", 20, "jane@example.com", "jane2");
-        assert_eq!(conflict(&new, &[new.clone()], &[]), None);
+        assert_eq!(conflict(&new, std::slice::from_ref(&new), &[]), None);
     }
 
     #[test]
@@ -186,6 +202,16 @@ mod tests {
             conflict(&new, &[old], &["example.com".to_owned()]),
             Some(Conflict::EmailDomainNotAllowed { domain: "gmail.com".into() })
         );
+    }
+
+    #[test]
+    fn a_renamed_user_still_reaches_those_that_shared_its_old_name() {
+        let mut identities = Identities::default();
+        let before = entry("ns/a", 1, "a@example.com", "shared");
+        assert_eq!(identities.record(before.clone()).len(), 1);
+        let after = entry("ns/a", 1, "a@example.com", "renamed");
+        assert_eq!(identities.record(after.clone()), vec![after.clone(), before]);
+        assert_eq!(identities.record(after.clone()), vec![after]);
     }
 
     #[test]

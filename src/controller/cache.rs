@@ -8,12 +8,12 @@ use std::sync::Arc;
 
 use futures::channel::mpsc;
 use futures::{SinkExt, Stream, StreamExt};
-use tokio::sync::watch;
 use kube::api::Api;
 use kube::runtime::reflector::{self, Store, store::Writer};
 use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Resource, ResourceExt};
 use serde::de::DeserializeOwned;
+use tokio::sync::watch;
 
 /// Whether a cache holds its initial list. kube's `Store::wait_until_ready` wakes only one
 /// of several concurrent waiters (and the controller that owns the store is one), so roster
@@ -73,7 +73,11 @@ where
                 let ready = ready.clone();
                 async move {
                     let changed = match event {
-                        Ok(watcher::Event::Apply(obj) | watcher::Event::Delete(obj) | watcher::Event::InitApply(obj)) => obj,
+                        Ok(
+                            watcher::Event::Apply(obj)
+                            | watcher::Event::Delete(obj)
+                            | watcher::Event::InitApply(obj),
+                        ) => obj,
                         Ok(watcher::Event::InitDone) => {
                             ready.send_replace(true);
                             return;

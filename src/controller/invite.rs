@@ -36,13 +36,23 @@ pub(super) fn decide(
     let (phase, ready, reconciling, stalled) = match user_state {
         Some(UserState::Inactive) => (
             InvitePhase::Revoked,
-            cond(types::READY, status::TRUE, reasons::REVOKED, "the user is deactivated; the link no longer works"),
+            cond(
+                types::READY,
+                status::TRUE,
+                reasons::REVOKED,
+                "the user is deactivated; the link no longer works",
+            ),
             false,
             None,
         ),
         _ if was_revoked => (
             InvitePhase::Revoked,
-            cond(types::READY, status::TRUE, reasons::REVOKED, "the link was revoked; increase spec.resend to issue a new one"),
+            cond(
+                types::READY,
+                status::TRUE,
+                reasons::REVOKED,
+                "the link was revoked; increase spec.resend to issue a new one",
+            ),
             false,
             None,
         ),
@@ -53,12 +63,25 @@ pub(super) fn decide(
             Some(reasons::USER_NOT_FOUND),
         ),
         Some(UserState::Active) => match current {
-            Some(phase) if phase != InvitePhase::Revoked && !resent => {
-                (phase, cond(types::READY, status::UNKNOWN, reasons::RECONCILING, "roster is delivering the invitation"), true, None)
-            }
+            Some(phase) if phase != InvitePhase::Revoked && !resent => (
+                phase,
+                cond(
+                    types::READY,
+                    status::UNKNOWN,
+                    reasons::RECONCILING,
+                    "roster is delivering the invitation",
+                ),
+                true,
+                None,
+            ),
             _ => (
                 InvitePhase::Pending,
-                cond(types::READY, status::UNKNOWN, reasons::RECONCILING, "roster is delivering the invitation"),
+                cond(
+                    types::READY,
+                    status::UNKNOWN,
+                    reasons::RECONCILING,
+                    "roster is delivering the invitation",
+                ),
                 true,
                 None,
             ),
@@ -67,12 +90,24 @@ pub(super) fn decide(
     let conditions = vec![
         ready,
         if reconciling {
-            cond(types::RECONCILING, status::TRUE, reasons::RECONCILING, "roster is working on this invitation")
+            cond(
+                types::RECONCILING,
+                status::TRUE,
+                reasons::RECONCILING,
+                "roster is working on this invitation",
+            )
         } else {
-            cond(types::RECONCILING, status::FALSE, reasons::RECONCILED, "roster has done all it can for this generation")
+            cond(
+                types::RECONCILING,
+                status::FALSE,
+                reasons::RECONCILED,
+                "roster has done all it can for this generation",
+            )
         },
         match stalled {
-            Some(reason) => cond(types::STALLED, status::TRUE, reason, "an admin must act; see the Ready condition"),
+            Some(reason) => {
+                cond(types::STALLED, status::TRUE, reason, "an admin must act; see the Ready condition")
+            }
             None => cond(types::STALLED, status::FALSE, reasons::NOT_STALLED, "nothing waits on an admin"),
         },
     ];
@@ -118,15 +153,65 @@ mod tests {
     #[test]
     fn phase_table() {
         use InvitePhase::*;
-        let cases: [(&str, Option<UserState>, Option<InvitePhase>, u32, Option<u32>, InvitePhase, &str); 8] = [
+        /// name, user state, current phase, resend, observed resend → phase, Ready status.
+        type Case = (
+            &'static str,
+            Option<UserState>,
+            Option<InvitePhase>,
+            u32,
+            Option<u32>,
+            InvitePhase,
+            &'static str,
+        );
+        let cases: [Case; 8] = [
             ("new invite for an active user", Some(UserState::Active), None, 0, None, Pending, "Unknown"),
             ("a sent invite stays sent", Some(UserState::Active), Some(Sent), 0, Some(0), Sent, "Unknown"),
-            ("deactivating the user revokes", Some(UserState::Inactive), Some(Sent), 0, Some(0), Revoked, "True"),
-            ("revoked stays revoked on reactivation", Some(UserState::Active), Some(Revoked), 0, Some(0), Revoked, "True"),
-            ("a resend after revocation issues anew", Some(UserState::Active), Some(Revoked), 1, Some(0), Pending, "Unknown"),
-            ("a resend while deactivated stays revoked", Some(UserState::Inactive), Some(Revoked), 1, Some(0), Revoked, "True"),
+            (
+                "deactivating the user revokes",
+                Some(UserState::Inactive),
+                Some(Sent),
+                0,
+                Some(0),
+                Revoked,
+                "True",
+            ),
+            (
+                "revoked stays revoked on reactivation",
+                Some(UserState::Active),
+                Some(Revoked),
+                0,
+                Some(0),
+                Revoked,
+                "True",
+            ),
+            (
+                "a resend after revocation issues anew",
+                Some(UserState::Active),
+                Some(Revoked),
+                1,
+                Some(0),
+                Pending,
+                "Unknown",
+            ),
+            (
+                "a resend while deactivated stays revoked",
+                Some(UserState::Inactive),
+                Some(Revoked),
+                1,
+                Some(0),
+                Revoked,
+                "True",
+            ),
             ("a missing user is not a revocation", None, None, 0, None, Pending, "False"),
-            ("a resend of a sent invite issues anew", Some(UserState::Active), Some(Sent), 2, Some(1), Pending, "Unknown"),
+            (
+                "a resend of a sent invite issues anew",
+                Some(UserState::Active),
+                Some(Sent),
+                2,
+                Some(1),
+                Pending,
+                "Unknown",
+            ),
         ];
         for (name, user, current, resend, observed, phase, ready) in cases {
             let decision = decide(user, current, resend, observed);

@@ -33,7 +33,7 @@ use cache::Informer;
 use crate::api::conditions::{self, Desired, reasons, status, types};
 use crate::api::{MfaReset, User, UserInvite};
 use crate::config::RunConfig;
-use crate::directory::Entry;
+use crate::directory::{Entry, Identities};
 use crate::health::Readiness;
 use crate::telemetry::Metrics;
 use crate::{Error, Result};
@@ -87,7 +87,12 @@ pub async fn run(
         watcher::Config::default().labels(&format!("{MANAGED_BY_LABEL}={MANAGED_BY}")),
     );
     let caches = Caches {
-        ready: vec![users.ready_signal(), invites.ready_signal(), resets.ready_signal(), secrets.ready_signal()],
+        ready: vec![
+            users.ready_signal(),
+            invites.ready_signal(),
+            resets.ready_signal(),
+            secrets.ready_signal(),
+        ],
         users: users.store(),
         invites: invites.store(),
         resets: resets.store(),
@@ -111,9 +116,15 @@ pub async fn run(
     let user_controller = Controller::for_shared_stream(users.subscribe(), caches.users.clone())
         .owns_shared_stream(secrets.subscribe())
         .watches_shared_stream(invites.subscribe(), |invite: Arc<UserInvite>| {
-            Some(ObjectRef::<User>::new(&invite.spec.user_ref.name).within(&invite.namespace().unwrap_or_default()))
+            Some(
+                ObjectRef::<User>::new(&invite.spec.user_ref.name)
+                    .within(&invite.namespace().unwrap_or_default()),
+            )
         })
-        .watches_shared_stream(users.subscribe(), move |user: Arc<User>| directory_peers(&user_store, &user));
+        .watches_shared_stream(users.subscribe(), {
+            let identities = Mutex::new(Identities::default());
+            move |user: Arc<User>| directory_peers(&user_store, &identities, &user)
+        });
     let invite_store = caches.invites.clone();
     let invite_controller = Controller::for_shared_stream(invites.subscribe(), caches.invites.clone())
         .watches_shared_stream(users.subscribe(), move |user: Arc<User>| invites_of(&invite_store, &user));
@@ -131,8 +142,22 @@ pub async fn run(
     let controllers = async {
         futures::join!(
             drive(user_controller, "user", user::reconcile, ctx.clone(), settings.clone(), shutdown.clone()),
-            drive(invite_controller, "userinvite", invite::reconcile, ctx.clone(), settings.clone(), shutdown.clone()),
-            drive(reset_controller, "mfareset", mfa_reset::reconcile, ctx.clone(), settings, shutdown.clone()),
+            drive(
+                invite_controller,
+                "userinvite",
+                invite::reconcile,
+                ctx.clone(),
+                settings.clone(),
+                shutdown.clone()
+            ),
+            drive(
+                reset_controller,
+                "mfareset",
+                mfa_reset::reconcile,
+                ctx.clone(),
+                settings,
+                shutdown.clone()
+            ),
             ready,
         )
     };
@@ -155,10 +180,18 @@ where
 }
 
 /// Users whose directory standing may change with `user`'s: those sharing its email or
-/// username (they may be blocked by it, or waiting for it to go).
-fn directory_peers(users: &Store<User>, user: &User) -> Vec<ObjectRef<User>> {
-    let me = Entry::of(user);
-    users.state().iter().filter(|other| Entry::of(other).overlaps(&me)).map(|other| ObjectRef::from_obj(other.as_ref())).collect()
+/// username, now or before this change (they may be blocked by it, or waiting for it to go).
+fn directory_peers(users: &Store<User>, identities: &Mutex<Identities>, user: &User) -> Vec<ObjectRef<User>> {
+    let touched = identities.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).record(Entry::of(user));
+    users
+        .state()
+        .iter()
+        .filter(|other| {
+            let other = Entry::of(other);
+            touched.iter().any(|t| t.overlaps(&other))
+        })
+        .map(|other| ObjectRef::from_obj(other.as_ref()))
+        .collect()
 }
 
 /// The UserInvites that refer to `user`.
@@ -275,7 +308,8 @@ async fn publish<K>(ctx: &Context, obj: &K, type_: EventType, reason: &str, acti
 where
     K: Resource<DynamicType = ()>,
 {
-    let event = Event { type_, reason: reason.into(), note: Some(note), action: action.into(), secondary: None };
+    let event =
+        Event { type_, reason: reason.into(), note: Some(note), action: action.into(), secondary: None };
     if let Err(error) = ctx.recorder.publish(&event, &obj.object_ref(&())).await {
         tracing::warn!(object = %cache::key(obj), reason, %error, "publishing an event failed");
     }
@@ -287,7 +321,13 @@ async fn create_if_absent<K>(api: &Api<K>, obj: &K) -> Result<bool>
 where
     K: Resource<DynamicType = ()> + Clone + DeserializeOwned + Serialize + Debug,
 {
-    match api.create(&kube::api::PostParams { field_manager: Some(FIELD_MANAGER.into()), ..Default::default() }, obj).await {
+    match api
+        .create(
+            &kube::api::PostParams { field_manager: Some(FIELD_MANAGER.into()), ..Default::default() },
+            obj,
+        )
+        .await
+    {
         Ok(_) => Ok(true),
         Err(kube::Error::Api(status)) if status.code == 409 => Ok(false),
         Err(source) => Err(Error::Kube {

@@ -20,7 +20,8 @@ use tracing::instrument;
 use super::{Context, MANAGED_BY, MANAGED_BY_LABEL, apply_status, cache, create_if_absent, now, publish};
 use crate::api::conditions::{self, reasons, types};
 use crate::api::{
-    Delivery, InvitePhase, LocalObjectReference, MfaStatus, User, UserInvite, UserInviteSpec, UserPhase, UserStatus,
+    Delivery, InvitePhase, LocalObjectReference, MfaStatus, User, UserInvite, UserInviteSpec, UserPhase,
+    UserStatus,
 };
 use crate::credentials::CredentialFacts;
 use crate::credentials::record::FAILED_LOGINS;
@@ -56,11 +57,15 @@ pub(super) async fn reconcile(user: Arc<User>, ctx: Arc<Context>) -> Result<Acti
     let others: Vec<Entry> = ctx.caches.users.state().iter().map(|u| Entry::of(u)).collect();
     let blocker = directory::conflict(&me, &others, &ctx.settings.allowed_email_domains)
         .map(Blocker::Directory)
-        .or_else(|| (owned == Some(false)).then(|| Blocker::CredentialsSecretTaken { name: secret_name.clone() }));
+        .or_else(|| {
+            (owned == Some(false)).then(|| Blocker::CredentialsSecretTaken { name: secret_name.clone() })
+        });
 
     // The credentials Secret exists from the first reconcile on; roster never overwrites it.
     let credentials = match (&secret, owned) {
-        (Some(secret), Some(true)) => Some(CredentialFacts::from_data(secret.data.as_ref().unwrap_or(&BTreeMap::new()))),
+        (Some(secret), Some(true)) => {
+            Some(CredentialFacts::from_data(secret.data.as_ref().unwrap_or(&BTreeMap::new())))
+        }
         (None, _) => {
             let secrets: Api<Secret> = Api::namespaced(ctx.client.clone(), &namespace);
             create_if_absent(&secrets, &credentials_secret(&user, &secret_name)?).await?;
@@ -96,13 +101,25 @@ pub(super) async fn reconcile(user: Arc<User>, ctx: Arc<Context>) -> Result<Acti
         observed_generation: generation,
         conditions: conditions::merge(&previous.conditions, &decision.conditions, generation, &now),
         required_actions: decision.required_actions.clone(),
-        credentials_secret_ref: (owned != Some(false)).then(|| LocalObjectReference { name: secret_name }),
+        credentials_secret_ref: (owned != Some(false)).then_some(LocalObjectReference { name: secret_name }),
         invite: decision.invite.clone(),
         mfa: facts
             .totp_enrolled
             .then(|| MfaStatus { method: "TOTP".into(), enrolled_at: facts.totp_enrolled_at.map(Time) }),
-        activated_at: since(&previous, UserPhase::Active, decision.phase, previous.activated_at.clone(), &now),
-        deactivated_at: since(&previous, UserPhase::Inactive, decision.phase, previous.deactivated_at.clone(), &now),
+        activated_at: since(
+            &previous,
+            UserPhase::Active,
+            decision.phase,
+            previous.activated_at.clone(),
+            &now,
+        ),
+        deactivated_at: since(
+            &previous,
+            UserPhase::Inactive,
+            decision.phase,
+            previous.deactivated_at.clone(),
+            &now,
+        ),
         last_login_at: facts.last_login_at.map(Time),
         failed_login_attempts: Some(facts.failed_logins),
     };
@@ -125,7 +142,13 @@ pub(super) async fn reconcile(user: Arc<User>, ctx: Arc<Context>) -> Result<Acti
 
 /// A transition time kept on status: `now` when the phase just became `phase`, else what
 /// was recorded before.
-fn since(previous: &UserStatus, phase: UserPhase, current: UserPhase, recorded: Option<Time>, now: &Time) -> Option<Time> {
+fn since(
+    previous: &UserStatus,
+    phase: UserPhase,
+    current: UserPhase,
+    recorded: Option<Time>,
+    now: &Time,
+) -> Option<Time> {
     if current == phase && previous.phase != Some(phase) { Some(now.clone()) } else { recorded }
 }
 
@@ -153,11 +176,16 @@ fn is_controlled_by(obj: &impl Resource, user: &User) -> bool {
 /// Labels of what roster creates: its own, never the owner's (GitOps tools would prune
 /// objects that carry their tracking labels).
 fn labels(user: &str) -> BTreeMap<String, String> {
-    BTreeMap::from([(MANAGED_BY_LABEL.to_owned(), MANAGED_BY.to_owned()), ("roster.dev/user".to_owned(), user.to_owned())])
+    BTreeMap::from([
+        (MANAGED_BY_LABEL.to_owned(), MANAGED_BY.to_owned()),
+        ("roster.dev/user".to_owned(), user.to_owned()),
+    ])
 }
 
 fn owned_meta(user: &User, name: &str) -> Result<ObjectMeta> {
-    let owner = user.controller_owner_ref(&()).ok_or_else(|| Error::Startup(format!("User {} has no uid yet", cache::key(user))))?;
+    let owner = user
+        .controller_owner_ref(&())
+        .ok_or_else(|| Error::Startup(format!("User {} has no uid yet", cache::key(user))))?;
     Ok(ObjectMeta {
         name: Some(name.to_owned()),
         namespace: user.namespace(),
@@ -208,19 +236,26 @@ async fn ensure_auto_invite(ctx: &Context, user: &User) -> Result<()> {
         Some(invite) => {
             let status = invite.status.clone().unwrap_or_default();
             let settled = status.observed_resend == Some(invite.spec.resend);
-            if status.phase == Some(InvitePhase::Revoked) && settled && is_controlled_by(invite.as_ref(), user) {
+            if status.phase == Some(InvitePhase::Revoked)
+                && settled
+                && is_controlled_by(invite.as_ref(), user)
+            {
                 let patch = serde_json::json!({
                     "metadata": {"resourceVersion": invite.resource_version()},
                     "spec": {"resend": invite.spec.resend + 1},
                 });
-                api.patch(&name, &PatchParams { field_manager: Some(super::FIELD_MANAGER.into()), ..Default::default() }, &Patch::Merge(&patch)).await.map_err(
-                    |source| Error::Kube {
-                        action: "resending",
-                        kind: "UserInvite".into(),
-                        object: format!("{namespace}/{name}"),
-                        source: Box::new(source),
-                    },
-                )?;
+                api.patch(
+                    &name,
+                    &PatchParams { field_manager: Some(super::FIELD_MANAGER.into()), ..Default::default() },
+                    &Patch::Merge(&patch),
+                )
+                .await
+                .map_err(|source| Error::Kube {
+                    action: "resending",
+                    kind: "UserInvite".into(),
+                    object: format!("{namespace}/{name}"),
+                    source: Box::new(source),
+                })?;
                 tracing::info!(invite = %name, "resending the revoked automatic invite");
             }
         }
@@ -236,9 +271,14 @@ async fn clear_failed_logins(ctx: &Context, secret: &Secret) -> Result<()> {
         "data": {FAILED_LOGINS: ByteString(b"0".to_vec())},
     });
     let api: Api<Secret> = Api::namespaced(ctx.client.clone(), &secret.namespace().unwrap_or_default());
-    api.patch(&secret.name_any(), &PatchParams::default(), &Patch::Merge(&patch)).await.map(drop).map_err(|source| {
-        Error::Kube { action: "clearing the lockout in", kind: "Secret".into(), object: cache::key(secret), source: Box::new(source) }
-    })
+    api.patch(&secret.name_any(), &PatchParams::default(), &Patch::Merge(&patch)).await.map(drop).map_err(
+        |source| Error::Kube {
+            action: "clearing the lockout in",
+            kind: "Secret".into(),
+            object: cache::key(secret),
+            source: Box::new(source),
+        },
+    )
 }
 
 /// An Event for a phase change, for `kubectl describe`.
@@ -252,7 +292,9 @@ async fn announce(ctx: &Context, user: &User, from: Option<UserPhase>, status: &
         UserPhase::Inactive if ready.is_some_and(|c| c.reason == reasons::LOCKED_OUT) => {
             (EventType::Warning, "LockedOut", "locked out after too many failed sign-ins".to_owned())
         }
-        UserPhase::Inactive => (EventType::Normal, "Deactivated", "spec.state is Inactive; sign-ins are refused".to_owned()),
+        UserPhase::Inactive => {
+            (EventType::Normal, "Deactivated", "spec.state is Inactive; sign-ins are refused".to_owned())
+        }
     };
     let from = from.map_or_else(|| "none".to_owned(), |p| p.to_string());
     publish(ctx, user, type_, reason, "Reconcile", format!("{note} (phase {from} → {phase})")).await;

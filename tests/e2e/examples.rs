@@ -8,7 +8,7 @@ use libtest_mimic::Trial;
 use roster::api::{MfaReset, User, UserInvite};
 use serde::Deserialize;
 
-use crate::harness::{is_acknowledged, repo_path, trial, wait_for};
+use crate::harness::{is_reconciled, repo_path, trial, wait_for};
 
 pub fn trials() -> Vec<Trial> {
     vec![trial("examples::apply_and_are_acknowledged", |ns| async move {
@@ -32,7 +32,7 @@ pub fn trials() -> Vec<Trial> {
                 Some("UserInvite") => ns.raw::<UserInvite>(),
                 _ => ns.raw::<MfaReset>(),
             };
-            wait_for(&api, name, "acknowledged by the operator", is_acknowledged).await?;
+            wait_for(&api, name, "reconciled", is_reconciled).await?;
         }
         Ok(())
     })]

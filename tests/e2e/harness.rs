@@ -21,6 +21,8 @@ use serde::de::DeserializeOwned;
 
 /// How long a test waits for any one condition.
 pub const DEADLINE: Duration = Duration::from_secs(30);
+/// The only email domain (and its subdomains) the operators under test allow.
+pub const ALLOWED_DOMAIN: &str = "example.com";
 /// How often a condition that cannot be watched is polled.
 const POLL_INTERVAL: Duration = Duration::from_millis(100);
 
@@ -45,9 +47,8 @@ impl Env {
         let work_dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("e2e");
         let _ = std::fs::remove_dir_all(&work_dir);
         std::fs::create_dir_all(&work_dir)?;
-        let plane = ControlPlane::start(&work_dir.join("control-plane")).await?;
         let crds = std::fs::read_to_string(repo_path("crds/roster.yaml"))?;
-        plane.install_crds(&crds).await?;
+        let plane = ControlPlane::start(&work_dir.join("control-plane"), &crds).await?;
         let operator = Operator::start(plane.kubeconfig(), &work_dir, "operator", &[]).await?;
         let shared = Shared {
             kubeconfig: plane.kubeconfig().to_owned(),
@@ -86,7 +87,12 @@ impl Operator {
         extra: &[&str],
     ) -> anyhow::Result<Self> {
         let [port] = free_ports()?;
-        let mut args = vec!["run".to_owned(), format!("--metrics-addr=127.0.0.1:{port}")];
+        let mut args = vec![
+            "run".to_owned(),
+            format!("--metrics-addr=127.0.0.1:{port}"),
+            format!("--allowed-email-domains={ALLOWED_DOMAIN}"),
+            "--log-level=info,roster=debug".to_owned(),
+        ];
         args.extend(extra.iter().map(|s| (*s).to_owned()));
         let kubeconfig = kubeconfig.display().to_string();
         let process = Process::spawn(
@@ -266,15 +272,39 @@ where
     }
 }
 
-/// Whether the operator has recorded this generation of `object` with `Ready=Unknown`,
-/// reason `Reconciling` — what it sets before any lifecycle logic.
-pub fn is_acknowledged(object: &DynamicObject) -> bool {
+/// Whether the operator has reconciled this generation of `object`: `observedGeneration`
+/// matches and a `Ready` condition is set.
+pub fn is_reconciled(object: &DynamicObject) -> bool {
     let status = &object.data["status"];
     let generation = object.metadata.generation;
-    let ready_unknown = status["conditions"].as_array().is_some_and(|conditions| {
-        conditions
-            .iter()
-            .any(|c| c["type"] == "Ready" && c["status"] == "Unknown" && c["reason"] == "Reconciling")
-    });
-    generation.is_some() && status["observedGeneration"].as_i64() == generation && ready_unknown
+    let has_ready = status["conditions"]
+        .as_array()
+        .is_some_and(|conditions| conditions.iter().any(|c| c["type"] == "Ready"));
+    generation.is_some() && status["observedGeneration"].as_i64() == generation && has_ready
+}
+
+/// The condition `type_` of `object`, as JSON (`Null` when absent).
+pub fn condition(object: &DynamicObject, type_: &str) -> serde_json::Value {
+    object.data["status"]["conditions"]
+        .as_array()
+        .and_then(|conditions| conditions.iter().find(|c| c["type"] == type_).cloned())
+        .unwrap_or_default()
+}
+
+/// Polls `check` until it holds, failing at the deadline with `what`.
+pub async fn poll_until<F, Fut>(what: &str, mut check: F) -> anyhow::Result<()>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = anyhow::Result<bool>>,
+{
+    let deadline = tokio::time::Instant::now() + DEADLINE;
+    loop {
+        if check().await? {
+            return Ok(());
+        }
+        if tokio::time::Instant::now() > deadline {
+            bail!("not {what} within {DEADLINE:?}");
+        }
+        tokio::time::sleep(POLL_INTERVAL).await;
+    }
 }

@@ -7,20 +7,30 @@
 
 mod admission;
 mod cluster;
+mod directory;
 mod examples;
 mod harness;
+mod hygiene;
+mod lifecycle;
 mod operator;
 
 use std::process::ExitCode;
 
 fn main() -> ExitCode {
     let args = libtest_mimic::Arguments::from_args();
-    let trials: Vec<_> = [admission::trials(), cluster::trials(), examples::trials(), operator::trials()]
-        .into_iter()
-        .flatten()
-        .collect();
+    let trials: Vec<_> = [
+        admission::trials(),
+        cluster::trials(),
+        directory::trials(),
+        examples::trials(),
+        lifecycle::trials(),
+        operator::trials(),
+    ]
+    .into_iter()
+    .flatten()
+    .collect();
     if args.list {
-        return libtest_mimic::run(&args, trials).exit_code();
+        return libtest_mimic::run(&args, trials.into_iter().chain(hygiene::trials()).collect()).exit_code();
     }
     // Current-thread: the control plane's processes live as long as this (the main) thread.
     let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
@@ -38,6 +48,8 @@ fn main() -> ExitCode {
         }
     };
     let conclusion = libtest_mimic::run(&args, trials);
+    // Checks over what every test left behind run after all of them.
+    let after = libtest_mimic::run(&args, hygiene::trials());
     drop(env);
-    conclusion.exit_code()
+    if conclusion.has_failed() { conclusion.exit_code() } else { after.exit_code() }
 }

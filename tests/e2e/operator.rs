@@ -10,7 +10,7 @@ use libtest_mimic::Trial;
 use roster::api::{MfaReset, User, UserInvite};
 use serde_json::json;
 
-use crate::harness::{Operator, is_acknowledged, shared, trial, wait_for};
+use crate::harness::{Operator, is_reconciled, shared, trial, wait_for};
 
 pub fn trials() -> Vec<Trial> {
     vec![
@@ -19,13 +19,13 @@ pub fn trials() -> Vec<Trial> {
                 "spec": {"email": "jane@example.com"}});
             ns.apply(user).await?;
             let api = ns.raw::<User>();
-            let first = wait_for(&api, "jane", "acknowledged", is_acknowledged).await?;
+            let first = wait_for(&api, "jane", "reconciled", is_reconciled).await?;
             let ready_since = ready_transition(&first);
 
             let change = json!({"spec": {"displayName": "Jane Doe"}});
             api.patch("jane", &PatchParams::default(), &Patch::Merge(&change)).await?;
-            let second = wait_for(&api, "jane", "generation 2 acknowledged", |o| {
-                o.metadata.generation == Some(2) && is_acknowledged(o)
+            let second = wait_for(&api, "jane", "generation 2 reconciled", |o| {
+                o.metadata.generation == Some(2) && is_reconciled(o)
             })
             .await?;
             ensure!(
@@ -47,7 +47,7 @@ pub fn trials() -> Vec<Trial> {
             ] {
                 ns.apply(json!({"apiVersion": "roster.dev/v1alpha1", "kind": kind, "metadata": {"name": "m"}, "spec": spec}))
                     .await?;
-                wait_for(&api, "m", "acknowledged", is_acknowledged).await?;
+                wait_for(&api, "m", "reconciled", is_reconciled).await?;
             }
             let metrics = reqwest::get(format!("{base}/metrics")).await?.text().await?;
             for controller in ["user", "userinvite", "mfareset"] {

@@ -31,12 +31,14 @@ pub struct ControlPlane {
 
 impl ControlPlane {
     /// Starts a fresh control plane whose data, certificates, kubeconfig and logs live under
-    /// `dir` (created if missing). Returns once the API server answers `/readyz` and the
-    /// controller-manager `/healthz`.
+    /// `dir` (created if missing), with the CRDs in the multi-document YAML `crds` installed
+    /// before the controller-manager starts (its garbage collector then knows them from the
+    /// start, instead of after its next discovery refresh). Returns once the API server
+    /// answers `/readyz` and the controller-manager `/healthz`.
     ///
     /// The processes receive SIGKILL when the calling thread ends: call from a thread that
     /// outlives the control plane (e.g. a current-thread runtime on `main`).
-    pub async fn start(dir: &Path) -> Result<Self> {
+    pub async fn start(dir: &Path, crds: &str) -> Result<Self> {
         let etcd = tool_path("etcd")?;
         let apiserver = tool_path("kube-apiserver")?;
         let controller_manager = tool_path("kube-controller-manager")?;
@@ -113,6 +115,7 @@ impl ControlPlane {
         )?);
         let client = plane.client().await?;
         plane.wait_until(1, "GET /readyz", || probe(client.clone(), "/readyz")).await?;
+        plane.install_crds(crds).await?;
 
         let kubeconfig = plane.kubeconfig.display().to_string();
         plane.processes.push(Process::spawn(
@@ -154,7 +157,7 @@ impl ControlPlane {
 
     /// Server-side applies every CRD in the multi-document YAML `crds` and waits until each
     /// is Established.
-    pub async fn install_crds(&self, crds: &str) -> Result<()> {
+    async fn install_crds(&self, crds: &str) -> Result<()> {
         let api: Api<CustomResourceDefinition> = Api::all(self.client().await?);
         let params = PatchParams::apply("roster-testenv").force();
         for document in serde_norway::Deserializer::from_str(crds) {

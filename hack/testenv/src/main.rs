@@ -1,5 +1,5 @@
-//! `roster-testenv DIR [CRDS.yaml]`: starts the test control plane under DIR, installs the
-//! CRDs, writes DIR/kubeconfig, and keeps running until SIGINT or SIGTERM, when it stops
+//! `roster-testenv DIR CRDS.yaml`: starts the test control plane under DIR with the CRDs
+//! installed, writes DIR/kubeconfig, and keeps running until SIGINT or SIGTERM, when it stops
 //! every process. Used by `hack/demo.sh`.
 
 use std::path::PathBuf;
@@ -13,10 +13,13 @@ use tokio::signal::unix::{SignalKind, signal};
 async fn main() -> ExitCode {
     let mut args = std::env::args_os().skip(1);
     let Some(dir) = args.next().map(PathBuf::from) else {
-        eprintln!("usage: roster-testenv DIR [CRDS.yaml]");
+        eprintln!("usage: roster-testenv DIR CRDS.yaml");
         return ExitCode::from(2);
     };
-    let crds = args.next().map(PathBuf::from);
+    let Some(crds) = args.next().map(PathBuf::from) else {
+        eprintln!("usage: roster-testenv DIR CRDS.yaml");
+        return ExitCode::from(2);
+    };
     match run(dir, crds).await {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
@@ -26,12 +29,9 @@ async fn main() -> ExitCode {
     }
 }
 
-async fn run(dir: PathBuf, crds: Option<PathBuf>) -> Result<(), Box<dyn std::error::Error>> {
+async fn run(dir: PathBuf, crds: PathBuf) -> Result<(), Box<dyn std::error::Error>> {
     let mut terminate = signal(SignalKind::terminate())?;
-    let plane = ControlPlane::start(&dir).await?;
-    if let Some(path) = crds {
-        plane.install_crds(&std::fs::read_to_string(&path)?).await?;
-    }
+    let plane = ControlPlane::start(&dir, &std::fs::read_to_string(&crds)?).await?;
     std::fs::write(dir.join("ready"), plane.server())?;
     println!("control plane ready at {}; kubeconfig: {}", plane.server(), plane.kubeconfig().display());
     tokio::select! {
