@@ -3,6 +3,8 @@
 
 use std::net::SocketAddr;
 
+use crate::credentials::{Argon2Settings, PasswordPolicy};
+
 /// Log line format.
 #[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
 pub enum LogFormat {
@@ -37,6 +39,22 @@ pub struct RunConfig {
     #[arg(long, env = "ROSTER_ALLOWED_EMAIL_DOMAINS", value_delimiter = ',')]
     pub allowed_email_domains: Vec<String>,
 
+    /// argon2id memory per password hash, in KiB (OWASP: 19456 = 19 MiB).
+    #[arg(long, env = "ROSTER_ARGON2_MEMORY_KIB", default_value_t = 19 * 1024)]
+    pub argon2_memory_kib: u32,
+
+    /// argon2id passes over that memory (OWASP: 2).
+    #[arg(long, env = "ROSTER_ARGON2_ITERATIONS", default_value_t = 2)]
+    pub argon2_iterations: u32,
+
+    /// argon2id lanes (OWASP: 1).
+    #[arg(long, env = "ROSTER_ARGON2_PARALLELISM", default_value_t = 1)]
+    pub argon2_parallelism: u32,
+
+    /// Fewest characters a new password may have (NIST SP 800-63B: at least 8; 12 is wiser).
+    #[arg(long, env = "ROSTER_PASSWORD_MIN_LENGTH", default_value_t = 12, value_parser = clap::value_parser!(u16).range(8..=128))]
+    pub password_min_length: u16,
+
     /// Log format.
     #[arg(long, env = "ROSTER_LOG_FORMAT", value_enum, default_value = "text")]
     pub log_format: LogFormat,
@@ -44,4 +62,20 @@ pub struct RunConfig {
     /// Log filter, in tracing's EnvFilter syntax (e.g. `info`, `roster=debug,kube=info`).
     #[arg(long, env = "ROSTER_LOG_LEVEL", default_value = "info")]
     pub log_level: String,
+}
+
+impl RunConfig {
+    /// The argon2id parameters the flags ask for.
+    pub fn argon2(&self) -> Argon2Settings {
+        Argon2Settings {
+            memory_kib: self.argon2_memory_kib,
+            iterations: self.argon2_iterations,
+            parallelism: self.argon2_parallelism,
+        }
+    }
+
+    /// The password policy the flags ask for.
+    pub fn password_policy(&self) -> PasswordPolicy {
+        PasswordPolicy { min_length: usize::from(self.password_min_length), ..PasswordPolicy::default() }
+    }
 }

@@ -6,6 +6,7 @@ use std::sync::Arc;
 
 use clap::{Parser, Subcommand};
 use roster::config::RunConfig;
+use roster::credentials::PasswordHasher;
 use roster::health::{self, Readiness};
 use roster::telemetry::{self, Metrics};
 use roster::{Error, api, controller};
@@ -45,6 +46,8 @@ async fn main() -> ExitCode {
 
 async fn run(config: RunConfig) -> roster::Result<()> {
     telemetry::init_logging(config.log_format, &config.log_level)?;
+    let cores = std::thread::available_parallelism().map_or(1, usize::from);
+    let hasher = PasswordHasher::new(config.argon2(), cores).map_err(|e| Error::Startup(e.to_string()))?;
     let client = kube::Client::try_default()
         .await
         .map_err(|e| Error::Startup(format!("connecting to Kubernetes: {e}")))?;
@@ -71,7 +74,15 @@ async fn run(config: RunConfig) -> roster::Result<()> {
         served
     };
     let controllers = async {
-        controller::run(client.clone(), &config, metrics.clone(), readiness.clone(), shutdown.clone()).await;
+        controller::run(
+            client.clone(),
+            &config,
+            hasher.clone(),
+            metrics.clone(),
+            readiness.clone(),
+            shutdown.clone(),
+        )
+        .await;
         shutdown.cancel();
         Ok(())
     };

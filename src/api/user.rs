@@ -26,6 +26,7 @@ pub(crate) const EMAIL_MESSAGE: &str = "must be an email address such as jane.do
     status = "UserStatus",
     shortname = "usr",
     category = "roster",
+    validation = Rule::new("size(self.metadata.name) <= 63").message("metadata.name must be at most 63 characters: it is the default username and roster labels the user's Secrets with it"),
     doc = "A person's account. roster invites them, lets them set a password and enrol TOTP, and reports the lifecycle (NEW, PENDING, ACTIVE, INACTIVE) on status.",
     printcolumn(
         name = "Phase",

@@ -33,6 +33,7 @@ use cache::Informer;
 use crate::api::conditions::{self, Desired, reasons, status, types};
 use crate::api::{MfaReset, User, UserInvite};
 use crate::config::RunConfig;
+use crate::credentials::PasswordHasher;
 use crate::directory::{Entry, Identities};
 use crate::health::Readiness;
 use crate::telemetry::Metrics;
@@ -66,6 +67,8 @@ pub struct Context {
     pub recorder: Recorder,
     /// What the reconcilers act on.
     pub settings: Settings,
+    /// Hashes and verifies passwords, at most about one per core at a time.
+    pub hasher: PasswordHasher,
     backoff: Backoff,
 }
 
@@ -74,6 +77,7 @@ pub struct Context {
 pub async fn run(
     client: Client,
     config: &RunConfig,
+    hasher: PasswordHasher,
     metrics: Arc<Metrics>,
     readiness: Arc<Readiness>,
     shutdown: CancellationToken,
@@ -108,6 +112,7 @@ pub async fn run(
             lockout_threshold: config.lockout_threshold,
             allowed_email_domains: config.allowed_email_domains.clone(),
         },
+        hasher,
         backoff: Backoff::default(),
     });
     let settings = controller::Config::default().concurrency(config.concurrency);

@@ -31,6 +31,11 @@ pub fn trials() -> Vec<Trial> {
             let spec = json!({"email": "a@example.com", "givenName": "x".repeat(10_000)});
             expect_rejected(&ns, user(spec), &["spec.givenName", "Too long"]).await
         }),
+        trial("admission::user_names_fit_in_labels", |ns| async move {
+            let mut manifest = user(json!({"email": "a@example.com"}));
+            manifest["metadata"]["name"] = json!("n".repeat(64));
+            expect_rejected(&ns, manifest, &["metadata.name must be at most 63 characters"]).await
+        }),
         trial("admission::bounded_lists_and_maps", |ns| async move {
             let groups: Vec<String> = (0..65).map(|i| format!("g{i}")).collect();
             let spec = json!({"email": "a@example.com", "groups": groups});

@@ -90,11 +90,21 @@ pub fn trials() -> Vec<Trial> {
             Ok(())
         }),
         trial("operator::refuses_bad_flags", |_ns| async move {
-            let output =
-                Command::new(env!("CARGO_BIN_EXE_roster")).args(["run", "--concurrency", "0"]).output()?;
-            ensure!(!output.status.success(), "roster run --concurrency 0 was accepted");
-            let stderr = String::from_utf8_lossy(&output.stderr);
-            ensure!(stderr.contains("--concurrency"), "the error does not name the flag: {stderr}");
+            for (args, named) in [
+                (&["run", "--concurrency", "0"][..], "--concurrency"),
+                (&["run", "--lockout-threshold", "0"][..], "--lockout-threshold"),
+                (&["run", "--password-min-length", "6"][..], "--password-min-length"),
+                (&["run", "--argon2-memory-kib", "1"][..], "argon2"),
+            ] {
+                let output = Command::new(env!("CARGO_BIN_EXE_roster"))
+                    .args(args)
+                    .env("KUBECONFIG", &shared().kubeconfig)
+                    .env("ROSTER_METRICS_ADDR", "127.0.0.1:0")
+                    .output()?;
+                ensure!(!output.status.success(), "roster {args:?} was accepted");
+                let stderr = String::from_utf8_lossy(&output.stderr);
+                ensure!(stderr.contains(named), "the error for {args:?} does not name {named}: {stderr}");
+            }
             Ok(())
         }),
     ]
