@@ -5,7 +5,7 @@
 
 use k8s_openapi::jiff::Timestamp;
 
-use crate::api::conditions::{Desired, reasons, status, types};
+use crate::api::conditions::{self, Desired, reasons, status, types};
 use crate::api::{InvitePhase, InvitePolicy, InviteSummary, RequiredAction, UserPhase, UserSpec, UserState};
 use crate::credentials::CredentialFacts;
 use crate::directory::Conflict;
@@ -273,24 +273,11 @@ pub fn decide(facts: &UserFacts<'_>) -> Decision {
         condition(types::MFA_ENROLLED, false, reasons::NOT_REQUIRED, "mfa.required is false")
     };
 
+    let [reconciling, stalled] = conditions::kstatus(reconciling, stalled);
     let conditions = vec![
         ready,
-        condition(
-            types::RECONCILING,
-            reconciling,
-            if reconciling { reasons::RECONCILING } else { reasons::RECONCILED },
-            if reconciling {
-                "roster is working on this user"
-            } else {
-                "roster has done all it can for this generation"
-            },
-        ),
-        match stalled {
-            Some(reason) => {
-                condition(types::STALLED, true, reason, "an admin must act; see the Ready condition")
-            }
-            None => condition(types::STALLED, false, reasons::NOT_STALLED, "nothing waits on an admin"),
-        },
+        reconciling,
+        stalled,
         invited,
         if credentials.password_set {
             condition(types::PASSWORD_SET, true, reasons::PASSWORD_SET, "a password is set")

@@ -108,6 +108,42 @@ pub struct Desired {
     pub message: String,
 }
 
+/// kstatus's `Reconciling` and `Stalled`, always set so that a reader sees their state:
+/// `Stalled` carries the reason an admin must act on.
+pub fn kstatus(reconciling: bool, stalled: Option<&'static str>) -> [Desired; 2] {
+    [
+        if reconciling {
+            Desired {
+                type_: types::RECONCILING,
+                status: status::TRUE,
+                reason: reasons::RECONCILING,
+                message: "roster is working on this generation".into(),
+            }
+        } else {
+            Desired {
+                type_: types::RECONCILING,
+                status: status::FALSE,
+                reason: reasons::RECONCILED,
+                message: "roster has done all it can for this generation".into(),
+            }
+        },
+        match stalled {
+            Some(reason) => Desired {
+                type_: types::STALLED,
+                status: status::TRUE,
+                reason,
+                message: "an admin must act; see the Ready condition".into(),
+            },
+            None => Desired {
+                type_: types::STALLED,
+                status: status::FALSE,
+                reason: reasons::NOT_STALLED,
+                message: "nothing waits on an admin".into(),
+            },
+        },
+    ]
+}
+
 /// Merges `desired` into `current` for `generation`: conditions keep their
 /// `lastTransitionTime` unless their status flips, and ones roster no longer sets are dropped.
 /// The result is ordered as `desired`, so equal inputs give equal lists.

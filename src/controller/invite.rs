@@ -62,55 +62,17 @@ pub(super) fn decide(
             false,
             Some(reasons::USER_NOT_FOUND),
         ),
-        Some(UserState::Active) => match current {
-            Some(phase) if phase != InvitePhase::Revoked && !resent => (
-                phase,
-                cond(
-                    types::READY,
-                    status::UNKNOWN,
-                    reasons::RECONCILING,
-                    "roster is delivering the invitation",
-                ),
-                true,
-                None,
-            ),
-            _ => (
-                InvitePhase::Pending,
-                cond(
-                    types::READY,
-                    status::UNKNOWN,
-                    reasons::RECONCILING,
-                    "roster is delivering the invitation",
-                ),
-                true,
-                None,
-            ),
-        },
+        Some(UserState::Active) => {
+            let phase = match current {
+                Some(phase) if phase != InvitePhase::Revoked && !resent => phase,
+                _ => InvitePhase::Pending,
+            };
+            let delivering = "roster is delivering the invitation";
+            (phase, cond(types::READY, status::UNKNOWN, reasons::RECONCILING, delivering), true, None)
+        }
     };
-    let conditions = vec![
-        ready,
-        if reconciling {
-            cond(
-                types::RECONCILING,
-                status::TRUE,
-                reasons::RECONCILING,
-                "roster is working on this invitation",
-            )
-        } else {
-            cond(
-                types::RECONCILING,
-                status::FALSE,
-                reasons::RECONCILED,
-                "roster has done all it can for this generation",
-            )
-        },
-        match stalled {
-            Some(reason) => {
-                cond(types::STALLED, status::TRUE, reason, "an admin must act; see the Ready condition")
-            }
-            None => cond(types::STALLED, status::FALSE, reasons::NOT_STALLED, "nothing waits on an admin"),
-        },
-    ];
+    let mut conditions = vec![ready];
+    conditions.extend(conditions::kstatus(reconciling, stalled));
     InviteDecision { phase, conditions, observed_resend: resend }
 }
 

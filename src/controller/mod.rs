@@ -286,21 +286,14 @@ fn retry_delay(failures: u32) -> Duration {
 /// The conditions of an object roster has seen but not yet finished: `Ready=Unknown`,
 /// reason `Reconciling`, for `generation`.
 fn acknowledged(current: &[Condition], generation: Option<i64>) -> Vec<Condition> {
-    let desired = [
-        Desired {
-            type_: types::READY,
-            status: status::UNKNOWN,
-            reason: reasons::RECONCILING,
-            message: "roster is working on this generation".into(),
-        },
-        Desired {
-            type_: types::RECONCILING,
-            status: status::TRUE,
-            reason: reasons::RECONCILING,
-            message: "roster is working on this generation".into(),
-        },
-    ];
-    conditions::merge(current, &desired, generation, &now())
+    let ready = Desired {
+        type_: types::READY,
+        status: status::UNKNOWN,
+        reason: reasons::RECONCILING,
+        message: "roster is working on this generation".into(),
+    };
+    let [reconciling, stalled] = conditions::kstatus(true, None);
+    conditions::merge(current, &[ready, reconciling, stalled], generation, &now())
 }
 
 fn now() -> Time {
