@@ -12,6 +12,7 @@ mod examples;
 mod harness;
 mod hygiene;
 mod lifecycle;
+mod mail;
 mod operator;
 
 use std::process::ExitCode;
@@ -24,6 +25,7 @@ fn main() -> ExitCode {
         directory::trials(),
         examples::trials(),
         lifecycle::trials(),
+        mail::trials(),
         operator::trials(),
     ]
     .into_iter()

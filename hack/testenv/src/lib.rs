@@ -1,18 +1,21 @@
 //! roster's test environment: a real Kubernetes control plane (etcd, kube-apiserver with RBAC,
 //! kube-controller-manager with only its garbage-collector and namespace controllers) started
 //! on free loopback ports — what controller-runtime calls envtest — for the tests and the
-//! local demo. The binaries come from `hack/install-test-tools.sh`.
+//! local demo, and Mailpit as a real SMTP server. The binaries come from
+//! `hack/install-test-tools.sh`.
 //!
 //! Every process is started with a parent-death signal, and stopped when the
 //! [`ControlPlane`] is dropped, so a failing or panicking test leaves nothing running.
 #![forbid(unsafe_code)]
 
 mod control_plane;
+mod mailpit;
 mod pki;
 mod process;
 mod tools;
 
 pub use control_plane::{ControlPlane, client_for, free_ports};
+pub use mailpit::Mailpit;
 pub use process::Process;
 pub use tools::tool_path;
 

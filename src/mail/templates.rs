@@ -1,0 +1,207 @@
+//! Email templates: built in (English and German), each overridable by name (e.g. from a
+//! ConfigMap), picked by the recipient's locale with a fallback to English. HTML templates
+//! escape what they insert; plain-text ones do not need to.
+
+use std::collections::BTreeMap;
+
+use minijinja::Environment;
+
+/// Languages with built-in templates; the first is the fallback.
+pub const LANGUAGES: [&str; 2] = ["en", "de"];
+
+const BUILT_IN: [(&str, &str); 6] = [
+    ("invitation.en.subject.txt", include_str!("templates/invitation.en.subject.txt")),
+    ("invitation.en.body.txt", include_str!("templates/invitation.en.body.txt")),
+    ("invitation.en.body.html", include_str!("templates/invitation.en.body.html")),
+    ("invitation.de.subject.txt", include_str!("templates/invitation.de.subject.txt")),
+    ("invitation.de.body.txt", include_str!("templates/invitation.de.body.txt")),
+    ("invitation.de.body.html", include_str!("templates/invitation.de.body.html")),
+];
+
+/// A rendered email.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Rendered {
+    /// One line.
+    pub subject: String,
+    /// The text/plain part.
+    pub text: String,
+    /// The text/html part.
+    pub html: String,
+}
+
+/// What an invitation email says.
+#[derive(Clone, Debug)]
+pub struct Invitation {
+    /// The organisation (`--org-name`).
+    pub org: String,
+    /// How the person is addressed.
+    pub name: String,
+    /// The single-use link.
+    pub link: String,
+    /// When the link expires, formatted for people.
+    pub expires: String,
+}
+
+/// Why a template could not be rendered. Never contains the values rendered.
+#[derive(Debug, thiserror::Error)]
+#[error("email template {name}: {reason}")]
+pub struct TemplateError {
+    /// The template.
+    pub name: String,
+    /// What is wrong with it.
+    pub reason: String,
+}
+
+/// The templates in use: built-in ones, replaced by any overrides of the same name.
+pub struct Templates {
+    env: Environment<'static>,
+}
+
+impl Templates {
+    /// Built-in templates with `overrides` (template name → source) on top. Fails on an
+    /// override that does not parse, naming it.
+    pub fn new(overrides: &BTreeMap<String, String>) -> Result<Self, TemplateError> {
+        let mut env = Environment::new();
+        for (name, source) in BUILT_IN {
+            env.add_template(name, source).map_err(|e| error(name, &e))?;
+        }
+        for (name, source) in overrides {
+            env.add_template_owned(name.clone(), source.clone()).map_err(|e| error(name, &e))?;
+        }
+        Ok(Self { env })
+    }
+
+    /// Renders the invitation in `locale` (e.g. `de-AT` → `de`; unknown → English).
+    pub fn invitation(
+        &self,
+        locale: Option<&str>,
+        invitation: &Invitation,
+    ) -> Result<Rendered, TemplateError> {
+        let language = self.language(locale, "invitation");
+        let render = |part: &str| -> Result<String, TemplateError> {
+            let name = format!("invitation.{language}.{part}");
+            let template = self.env.get_template(&name).map_err(|e| error(&name, &e))?;
+            template
+                .render(minijinja::context! {
+                    org => &invitation.org,
+                    name => &invitation.name,
+                    link => &invitation.link,
+                    expires => &invitation.expires,
+                })
+                .map_err(|e| error(&name, &e))
+        };
+        Ok(Rendered {
+            subject: render("subject.txt")?.lines().next().unwrap_or_default().trim().to_owned(),
+            text: render("body.txt")?,
+            html: render("body.html")?,
+        })
+    }
+
+    /// The language of `locale` that has templates for `kind`, else English.
+    fn language(&self, locale: Option<&str>, kind: &str) -> String {
+        let primary = locale.and_then(|l| l.split(['-', '_']).next()).unwrap_or_default().to_lowercase();
+        if !primary.is_empty() && self.env.get_template(&format!("{kind}.{primary}.subject.txt")).is_ok() {
+            primary
+        } else {
+            LANGUAGES[0].to_owned()
+        }
+    }
+}
+
+fn error(name: &str, e: &minijinja::Error) -> TemplateError {
+    TemplateError {
+        name: name.to_owned(),
+        reason: e.kind().to_string() + &e.detail().map(|d| format!(": {d}")).unwrap_or_default(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn invitation() -> Invitation {
+        Invitation {
+            org: "Example Corp".into(),
+            name: "Jane <b>Doe</b>".into(),
+            link: "https://portal.example.com/invite/abc?x=1&y=2".into(),
+            expires: "2026-12-23 10:00 UTC".into(),
+        }
+    }
+
+    #[test]
+    fn english_by_default_with_every_fact() {
+        let mail = Templates::new(&BTreeMap::new()).unwrap().invitation(None, &invitation()).unwrap();
+        assert_eq!(mail.subject, "Example Corp: you are invited to set up your account");
+        for part in [&mail.text, &mail.html] {
+            assert!(part.contains("Example Corp") && part.contains("2026-12-23 10:00 UTC"), "{part}");
+        }
+        assert!(mail.text.contains("https://portal.example.com/invite/abc?x=1&y=2"));
+        assert!(mail.text.contains("Jane <b>Doe</b>"), "plain text is not escaped");
+    }
+
+    #[test]
+    fn html_escapes_what_it_inserts() {
+        let mail = Templates::new(&BTreeMap::new()).unwrap().invitation(None, &invitation()).unwrap();
+        assert!(
+            mail.html.contains("Jane &lt;b&gt;Doe&lt;&#x2f;b&gt;")
+                || mail.html.contains("Jane &lt;b&gt;Doe&lt;/b&gt;"),
+            "{}",
+            mail.html
+        );
+        assert!(mail.html.contains("x=1&amp;y=2"), "{}", mail.html);
+    }
+
+    #[test]
+    fn the_locale_picks_the_language_and_falls_back_to_english() {
+        let templates = Templates::new(&BTreeMap::new()).unwrap();
+        for (locale, needle) in [
+            (Some("de"), "Einladung"),
+            (Some("de-AT"), "Einladung"),
+            (Some("fr"), "invited"),
+            (None, "invited"),
+        ] {
+            let mail = templates.invitation(locale, &invitation()).unwrap();
+            assert!(mail.subject.contains(needle), "{locale:?}: {}", mail.subject);
+        }
+    }
+
+    #[test]
+    fn overrides_replace_built_in_templates_and_add_languages() {
+        let overrides = BTreeMap::from([
+            ("invitation.en.subject.txt".to_owned(), "Welcome to {{ org }}".to_owned()),
+            ("invitation.fr.subject.txt".to_owned(), "Bienvenue chez {{ org }}".to_owned()),
+            ("invitation.fr.body.txt".to_owned(), "Bonjour {{ name }}: {{ link }}".to_owned()),
+            ("invitation.fr.body.html".to_owned(), "<p>Bonjour {{ name }}</p>".to_owned()),
+        ]);
+        let templates = Templates::new(&overrides).unwrap();
+        assert_eq!(
+            templates.invitation(Some("en"), &invitation()).unwrap().subject,
+            "Welcome to Example Corp"
+        );
+        assert_eq!(
+            templates.invitation(Some("fr-CA"), &invitation()).unwrap().subject,
+            "Bienvenue chez Example Corp"
+        );
+    }
+
+    #[test]
+    fn a_broken_override_is_refused_by_name() {
+        let overrides = BTreeMap::from([("invitation.en.subject.txt".to_owned(), "{{ org ".to_owned())]);
+        let error = Templates::new(&overrides).err().unwrap();
+        assert_eq!(error.name, "invitation.en.subject.txt");
+    }
+
+    #[test]
+    fn rendering_errors_do_not_echo_values() {
+        let overrides = BTreeMap::from([(
+            "invitation.en.subject.txt".to_owned(),
+            "{{ link | nosuchfilter }}".to_owned(),
+        )]);
+        let templates = Templates::new(&overrides);
+        let message = match templates {
+            Err(e) => e.to_string(),
+            Ok(t) => t.invitation(None, &invitation()).err().unwrap().to_string(),
+        };
+        assert!(!message.contains("portal.example.com/invite/abc"), "{message}");
+    }
+}
