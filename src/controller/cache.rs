@@ -127,6 +127,15 @@ impl Caches {
     }
 }
 
+impl Caches {
+    /// The UserInvites that refer to `user`.
+    pub fn invites_of(&self, user: &crate::api::User) -> Vec<Arc<crate::api::UserInvite>> {
+        let (namespace, name) = (user.namespace(), user.name_any());
+        self.invites
+            .state_filter(|invite| invite.namespace() == namespace && invite.spec.user_ref.name == name)
+    }
+}
+
 /// `namespace/name` of an object, for logs and messages.
 pub fn key<K: Resource>(obj: &K) -> String {
     format!("{}/{}", obj.namespace().unwrap_or_default(), obj.name_any())

@@ -130,9 +130,11 @@ pub async fn run(
             let identities = Mutex::new(Identities::default());
             move |user: Arc<User>| directory_peers(&user_store, &identities, &user)
         });
-    let invite_store = caches.invites.clone();
+    let invite_caches = caches.clone();
     let invite_controller = Controller::for_shared_stream(invites.subscribe(), caches.invites.clone())
-        .watches_shared_stream(users.subscribe(), move |user: Arc<User>| invites_of(&invite_store, &user));
+        .watches_shared_stream(users.subscribe(), move |user: Arc<User>| {
+            invite_caches.invites_of(&user).into_iter().map(|invite| ObjectRef::from_obj(invite.as_ref()))
+        });
     let reset_controller = Controller::for_shared_stream(resets.subscribe(), caches.resets.clone());
 
     let ready = async {
@@ -196,17 +198,6 @@ fn directory_peers(users: &Store<User>, identities: &Mutex<Identities>, user: &U
             touched.iter().any(|t| t.overlaps(&other))
         })
         .map(|other| ObjectRef::from_obj(other.as_ref()))
-        .collect()
-}
-
-/// The UserInvites that refer to `user`.
-fn invites_of(invites: &Store<UserInvite>, user: &User) -> Vec<ObjectRef<UserInvite>> {
-    let (namespace, name) = (user.namespace(), user.name_any());
-    invites
-        .state()
-        .iter()
-        .filter(|invite| invite.namespace() == namespace && invite.spec.user_ref.name == name)
-        .map(|invite| ObjectRef::from_obj(invite.as_ref()))
         .collect()
 }
 

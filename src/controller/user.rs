@@ -52,7 +52,7 @@ pub(super) async fn reconcile(user: Arc<User>, ctx: Arc<Context>) -> Result<Acti
     let secret_name = credentials_secret_name(&name);
     let secret = ctx.caches.secrets.get(&ObjectRef::new(&secret_name).within(&namespace));
     let owned = secret.as_ref().map(|s| is_controlled_by(s.as_ref(), user.as_ref()));
-    let invites = invites_of(&ctx, &user);
+    let invites: Vec<InviteFact> = ctx.caches.invites_of(&user).iter().map(|i| invite_fact(i)).collect();
     let me = Entry::of(&user);
     let others: Vec<Entry> = ctx.caches.users.state().iter().map(|u| Entry::of(u)).collect();
     let blocker = directory::conflict(&me, &others, &ctx.settings.allowed_email_domains)
@@ -152,20 +152,14 @@ fn since(
     if current == phase && previous.phase != Some(phase) { Some(now.clone()) } else { recorded }
 }
 
-fn invites_of(ctx: &Context, user: &User) -> Vec<InviteFact> {
-    let (namespace, name) = (user.namespace(), user.name_any());
-    ctx.caches
-        .invites
-        .state()
-        .iter()
-        .filter(|i| i.namespace() == namespace && i.spec.user_ref.name == name)
-        .map(|i| InviteFact {
-            name: i.name_any(),
-            phase: i.status.as_ref().and_then(|s| s.phase),
-            expires_at: i.status.as_ref().and_then(|s| s.expires_at.as_ref()).map(|t| t.0),
-            created: i.metadata.creation_timestamp.as_ref().map(|t| t.0),
-        })
-        .collect()
+fn invite_fact(invite: &UserInvite) -> InviteFact {
+    let status = invite.status.as_ref();
+    InviteFact {
+        name: invite.name_any(),
+        phase: status.and_then(|s| s.phase),
+        expires_at: status.and_then(|s| s.expires_at.as_ref()).map(|t| t.0),
+        created: invite.metadata.creation_timestamp.as_ref().map(|t| t.0),
+    }
 }
 
 fn is_controlled_by(obj: &impl Resource, user: &User) -> bool {
