@@ -55,6 +55,20 @@ pub struct RunConfig {
     #[arg(long, env = "ROSTER_PASSWORD_MIN_LENGTH", default_value_t = 12, value_parser = clap::value_parser!(u16).range(8..=128))]
     pub password_min_length: u16,
 
+    /// The Secret with SMTP settings, as NAMESPACE/NAME (keys: host, port, username,
+    /// password, from, tls = none | starttls | tls). Without it, email invitations cannot be
+    /// delivered (Link delivery still works).
+    #[arg(long, env = "ROSTER_SMTP_SECRET")]
+    pub smtp_secret: Option<String>,
+
+    /// Public base URL of the portal; links are `<portal-url>/invite/<token>`.
+    #[arg(long, env = "ROSTER_PORTAL_URL", default_value = "http://localhost:8081")]
+    pub portal_url: String,
+
+    /// The organisation's name, shown in emails and the portal.
+    #[arg(long, env = "ROSTER_ORG_NAME", default_value = "roster")]
+    pub org_name: String,
+
     /// Log format.
     #[arg(long, env = "ROSTER_LOG_FORMAT", value_enum, default_value = "text")]
     pub log_format: LogFormat,

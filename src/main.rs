@@ -8,6 +8,7 @@ use clap::{Parser, Subcommand};
 use roster::config::RunConfig;
 use roster::credentials::PasswordHasher;
 use roster::health::{self, Readiness};
+use roster::mail::Templates;
 use roster::telemetry::{self, Metrics};
 use roster::{Error, api, controller};
 use tokio::signal::unix::{SignalKind, signal};
@@ -51,6 +52,7 @@ async fn run(config: RunConfig) -> roster::Result<()> {
     let client = kube::Client::try_default()
         .await
         .map_err(|e| Error::Startup(format!("connecting to Kubernetes: {e}")))?;
+    let templates = Templates::new(&Default::default()).map_err(|e| Error::Startup(e.to_string()))?;
     let metrics = Arc::new(Metrics::default());
     let readiness = Arc::new(Readiness::default());
     let shutdown = CancellationToken::new();
@@ -77,7 +79,8 @@ async fn run(config: RunConfig) -> roster::Result<()> {
         controller::run(
             client.clone(),
             &config,
-            hasher.clone(),
+            hasher,
+            templates,
             metrics.clone(),
             readiness.clone(),
             shutdown.clone(),

@@ -36,9 +36,16 @@ struct FailureLabels {
     error: &'static str,
 }
 
-/// Reconcile counters and durations, per controller; failures by error kind.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct DeliveryLabels {
+    outcome: &'static str,
+}
+
+/// Reconcile counters and durations, per controller; failures by error kind; deliveries by
+/// outcome.
 pub struct Metrics {
     registry: Registry,
+    deliveries: Family<DeliveryLabels, Counter>,
     reconciles: Family<ControllerLabels, Counter>,
     failures: Family<FailureLabels, Counter>,
     duration: Family<ControllerLabels, Histogram>,
@@ -63,7 +70,13 @@ impl Default for Metrics {
             "Time one reconcile took, per controller",
             duration.clone(),
         );
-        Self { registry, reconciles, failures, duration }
+        let deliveries = Family::<DeliveryLabels, Counter>::default();
+        registry.register(
+            "invite_deliveries",
+            "Invitation deliveries by outcome: sent (email), link, unavailable, rejected, invalid",
+            deliveries.clone(),
+        );
+        Self { registry, deliveries, reconciles, failures, duration }
     }
 }
 
@@ -78,6 +91,11 @@ impl Metrics {
     /// Counts one failed reconcile of `controller`, by the error's kind.
     pub fn failed(&self, controller: &'static str, error: &crate::Error) {
         self.failures.get_or_create(&FailureLabels { controller, error: error.metric_label() }).inc();
+    }
+
+    /// Counts one invitation delivery attempt by `outcome`.
+    pub fn email(&self, outcome: &'static str) {
+        self.deliveries.get_or_create(&DeliveryLabels { outcome }).inc();
     }
 
     /// Every metric in the Prometheus text format.

@@ -21,6 +21,8 @@ pub mod types {
     pub const EMAIL_VERIFIED: &str = "EmailVerified";
     /// User: sign-ins are locked after too many failures.
     pub const LOCKED_OUT: &str = "LockedOut";
+    /// UserInvite: the link reached the person (email sent, or Link Secret written).
+    pub const DELIVERED: &str = "Delivered";
 }
 
 /// Condition reasons.
@@ -83,6 +85,22 @@ pub mod reasons {
     pub const REVOKED: &str = "Revoked";
     /// The referenced User does not exist.
     pub const USER_NOT_FOUND: &str = "UserNotFound";
+    /// Invite: the email was accepted by the SMTP server.
+    pub const EMAIL_SENT: &str = "EmailSent";
+    /// Invite: the link was written to the admin-only Secret.
+    pub const LINK_CREATED: &str = "LinkCreated";
+    /// Invite: a delivery is being attempted.
+    pub const DELIVERING: &str = "Delivering";
+    /// Invite: the SMTP server could not be reached or answered 4xx; retried with backoff.
+    pub const SMTP_UNAVAILABLE: &str = "SmtpUnavailable";
+    /// Invite: the SMTP server refused the message (5xx); not retried.
+    pub const SMTP_REJECTED: &str = "SmtpRejected";
+    /// Invite: roster has no SMTP settings (`--smtp-secret`), or they are unusable.
+    pub const SMTP_NOT_CONFIGURED: &str = "SmtpNotConfigured";
+    /// Invite: the link's time ran out.
+    pub const EXPIRED: &str = "Expired";
+    /// Invite: the person used the link.
+    pub const ACCEPTED: &str = "Accepted";
 }
 
 /// `True`, `False` or `Unknown`, as Kubernetes spells them.

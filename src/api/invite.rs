@@ -125,6 +125,11 @@ pub struct UserInviteStatus {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub accepted_at: Option<Time>,
 
+    /// When roster last tried to deliver the current link; the next try waits a backoff
+    /// after it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_attempt_at: Option<Time>,
+
     /// How many times roster tried to deliver the current link.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub delivery_attempts: Option<u32>,

@@ -1,83 +1,168 @@
-//! The UserInvite reconciler. This part of it withdraws links: an invite whose user is
-//! deactivated is Revoked, and stays so until `spec.resend` is increased. Delivery (tokens,
-//! email) builds on it.
+//! The UserInvite reconciler: issues a fresh single-use token per issuance (only its
+//! SHA-256 is stored, in `<invite>-token`), delivers the link (email, or the admin-only
+//! `<invite>-link` Secret), and keeps the phase: Pending → Sent → Expired, Revoked when the
+//! user is deactivated, Failed when the SMTP server refuses the message.
+//!
+//! Delivery is at-least-once: the attempt is recorded on status, then the email sent, then
+//! the result recorded. A crash between sending and recording the result sends again (with
+//! a new token; the first link then no longer works) — the only window for a duplicate.
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
+use std::time::Duration;
 
-use kube::ResourceExt;
+use k8s_openapi::ByteString;
+use k8s_openapi::api::core::v1::Secret;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, Time};
+use k8s_openapi::jiff::{SignedDuration, Timestamp};
+use kube::api::{Api, DeleteParams, Patch, PatchParams};
 use kube::runtime::controller::Action;
 use kube::runtime::events::EventType;
 use kube::runtime::reflector::ObjectRef;
+use kube::{Resource, ResourceExt};
 use tracing::instrument;
 
-use super::{Context, apply_status, cache, now, publish};
-use crate::Result;
+use super::{Context, FIELD_MANAGER, MANAGED_BY, MANAGED_BY_LABEL, apply_status, cache, now, publish};
 use crate::api::conditions::{self, Desired, reasons, status, types};
-use crate::api::{InvitePhase, User, UserInvite, UserInviteStatus, UserState};
+use crate::api::{
+    Delivery, InvitePhase, LocalObjectReference, User, UserInvite, UserInviteStatus, UserState,
+};
+use crate::credentials::Token;
+use crate::mail::{Invitation, SendError};
+use crate::{Error, Result};
 
-/// What the invite's phase and conditions should be.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub(super) struct InviteDecision {
-    pub phase: InvitePhase,
-    pub conditions: Vec<Desired>,
-    pub observed_resend: u32,
+/// Key of the token's SHA-256 in `<invite>-token`.
+pub const TOKEN_HASH: &str = "tokenHash";
+/// Key of the issuance (`spec.resend`) the token belongs to.
+pub const TOKEN_ISSUANCE: &str = "issuance";
+/// Key of the token's expiry (RFC 3339).
+pub const TOKEN_EXPIRES_AT: &str = "expiresAt";
+/// Key of the link in `<invite>-link`.
+pub const LINK_URL: &str = "url";
+
+/// Name of an invite's token Secret.
+pub fn token_secret_name(invite: &str) -> String {
+    format!("{invite}-token")
 }
 
-/// Decides an invite's phase from its user's state, its current phase and the resend
-/// counter. `user_state` is `None` when the user does not exist (yet).
+/// Name of an invite's admin-only link Secret.
+pub fn link_secret_name(invite: &str) -> String {
+    format!("{invite}-link")
+}
+
+/// What the reconciler does next.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(super) enum Step {
+    /// Nothing, until `at` (or a change).
+    Wait(Option<Timestamp>),
+    /// Issue a fresh token for issuance `issuance` and deliver it.
+    Deliver {
+        /// The `spec.resend` the token belongs to.
+        issuance: u32,
+        /// Delivery attempts already made for it.
+        attempts: u32,
+    },
+    /// The link's time ran out.
+    Expire,
+    /// The link must stop working: the user is deactivated.
+    Revoke,
+    /// The user does not exist.
+    UserMissing,
+}
+
+/// Delay before delivery attempt `attempts + 1`: 1 s after the first, doubling, at most 10
+/// minutes.
+pub(super) fn delivery_backoff(attempts: u32) -> SignedDuration {
+    let seconds = 1i64 << attempts.saturating_sub(1).min(10);
+    SignedDuration::from_secs(seconds.min(600))
+}
+
+/// Decides the next step from the user's state, the invite's spec and status, and now.
 pub(super) fn decide(
     user_state: Option<UserState>,
-    current: Option<InvitePhase>,
     resend: u32,
-    observed_resend: Option<u32>,
-) -> InviteDecision {
-    let resent = observed_resend.is_some_and(|observed| resend > observed);
-    let was_revoked = current == Some(InvitePhase::Revoked) && !resent;
-    let (phase, ready, reconciling, stalled) = match user_state {
-        Some(UserState::Inactive) => (
-            InvitePhase::Revoked,
-            cond(
-                types::READY,
-                status::TRUE,
-                reasons::REVOKED,
-                "the user is deactivated; the link no longer works",
-            ),
-            false,
-            None,
-        ),
-        _ if was_revoked => (
-            InvitePhase::Revoked,
-            cond(
-                types::READY,
-                status::TRUE,
-                reasons::REVOKED,
-                "the link was revoked; increase spec.resend to issue a new one",
-            ),
-            false,
-            None,
-        ),
-        None => (
-            current.unwrap_or(InvitePhase::Pending),
-            cond(types::READY, status::FALSE, reasons::USER_NOT_FOUND, "the referenced User does not exist"),
-            false,
-            Some(reasons::USER_NOT_FOUND),
-        ),
-        Some(UserState::Active) => {
-            let phase = match current {
-                Some(phase) if phase != InvitePhase::Revoked && !resent => phase,
-                _ => InvitePhase::Pending,
-            };
-            let delivering = "roster is delivering the invitation";
-            (phase, cond(types::READY, status::UNKNOWN, reasons::RECONCILING, delivering), true, None)
+    status: &UserInviteStatus,
+    now: Timestamp,
+) -> Step {
+    let new_issuance = status.observed_resend.is_none_or(|observed| resend > observed);
+    match user_state {
+        None => return Step::UserMissing,
+        Some(UserState::Inactive) => {
+            return if status.phase == Some(InvitePhase::Revoked) { Step::Wait(None) } else { Step::Revoke };
         }
-    };
-    let mut conditions = vec![ready];
-    conditions.extend(conditions::kstatus(reconciling, stalled));
-    InviteDecision { phase, conditions, observed_resend: resend }
+        Some(UserState::Active) => {}
+    }
+    if new_issuance {
+        return Step::Deliver { issuance: resend, attempts: 0 };
+    }
+    let attempts = status.delivery_attempts.unwrap_or(0);
+    match status.phase {
+        Some(InvitePhase::Sent) => match status.expires_at.as_ref().map(|t| t.0) {
+            Some(expiry) if now >= expiry => Step::Expire,
+            expiry => Step::Wait(expiry),
+        },
+        None | Some(InvitePhase::Pending) => {
+            let next = status.last_attempt_at.as_ref().map(|t| t.0 + delivery_backoff(attempts));
+            match next {
+                Some(at) if attempts > 0 && now < at => Step::Wait(Some(at)),
+                _ => Step::Deliver { issuance: resend, attempts },
+            }
+        }
+        Some(InvitePhase::Accepted | InvitePhase::Expired | InvitePhase::Revoked | InvitePhase::Failed) => {
+            Step::Wait(None)
+        }
+    }
 }
 
-fn cond(type_: &'static str, status: &'static str, reason: &'static str, message: &str) -> Desired {
+fn cond(
+    type_: &'static str,
+    status: &'static str,
+    reason: &'static str,
+    message: impl Into<String>,
+) -> Desired {
     Desired { type_, status, reason, message: message.into() }
+}
+
+/// Ready, Reconciling, Stalled and Delivered for an invite in `phase`.
+fn conditions_for(phase: InvitePhase, delivered: Desired, stalled: Option<&'static str>) -> Vec<Desired> {
+    let (ready, reconciling) = match phase {
+        InvitePhase::Pending if stalled.is_none() => (
+            cond(types::READY, status::FALSE, reasons::DELIVERING, "roster is delivering the invitation"),
+            true,
+        ),
+        InvitePhase::Pending | InvitePhase::Failed => (
+            cond(
+                types::READY,
+                status::FALSE,
+                stalled.unwrap_or(reasons::SMTP_REJECTED),
+                delivered.message.clone(),
+            ),
+            false,
+        ),
+        InvitePhase::Sent => (
+            cond(types::READY, status::TRUE, reasons::INVITE_SENT, "waiting for the person to use the link"),
+            false,
+        ),
+        InvitePhase::Accepted => {
+            (cond(types::READY, status::TRUE, reasons::ACCEPTED, "the person used the link"), false)
+        }
+        InvitePhase::Expired => (
+            cond(
+                types::READY,
+                status::TRUE,
+                reasons::EXPIRED,
+                "the link expired; increase spec.resend to send a new one",
+            ),
+            false,
+        ),
+        InvitePhase::Revoked => {
+            (cond(types::READY, status::TRUE, reasons::REVOKED, "the link was revoked"), false)
+        }
+    };
+    let mut all = vec![ready];
+    all.extend(conditions::kstatus(reconciling, stalled));
+    all.push(delivered);
+    all
 }
 
 #[instrument(skip_all, fields(invite = %cache::key(invite.as_ref())))]
@@ -88,105 +173,458 @@ pub(super) async fn reconcile(invite: Arc<UserInvite>, ctx: Arc<Context>) -> Res
     let namespace = invite.namespace().unwrap_or_default();
     let user = ctx.caches.users.get(&ObjectRef::<User>::new(&invite.spec.user_ref.name).within(&namespace));
     let previous = invite.status.clone().unwrap_or_default();
-    let decision =
-        decide(user.map(|u| u.spec.state), previous.phase, invite.spec.resend, previous.observed_resend);
-    let generation = invite.metadata.generation;
-    let status = UserInviteStatus {
-        phase: Some(decision.phase),
-        observed_generation: generation,
-        conditions: conditions::merge(&previous.conditions, &decision.conditions, generation, &now()),
-        observed_resend: Some(decision.observed_resend),
-        ..previous.clone()
+    let now = now();
+    let step = decide(user.as_ref().map(|u| u.spec.state), invite.spec.resend, &previous, now.0);
+    let mut status = UserInviteStatus { observed_generation: invite.metadata.generation, ..previous.clone() };
+    let mut requeue = None;
+    let delivered_now = |reason, message: &str| cond(types::DELIVERED, status::TRUE, reason, message);
+    let keep = |phase: InvitePhase, previous: &UserInviteStatus| {
+        let delivered = previous
+            .conditions
+            .iter()
+            .find(|c| c.type_ == types::DELIVERED)
+            .map(|c| Desired {
+                type_: types::DELIVERED,
+                status: if c.status == "True" { status::TRUE } else { status::FALSE },
+                reason: if c.status == "True" { reasons::INVITE_SENT } else { reasons::DELIVERING },
+                message: c.message.clone(),
+            })
+            .unwrap_or_else(|| {
+                cond(types::DELIVERED, status::FALSE, reasons::DELIVERING, "not delivered yet")
+            });
+        conditions_for(phase, delivered, None)
     };
-    if status != previous {
+
+    let desired = match step {
+        Step::UserMissing => {
+            status.phase = Some(previous.phase.unwrap_or(InvitePhase::Pending));
+            let mut all = vec![cond(
+                types::READY,
+                status::FALSE,
+                reasons::USER_NOT_FOUND,
+                "the referenced User does not exist",
+            )];
+            all.extend(conditions::kstatus(false, Some(reasons::USER_NOT_FOUND)));
+            all
+        }
+        Step::Revoke => {
+            withdraw_link(&ctx, &invite).await?;
+            status.phase = Some(InvitePhase::Revoked);
+            conditions_for(
+                InvitePhase::Revoked,
+                cond(types::DELIVERED, status::FALSE, reasons::REVOKED, "the link was revoked"),
+                None,
+            )
+        }
+        Step::Expire => {
+            withdraw_link(&ctx, &invite).await?;
+            status.phase = Some(InvitePhase::Expired);
+            conditions_for(
+                InvitePhase::Expired,
+                delivered_now(reasons::EXPIRED, "the link was delivered and has expired"),
+                None,
+            )
+        }
+        Step::Wait(at) => {
+            requeue = at;
+            match status.phase {
+                Some(phase) => keep(phase, &previous),
+                None => keep(InvitePhase::Pending, &previous),
+            }
+        }
+        Step::Deliver { issuance, attempts } => {
+            let Some(user) = user else { return Ok(Action::await_change()) };
+            let outcome = deliver(&ctx, &invite, &user, issuance, attempts, &now).await?;
+            status = outcome.status;
+            requeue = outcome.requeue;
+            outcome.conditions
+        }
+    };
+    let generation = invite.metadata.generation;
+    let latest = invite.status.clone().unwrap_or_default();
+    status.conditions = conditions::merge(&latest.conditions, &desired, generation, &now);
+    if status != latest {
+        // Delivery has already written the attempt; this is the result.
         apply_status(&ctx, invite.as_ref(), &status).await?;
-        if decision.phase == InvitePhase::Revoked && previous.phase != Some(InvitePhase::Revoked) {
-            let note = format!("the invitation for {} was revoked", invite.spec.user_ref.name);
-            publish(&ctx, invite.as_ref(), EventType::Normal, "Revoked", "Revoke", note).await;
+    }
+    if status.phase == Some(InvitePhase::Revoked) && previous.phase != Some(InvitePhase::Revoked) {
+        let note = format!("the invitation for {} was revoked", invite.spec.user_ref.name);
+        publish(&ctx, invite.as_ref(), EventType::Normal, "Revoked", "Revoke", note).await;
+    }
+    Ok(match requeue {
+        Some(at) => Action::requeue(until(at, now.0)),
+        None => Action::await_change(),
+    })
+}
+
+fn until(at: Timestamp, now: Timestamp) -> Duration {
+    let seconds = (at.as_second() - now.as_second()).max(0) as u64;
+    Duration::from_secs(seconds.saturating_add(1))
+}
+
+struct Outcome {
+    status: UserInviteStatus,
+    conditions: Vec<Desired>,
+    requeue: Option<Timestamp>,
+}
+
+/// One delivery attempt: new token (hash stored), attempt recorded, link delivered.
+async fn deliver(
+    ctx: &Context,
+    invite: &UserInvite,
+    user: &User,
+    issuance: u32,
+    attempts: u32,
+    now: &Time,
+) -> Result<Outcome> {
+    let name = invite.name_any();
+    let ttl = SignedDuration::try_from(std::time::Duration::from(invite.spec.ttl))
+        .unwrap_or(SignedDuration::from_hours(720));
+    let expires = now.0 + ttl;
+    let token = Token::generate().map_err(|e| Error::Startup(e.to_string()))?;
+    apply_secret(
+        ctx,
+        invite,
+        &token_secret_name(&name),
+        "roster.dev/invite-token",
+        BTreeMap::from([
+            (TOKEN_HASH.to_owned(), token.hash()),
+            (TOKEN_ISSUANCE.to_owned(), issuance.to_string()),
+            (TOKEN_EXPIRES_AT.to_owned(), expires.to_string()),
+        ]),
+    )
+    .await?;
+
+    // Record the attempt before sending.
+    let mut status = invite.status.clone().unwrap_or_default();
+    status.phase = Some(InvitePhase::Pending);
+    status.observed_resend = Some(issuance);
+    status.delivery_attempts = Some(attempts + 1);
+    status.last_attempt_at = Some(now.clone());
+    status.sent_at = None;
+    status.expires_at = None;
+    status.observed_generation = invite.metadata.generation;
+    let attempt_conditions = conditions_for(
+        InvitePhase::Pending,
+        cond(
+            types::DELIVERED,
+            status::UNKNOWN,
+            reasons::DELIVERING,
+            format!("delivery attempt {}", attempts + 1),
+        ),
+        None,
+    );
+    status.conditions =
+        conditions::merge(&status.conditions, &attempt_conditions, invite.metadata.generation, now);
+    apply_status(ctx, invite, &status).await?;
+
+    let link = format!("{}/invite/{}", ctx.settings.portal_url.trim_end_matches('/'), token.expose());
+    let result = match invite.spec.delivery {
+        Delivery::Link => {
+            apply_secret(
+                ctx,
+                invite,
+                &link_secret_name(&name),
+                "roster.dev/invite-link",
+                BTreeMap::from([(LINK_URL.to_owned(), link)]),
+            )
+            .await?;
+            status.link_secret_ref = Some(LocalObjectReference { name: link_secret_name(&name) });
+            Ok(reasons::LINK_CREATED)
+        }
+        Delivery::Email => {
+            send_email(ctx, invite, user, &link, expires, issuance).await.map(|()| reasons::EMAIL_SENT)
+        }
+    };
+    drop(token);
+    let next_try = now.0 + delivery_backoff(attempts + 1);
+    Ok(match result {
+        Ok(reason) => {
+            ctx.metrics.email(if reason == reasons::EMAIL_SENT { "sent" } else { "link" });
+            status.phase = Some(InvitePhase::Sent);
+            status.sent_at = Some(now.clone());
+            status.expires_at = Some(Time(expires));
+            let message = if reason == reasons::EMAIL_SENT {
+                "the invitation email was accepted by the SMTP server"
+            } else {
+                "the link is in the Secret named by status.linkSecretRef"
+            };
+            Outcome {
+                status,
+                conditions: conditions_for(
+                    InvitePhase::Sent,
+                    cond(types::DELIVERED, status::TRUE, reason, message),
+                    None,
+                ),
+                requeue: Some(expires),
+            }
+        }
+        Err(SendError::Rejected(reply)) => {
+            ctx.metrics.email("rejected");
+            status.phase = Some(InvitePhase::Failed);
+            let delivered = cond(
+                types::DELIVERED,
+                status::FALSE,
+                reasons::SMTP_REJECTED,
+                format!("the SMTP server refused the message: {reply}"),
+            );
+            Outcome {
+                status,
+                conditions: conditions_for(InvitePhase::Failed, delivered, Some(reasons::SMTP_REJECTED)),
+                requeue: None,
+            }
+        }
+        Err(SendError::Unavailable(reply)) => {
+            ctx.metrics.email("unavailable");
+            let reason = if reply.starts_with(NOT_CONFIGURED) {
+                reasons::SMTP_NOT_CONFIGURED
+            } else {
+                reasons::SMTP_UNAVAILABLE
+            };
+            let stalled = (reason == reasons::SMTP_NOT_CONFIGURED).then_some(reason);
+            let delivered = cond(types::DELIVERED, status::FALSE, reason, format!("{reply}; retrying"));
+            Outcome {
+                status,
+                conditions: conditions_for(InvitePhase::Pending, delivered, stalled),
+                requeue: Some(next_try),
+            }
+        }
+        Err(SendError::Message(problem)) => {
+            ctx.metrics.email("invalid");
+            status.phase = Some(InvitePhase::Failed);
+            let delivered = cond(types::DELIVERED, status::FALSE, reasons::SMTP_REJECTED, problem);
+            Outcome {
+                status,
+                conditions: conditions_for(InvitePhase::Failed, delivered, Some(reasons::SMTP_REJECTED)),
+                requeue: None,
+            }
+        }
+    })
+}
+
+/// Prefix of the error when roster has no usable SMTP settings.
+const NOT_CONFIGURED: &str = "no usable SMTP settings";
+
+async fn send_email(
+    ctx: &Context,
+    invite: &UserInvite,
+    user: &User,
+    link: &str,
+    expires: Timestamp,
+    issuance: u32,
+) -> std::result::Result<(), SendError> {
+    let mailer = ctx.mailer().await.map_err(|e| SendError::Unavailable(format!("{NOT_CONFIGURED}: {e}")))?;
+    let spec = &user.spec;
+    let name = spec
+        .display_name
+        .clone()
+        .or_else(|| spec.given_name.clone())
+        .or_else(|| spec.username.clone())
+        .unwrap_or_else(|| user.name_any());
+    let mail = ctx
+        .templates
+        .invitation(
+            spec.locale.as_deref(),
+            &Invitation {
+                org: ctx.settings.org_name.clone(),
+                name,
+                link: link.to_owned(),
+                expires: expires.strftime("%Y-%m-%d %H:%M UTC").to_string(),
+            },
+        )
+        .map_err(|e| SendError::Message(e.to_string()))?;
+    let recipient = invite.spec.email.as_deref().unwrap_or(&spec.email);
+    let message_id = format!("{}.{issuance}", invite.uid().unwrap_or_default());
+    mailer.send(recipient, &mail, &message_id).await
+}
+
+/// Server-side applies a Secret roster owns outright, owned by the invite.
+async fn apply_secret(
+    ctx: &Context,
+    invite: &UserInvite,
+    name: &str,
+    type_: &str,
+    data: BTreeMap<String, String>,
+) -> Result<()> {
+    let namespace = invite.namespace().unwrap_or_default();
+    let owner = invite
+        .controller_owner_ref(&())
+        .ok_or_else(|| Error::Startup(format!("UserInvite {} has no uid", cache::key(invite))))?;
+    let secret = Secret {
+        metadata: ObjectMeta {
+            name: Some(name.to_owned()),
+            namespace: Some(namespace.clone()),
+            labels: Some(BTreeMap::from([
+                (MANAGED_BY_LABEL.to_owned(), MANAGED_BY.to_owned()),
+                ("roster.dev/invite".to_owned(), invite.name_any()),
+            ])),
+            owner_references: Some(vec![owner]),
+            ..Default::default()
+        },
+        type_: Some(type_.to_owned()),
+        data: Some(data.into_iter().map(|(k, v)| (k, ByteString(v.into_bytes()))).collect()),
+        ..Default::default()
+    };
+    let mut value = serde_json::to_value(&secret).map_err(|e| Error::Startup(e.to_string()))?;
+    value["apiVersion"] = "v1".into();
+    value["kind"] = "Secret".into();
+    Api::<Secret>::namespaced(ctx.client.clone(), &namespace)
+        .patch(name, &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(&value))
+        .await
+        .map(drop)
+        .map_err(|source| Error::Kube {
+            action: "writing",
+            kind: "Secret".into(),
+            object: format!("{namespace}/{name}"),
+            source: Box::new(source),
+        })
+}
+
+/// Deletes the token and link Secrets: the link stops working at once.
+async fn withdraw_link(ctx: &Context, invite: &UserInvite) -> Result<()> {
+    let namespace = invite.namespace().unwrap_or_default();
+    let api = Api::<Secret>::namespaced(ctx.client.clone(), &namespace);
+    for name in [token_secret_name(&invite.name_any()), link_secret_name(&invite.name_any())] {
+        match api.delete(&name, &DeleteParams::default()).await {
+            Ok(_) => {}
+            Err(kube::Error::Api(status)) if status.code == 404 => {}
+            Err(source) => {
+                return Err(Error::Kube {
+                    action: "deleting",
+                    kind: "Secret".into(),
+                    object: format!("{namespace}/{name}"),
+                    source: Box::new(source),
+                });
+            }
         }
     }
-    Ok(Action::await_change())
+    Ok(())
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    #[test]
-    fn phase_table() {
-        use InvitePhase::*;
-        /// name, user state, current phase, resend, observed resend → phase, Ready status.
-        type Case = (
-            &'static str,
-            Option<UserState>,
-            Option<InvitePhase>,
-            u32,
-            Option<u32>,
-            InvitePhase,
-            &'static str,
-        );
-        let cases: [Case; 8] = [
-            ("new invite for an active user", Some(UserState::Active), None, 0, None, Pending, "Unknown"),
-            ("a sent invite stays sent", Some(UserState::Active), Some(Sent), 0, Some(0), Sent, "Unknown"),
-            (
-                "deactivating the user revokes",
-                Some(UserState::Inactive),
-                Some(Sent),
-                0,
-                Some(0),
-                Revoked,
-                "True",
-            ),
-            (
-                "revoked stays revoked on reactivation",
-                Some(UserState::Active),
-                Some(Revoked),
-                0,
-                Some(0),
-                Revoked,
-                "True",
-            ),
-            (
-                "a resend after revocation issues anew",
-                Some(UserState::Active),
-                Some(Revoked),
-                1,
-                Some(0),
-                Pending,
-                "Unknown",
-            ),
-            (
-                "a resend while deactivated stays revoked",
-                Some(UserState::Inactive),
-                Some(Revoked),
-                1,
-                Some(0),
-                Revoked,
-                "True",
-            ),
-            ("a missing user is not a revocation", None, None, 0, None, Pending, "False"),
-            (
-                "a resend of a sent invite issues anew",
-                Some(UserState::Active),
-                Some(Sent),
-                2,
-                Some(1),
-                Pending,
-                "Unknown",
-            ),
-        ];
-        for (name, user, current, resend, observed, phase, ready) in cases {
-            let decision = decide(user, current, resend, observed);
-            assert_eq!(decision.phase, phase, "{name}");
-            assert_eq!(decision.conditions[0].status, ready, "{name}");
-            assert_eq!(decision.observed_resend, resend, "{name}");
+    fn at(seconds: i64) -> Timestamp {
+        Timestamp::from_second(seconds).unwrap()
+    }
+
+    fn status(
+        phase: Option<InvitePhase>,
+        observed: Option<u32>,
+        attempts: u32,
+        last: Option<i64>,
+        expires: Option<i64>,
+    ) -> UserInviteStatus {
+        UserInviteStatus {
+            phase,
+            observed_resend: observed,
+            delivery_attempts: Some(attempts),
+            last_attempt_at: last.map(|s| Time(at(s))),
+            expires_at: expires.map(|s| Time(at(s))),
+            ..Default::default()
         }
     }
 
     #[test]
-    fn a_missing_user_stalls_with_a_reason() {
-        let decision = decide(None, None, 0, None);
-        let stalled = decision.conditions.iter().find(|c| c.type_ == types::STALLED).unwrap();
-        assert_eq!((stalled.status, stalled.reason), (status::TRUE, reasons::USER_NOT_FOUND));
+    fn step_table() {
+        use InvitePhase::*;
+        use UserState::*;
+        let cases = [
+            (
+                "a new invite is delivered",
+                Some(Active),
+                0,
+                status(None, None, 0, None, None),
+                Step::Deliver { issuance: 0, attempts: 0 },
+            ),
+            (
+                "a sent invite waits for its expiry",
+                Some(Active),
+                0,
+                status(Some(Sent), Some(0), 1, Some(10), Some(500)),
+                Step::Wait(Some(at(500))),
+            ),
+            (
+                "a sent invite past its expiry expires",
+                Some(Active),
+                0,
+                status(Some(Sent), Some(0), 1, Some(10), Some(90)),
+                Step::Expire,
+            ),
+            (
+                "a failed attempt waits its backoff",
+                Some(Active),
+                0,
+                status(Some(Pending), Some(0), 3, Some(97), None),
+                Step::Wait(Some(at(101))),
+            ),
+            (
+                "after the backoff it tries again",
+                Some(Active),
+                0,
+                status(Some(Pending), Some(0), 3, Some(90), None),
+                Step::Deliver { issuance: 0, attempts: 3 },
+            ),
+            (
+                "a resend issues anew",
+                Some(Active),
+                2,
+                status(Some(Sent), Some(1), 1, Some(10), Some(500)),
+                Step::Deliver { issuance: 2, attempts: 0 },
+            ),
+            (
+                "a resend after revocation issues anew",
+                Some(Active),
+                1,
+                status(Some(Revoked), Some(0), 1, Some(10), None),
+                Step::Deliver { issuance: 1, attempts: 0 },
+            ),
+            (
+                "revoked stays revoked without a resend",
+                Some(Active),
+                0,
+                status(Some(Revoked), Some(0), 1, Some(10), None),
+                Step::Wait(None),
+            ),
+            (
+                "a deactivated user revokes",
+                Some(Inactive),
+                0,
+                status(Some(Sent), Some(0), 1, Some(10), Some(500)),
+                Step::Revoke,
+            ),
+            (
+                "a deactivated user's revoked invite waits",
+                Some(Inactive),
+                1,
+                status(Some(Revoked), Some(0), 1, Some(10), None),
+                Step::Wait(None),
+            ),
+            ("a missing user is reported", None, 0, status(None, None, 0, None, None), Step::UserMissing),
+            (
+                "a rejected invite waits for a resend",
+                Some(Active),
+                0,
+                status(Some(Failed), Some(0), 1, Some(10), None),
+                Step::Wait(None),
+            ),
+            (
+                "an expired invite waits for a resend",
+                Some(Active),
+                0,
+                status(Some(Expired), Some(0), 1, Some(10), Some(90)),
+                Step::Wait(None),
+            ),
+        ];
+        for (name, user, resend, status, expected) in cases {
+            assert_eq!(decide(user, resend, &status, at(100)), expected, "{name}");
+        }
+    }
+
+    #[test]
+    fn backoff_doubles_from_one_second_to_ten_minutes() {
+        let delays: Vec<i64> = (1..=12).map(|n| delivery_backoff(n).as_secs()).collect();
+        assert_eq!(delays, [1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 600, 600]);
     }
 }

@@ -16,7 +16,7 @@ use kube::runtime::wait::await_condition;
 use kube::{Client, Resource};
 use libtest_mimic::{Failed, Trial};
 use roster::api::{MfaReset, User, UserInvite};
-use roster_testenv::{ControlPlane, Process, client_for, free_ports};
+use roster_testenv::{ControlPlane, Mailpit, Process, client_for, free_ports};
 use serde::de::DeserializeOwned;
 
 /// How long a test waits for any one condition.
@@ -31,6 +31,8 @@ static SHARED: OnceLock<Shared> = OnceLock::new();
 /// What tests need of the environment.
 pub struct Shared {
     pub kubeconfig: PathBuf,
+    /// Base URL of the shared Mailpit's HTTP API (the operators' SMTP server).
+    pub mailpit_api: String,
     pub operator_url: String,
     pub operator_log: PathBuf,
     pub work_dir: PathBuf,
@@ -39,6 +41,7 @@ pub struct Shared {
 /// The environment: control plane, CRDs, and the operator. Dropping it stops everything.
 pub struct Env {
     _operator: Operator,
+    _mailpit: Mailpit,
     _plane: ControlPlane,
 }
 
@@ -49,9 +52,12 @@ impl Env {
         std::fs::create_dir_all(&work_dir)?;
         let crds = std::fs::read_to_string(repo_path("crds/roster.yaml"))?;
         let plane = ControlPlane::start(&work_dir.join("control-plane"), &crds).await?;
+        let mailpit = Mailpit::start(&work_dir.join("mailpit"), "mailpit", false).await?;
+        smtp_secret(&plane.client().await?, mailpit.smtp_port).await?;
         let operator = Operator::start(plane.kubeconfig(), &work_dir, "operator", &[]).await?;
         let shared = Shared {
             kubeconfig: plane.kubeconfig().to_owned(),
+            mailpit_api: mailpit.api_url.clone(),
             operator_url: operator.url.clone(),
             operator_log: operator.process.log().to_owned(),
             work_dir,
@@ -59,8 +65,26 @@ impl Env {
         if SHARED.set(shared).is_err() {
             bail!("the test environment was started twice");
         }
-        Ok(Self { _operator: operator, _plane: plane })
+        Ok(Self { _operator: operator, _mailpit: mailpit, _plane: plane })
     }
+}
+
+/// Namespace and name of the SMTP Secret the operators under test use.
+pub const SMTP_SECRET: (&str, &str) = ("roster-system", "smtp");
+/// The portal URL the operators under test put in links.
+pub const PORTAL_URL: &str = "http://portal.example.test";
+
+/// Creates the SMTP Secret pointing at Mailpit.
+async fn smtp_secret(client: &Client, port: u16) -> anyhow::Result<()> {
+    let (namespace, name) = SMTP_SECRET;
+    let ns: Namespace = serde_json::from_value(serde_json::json!({"metadata": {"name": namespace}}))?;
+    Api::<Namespace>::all(client.clone()).create(&PostParams::default(), &ns).await?;
+    let secret: k8s_openapi::api::core::v1::Secret = serde_json::from_value(serde_json::json!({
+        "metadata": {"name": name},
+        "stringData": {"host": "127.0.0.1", "port": port.to_string(), "tls": "none", "from": "Example Corp <no-reply@example.com>"}
+    }))?;
+    Api::namespaced(client.clone(), namespace).create(&PostParams::default(), &secret).await?;
+    Ok(())
 }
 
 pub fn shared() -> &'static Shared {
@@ -91,6 +115,9 @@ impl Operator {
             "run".to_owned(),
             format!("--metrics-addr=127.0.0.1:{port}"),
             format!("--allowed-email-domains={ALLOWED_DOMAIN}"),
+            format!("--smtp-secret={}/{}", SMTP_SECRET.0, SMTP_SECRET.1),
+            format!("--portal-url={PORTAL_URL}"),
+            "--org-name=Example Corp".to_owned(),
             "--log-level=info,roster=debug".to_owned(),
         ];
         args.extend(extra.iter().map(|s| (*s).to_owned()));

@@ -1,5 +1,6 @@
-//! After every other test: the operator's log holds no password hash, TOTP secret or
-//! token, though the tests put such values in Secrets it watches.
+//! After every other test: the operators' logs hold no password hash, TOTP secret or
+//! token, though the tests put such values in Secrets they watch and the operators emailed
+//! tokens (read back from Mailpit here).
 
 use anyhow::ensure;
 use libtest_mimic::Trial;
@@ -22,6 +23,8 @@ fn check() -> anyhow::Result<()> {
     }
     ensure!(!logs.is_empty(), "no operator log found");
     let salt = MARKER_HASH.split('$').nth(4).unwrap_or(MARKER_HASH);
+    let tokens = emailed_tokens()?;
+    ensure!(!tokens.is_empty(), "no emailed token to look for: the invite tests sent nothing?");
     for log in &logs {
         let text = std::fs::read_to_string(log)?;
         ensure!(
@@ -37,6 +40,14 @@ fn check() -> anyhow::Result<()> {
         ] {
             ensure!(!text.contains(needle), "{} contains {what}", log.display());
         }
+        for token in &tokens {
+            ensure!(!text.contains(token.as_str()), "{} contains an emailed invitation token", log.display());
+            ensure!(
+                !text.contains(&roster::credentials::hash_token(token)),
+                "{} contains a token hash",
+                log.display()
+            );
+        }
     }
     Ok(())
 }
@@ -50,4 +61,29 @@ fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
         }
     }
     out
+}
+
+/// Every token in an `/invite/<token>` link of every message the shared Mailpit received.
+fn emailed_tokens() -> anyhow::Result<Vec<String>> {
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    runtime.block_on(async {
+        let api = &shared().mailpit_api;
+        let list: serde_json::Value =
+            reqwest::get(format!("{api}/api/v1/messages?limit=1000")).await?.json().await?;
+        let mut tokens = Vec::new();
+        for summary in list["messages"].as_array().cloned().unwrap_or_default() {
+            let id = summary["ID"].as_str().unwrap_or_default();
+            let message: serde_json::Value =
+                reqwest::get(format!("{api}/api/v1/message/{id}")).await?.json().await?;
+            let text = message["Text"].as_str().unwrap_or_default();
+            if let Some(start) = text.find("/invite/") {
+                let token: String = text[start + 8..]
+                    .chars()
+                    .take_while(|c| c.is_ascii_alphanumeric() || *c == '-' || *c == '_')
+                    .collect();
+                tokens.push(token);
+            }
+        }
+        Ok(tokens)
+    })
 }

@@ -11,6 +11,7 @@ mod directory;
 mod examples;
 mod harness;
 mod hygiene;
+mod invites;
 mod lifecycle;
 mod mail;
 mod operator;
@@ -24,6 +25,7 @@ fn main() -> ExitCode {
         cluster::trials(),
         directory::trials(),
         examples::trials(),
+        invites::trials(),
         lifecycle::trials(),
         mail::trials(),
         operator::trials(),

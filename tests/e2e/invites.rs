@@ -1,0 +1,173 @@
+//! Invitations against the real control plane and a real SMTP server (Mailpit): the email
+//! that actually arrived carries a token whose SHA-256 is the stored one; Link delivery
+//! sends nothing and hands the admin a working link; overrides and expiry.
+
+use anyhow::{Context as _, ensure};
+use k8s_openapi::api::core::v1::Secret;
+use libtest_mimic::Trial;
+use roster::api::{User, UserInvite};
+use roster::credentials::hash_token;
+use serde_json::{Value, json};
+
+use crate::harness::{Ns, PORTAL_URL, condition, shared, trial, wait_for};
+use crate::lifecycle::{email, phase, user_manifest};
+
+pub fn trials() -> Vec<Trial> {
+    vec![
+        trial("invites::an_emailed_invitation_carries_the_stored_token", |ns| async move {
+            let address = email("mailed", &ns);
+            ns.apply(user_manifest(
+                "mailed",
+                json!({"email": address, "locale": "de", "displayName": "Jana Beispiel"}),
+                json!({}),
+            ))
+            .await?;
+            wait_for(&ns.api::<UserInvite>(), "mailed-invite", "Sent", |i| phase_of(i) == "Sent").await?;
+            let messages = messages_to(&address).await?;
+            ensure!(
+                messages.len() == 1,
+                "expected exactly one message to {address}, found {}",
+                messages.len()
+            );
+            ensure!(
+                messages[0]["Subject"].as_str().unwrap_or_default().contains("Einladung"),
+                "not German: {}",
+                messages[0]["Subject"]
+            );
+            let text = message_text(&messages[0]).await?;
+            ensure!(text.contains("Jana Beispiel") && text.contains("Example Corp"), "{text}");
+            let token = token_in(&text).context("no link in the email")?;
+            ensure!(
+                hash_token(&token) == stored_hash(&ns, "mailed-invite").await?,
+                "the emailed token does not match the stored hash"
+            );
+
+            let user = wait_for(&ns.raw::<User>(), "mailed", "PENDING", |u| phase(u) == "PENDING").await?;
+            ensure!(condition(&user, "Ready")["status"] == "True", "{}", user.data["status"]);
+            ensure!(condition(&user, "Invited")["status"] == "True", "{}", user.data["status"]);
+            let invite = ns.api::<UserInvite>().get("mailed-invite").await?;
+            let status = invite.status.context("no status")?;
+            let (sent, expires) =
+                (status.sent_at.context("no sentAt")?.0, status.expires_at.context("no expiresAt")?.0);
+            ensure!(expires.as_second() - sent.as_second() == 720 * 3600, "expiresAt is not sentAt + 720h");
+            Ok(())
+        }),
+        trial("invites::link_delivery_sends_nothing_and_stores_a_working_link", |ns| async move {
+            let address = email("linked", &ns);
+            ns.apply(user_manifest(
+                "linked",
+                json!({"email": address, "invite": {"policy": "Manual"}}),
+                json!({}),
+            ))
+            .await?;
+            ns.apply(invite("linked-invite", json!({"userRef": {"name": "linked"}, "delivery": "Link"})))
+                .await?;
+            let invite =
+                wait_for(&ns.api::<UserInvite>(), "linked-invite", "Sent", |i| phase_of(i) == "Sent").await?;
+            ensure!(
+                invite.status.and_then(|s| s.link_secret_ref).map(|r| r.name)
+                    == Some("linked-invite-link".into()),
+                "no linkSecretRef"
+            );
+            let link = ns.api::<Secret>().get("linked-invite-link").await?.data.unwrap_or_default();
+            let url = String::from_utf8(link.get("url").context("no url")?.0.clone())?;
+            ensure!(url.starts_with(&format!("{PORTAL_URL}/invite/")), "{url}");
+            let token = token_in(&url).context("no token in the link")?;
+            ensure!(
+                hash_token(&token) == stored_hash(&ns, "linked-invite").await?,
+                "the link's token does not match the stored hash"
+            );
+            ensure!(messages_to(&address).await?.is_empty(), "Link delivery sent an email");
+            wait_for(&ns.raw::<User>(), "linked", "PENDING", |u| phase(u) == "PENDING").await?;
+            Ok(())
+        }),
+        trial("invites::the_recipient_override_is_honoured", |ns| async move {
+            let own = email("override", &ns);
+            let other = email("override-personal", &ns);
+            ns.apply(user_manifest(
+                "override",
+                json!({"email": own, "invite": {"policy": "Manual"}}),
+                json!({}),
+            ))
+            .await?;
+            ns.apply(invite("override-invite", json!({"userRef": {"name": "override"}, "email": other})))
+                .await?;
+            wait_for(&ns.api::<UserInvite>(), "override-invite", "Sent", |i| phase_of(i) == "Sent").await?;
+            ensure!(messages_to(&other).await?.len() == 1, "nothing sent to the override address");
+            ensure!(
+                messages_to(&own).await?.is_empty(),
+                "sent to the user's own address despite the override"
+            );
+            Ok(())
+        }),
+        trial("invites::a_short_ttl_expires_on_time_without_polling", |ns| async move {
+            let address = email("brief", &ns);
+            ns.apply(user_manifest(
+                "brief",
+                json!({"email": address, "invite": {"policy": "Manual"}}),
+                json!({}),
+            ))
+            .await?;
+            ns.apply(invite(
+                "brief-invite",
+                json!({"userRef": {"name": "brief"}, "delivery": "Link", "ttl": "3s"}),
+            ))
+            .await?;
+            wait_for(&ns.api::<UserInvite>(), "brief-invite", "Sent", |i| phase_of(i) == "Sent").await?;
+            wait_for(&ns.api::<UserInvite>(), "brief-invite", "Expired", |i| phase_of(i) == "Expired")
+                .await?;
+            ensure!(
+                ns.api::<Secret>().get_opt("brief-invite-token").await?.is_none(),
+                "the expired token is still stored"
+            );
+            let user = wait_for(&ns.raw::<User>(), "brief", "told of the expiry", |u| {
+                condition(u, "Ready")["reason"] == "InviteExpired"
+            })
+            .await?;
+            ensure!(phase(&user) == "PENDING", "{}", user.data["status"]);
+            Ok(())
+        }),
+    ]
+}
+
+fn invite(name: &str, spec: Value) -> Value {
+    json!({"apiVersion": "roster.dev/v1alpha1", "kind": "UserInvite", "metadata": {"name": name}, "spec": spec})
+}
+
+fn phase_of(invite: &UserInvite) -> String {
+    invite.status.as_ref().and_then(|s| s.phase).map(|p| format!("{p:?}")).unwrap_or_default()
+}
+
+/// Messages Mailpit received for `address`.
+async fn messages_to(address: &str) -> anyhow::Result<Vec<Value>> {
+    let url = format!("{}/api/v1/search", shared().mailpit_api);
+    let found: Value = reqwest::Client::new()
+        .get(url)
+        .query(&[("query", format!("to:\"{address}\""))])
+        .send()
+        .await?
+        .json()
+        .await?;
+    Ok(found["messages"].as_array().cloned().unwrap_or_default())
+}
+
+async fn message_text(summary: &Value) -> anyhow::Result<String> {
+    let id = summary["ID"].as_str().context("no ID")?;
+    let message: Value =
+        reqwest::get(format!("{}/api/v1/message/{id}", shared().mailpit_api)).await?.json().await?;
+    Ok(message["Text"].as_str().unwrap_or_default().to_owned())
+}
+
+/// The token of the first `/invite/<token>` link in `text`.
+fn token_in(text: &str) -> Option<String> {
+    let start = text.find("/invite/")? + "/invite/".len();
+    let token: String =
+        text[start..].chars().take_while(|c| c.is_ascii_alphanumeric() || *c == '-' || *c == '_').collect();
+    (!token.is_empty()).then_some(token)
+}
+
+async fn stored_hash(ns: &Ns, invite: &str) -> anyhow::Result<String> {
+    let secret = ns.api::<Secret>().get(&format!("{invite}-token")).await?;
+    let data = secret.data.unwrap_or_default();
+    Ok(String::from_utf8(data.get("tokenHash").context("no tokenHash")?.0.clone())?)
+}
