@@ -11,13 +11,15 @@ cd "$(dirname "$0")/.."
 
 DIR="${ROSTER_DEMO_DIR:-$HOME/.cache/roster/demo}"
 METRICS_PORT="${ROSTER_DEMO_METRICS_PORT:-18080}"
+SMTP_PORT="${ROSTER_DEMO_SMTP_PORT:-11025}"
+MAILPIT_PORT="${ROSTER_DEMO_MAILPIT_PORT:-18025}"
 NAMESPACE=roster-demo
 
 alive() { [ -f "$1" ] && kill -0 "$(cat "$1")" 2>/dev/null; }
 
 down() {
   local pidfile
-  for pidfile in "$DIR/roster.pid" "$DIR/testenv.pid"; do
+  for pidfile in "$DIR/roster.pid" "$DIR/mailpit.pid" "$DIR/testenv.pid"; do
     if alive "$pidfile"; then
       kill -TERM "$(cat "$pidfile")"
       for _ in $(seq 100); do alive "$pidfile" || break; sleep 0.1; done
@@ -46,7 +48,16 @@ up() {
   [ -f "$DIR/control-plane/ready" ] || { echo "control plane not ready in 120s; see $DIR" >&2; exit 1; }
   export KUBECONFIG="$DIR/control-plane/kubeconfig"
 
-  nohup target/debug/roster run --metrics-addr "127.0.0.1:$METRICS_PORT" >"$DIR/roster.log" 2>&1 &
+  nohup "${ROSTER_CACHE:-$HOME/.cache/roster}/bin/mailpit" --smtp "127.0.0.1:$SMTP_PORT" \
+    --listen "127.0.0.1:$MAILPIT_PORT" --database "$DIR/mailpit.db" --quiet >"$DIR/mailpit.log" 2>&1 &
+  echo $! >"$DIR/mailpit.pid"
+  kubectl create namespace roster-system >/dev/null
+  kubectl create secret generic smtp -n roster-system --from-literal=host=127.0.0.1 \
+    --from-literal=port="$SMTP_PORT" --from-literal=tls=none \
+    --from-literal=from='Example Corp <no-reply@example.com>' >/dev/null
+
+  nohup target/debug/roster run --metrics-addr "127.0.0.1:$METRICS_PORT" --smtp-secret roster-system/smtp \
+    --portal-url http://localhost:8081 --org-name "Example Corp" >"$DIR/roster.log" 2>&1 &
   echo $! >"$DIR/roster.pid"
 
   kubectl create namespace "$NAMESPACE" >/dev/null
@@ -61,6 +72,7 @@ roster is running against a local control plane.
   export KUBECONFIG=$KUBECONFIG
   kubectl get -n $NAMESPACE users -o yaml        # status and conditions
   curl -s 127.0.0.1:$METRICS_PORT/metrics         # Prometheus metrics
+  http://127.0.0.1:$MAILPIT_PORT                  # Mailpit: the invitation email roster sent
   logs: $DIR/roster.log, $DIR/control-plane/logs/
 Tear down: hack/demo.sh down
 TXT

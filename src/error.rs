@@ -17,6 +17,9 @@ pub enum Error {
         #[source]
         source: Box<kube::Error>,
     },
+    /// A credential could not be made (e.g. the OS random number generator failed).
+    #[error(transparent)]
+    Credentials(#[from] crate::credentials::CredentialError),
     /// A CRD could not be rendered.
     #[error("rendering CRDs: {0}")]
     Render(#[from] serde_norway::Error),
@@ -30,6 +33,7 @@ impl Error {
     pub fn metric_label(&self) -> &'static str {
         match self {
             Error::Kube { .. } => "kube_api",
+            Error::Credentials(_) => "credentials",
             Error::Render(_) => "render",
             Error::Startup(_) => "startup",
         }

@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use k8s_openapi::ByteString;
 use k8s_openapi::api::core::v1::Secret;
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, Time};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, ObjectMeta, Time};
 use k8s_openapi::jiff::{SignedDuration, Timestamp};
 use kube::api::{Api, DeleteParams, Patch, PatchParams};
 use kube::runtime::controller::Action;
@@ -70,6 +70,9 @@ pub(super) enum Step {
     UserMissing,
 }
 
+/// How long an attempt without a recorded result is presumed still running.
+const ATTEMPT_TIMEOUT: SignedDuration = SignedDuration::from_secs(60);
+
 /// Delay before delivery attempt `attempts + 1`: 1 s after the first, doubling, at most 10
 /// minutes.
 pub(super) fn delivery_backoff(attempts: u32) -> SignedDuration {
@@ -102,7 +105,12 @@ pub(super) fn decide(
             expiry => Step::Wait(expiry),
         },
         None | Some(InvitePhase::Pending) => {
-            let next = status.last_attempt_at.as_ref().map(|t| t.0 + delivery_backoff(attempts));
+            // An attempt still in flight (here or in another replica) has no result yet:
+            // give it the time one SMTP exchange may take before trying again.
+            let in_flight =
+                status.conditions.iter().any(|c| c.type_ == types::DELIVERED && c.status == status::UNKNOWN);
+            let wait = if in_flight { ATTEMPT_TIMEOUT } else { delivery_backoff(attempts) };
+            let next = status.last_attempt_at.as_ref().map(|t| t.0 + wait);
             match next {
                 Some(at) if attempts > 0 && now < at => Step::Wait(Some(at)),
                 _ => Step::Deliver { issuance: resend, attempts },
@@ -178,23 +186,6 @@ pub(super) async fn reconcile(invite: Arc<UserInvite>, ctx: Arc<Context>) -> Res
     let mut status = UserInviteStatus { observed_generation: invite.metadata.generation, ..previous.clone() };
     let mut requeue = None;
     let delivered_now = |reason, message: &str| cond(types::DELIVERED, status::TRUE, reason, message);
-    let keep = |phase: InvitePhase, previous: &UserInviteStatus| {
-        let delivered = previous
-            .conditions
-            .iter()
-            .find(|c| c.type_ == types::DELIVERED)
-            .map(|c| Desired {
-                type_: types::DELIVERED,
-                status: if c.status == "True" { status::TRUE } else { status::FALSE },
-                reason: if c.status == "True" { reasons::INVITE_SENT } else { reasons::DELIVERING },
-                message: c.message.clone(),
-            })
-            .unwrap_or_else(|| {
-                cond(types::DELIVERED, status::FALSE, reasons::DELIVERING, "not delivered yet")
-            });
-        conditions_for(phase, delivered, None)
-    };
-
     let desired = match step {
         Step::UserMissing => {
             status.phase = Some(previous.phase.unwrap_or(InvitePhase::Pending));
@@ -226,25 +217,47 @@ pub(super) async fn reconcile(invite: Arc<UserInvite>, ctx: Arc<Context>) -> Res
             )
         }
         Step::Wait(at) => {
+            // Nothing changed: the conditions stay as the last step left them.
             requeue = at;
-            match status.phase {
-                Some(phase) => keep(phase, &previous),
-                None => keep(InvitePhase::Pending, &previous),
+            status.conditions = previous
+                .conditions
+                .iter()
+                .cloned()
+                .map(|c| Condition { observed_generation: invite.metadata.generation, ..c })
+                .collect();
+            if status != previous {
+                apply_status(&ctx, invite.as_ref(), &status).await?;
             }
+            return Ok(requeue.map_or_else(Action::await_change, |at| Action::requeue(until(at, now.0))));
         }
-        Step::Deliver { issuance, attempts } => {
+        Step::Deliver { .. } => {
             let Some(user) = user else { return Ok(Action::await_change()) };
-            let outcome = deliver(&ctx, &invite, &user, issuance, attempts, &now).await?;
+            // The cache may lag roster's own last write: decide again on the object as the
+            // API server has it, and record the attempt only if it is still that version.
+            let api: Api<UserInvite> = Api::namespaced(ctx.client.clone(), &namespace);
+            let fresh = api.get(&invite.name_any()).await.map_err(|source| Error::Kube {
+                action: "reading",
+                kind: "UserInvite".into(),
+                object: cache::key(invite.as_ref()),
+                source: Box::new(source),
+            })?;
+            let fresh_status = fresh.status.clone().unwrap_or_default();
+            let Step::Deliver { issuance, attempts } =
+                decide(Some(user.spec.state), fresh.spec.resend, &fresh_status, now.0)
+            else {
+                return Ok(Action::requeue(Duration::from_secs(1)));
+            };
+            let Some(outcome) = deliver(&ctx, &fresh, &user, issuance, attempts, &now).await? else {
+                return Ok(Action::requeue(Duration::from_secs(1)));
+            };
             status = outcome.status;
             requeue = outcome.requeue;
             outcome.conditions
         }
     };
     let generation = invite.metadata.generation;
-    let latest = invite.status.clone().unwrap_or_default();
-    status.conditions = conditions::merge(&latest.conditions, &desired, generation, &now);
-    if status != latest {
-        // Delivery has already written the attempt; this is the result.
+    status.conditions = conditions::merge(&status.conditions, &desired, generation, &now);
+    if status != previous {
         apply_status(&ctx, invite.as_ref(), &status).await?;
     }
     if status.phase == Some(InvitePhase::Revoked) && previous.phase != Some(InvitePhase::Revoked) {
@@ -269,6 +282,8 @@ struct Outcome {
 }
 
 /// One delivery attempt: new token (hash stored), attempt recorded, link delivered.
+/// `None` when another writer changed the invite first (e.g. a second replica): nothing
+/// was sent.
 async fn deliver(
     ctx: &Context,
     invite: &UserInvite,
@@ -276,26 +291,13 @@ async fn deliver(
     issuance: u32,
     attempts: u32,
     now: &Time,
-) -> Result<Outcome> {
+) -> Result<Option<Outcome>> {
     let name = invite.name_any();
     let ttl = SignedDuration::try_from(std::time::Duration::from(invite.spec.ttl))
         .unwrap_or(SignedDuration::from_hours(720));
     let expires = now.0 + ttl;
-    let token = Token::generate().map_err(|e| Error::Startup(e.to_string()))?;
-    apply_secret(
-        ctx,
-        invite,
-        &token_secret_name(&name),
-        "roster.dev/invite-token",
-        BTreeMap::from([
-            (TOKEN_HASH.to_owned(), token.hash()),
-            (TOKEN_ISSUANCE.to_owned(), issuance.to_string()),
-            (TOKEN_EXPIRES_AT.to_owned(), expires.to_string()),
-        ]),
-    )
-    .await?;
-
-    // Record the attempt before sending.
+    // Record the attempt before anything else: it is what a second replica, or this one
+    // after a crash, sees.
     let mut status = invite.status.clone().unwrap_or_default();
     status.phase = Some(InvitePhase::Pending);
     status.observed_resend = Some(issuance);
@@ -316,7 +318,22 @@ async fn deliver(
     );
     status.conditions =
         conditions::merge(&status.conditions, &attempt_conditions, invite.metadata.generation, now);
-    apply_status(ctx, invite, &status).await?;
+    if !record_attempt(ctx, invite, &status).await? {
+        return Ok(None);
+    }
+    let token = Token::generate()?;
+    apply_secret(
+        ctx,
+        invite,
+        &token_secret_name(&name),
+        "roster.dev/invite-token",
+        BTreeMap::from([
+            (TOKEN_HASH.to_owned(), token.hash()),
+            (TOKEN_ISSUANCE.to_owned(), issuance.to_string()),
+            (TOKEN_EXPIRES_AT.to_owned(), expires.to_string()),
+        ]),
+    )
+    .await?;
 
     let link = format!("{}/invite/{}", ctx.settings.portal_url.trim_end_matches('/'), token.expose());
     let result = match invite.spec.delivery {
@@ -338,7 +355,7 @@ async fn deliver(
     };
     drop(token);
     let next_try = now.0 + delivery_backoff(attempts + 1);
-    Ok(match result {
+    Ok(Some(match result {
         Ok(reason) => {
             ctx.metrics.email(if reason == reasons::EMAIL_SENT { "sent" } else { "link" });
             status.phase = Some(InvitePhase::Sent);
@@ -399,7 +416,33 @@ async fn deliver(
                 requeue: None,
             }
         }
-    })
+    }))
+}
+
+/// Writes the attempt with the invite's resourceVersion as precondition: `false` when the
+/// invite changed since it was read (someone else is delivering, or did).
+async fn record_attempt(ctx: &Context, invite: &UserInvite, status: &UserInviteStatus) -> Result<bool> {
+    let namespace = invite.namespace().unwrap_or_default();
+    let patch = serde_json::json!({
+        "apiVersion": UserInvite::api_version(&()),
+        "kind": UserInvite::kind(&()),
+        "metadata": {"resourceVersion": invite.resource_version()},
+        "status": status,
+    });
+    let api: Api<UserInvite> = Api::namespaced(ctx.client.clone(), &namespace);
+    match api
+        .patch_status(&invite.name_any(), &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(&patch))
+        .await
+    {
+        Ok(_) => Ok(true),
+        Err(kube::Error::Api(status)) if status.code == 409 => Ok(false),
+        Err(source) => Err(Error::Kube {
+            action: "recording a delivery attempt on",
+            kind: "UserInvite".into(),
+            object: cache::key(invite),
+            source: Box::new(source),
+        }),
+    }
 }
 
 /// Prefix of the error when roster has no usable SMTP settings.
@@ -516,7 +559,16 @@ mod tests {
         last: Option<i64>,
         expires: Option<i64>,
     ) -> UserInviteStatus {
+        let failed = Condition {
+            type_: types::DELIVERED.into(),
+            status: status::FALSE.into(),
+            reason: reasons::SMTP_UNAVAILABLE.into(),
+            message: String::new(),
+            observed_generation: None,
+            last_transition_time: Time(at(0)),
+        };
         UserInviteStatus {
+            conditions: vec![failed],
             phase,
             observed_resend: observed,
             delivery_attempts: Some(attempts),
@@ -620,6 +672,17 @@ mod tests {
         for (name, user, resend, status, expected) in cases {
             assert_eq!(decide(user, resend, &status, at(100)), expected, "{name}");
         }
+    }
+
+    #[test]
+    fn an_attempt_without_a_result_is_not_repeated_at_once() {
+        let mut in_flight = status(Some(InvitePhase::Pending), Some(0), 1, Some(99), None);
+        in_flight.conditions[0].status = status::UNKNOWN.into();
+        assert_eq!(decide(Some(UserState::Active), 0, &in_flight, at(100)), Step::Wait(Some(at(159))));
+        assert_eq!(
+            decide(Some(UserState::Active), 0, &in_flight, at(160)),
+            Step::Deliver { issuance: 0, attempts: 1 }
+        );
     }
 
     #[test]

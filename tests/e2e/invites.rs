@@ -47,6 +47,7 @@ pub fn trials() -> Vec<Trial> {
             ensure!(condition(&user, "Invited")["status"] == "True", "{}", user.data["status"]);
             let invite = ns.api::<UserInvite>().get("mailed-invite").await?;
             let status = invite.status.context("no status")?;
+            ensure!(status.delivery_attempts == Some(1), "delivery attempts: {:?}", status.delivery_attempts);
             let (sent, expires) =
                 (status.sent_at.context("no sentAt")?.0, status.expires_at.context("no expiresAt")?.0);
             ensure!(expires.as_second() - sent.as_second() == 720 * 3600, "expiresAt is not sentAt + 720h");
@@ -139,7 +140,7 @@ fn phase_of(invite: &UserInvite) -> String {
 }
 
 /// Messages Mailpit received for `address`.
-async fn messages_to(address: &str) -> anyhow::Result<Vec<Value>> {
+pub async fn messages_to(address: &str) -> anyhow::Result<Vec<Value>> {
     let url = format!("{}/api/v1/search", shared().mailpit_api);
     let found: Value = reqwest::Client::new()
         .get(url)

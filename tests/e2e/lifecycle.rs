@@ -98,36 +98,51 @@ pub fn trials() -> Vec<Trial> {
             .context("the credentials Secret outlived its User")??;
             Ok(())
         }),
-        trial("lifecycle::auto_policy_creates_exactly_one_invite_even_with_two_operators", |ns| async move {
-            // A second operator for this namespace races the shared one, as a restart would.
-            let dir = shared().work_dir.join(&ns.name);
-            std::fs::create_dir_all(&dir)?;
-            let watch = format!("--watch-namespace={}", ns.name);
-            let _second = Operator::start(&shared().kubeconfig, &dir, "second-operator", &[&watch]).await?;
-            for name in ["auto-a", "auto-b", "auto-c"] {
-                ns.apply(user_manifest(name, json!({"email": email(name, &ns)}), json!({}))).await?;
-            }
-            let invites = ns.api::<UserInvite>();
-            for name in ["auto-a", "auto-b", "auto-c"] {
-                let invite_name = format!("{name}-invite");
-                wait_for(&invites, &invite_name, "created", |_| true).await?;
-                let user = ns.api::<User>().get(name).await?;
-                let invite = invites.get(&invite_name).await?;
-                let owners = invite.metadata.owner_references.unwrap_or_default();
+        trial(
+            "lifecycle::auto_policy_creates_and_sends_exactly_one_invite_even_with_two_operators",
+            |ns| async move {
+                // A second operator for this namespace races the shared one, as a restart would.
+                let dir = shared().work_dir.join(&ns.name);
+                std::fs::create_dir_all(&dir)?;
+                let watch = format!("--watch-namespace={}", ns.name);
+                let _second =
+                    Operator::start(&shared().kubeconfig, &dir, "second-operator", &[&watch]).await?;
+                for name in ["auto-a", "auto-b", "auto-c"] {
+                    ns.apply(user_manifest(name, json!({"email": email(name, &ns)}), json!({}))).await?;
+                }
+                let invites = ns.api::<UserInvite>();
+                for name in ["auto-a", "auto-b", "auto-c"] {
+                    let invite_name = format!("{name}-invite");
+                    wait_for(&invites, &invite_name, "created", |_| true).await?;
+                    let user = ns.api::<User>().get(name).await?;
+                    let invite = invites.get(&invite_name).await?;
+                    let owners = invite.metadata.owner_references.unwrap_or_default();
+                    ensure!(
+                        owners.len() == 1 && Some(&owners[0].uid) == user.metadata.uid.as_ref(),
+                        "owners: {owners:?}"
+                    );
+                    ensure!(invite.spec.user_ref.name == name, "userRef: {:?}", invite.spec.user_ref);
+                }
+                for name in ["auto-a", "auto-b", "auto-c"] {
+                    let sent = |i: &UserInvite| {
+                        i.status
+                            .as_ref()
+                            .and_then(|s| s.phase)
+                            .is_some_and(|p| p == roster::api::InvitePhase::Sent)
+                    };
+                    wait_for(&invites, &format!("{name}-invite"), "Sent", sent).await?;
+                    let received = crate::invites::messages_to(&email(name, &ns)).await?.len();
+                    ensure!(received == 1, "{name} received {received} invitations from two operators");
+                }
+                let all = invites.list(&ListParams::default()).await?;
                 ensure!(
-                    owners.len() == 1 && Some(&owners[0].uid) == user.metadata.uid.as_ref(),
-                    "owners: {owners:?}"
+                    all.items.len() == 3,
+                    "expected exactly 3 invites, found {:?}",
+                    all.items.iter().map(|i| i.metadata.name.clone()).collect::<Vec<_>>()
                 );
-                ensure!(invite.spec.user_ref.name == name, "userRef: {:?}", invite.spec.user_ref);
-            }
-            let all = invites.list(&ListParams::default()).await?;
-            ensure!(
-                all.items.len() == 3,
-                "expected exactly 3 invites, found {:?}",
-                all.items.iter().map(|i| i.metadata.name.clone()).collect::<Vec<_>>()
-            );
-            Ok(())
-        }),
+                Ok(())
+            },
+        ),
         trial("lifecycle::manual_policy_creates_no_invite", |ns| async move {
             ns.apply(user_manifest(
                 "manual",

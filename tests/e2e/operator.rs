@@ -16,7 +16,7 @@ pub fn trials() -> Vec<Trial> {
     vec![
         trial("operator::records_each_generation", |ns| async move {
             let user = json!({"apiVersion": "roster.dev/v1alpha1", "kind": "User", "metadata": {"name": "jane"},
-                "spec": {"email": "jane@example.com"}});
+                "spec": {"email": "jane@example.com", "invite": {"policy": "Manual"}}});
             ns.apply(user).await?;
             let api = ns.raw::<User>();
             let first = wait_for(&api, "jane", "reconciled", is_reconciled).await?;
