@@ -88,10 +88,16 @@ pub(super) fn decide(
     now: Timestamp,
 ) -> Step {
     let new_issuance = status.observed_resend.is_none_or(|observed| resend > observed);
+    let issued = status.observed_resend.is_some();
+    let revoked = status.phase == Some(InvitePhase::Revoked);
     match user_state {
+        // A link already issued for a user that is gone must stop working; an invite made
+        // before its user (e.g. applied together) waits for it.
+        None if issued && !revoked && status.phase != Some(InvitePhase::Expired) => return Step::Revoke,
+        None if revoked => return Step::Wait(None),
         None => return Step::UserMissing,
         Some(UserState::Inactive) => {
-            return if status.phase == Some(InvitePhase::Revoked) { Step::Wait(None) } else { Step::Revoke };
+            return if revoked { Step::Wait(None) } else { Step::Revoke };
         }
         Some(UserState::Active) => {}
     }
@@ -654,6 +660,20 @@ mod tests {
                 Step::Wait(None),
             ),
             ("a missing user is reported", None, 0, status(None, None, 0, None, None), Step::UserMissing),
+            (
+                "a deleted user revokes an issued link",
+                None,
+                0,
+                status(Some(Sent), Some(0), 1, Some(10), Some(500)),
+                Step::Revoke,
+            ),
+            (
+                "a deleted user's revoked invite waits",
+                None,
+                0,
+                status(Some(Revoked), Some(0), 1, Some(10), None),
+                Step::Wait(None),
+            ),
             (
                 "a rejected invite waits for a resend",
                 Some(Active),

@@ -71,6 +71,8 @@ impl Env {
 
 /// Namespace and name of the SMTP Secret the operators under test use.
 pub const SMTP_SECRET: (&str, &str) = ("roster-system", "smtp");
+/// The SMTP password the operators under test log in with; the log check looks for it.
+pub const SMTP_PASSWORD: &str = "smtp-Pa55word-marker";
 /// The portal URL the operators under test put in links.
 pub const PORTAL_URL: &str = "http://portal.example.test";
 
@@ -81,7 +83,11 @@ async fn smtp_secret(client: &Client, port: u16) -> anyhow::Result<()> {
     Api::<Namespace>::all(client.clone()).create(&PostParams::default(), &ns).await?;
     let secret: k8s_openapi::api::core::v1::Secret = serde_json::from_value(serde_json::json!({
         "metadata": {"name": name},
-        "stringData": {"host": "127.0.0.1", "port": port.to_string(), "tls": "none", "from": "Example Corp <no-reply@example.com>"}
+        "stringData": {
+            "host": "127.0.0.1", "port": port.to_string(), "tls": "none",
+            "from": "Example Corp <no-reply@example.com>",
+            "username": "roster", "password": SMTP_PASSWORD,
+        }
     }))?;
     Api::namespaced(client.clone(), namespace).create(&PostParams::default(), &secret).await?;
     Ok(())

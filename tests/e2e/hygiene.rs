@@ -37,6 +37,7 @@ fn check() -> anyhow::Result<()> {
             ("a password hash's salt", salt),
             ("a TOTP secret", MARKER_TOTP),
             ("Secret data", "passwordHash\":"),
+            ("the SMTP password", crate::harness::SMTP_PASSWORD),
         ] {
             ensure!(!text.contains(needle), "{} contains {what}", log.display());
         }

@@ -101,6 +101,71 @@ pub fn trials() -> Vec<Trial> {
             );
             Ok(())
         }),
+        trial("invites::a_resend_mails_a_new_token_and_the_old_one_stops_working", |ns| async move {
+            let address = email("again", &ns);
+            ns.apply(user_manifest("again", json!({"email": address}), json!({}))).await?;
+            let invites = ns.api::<UserInvite>();
+            wait_for(&invites, "again-invite", "Sent", |i| phase_of(i) == "Sent").await?;
+            let first =
+                token_in(&message_text(&messages_to(&address).await?[0]).await?).context("no first token")?;
+
+            let bump = json!({"spec": {"resend": 1}});
+            invites
+                .patch("again-invite", &kube::api::PatchParams::default(), &kube::api::Patch::Merge(&bump))
+                .await?;
+            wait_for(&invites, "again-invite", "resent", |i| {
+                phase_of(i) == "Sent" && i.status.as_ref().and_then(|s| s.observed_resend) == Some(1)
+            })
+            .await?;
+            let messages = messages_to(&address).await?;
+            ensure!(messages.len() == 2, "expected a second message, found {}", messages.len());
+            let mut tokens = Vec::new();
+            for message in &messages {
+                tokens.push(token_in(&message_text(message).await?).context("no token")?);
+            }
+            let second =
+                tokens.into_iter().find(|t| *t != first).context("the resend reused the old token")?;
+            let stored = stored_hash(&ns, "again-invite").await?;
+            ensure!(hash_token(&second) == stored, "the new token is not the stored one");
+            ensure!(hash_token(&first) != stored, "the old token still matches");
+            Ok(())
+        }),
+        trial("invites::deleting_the_user_revokes_its_invites", |ns| async move {
+            let address = email("leaver", &ns);
+            ns.apply(user_manifest(
+                "leaver",
+                json!({"email": address, "invite": {"policy": "Manual"}}),
+                json!({}),
+            ))
+            .await?;
+            ns.apply(invite("leaver-invite", json!({"userRef": {"name": "leaver"}, "delivery": "Link"})))
+                .await?;
+            wait_for(&ns.api::<UserInvite>(), "leaver-invite", "Sent", |i| phase_of(i) == "Sent").await?;
+            ns.raw::<User>().delete("leaver", &Default::default()).await?;
+            wait_for(&ns.api::<UserInvite>(), "leaver-invite", "Revoked", |i| phase_of(i) == "Revoked")
+                .await?;
+            ensure!(ns.api::<Secret>().get_opt("leaver-invite-token").await?.is_none(), "the token survived");
+            ensure!(ns.api::<Secret>().get_opt("leaver-invite-link").await?.is_none(), "the link survived");
+            Ok(())
+        }),
+        trial("invites::fifty_users_at_once_get_fifty_messages_without_duplicates", |ns| async move {
+            let names: Vec<String> = (0..50).map(|i| format!("crowd-{i:02}")).collect();
+            let applies = names
+                .iter()
+                .map(|name| ns.apply(user_manifest(name, json!({"email": email(name, &ns)}), json!({}))));
+            for applied in futures::future::join_all(applies).await {
+                applied?;
+            }
+            let invites = ns.api::<UserInvite>();
+            for name in &names {
+                wait_for(&invites, &format!("{name}-invite"), "Sent", |i| phase_of(i) == "Sent").await?;
+            }
+            for name in &names {
+                let received = messages_to(&email(name, &ns)).await?.len();
+                ensure!(received == 1, "{name} received {received} messages");
+            }
+            Ok(())
+        }),
         trial("invites::a_short_ttl_expires_on_time_without_polling", |ns| async move {
             let address = email("brief", &ns);
             ns.apply(user_manifest(

@@ -33,6 +33,9 @@ impl Mailpit {
             format!("--listen=127.0.0.1:{http_port}"),
             format!("--database={}", dir.join(format!("{name}.db")).display()),
             "--quiet".to_owned(),
+            // Any login is accepted (and none): roster's SMTP credentials can be exercised.
+            "--smtp-auth-accept-any".to_owned(),
+            "--smtp-auth-allow-insecure".to_owned(),
         ];
         if chaos {
             args.push("--enable-chaos".to_owned());
