@@ -43,7 +43,7 @@ pub(crate) const USER_REF_IMMUTABLE: &str = "self == oldSelf";
     ),
     printcolumn(
         name = "Expires",
-        type_ = "date",
+        type_ = "string",
         json_path = ".status.expiresAt",
         description = "When the link stops working"
     ),
