@@ -76,14 +76,7 @@ fn emailed_tokens() -> anyhow::Result<Vec<String>> {
             let id = summary["ID"].as_str().unwrap_or_default();
             let message: serde_json::Value =
                 reqwest::get(format!("{api}/api/v1/message/{id}")).await?.json().await?;
-            let text = message["Text"].as_str().unwrap_or_default();
-            if let Some(start) = text.find("/invite/") {
-                let token: String = text[start + 8..]
-                    .chars()
-                    .take_while(|c| c.is_ascii_alphanumeric() || *c == '-' || *c == '_')
-                    .collect();
-                tokens.push(token);
-            }
+            tokens.extend(crate::invites::token_in(message["Text"].as_str().unwrap_or_default()));
         }
         Ok(tokens)
     })

@@ -225,7 +225,7 @@ async fn message_text(summary: &Value) -> anyhow::Result<String> {
 }
 
 /// The token of the first `/invite/<token>` link in `text`.
-fn token_in(text: &str) -> Option<String> {
+pub fn token_in(text: &str) -> Option<String> {
     let start = text.find("/invite/")? + "/invite/".len();
     let token: String =
         text[start..].chars().take_while(|c| c.is_ascii_alphanumeric() || *c == '-' || *c == '_').collect();
