@@ -63,39 +63,32 @@ where
 
     /// Runs the watch until the process stops. Watch errors are retried with backoff.
     pub async fn run(self) {
-        let Self { api, config, writer, subscribers, ready, .. } = self;
-        watcher(api, config)
+        let Self { api, config, writer, mut subscribers, ready, .. } = self;
+        let events = watcher(api, config)
             .default_backoff()
             .modify(|obj: &mut K| obj.managed_fields_mut().clear())
-            .reflect(writer)
-            .for_each(|event| {
-                let mut subscribers = subscribers.clone();
-                let ready = ready.clone();
-                async move {
-                    let changed = match event {
-                        Ok(
-                            watcher::Event::Apply(obj)
-                            | watcher::Event::Delete(obj)
-                            | watcher::Event::InitApply(obj),
-                        ) => obj,
-                        Ok(watcher::Event::InitDone) => {
-                            ready.send_replace(true);
-                            return;
-                        }
-                        Ok(watcher::Event::Init) => return,
-                        Err(error) => {
-                            tracing::warn!(kind = %K::kind(&()), %error, "watch failed; retrying");
-                            return;
-                        }
-                    };
-                    let changed = Arc::new(changed);
-                    for subscriber in &mut subscribers {
-                        // A subscriber only goes away when its controller stopped.
-                        let _ = subscriber.send(changed.clone()).await;
-                    }
+            .reflect(writer);
+        let mut events = std::pin::pin!(events);
+        while let Some(event) = events.next().await {
+            let changed = match event {
+                Ok(
+                    watcher::Event::Apply(obj) | watcher::Event::Delete(obj) | watcher::Event::InitApply(obj),
+                ) => Arc::new(obj),
+                Ok(watcher::Event::InitDone) => {
+                    ready.send_replace(true);
+                    continue;
                 }
-            })
-            .await;
+                Ok(watcher::Event::Init) => continue,
+                Err(error) => {
+                    tracing::warn!(kind = %K::kind(&()), %error, "watch failed; retrying");
+                    continue;
+                }
+            };
+            for subscriber in &mut subscribers {
+                // A subscriber only goes away when its controller stopped.
+                let _ = subscriber.send(changed.clone()).await;
+            }
+        }
     }
 }
 
