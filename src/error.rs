@@ -17,6 +17,14 @@ pub enum Error {
         #[source]
         source: Box<kube::Error>,
     },
+    /// An object from the API server has no uid, so nothing can be owned by it.
+    #[error("{kind} {object} has no uid")]
+    MissingUid {
+        /// The kind of the object concerned.
+        kind: String,
+        /// `namespace/name` of the object concerned.
+        object: String,
+    },
     /// A credential could not be made (e.g. the OS random number generator failed).
     #[error(transparent)]
     Credentials(#[from] crate::credentials::CredentialError),
@@ -33,6 +41,7 @@ impl Error {
     pub fn metric_label(&self) -> &'static str {
         match self {
             Error::Kube { .. } => "kube_api",
+            Error::MissingUid { .. } => "missing_uid",
             Error::Credentials(_) => "credentials",
             Error::Render(_) => "render",
             Error::Startup(_) => "startup",

@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use k8s_openapi::ByteString;
 use k8s_openapi::api::core::v1::Secret;
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, ObjectMeta, Time};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use k8s_openapi::jiff::{SignedDuration, Timestamp};
 use kube::api::{Api, DeleteParams, Patch, PatchParams};
 use kube::runtime::controller::Action;
@@ -22,7 +22,7 @@ use kube::runtime::reflector::ObjectRef;
 use kube::{Resource, ResourceExt};
 use tracing::instrument;
 
-use super::{Context, FIELD_MANAGER, MANAGED_BY, MANAGED_BY_LABEL, apply_status, cache, now, publish};
+use super::{Context, FIELD_MANAGER, apply_status, cache, now, owned_meta, publish, requeue_at};
 use crate::api::conditions::{self, Desired, reasons, status, types};
 use crate::api::{
     Delivery, InvitePhase, LocalObjectReference, User, UserInvite, UserInviteStatus, UserState,
@@ -231,10 +231,7 @@ pub(super) async fn reconcile(invite: Arc<UserInvite>, ctx: Arc<Context>) -> Res
                 .cloned()
                 .map(|c| Condition { observed_generation: invite.metadata.generation, ..c })
                 .collect();
-            if status != previous {
-                apply_status(&ctx, invite.as_ref(), &status).await?;
-            }
-            return Ok(requeue.map_or_else(Action::await_change, |at| Action::requeue(until(at, now.0))));
+            Vec::new()
         }
         Step::Deliver { .. } => {
             let Some(user) = user else { return Ok(Action::await_change()) };
@@ -261,8 +258,9 @@ pub(super) async fn reconcile(invite: Arc<UserInvite>, ctx: Arc<Context>) -> Res
             outcome.conditions
         }
     };
-    let generation = invite.metadata.generation;
-    status.conditions = conditions::merge(&status.conditions, &desired, generation, &now);
+    if !desired.is_empty() {
+        status.conditions = conditions::merge(&status.conditions, &desired, invite.metadata.generation, &now);
+    }
     if status != previous {
         apply_status(&ctx, invite.as_ref(), &status).await?;
     }
@@ -270,15 +268,7 @@ pub(super) async fn reconcile(invite: Arc<UserInvite>, ctx: Arc<Context>) -> Res
         let note = format!("the invitation for {} was revoked", invite.spec.user_ref.name);
         publish(&ctx, invite.as_ref(), EventType::Normal, "Revoked", "Revoke", note).await;
     }
-    Ok(match requeue {
-        Some(at) => Action::requeue(until(at, now.0)),
-        None => Action::await_change(),
-    })
-}
-
-fn until(at: Timestamp, now: Timestamp) -> Duration {
-    let seconds = (at.as_second() - now.as_second()).max(0) as u64;
-    Duration::from_secs(seconds.saturating_add(1))
+    Ok(requeue_at(requeue, now.0))
 }
 
 struct Outcome {
@@ -496,29 +486,14 @@ async fn apply_secret(
     data: BTreeMap<String, String>,
 ) -> Result<()> {
     let namespace = invite.namespace().unwrap_or_default();
-    let owner = invite
-        .controller_owner_ref(&())
-        .ok_or_else(|| Error::Startup(format!("UserInvite {} has no uid", cache::key(invite))))?;
     let secret = Secret {
-        metadata: ObjectMeta {
-            name: Some(name.to_owned()),
-            namespace: Some(namespace.clone()),
-            labels: Some(BTreeMap::from([
-                (MANAGED_BY_LABEL.to_owned(), MANAGED_BY.to_owned()),
-                ("roster.dev/invite".to_owned(), invite.name_any()),
-            ])),
-            owner_references: Some(vec![owner]),
-            ..Default::default()
-        },
+        metadata: owned_meta(invite, name, ("roster.dev/invite", invite.name_any()))?,
         type_: Some(type_.to_owned()),
         data: Some(data.into_iter().map(|(k, v)| (k, ByteString(v.into_bytes()))).collect()),
         ..Default::default()
     };
-    let mut value = serde_json::to_value(&secret).map_err(|e| Error::Startup(e.to_string()))?;
-    value["apiVersion"] = "v1".into();
-    value["kind"] = "Secret".into();
     Api::<Secret>::namespaced(ctx.client.clone(), &namespace)
-        .patch(name, &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(&value))
+        .patch(name, &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(&secret))
         .await
         .map(drop)
         .map_err(|source| Error::Kube {

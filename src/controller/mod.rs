@@ -7,7 +7,7 @@ mod invite;
 mod mfa_reset;
 mod user;
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::fmt::Debug;
 use std::future::Future;
 use std::sync::{Arc, Mutex};
@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 
 use futures::StreamExt;
 use k8s_openapi::api::core::v1::Secret;
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, ObjectMeta, Time};
 use k8s_openapi::jiff::Timestamp;
 use kube::api::{Api, Patch, PatchParams};
 use kube::runtime::controller::{self, Action, Controller};
@@ -330,6 +330,40 @@ fn acknowledged(current: &[Condition], generation: Option<i64>) -> Vec<Condition
 
 fn now() -> Time {
     Time(Timestamp::now())
+}
+
+/// Requeue a second after `at` (a deadline such as an invite's expiry), or at once if it
+/// has passed: the reconcile that finds the deadline reached does the work.
+fn requeue_at(at: Option<Timestamp>, now: Timestamp) -> Action {
+    match at {
+        Some(at) => {
+            let seconds = u64::try_from(at.as_second() - now.as_second()).unwrap_or(0);
+            Action::requeue(Duration::from_secs(seconds.saturating_add(1)))
+        }
+        None => Action::await_change(),
+    }
+}
+
+/// Metadata of an object roster creates for `owner`: a controller ownerReference, and
+/// roster's own labels (`label` names the owner) — never the owner's, which GitOps tools
+/// would take as their own and prune.
+fn owned_meta<O>(owner: &O, name: &str, label: (&str, String)) -> Result<ObjectMeta>
+where
+    O: Resource<DynamicType = ()>,
+{
+    let reference = owner
+        .controller_owner_ref(&())
+        .ok_or_else(|| Error::MissingUid { kind: O::kind(&()).into_owned(), object: cache::key(owner) })?;
+    Ok(ObjectMeta {
+        name: Some(name.to_owned()),
+        namespace: owner.namespace(),
+        labels: Some(BTreeMap::from([
+            (MANAGED_BY_LABEL.to_owned(), MANAGED_BY.to_owned()),
+            (label.0.to_owned(), label.1),
+        ])),
+        owner_references: Some(vec![reference]),
+        ..Default::default()
+    })
 }
 
 /// Publishes an Event about `obj`; failures are logged, never fatal (an Event is a

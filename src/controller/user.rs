@@ -5,11 +5,10 @@
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
-use std::time::Duration;
 
 use k8s_openapi::ByteString;
 use k8s_openapi::api::core::v1::Secret;
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, Time};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::api::{Api, Patch, PatchParams};
 use kube::runtime::controller::Action;
 use kube::runtime::events::EventType;
@@ -17,7 +16,7 @@ use kube::runtime::reflector::ObjectRef;
 use kube::{Resource, ResourceExt};
 use tracing::instrument;
 
-use super::{Context, MANAGED_BY, MANAGED_BY_LABEL, apply_status, cache, create_if_absent, now, publish};
+use super::{Context, apply_status, cache, create_if_absent, now, owned_meta, publish, requeue_at};
 use crate::api::conditions::{self, reasons, types};
 use crate::api::{
     Delivery, InvitePhase, LocalObjectReference, MfaStatus, User, UserInvite, UserInviteSpec, UserPhase,
@@ -28,6 +27,9 @@ use crate::credentials::record::FAILED_LOGINS;
 use crate::directory::{self, Entry};
 use crate::lifecycle::{self, Blocker, InviteFact, UserFacts};
 use crate::{Error, Result};
+
+/// Label naming the User an object belongs to.
+const USER_LABEL: &str = "roster.dev/user";
 
 /// Name of a user's credentials Secret.
 pub fn credentials_secret_name(user: &str) -> String {
@@ -132,12 +134,7 @@ pub(super) async fn reconcile(user: Arc<User>, ctx: Arc<Context>) -> Result<Acti
         announce(&ctx, &user, previous.phase, &status).await;
     }
 
-    Ok(match decision.recheck_at {
-        Some(at) => Action::requeue(Duration::from_secs(
-            u64::try_from(at.as_second() - now.0.as_second()).unwrap_or(0).saturating_add(1),
-        )),
-        None => Action::await_change(),
-    })
+    Ok(requeue_at(decision.recheck_at, now.0))
 }
 
 /// A transition time kept on status: `now` when the phase just became `phase`, else what
@@ -167,31 +164,9 @@ fn is_controlled_by(obj: &impl Resource, user: &User) -> bool {
     obj.owner_references().iter().any(|r| r.controller == Some(true) && Some(&r.uid) == uid.as_ref())
 }
 
-/// Labels of what roster creates: its own, never the owner's (GitOps tools would prune
-/// objects that carry their tracking labels).
-fn labels(user: &str) -> BTreeMap<String, String> {
-    BTreeMap::from([
-        (MANAGED_BY_LABEL.to_owned(), MANAGED_BY.to_owned()),
-        ("roster.dev/user".to_owned(), user.to_owned()),
-    ])
-}
-
-fn owned_meta(user: &User, name: &str) -> Result<ObjectMeta> {
-    let owner = user
-        .controller_owner_ref(&())
-        .ok_or_else(|| Error::Startup(format!("User {} has no uid yet", cache::key(user))))?;
-    Ok(ObjectMeta {
-        name: Some(name.to_owned()),
-        namespace: user.namespace(),
-        labels: Some(labels(&user.name_any())),
-        owner_references: Some(vec![owner]),
-        ..Default::default()
-    })
-}
-
 fn credentials_secret(user: &User, name: &str) -> Result<Secret> {
     Ok(Secret {
-        metadata: owned_meta(user, name)?,
+        metadata: owned_meta(user, name, (USER_LABEL, user.name_any()))?,
         type_: Some("roster.dev/credentials".into()),
         data: Some(BTreeMap::new()),
         ..Default::default()
@@ -210,7 +185,7 @@ fn auto_invite(user: &User) -> Result<UserInvite> {
             resend: 0,
         },
     );
-    invite.metadata = owned_meta(user, &name)?;
+    invite.metadata = owned_meta(user, &name, (USER_LABEL, user.name_any()))?;
     Ok(invite)
 }
 
