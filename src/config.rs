@@ -59,7 +59,13 @@ pub struct RunConfig {
     /// password, from, tls = none | starttls | tls). Without it, email invitations cannot be
     /// delivered (Link delivery still works).
     #[arg(long, env = "ROSTER_SMTP_SECRET")]
-    pub smtp_secret: Option<String>,
+    pub smtp_secret: Option<ObjectName>,
+
+    /// A ConfigMap, as NAMESPACE/NAME, whose keys replace or add email templates by name
+    /// (`invitation.<language>.subject.txt`, `.body.txt`, `.body.html`). Read at each
+    /// delivery, so edits apply without a restart.
+    #[arg(long, env = "ROSTER_TEMPLATES_CONFIGMAP")]
+    pub templates_configmap: Option<ObjectName>,
 
     /// Public base URL of the portal; links are `<portal-url>/invite/<token>`.
     #[arg(long, env = "ROSTER_PORTAL_URL", default_value = "http://localhost:8081")]
@@ -78,6 +84,34 @@ pub struct RunConfig {
     pub log_level: String,
 }
 
+/// A namespaced object named by a flag, written `NAMESPACE/NAME`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ObjectName {
+    /// Its namespace.
+    pub namespace: String,
+    /// Its name.
+    pub name: String,
+}
+
+impl std::str::FromStr for ObjectName {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s.split_once('/') {
+            Some((namespace, name)) if !namespace.is_empty() && !name.is_empty() && !name.contains('/') => {
+                Ok(Self { namespace: namespace.to_owned(), name: name.to_owned() })
+            }
+            _ => Err(format!("{s:?} is not NAMESPACE/NAME")),
+        }
+    }
+}
+
+impl std::fmt::Display for ObjectName {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}/{}", self.namespace, self.name)
+    }
+}
+
 impl RunConfig {
     /// The argon2id parameters the flags ask for.
     pub fn argon2(&self) -> Argon2Settings {
@@ -91,5 +125,20 @@ impl RunConfig {
     /// The password policy the flags ask for.
     pub fn password_policy(&self) -> PasswordPolicy {
         PasswordPolicy { min_length: usize::from(self.password_min_length), ..PasswordPolicy::default() }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn object_names_are_namespace_slash_name() {
+        let parsed: ObjectName = "roster-system/smtp".parse().unwrap();
+        assert_eq!(parsed, ObjectName { namespace: "roster-system".into(), name: "smtp".into() });
+        assert_eq!(parsed.to_string(), "roster-system/smtp");
+        for bad in ["smtp", "/smtp", "roster-system/", "a/b/c"] {
+            assert!(bad.parse::<ObjectName>().is_err(), "{bad}");
+        }
     }
 }

@@ -25,7 +25,7 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Run the controllers and the metrics port until SIGTERM or SIGINT.
-    Run(RunConfig),
+    Run(Box<RunConfig>),
     /// Print the CustomResourceDefinitions as YAML (what `crds/roster.yaml` holds).
     Crd,
 }
@@ -34,7 +34,7 @@ enum Command {
 async fn main() -> ExitCode {
     let result = match Cli::parse().command {
         Command::Crd => api::crds_yaml().map(|yaml| print!("{yaml}")),
-        Command::Run(config) => run(config).await,
+        Command::Run(config) => run(*config).await,
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -97,6 +97,8 @@ pub mod reasons {
     pub const SMTP_REJECTED: &str = "SmtpRejected";
     /// Invite: roster has no SMTP settings (`--smtp-secret`), or they are unusable.
     pub const SMTP_NOT_CONFIGURED: &str = "SmtpNotConfigured";
+    /// Invite: the template ConfigMap is missing, or a template in it is broken.
+    pub const TEMPLATE_INVALID: &str = "TemplateInvalid";
     /// Invite: the link's time ran out.
     pub const EXPIRED: &str = "Expired";
     /// Invite: the person used the link.

@@ -22,7 +22,7 @@ use kube::runtime::reflector::ObjectRef;
 use kube::{Resource, ResourceExt};
 use tracing::instrument;
 
-use super::{Context, FIELD_MANAGER, apply_status, cache, now, owned_meta, publish, requeue_at};
+use super::{Context, FIELD_MANAGER, SetupError, apply_status, cache, now, owned_meta, publish, requeue_at};
 use crate::api::conditions::{self, Desired, reasons, status, types};
 use crate::api::{
     Delivery, InvitePhase, LocalObjectReference, User, UserInvite, UserInviteStatus, UserState,
@@ -253,6 +253,14 @@ pub(super) async fn reconcile(invite: Arc<UserInvite>, ctx: Arc<Context>) -> Res
             let Some(outcome) = deliver(&ctx, &fresh, &user, issuance, attempts, &now).await? else {
                 return Ok(Action::requeue(Duration::from_secs(1)));
             };
+            if let Some(delivered) = outcome.conditions.iter().find(|c| c.type_ == types::DELIVERED) {
+                if delivered.status == status::TRUE {
+                    tracing::info!(reason = delivered.reason, "invitation delivered");
+                } else {
+                    let retry_at = outcome.requeue.map_or_else(|| "never".to_owned(), |at| at.to_string());
+                    tracing::warn!(reason = delivered.reason, problem = %delivered.message, %retry_at, "invitation not delivered");
+                }
+            }
             status = outcome.status;
             requeue = outcome.requeue;
             outcome.conditions
@@ -372,44 +380,49 @@ async fn deliver(
                 requeue: Some(expires),
             }
         }
-        Err(SendError::Rejected(reply)) => {
-            ctx.metrics.email("rejected");
-            status.phase = Some(InvitePhase::Failed);
+        Err(Undelivered::Send(SendError::Unavailable(reply))) => {
+            ctx.metrics.email("unavailable");
             let delivered = cond(
                 types::DELIVERED,
                 status::FALSE,
-                reasons::SMTP_REJECTED,
-                format!("the SMTP server refused the message: {reply}"),
+                reasons::SMTP_UNAVAILABLE,
+                format!("{reply}; retrying"),
             );
             Outcome {
                 status,
-                conditions: conditions_for(InvitePhase::Failed, delivered, Some(reasons::SMTP_REJECTED)),
-                requeue: None,
-            }
-        }
-        Err(SendError::Unavailable(reply)) => {
-            ctx.metrics.email("unavailable");
-            let reason = if reply.starts_with(NOT_CONFIGURED) {
-                reasons::SMTP_NOT_CONFIGURED
-            } else {
-                reasons::SMTP_UNAVAILABLE
-            };
-            let stalled = (reason == reasons::SMTP_NOT_CONFIGURED).then_some(reason);
-            let delivered = cond(types::DELIVERED, status::FALSE, reason, format!("{reply}; retrying"));
-            Outcome {
-                status,
-                conditions: conditions_for(InvitePhase::Pending, delivered, stalled),
+                conditions: conditions_for(InvitePhase::Pending, delivered, None),
                 requeue: Some(next_try),
             }
         }
-        Err(SendError::Message(problem)) => {
-            ctx.metrics.email("invalid");
+        Err(Undelivered::Send(refusal @ (SendError::Rejected(_) | SendError::Message(_)))) => {
+            let (outcome, message) = match refusal {
+                SendError::Rejected(reply) => {
+                    ("rejected", format!("the SMTP server refused the message: {reply}"))
+                }
+                other => ("invalid", other.to_string()),
+            };
+            ctx.metrics.email(outcome);
             status.phase = Some(InvitePhase::Failed);
-            let delivered = cond(types::DELIVERED, status::FALSE, reasons::SMTP_REJECTED, problem);
+            let delivered = cond(types::DELIVERED, status::FALSE, reasons::SMTP_REJECTED, message);
             Outcome {
                 status,
                 conditions: conditions_for(InvitePhase::Failed, delivered, Some(reasons::SMTP_REJECTED)),
                 requeue: None,
+            }
+        }
+        Err(Undelivered::Setup(problem)) => {
+            // An admin must fix the settings; retried with backoff so the fix is picked up.
+            ctx.metrics.email(if matches!(problem, SetupError::Smtp(_)) {
+                "not_configured"
+            } else {
+                "template_invalid"
+            });
+            let reason = problem.reason();
+            let delivered = cond(types::DELIVERED, status::FALSE, reason, format!("{problem}; retrying"));
+            Outcome {
+                status,
+                conditions: conditions_for(InvitePhase::Pending, delivered, Some(reason)),
+                requeue: Some(next_try),
             }
         }
     }))
@@ -441,8 +454,11 @@ async fn record_attempt(ctx: &Context, invite: &UserInvite, status: &UserInviteS
     }
 }
 
-/// Prefix of the error when roster has no usable SMTP settings.
-const NOT_CONFIGURED: &str = "no usable SMTP settings";
+/// Why an email was not sent: roster's settings, or the SMTP exchange.
+enum Undelivered {
+    Setup(SetupError),
+    Send(SendError),
+}
 
 async fn send_email(
     ctx: &Context,
@@ -451,8 +467,9 @@ async fn send_email(
     link: &str,
     expires: Timestamp,
     issuance: u32,
-) -> std::result::Result<(), SendError> {
-    let mailer = ctx.mailer().await.map_err(|e| SendError::Unavailable(format!("{NOT_CONFIGURED}: {e}")))?;
+) -> std::result::Result<(), Undelivered> {
+    let mailer = ctx.mail.mailer().await.map_err(Undelivered::Setup)?;
+    let templates = ctx.mail.templates().await.map_err(Undelivered::Setup)?;
     let spec = &user.spec;
     let name = spec
         .display_name
@@ -460,8 +477,7 @@ async fn send_email(
         .or_else(|| spec.given_name.clone())
         .or_else(|| spec.username.clone())
         .unwrap_or_else(|| user.name_any());
-    let mail = ctx
-        .templates
+    let mail = templates
         .invitation(
             spec.locale.as_deref(),
             &Invitation {
@@ -471,10 +487,10 @@ async fn send_email(
                 expires: expires.strftime("%Y-%m-%d %H:%M UTC").to_string(),
             },
         )
-        .map_err(|e| SendError::Message(e.to_string()))?;
+        .map_err(|e| Undelivered::Setup(SetupError::Templates(e.to_string())))?;
     let recipient = invite.spec.email.as_deref().unwrap_or(&spec.email);
     let message_id = format!("{}.{issuance}", invite.uid().unwrap_or_default());
-    mailer.send(recipient, &mail, &message_id).await
+    mailer.send(recipient, &mail, &message_id).await.map_err(Undelivered::Send)
 }
 
 /// Server-side applies a Secret roster owns outright, owned by the invite.

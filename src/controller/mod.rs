@@ -4,6 +4,7 @@
 
 mod cache;
 mod invite;
+mod mail_setup;
 mod mfa_reset;
 mod user;
 
@@ -29,6 +30,7 @@ use tokio_util::sync::CancellationToken;
 
 pub use cache::Caches;
 use cache::Informer;
+pub use mail_setup::{MailSetup, SetupError};
 
 use crate::api::conditions::{self, Desired, reasons, status, types};
 use crate::api::{MfaReset, User, UserInvite};
@@ -36,7 +38,7 @@ use crate::config::RunConfig;
 use crate::credentials::PasswordHasher;
 use crate::directory::{Entry, Identities};
 use crate::health::Readiness;
-use crate::mail::{Mailer, SmtpSettings, Templates};
+use crate::mail::Templates;
 use crate::telemetry::Metrics;
 use crate::{Error, Result};
 
@@ -58,8 +60,6 @@ pub struct Settings {
     pub portal_url: String,
     /// The organisation's name, for emails.
     pub org_name: String,
-    /// `namespace/name` of the Secret with SMTP settings.
-    pub smtp_secret: Option<String>,
 }
 
 /// What every reconcile can reach.
@@ -76,35 +76,9 @@ pub struct Context {
     pub settings: Settings,
     /// Hashes and verifies passwords, at most about one per core at a time.
     pub hasher: PasswordHasher,
-    /// Email templates.
-    pub templates: Templates,
-    mailer: tokio::sync::Mutex<Option<(String, Mailer)>>,
+    /// SMTP transport and email templates, as the cluster says now.
+    pub mail: MailSetup,
     backoff: Backoff,
-}
-
-impl Context {
-    /// A mailer for the SMTP Secret as it is now, reused while the Secret is unchanged.
-    /// The error names what is wrong, never a value from the Secret.
-    pub async fn mailer(&self) -> std::result::Result<Mailer, String> {
-        let reference = self.settings.smtp_secret.as_deref().ok_or("--smtp-secret is not set")?;
-        let (namespace, name) = reference.split_once('/').ok_or("--smtp-secret must be NAMESPACE/NAME")?;
-        let secret = Api::<Secret>::namespaced(self.client.clone(), namespace)
-            .get(name)
-            .await
-            .map_err(|e| format!("reading Secret {reference}: {e}"))?;
-        let version = secret.resource_version().unwrap_or_default();
-        let mut cached = self.mailer.lock().await;
-        if let Some((seen, mailer)) = cached.as_ref()
-            && *seen == version
-        {
-            return Ok(mailer.clone());
-        }
-        let settings = SmtpSettings::from_secret_data(&secret.data.unwrap_or_default())
-            .map_err(|e| format!("Secret {reference}: {e}"))?;
-        let mailer = Mailer::new(&settings).map_err(|e| e.to_string())?;
-        *cached = Some((version, mailer.clone()));
-        Ok(mailer)
-    }
 }
 
 /// Runs the three controllers until `shutdown` is cancelled, then lets in-flight reconciles
@@ -149,11 +123,14 @@ pub async fn run(
             allowed_email_domains: config.allowed_email_domains.clone(),
             portal_url: config.portal_url.clone(),
             org_name: config.org_name.clone(),
-            smtp_secret: config.smtp_secret.clone(),
         },
         hasher,
-        templates,
-        mailer: tokio::sync::Mutex::new(None),
+        mail: MailSetup::new(
+            client.clone(),
+            config.smtp_secret.clone(),
+            config.templates_configmap.clone(),
+            templates,
+        ),
         backoff: Backoff::default(),
     });
     let settings = controller::Config::default().concurrency(config.concurrency);

@@ -77,7 +77,7 @@ pub const SMTP_PASSWORD: &str = "smtp-Pa55word-marker";
 pub const PORTAL_URL: &str = "http://portal.example.test";
 
 /// Creates the SMTP Secret pointing at Mailpit.
-async fn smtp_secret(client: &Client, port: u16) -> anyhow::Result<()> {
+pub async fn smtp_secret(client: &Client, port: u16) -> anyhow::Result<()> {
     let (namespace, name) = SMTP_SECRET;
     let ns: Namespace = serde_json::from_value(serde_json::json!({"metadata": {"name": namespace}}))?;
     Api::<Namespace>::all(client.clone()).create(&PostParams::default(), &ns).await?;
@@ -199,7 +199,8 @@ pub struct Ns {
 }
 
 impl Ns {
-    async fn create(client: Client, test: &str) -> anyhow::Result<Self> {
+    /// Creates a namespace named after `test` (and this run) through `client`.
+    pub async fn create(client: Client, test: &str) -> anyhow::Result<Self> {
         let slug: String = test
             .chars()
             .map(|c| if c.is_ascii_alphanumeric() { c.to_ascii_lowercase() } else { '-' })

@@ -196,17 +196,22 @@ pub fn trials() -> Vec<Trial> {
     ]
 }
 
-fn invite(name: &str, spec: Value) -> Value {
+pub fn invite(name: &str, spec: Value) -> Value {
     json!({"apiVersion": "roster.dev/v1alpha1", "kind": "UserInvite", "metadata": {"name": name}, "spec": spec})
 }
 
-fn phase_of(invite: &UserInvite) -> String {
+pub fn phase_of(invite: &UserInvite) -> String {
     invite.status.as_ref().and_then(|s| s.phase).map(|p| format!("{p:?}")).unwrap_or_default()
 }
 
-/// Messages Mailpit received for `address`.
+/// Messages the shared Mailpit received for `address`.
 pub async fn messages_to(address: &str) -> anyhow::Result<Vec<Value>> {
-    let url = format!("{}/api/v1/search", shared().mailpit_api);
+    messages_at(&shared().mailpit_api, address).await
+}
+
+/// Messages the Mailpit whose API is at `api` received for `address`.
+pub async fn messages_at(api: &str, address: &str) -> anyhow::Result<Vec<Value>> {
+    let url = format!("{api}/api/v1/search");
     let found: Value = reqwest::Client::new()
         .get(url)
         .query(&[("query", format!("to:\"{address}\""))])

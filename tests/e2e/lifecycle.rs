@@ -17,6 +17,7 @@ use serde_json::{Value, json};
 use crate::harness::{
     ALLOWED_DOMAIN, DEADLINE, Ns, Operator, condition, is_reconciled, shared, trial, wait_for,
 };
+use crate::invites::phase_of;
 
 /// A PHC string as the portal will store it; its salt and hash are markers for the log check.
 pub const MARKER_HASH: &str =
@@ -336,10 +337,6 @@ pub fn email(local: &str, ns: &Ns) -> String {
 
 pub fn phase(user: &DynamicObject) -> &str {
     user.data["status"]["phase"].as_str().unwrap_or_default()
-}
-
-fn phase_of(invite: &UserInvite) -> String {
-    invite.status.as_ref().and_then(|s| s.phase).map(|p| format!("{p:?}")).unwrap_or_default()
 }
 
 /// Writes `facts` (string values) into a user's credentials Secret, as the portal will.

@@ -104,7 +104,7 @@ async fn api(mailpit: &Mailpit, path: &str) -> anyhow::Result<Value> {
     Ok(response.json().await?)
 }
 
-async fn chaos(mailpit: &Mailpit, triggers: Value) -> anyhow::Result<()> {
+pub async fn chaos(mailpit: &Mailpit, triggers: Value) -> anyhow::Result<()> {
     let response = reqwest::Client::new()
         .put(format!("{}/api/v1/chaos", mailpit.api_url))
         .json(&triggers)

@@ -9,6 +9,7 @@ mod admission;
 mod cluster;
 mod directory;
 mod examples;
+mod faults;
 mod harness;
 mod hygiene;
 mod invites;
@@ -25,6 +26,7 @@ fn main() -> ExitCode {
         cluster::trials(),
         directory::trials(),
         examples::trials(),
+        faults::trials(),
         invites::trials(),
         lifecycle::trials(),
         mail::trials(),

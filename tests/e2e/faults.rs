@@ -1,0 +1,146 @@
+//! Delivery when things go wrong, through the operator: an SMTP outage, a refusing server
+//! and broken templates. These need an SMTP server and a template ConfigMap of their own, so
+//! they run against a second control plane, Mailpit and operator, not the shared ones.
+
+use anyhow::{Context as _, ensure};
+use k8s_openapi::api::core::v1::ConfigMap;
+use kube::api::{Api, Patch, PatchParams};
+use libtest_mimic::Trial;
+use roster::api::{User, UserInvite};
+use roster_testenv::{ControlPlane, Mailpit};
+use serde_json::json;
+
+use crate::harness::{Ns, Operator, SMTP_SECRET, condition, repo_path, shared, smtp_secret, wait_for};
+use crate::invites::{messages_at, phase_of};
+use crate::lifecycle::{email, phase, user_manifest};
+use crate::mail::chaos;
+
+/// The template ConfigMap the operator here is pointed at.
+const TEMPLATES: &str = "email-templates";
+
+pub fn trials() -> Vec<Trial> {
+    vec![Trial::test("faults::outages_refusals_and_broken_templates", || {
+        let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+        runtime.block_on(scenario()).map_err(|e| format!("{e:#}").into())
+    })]
+}
+
+async fn scenario() -> anyhow::Result<()> {
+    let dir = shared().work_dir.join("faults");
+    let crds = std::fs::read_to_string(repo_path("crds/roster.yaml"))?;
+    let plane = ControlPlane::start(&dir.join("control-plane"), &crds).await?;
+    let mailpit = Mailpit::start(&dir.join("mailpit"), "mailpit", true).await?;
+    let client = plane.client().await?;
+    smtp_secret(&client, mailpit.smtp_port).await?;
+    let templates: Api<ConfigMap> = Api::namespaced(client.clone(), SMTP_SECRET.0);
+    set_templates(&templates, french()).await?;
+    let flag = format!("--templates-configmap={}/{TEMPLATES}", SMTP_SECRET.0);
+    let operator = Operator::start(plane.kubeconfig(), &dir, "operator", &[&flag]).await?;
+    let ns = Ns::create(client, "faults").await?;
+    let outcome = async {
+        smtp_outage(&ns, &mailpit).await.context("SMTP outage")?;
+        smtp_refusal(&ns, &mailpit).await.context("SMTP refusal")?;
+        broken_templates(&ns, &mailpit, &templates).await.context("broken templates")
+    }
+    .await;
+    outcome.with_context(|| {
+        let log = std::fs::read_to_string(operator.process.log()).unwrap_or_default();
+        let lines: Vec<&str> = log.lines().collect();
+        format!(
+            "--- last lines of the operator's log ---\n{}",
+            lines[lines.len().saturating_sub(30)..].join("\n")
+        )
+    })
+}
+
+/// 4xx replies: `Delivered=False` (SmtpUnavailable), the user NEW; once the server accepts
+/// again, delivered, and exactly one message arrived.
+async fn smtp_outage(ns: &Ns, mailpit: &Mailpit) -> anyhow::Result<()> {
+    chaos(mailpit, json!({"Recipient": {"ErrorCode": 451, "Probability": 100}})).await?;
+    let address = email("outage", ns);
+    ns.apply(user_manifest("outage", json!({"email": address}), json!({}))).await?;
+    let invites = ns.api::<UserInvite>();
+    let failing = wait_for(&invites, "outage-invite", "told delivery failed", |i| {
+        delivered(i) == ("False", "SmtpUnavailable".into())
+    })
+    .await?;
+    ensure!(phase_of(&failing) == "Pending", "{:?}", failing.status);
+    let user = ns.raw::<User>().get("outage").await?;
+    ensure!(phase(&user) == "NEW", "the user is not NEW while delivery fails: {}", user.data["status"]);
+
+    chaos(mailpit, json!({"Recipient": {"ErrorCode": 451, "Probability": 0}})).await?;
+    let sent = wait_for(&invites, "outage-invite", "Sent", |i| phase_of(i) == "Sent").await?;
+    let attempts = sent.status.and_then(|s| s.delivery_attempts).unwrap_or_default();
+    ensure!(attempts >= 2, "delivered without a retry ({attempts} attempts)");
+    let received = messages_at(&mailpit.api_url, &address).await?.len();
+    ensure!(received == 1, "expected exactly one message after the outage, found {received}");
+    wait_for(&ns.raw::<User>(), "outage", "PENDING", |u| phase(u) == "PENDING").await?;
+    Ok(())
+}
+
+/// A 5xx reply: Failed, Stalled with the reply, not retried; the user stays NEW.
+async fn smtp_refusal(ns: &Ns, mailpit: &Mailpit) -> anyhow::Result<()> {
+    chaos(mailpit, json!({"Recipient": {"ErrorCode": 550, "Probability": 100}})).await?;
+    let address = email("refused", ns);
+    ns.apply(user_manifest("refused", json!({"email": address}), json!({}))).await?;
+    let invites = ns.raw::<UserInvite>();
+    let failed =
+        wait_for(&invites, "refused-invite", "Failed", |i| i.data["status"]["phase"] == "Failed").await?;
+    chaos(mailpit, json!({"Recipient": {"ErrorCode": 550, "Probability": 0}})).await?;
+    let stalled = condition(&failed, "Stalled");
+    ensure!(stalled["status"] == "True" && stalled["reason"] == "SmtpRejected", "{stalled}");
+    let message = condition(&failed, "Delivered")["message"].as_str().unwrap_or_default().to_owned();
+    ensure!(message.contains("550"), "the condition does not carry the SMTP reply: {message}");
+    ensure!(!message.contains(crate::harness::SMTP_PASSWORD), "the SMTP password is in the status");
+    ensure!(failed.data["status"]["deliveryAttempts"] == 1, "{}", failed.data["status"]);
+    let user = ns.raw::<User>().get("refused").await?;
+    ensure!(phase(&user) == "NEW", "{}", user.data["status"]);
+    Ok(())
+}
+
+/// A template that does not parse: Pending, Stalled (TemplateInvalid) naming the template;
+/// fixed in the ConfigMap → delivered with the override, no restart.
+async fn broken_templates(ns: &Ns, mailpit: &Mailpit, templates: &Api<ConfigMap>) -> anyhow::Result<()> {
+    let mut broken = french();
+    broken["invitation.fr.subject.txt"] = json!("Bienvenue chez {{ org ");
+    set_templates(templates, broken).await?;
+    let address = email("francoise", ns);
+    ns.apply(user_manifest("francoise", json!({"email": address, "locale": "fr-CA"}), json!({}))).await?;
+    let invites = ns.raw::<UserInvite>();
+    let stuck = wait_for(&invites, "francoise-invite", "stalled on the template", |i| {
+        condition(i, "Stalled")["reason"] == "TemplateInvalid"
+    })
+    .await?;
+    let message = condition(&stuck, "Delivered")["message"].as_str().unwrap_or_default().to_owned();
+    ensure!(message.contains("invitation.fr.subject.txt"), "the broken template is not named: {message}");
+    ensure!(messages_at(&mailpit.api_url, &address).await?.is_empty(), "sent despite broken templates");
+
+    set_templates(templates, french()).await?;
+    wait_for(&invites, "francoise-invite", "Sent", |i| i.data["status"]["phase"] == "Sent").await?;
+    let messages = messages_at(&mailpit.api_url, &address).await?;
+    ensure!(messages.len() == 1, "expected one message, found {}", messages.len());
+    let subject = messages[0]["Subject"].as_str().unwrap_or_default();
+    ensure!(subject == "Bienvenue chez Example Corp", "the override was not used: {subject}");
+    Ok(())
+}
+
+/// French invitation templates, a language roster does not ship.
+fn french() -> serde_json::Value {
+    json!({
+        "invitation.fr.subject.txt": "Bienvenue chez {{ org }}",
+        "invitation.fr.body.txt": "Bonjour {{ name }}, votre lien : {{ link }} (valable jusqu'au {{ expires }})",
+        "invitation.fr.body.html": "<p>Bonjour {{ name }}, <a href=\"{{ link }}\">votre lien</a></p>",
+    })
+}
+
+async fn set_templates(api: &Api<ConfigMap>, data: serde_json::Value) -> anyhow::Result<()> {
+    let map = json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": TEMPLATES}, "data": data});
+    api.patch(TEMPLATES, &PatchParams::apply("e2e").force(), &Patch::Apply(&map)).await?;
+    Ok(())
+}
+
+/// Status and reason of an invite's `Delivered` condition.
+fn delivered(invite: &UserInvite) -> (&str, String) {
+    let found = invite.status.as_ref().and_then(|s| s.conditions.iter().find(|c| c.type_ == "Delivered"));
+    found.map_or(("", String::new()), |c| (c.status.as_str(), c.reason.clone()))
+}
