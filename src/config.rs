@@ -21,6 +21,20 @@ pub struct RunConfig {
     #[arg(long, env = "ROSTER_METRICS_ADDR", default_value = "0.0.0.0:8080")]
     pub metrics_addr: SocketAddr,
 
+    /// Address of the self-service portal (HTML pages and the JSON API).
+    #[arg(long, env = "ROSTER_PORTAL_ADDR", default_value = "0.0.0.0:8081")]
+    pub portal_addr: SocketAddr,
+
+    /// Requests per minute one client address may make to the portal (bursts up to the
+    /// same number); more are answered 429.
+    #[arg(long, env = "ROSTER_PORTAL_RATE_LIMIT", default_value_t = 60, value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
+    pub portal_rate_limit: u32,
+
+    /// Take the client address from the last `X-Forwarded-For` entry (set this only behind
+    /// an Ingress or proxy that sets it; otherwise clients could choose their own address).
+    #[arg(long, env = "ROSTER_PORTAL_TRUST_FORWARDED_FOR")]
+    pub portal_trust_forwarded_for: bool,
+
     /// Watch only this namespace (default: all namespaces).
     #[arg(long, env = "ROSTER_WATCH_NAMESPACE")]
     pub watch_namespace: Option<String>,
@@ -67,7 +81,8 @@ pub struct RunConfig {
     #[arg(long, env = "ROSTER_TEMPLATES_CONFIGMAP")]
     pub templates_configmap: Option<ObjectName>,
 
-    /// Public base URL of the portal; links are `<portal-url>/invite/<token>`.
+    /// Public base URL of the portal, as people reach it; links are
+    /// `<portal-url>/invite/<token>`.
     #[arg(long, env = "ROSTER_PORTAL_URL", default_value = "http://localhost:8081")]
     pub portal_url: String,
 

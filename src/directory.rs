@@ -47,6 +47,34 @@ impl Entry {
     }
 }
 
+/// Which identifier a sign-in names.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Identifier<'a> {
+    /// An email address, any case.
+    Email(&'a str),
+    /// A username, any case.
+    Username(&'a str),
+}
+
+/// The index in `entries` of the User that holds `identifier`: of those that have it, the
+/// one the directory gives it to (the oldest).
+pub fn holder(entries: &[Entry], identifier: Identifier<'_>) -> Option<usize> {
+    let wanted = match identifier {
+        Identifier::Email(v) | Identifier::Username(v) => v.trim().to_lowercase(),
+    };
+    let has = |entry: &Entry| match identifier {
+        Identifier::Email(_) => entry.email == wanted,
+        Identifier::Username(_) => entry.username == wanted,
+    };
+    let mut found: Option<usize> = None;
+    for (index, entry) in entries.iter().enumerate() {
+        if has(entry) && found.is_none_or(|f| entry.precedes(&entries[f])) {
+            found = Some(index);
+        }
+    }
+    found
+}
+
 /// Remembers each User's last identifiers, so that a change of email or username also
 /// reaches the Users that shared the *old* one (a User blocked by it is freed).
 #[derive(Debug, Default)]
@@ -138,6 +166,19 @@ mod tests {
         let all = [old.clone(), new.clone()];
         assert_eq!(conflict(&old, &all, &[]), None);
         assert_eq!(conflict(&new, &all, &[]), Some(Conflict::DuplicateEmail { holder: "a/jane".into() }));
+    }
+
+    #[test]
+    fn a_sign_in_finds_the_holder_of_its_identifier() {
+        let all = [
+            entry("b/jane2", 20, "jane@example.com", "jane2"),
+            entry("a/jane", 10, "jane@example.com", "jane"),
+            entry("c/joe", 5, "joe@example.com", "joe"),
+        ];
+        assert_eq!(holder(&all, Identifier::Email(" JANE@example.com")), Some(1));
+        assert_eq!(holder(&all, Identifier::Username("Jane2")), Some(0));
+        assert_eq!(holder(&all, Identifier::Username("jane@example.com")), None);
+        assert_eq!(holder(&all, Identifier::Email("nobody@example.com")), None);
     }
 
     #[test]

@@ -11,6 +11,7 @@
 //! - [`config`]: the settings `roster run` takes, as flags with environment fallbacks.
 //! - [`telemetry`]: logs and Prometheus metrics.
 //! - [`health`]: the metrics port (`/healthz`, `/readyz`, `/metrics`).
+//! - [`portal`]: the self-service portal (onboarding pages, the JSON API, sign-in).
 //!
 //! Errors are one [`Error`] enum; every failure path in a reconcile ends in it.
 #![forbid(unsafe_code)]
@@ -23,6 +24,7 @@ pub mod directory;
 pub mod health;
 pub mod lifecycle;
 pub mod mail;
+pub mod portal;
 pub mod telemetry;
 
 mod error;

@@ -1,5 +1,5 @@
-//! The `roster` binary: wiring only. `roster run` starts the controllers and the metrics
-//! port; `roster crd` prints the CRDs.
+//! The `roster` binary: wiring only. `roster run` starts the controllers, the portal and
+//! the metrics port; `roster crd` prints the CRDs.
 
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -9,6 +9,7 @@ use roster::config::RunConfig;
 use roster::credentials::PasswordHasher;
 use roster::health::{self, Readiness};
 use roster::mail::Templates;
+use roster::portal::{self, Portal, guard::RateLimiter};
 use roster::telemetry::{self, Metrics};
 use roster::{Error, api, controller};
 use tokio::signal::unix::{SignalKind, signal};
@@ -24,7 +25,7 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Run the controllers and the metrics port until SIGTERM or SIGINT.
+    /// Run the controllers, the portal and the metrics port until SIGTERM or SIGINT.
     Run(Box<RunConfig>),
     /// Print the CustomResourceDefinitions as YAML (what `crds/roster.yaml` holds).
     Crd,
@@ -69,17 +70,38 @@ async fn run(config: RunConfig) -> roster::Result<()> {
         on_signal.cancel();
     });
 
+    let watches = controller::Watches::new(&client, config.watch_namespace.as_deref());
+    let portal = Arc::new(
+        Portal::new(
+            client.clone(),
+            watches.caches(),
+            hasher,
+            config.password_policy(),
+            metrics.clone(),
+            config.org_name.clone(),
+            config.lockout_threshold,
+            &config.portal_url,
+        )
+        .await?,
+    );
+    let limiter = Arc::new(RateLimiter::new(config.portal_rate_limit, config.portal_trust_forwarded_for));
+
     let server = async {
         let served =
             health::serve(config.metrics_addr, metrics.clone(), readiness.clone(), shutdown.clone()).await;
         shutdown.cancel();
         served
     };
+    let portal_server = async {
+        let served = portal::serve(config.portal_addr, portal, limiter, shutdown.clone()).await;
+        shutdown.cancel();
+        served
+    };
     let controllers = async {
         controller::run(
             client.clone(),
+            watches,
             &config,
-            hasher,
             templates,
             metrics.clone(),
             readiness.clone(),
@@ -89,5 +111,5 @@ async fn run(config: RunConfig) -> roster::Result<()> {
         shutdown.cancel();
         Ok(())
     };
-    tokio::try_join!(server, controllers).map(drop)
+    tokio::try_join!(server, portal_server, controllers).map(drop)
 }

@@ -41,10 +41,18 @@ struct DeliveryLabels {
     outcome: &'static str,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct LoginLabels {
+    outcome: &'static str,
+}
+
 /// Reconcile counters and durations, per controller; failures by error kind; deliveries by
-/// outcome.
+/// outcome; the portal's sign-ins by outcome, lockouts and completed onboardings.
 pub struct Metrics {
     registry: Registry,
+    logins: Family<LoginLabels, Counter>,
+    lockouts: Counter,
+    onboardings: Counter,
     deliveries: Family<DeliveryLabels, Counter>,
     reconciles: Family<ControllerLabels, Counter>,
     failures: Family<FailureLabels, Counter>,
@@ -71,12 +79,22 @@ impl Default for Metrics {
             duration.clone(),
         );
         let deliveries = Family::<DeliveryLabels, Counter>::default();
+        registry.register("invite_deliveries", "Invitation deliveries by outcome", deliveries.clone());
+        let logins = Family::<LoginLabels, Counter>::default();
         registry.register(
-            "invite_deliveries",
-            "Invitation deliveries by outcome: sent (email), link, unavailable, rejected, invalid",
-            deliveries.clone(),
+            "portal_logins",
+            "Sign-ins through the portal by outcome: success, denied, inactive",
+            logins.clone(),
         );
-        Self { registry, deliveries, reconciles, failures, duration }
+        let lockouts = Counter::default();
+        registry.register("portal_lockouts", "Users locked out by failed sign-ins", lockouts.clone());
+        let onboardings = Counter::default();
+        registry.register(
+            "portal_onboardings_completed",
+            "Onboardings completed in the portal",
+            onboardings.clone(),
+        );
+        Self { registry, logins, lockouts, onboardings, deliveries, reconciles, failures, duration }
     }
 }
 
@@ -96,6 +114,21 @@ impl Metrics {
     /// Counts one invitation delivery attempt by `outcome`.
     pub fn email(&self, outcome: &'static str) {
         self.deliveries.get_or_create(&DeliveryLabels { outcome }).inc();
+    }
+
+    /// Counts one sign-in by `outcome`.
+    pub fn login(&self, outcome: &'static str) {
+        self.logins.get_or_create(&LoginLabels { outcome }).inc();
+    }
+
+    /// Counts one lockout.
+    pub fn lockout(&self) {
+        self.lockouts.inc();
+    }
+
+    /// Counts one completed onboarding.
+    pub fn onboarding_completed(&self) {
+        self.onboardings.inc();
     }
 
     /// Every metric in the Prometheus text format.

@@ -108,6 +108,11 @@ pub struct Caches {
 }
 
 impl Caches {
+    /// Whether every cache holds its initial list, now.
+    pub fn is_ready(&self) -> bool {
+        self.ready.iter().all(|signal| *signal.borrow())
+    }
+
     /// Waits until every cache has its initial list; instant afterwards. `false` if a
     /// cache's watch is gone (the process is stopping).
     pub async fn ready(&self) -> bool {
@@ -121,11 +126,11 @@ impl Caches {
 }
 
 impl Caches {
-    /// The UserInvites that refer to `user`.
-    pub fn invites_of(&self, user: &crate::api::User) -> Vec<Arc<crate::api::UserInvite>> {
-        let (namespace, name) = (user.namespace(), user.name_any());
-        self.invites
-            .state_filter(|invite| invite.namespace() == namespace && invite.spec.user_ref.name == name)
+    /// The UserInvites that refer to the User `name` in `namespace`.
+    pub fn invites_of(&self, namespace: &str, name: &str) -> Vec<Arc<crate::api::UserInvite>> {
+        self.invites.state_filter(|invite| {
+            invite.namespace().as_deref() == Some(namespace) && invite.spec.user_ref.name == name
+        })
     }
 }
 

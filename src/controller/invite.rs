@@ -22,33 +22,21 @@ use kube::runtime::reflector::ObjectRef;
 use kube::{Resource, ResourceExt};
 use tracing::instrument;
 
+use super::names::{
+    INVITE_LABEL, INVITE_LINK_TYPE, INVITE_TOKEN_TYPE, LINK_URL, RETIRED_HASHES, TOKEN_EXPIRES_AT,
+    TOKEN_HASH, TOKEN_ISSUANCE, credentials_secret_name, link_secret_name, token_secret_name,
+};
 use super::{Context, FIELD_MANAGER, SetupError, apply_status, cache, now, owned_meta, publish, requeue_at};
 use crate::api::conditions::{self, Desired, reasons, status, types};
 use crate::api::{
     Delivery, InvitePhase, LocalObjectReference, User, UserInvite, UserInviteStatus, UserState,
 };
-use crate::credentials::Token;
+use crate::credentials::{CredentialFacts, Token};
 use crate::mail::{Invitation, SendError};
 use crate::{Error, Result};
 
-/// Key of the token's SHA-256 in `<invite>-token`.
-pub const TOKEN_HASH: &str = "tokenHash";
-/// Key of the issuance (`spec.resend`) the token belongs to.
-pub const TOKEN_ISSUANCE: &str = "issuance";
-/// Key of the token's expiry (RFC 3339).
-pub const TOKEN_EXPIRES_AT: &str = "expiresAt";
-/// Key of the link in `<invite>-link`.
-pub const LINK_URL: &str = "url";
-
-/// Name of an invite's token Secret.
-pub fn token_secret_name(invite: &str) -> String {
-    format!("{invite}-token")
-}
-
-/// Name of an invite's admin-only link Secret.
-pub fn link_secret_name(invite: &str) -> String {
-    format!("{invite}-link")
-}
+/// How many earlier token hashes an invite remembers.
+const RETIRED_KEPT: usize = 8;
 
 /// What the reconciler does next.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -66,6 +54,8 @@ pub(super) enum Step {
     Expire,
     /// The link must stop working: the user is deactivated.
     Revoke,
+    /// The person completed onboarding with the current link, at this time.
+    Accept(Timestamp),
     /// The user does not exist.
     UserMissing,
 }
@@ -80,16 +70,18 @@ pub(super) fn delivery_backoff(attempts: u32) -> SignedDuration {
     SignedDuration::from_secs(seconds.min(600))
 }
 
-/// Decides the next step from the user's state, the invite's spec and status, and now.
+/// Decides the next step from the user's state, the invite's spec and status, when the
+/// person completed onboarding with the current link (if they did), and now.
 pub(super) fn decide(
     user_state: Option<UserState>,
     resend: u32,
     status: &UserInviteStatus,
+    accepted_at: Option<Timestamp>,
     now: Timestamp,
 ) -> Step {
     let new_issuance = status.observed_resend.is_none_or(|observed| resend > observed);
     let issued = status.observed_resend.is_some();
-    let revoked = status.phase == Some(InvitePhase::Revoked);
+    let revoked = matches!(status.phase, Some(InvitePhase::Revoked | InvitePhase::Accepted));
     match user_state {
         // A link already issued for a user that is gone must stop working; an invite made
         // before its user (e.g. applied together) waits for it.
@@ -106,6 +98,7 @@ pub(super) fn decide(
     }
     let attempts = status.delivery_attempts.unwrap_or(0);
     match status.phase {
+        Some(InvitePhase::Sent) if let Some(at) = accepted_at => Step::Accept(at),
         Some(InvitePhase::Sent) => match status.expires_at.as_ref().map(|t| t.0) {
             Some(expiry) if now >= expiry => Step::Expire,
             expiry => Step::Wait(expiry),
@@ -188,7 +181,8 @@ pub(super) async fn reconcile(invite: Arc<UserInvite>, ctx: Arc<Context>) -> Res
     let user = ctx.caches.users.get(&ObjectRef::<User>::new(&invite.spec.user_ref.name).within(&namespace));
     let previous = invite.status.clone().unwrap_or_default();
     let now = now();
-    let step = decide(user.as_ref().map(|u| u.spec.state), invite.spec.resend, &previous, now.0);
+    let accepted_at = accepted_at(&ctx, &invite);
+    let step = decide(user.as_ref().map(|u| u.spec.state), invite.spec.resend, &previous, accepted_at, now.0);
     let mut status = UserInviteStatus { observed_generation: invite.metadata.generation, ..previous.clone() };
     let mut requeue = None;
     let delivered_now = |reason, message: &str| cond(types::DELIVERED, status::TRUE, reason, message);
@@ -210,6 +204,16 @@ pub(super) async fn reconcile(invite: Arc<UserInvite>, ctx: Arc<Context>) -> Res
             conditions_for(
                 InvitePhase::Revoked,
                 cond(types::DELIVERED, status::FALSE, reasons::REVOKED, "the link was revoked"),
+                None,
+            )
+        }
+        Step::Accept(at) => {
+            withdraw_link(&ctx, &invite).await?;
+            status.phase = Some(InvitePhase::Accepted);
+            status.accepted_at = Some(Time(at));
+            conditions_for(
+                InvitePhase::Accepted,
+                delivered_now(reasons::ACCEPTED, "the link was delivered and used"),
                 None,
             )
         }
@@ -246,7 +250,7 @@ pub(super) async fn reconcile(invite: Arc<UserInvite>, ctx: Arc<Context>) -> Res
             })?;
             let fresh_status = fresh.status.clone().unwrap_or_default();
             let Step::Deliver { issuance, attempts } =
-                decide(Some(user.spec.state), fresh.spec.resend, &fresh_status, now.0)
+                decide(Some(user.spec.state), fresh.spec.resend, &fresh_status, accepted_at, now.0)
             else {
                 return Ok(Action::requeue(Duration::from_secs(1)));
             };
@@ -326,15 +330,18 @@ async fn deliver(
         return Ok(None);
     }
     let token = Token::generate()?;
+    let namespace = invite.namespace().unwrap_or_default();
+    let previous = ctx.caches.secrets.get(&ObjectRef::new(&token_secret_name(&name)).within(&namespace));
     apply_secret(
         ctx,
         invite,
         &token_secret_name(&name),
-        "roster.dev/invite-token",
+        INVITE_TOKEN_TYPE,
         BTreeMap::from([
             (TOKEN_HASH.to_owned(), token.hash()),
             (TOKEN_ISSUANCE.to_owned(), issuance.to_string()),
             (TOKEN_EXPIRES_AT.to_owned(), expires.to_string()),
+            (RETIRED_HASHES.to_owned(), retire(previous.as_deref())),
         ]),
     )
     .await?;
@@ -346,7 +353,7 @@ async fn deliver(
                 ctx,
                 invite,
                 &link_secret_name(&name),
-                "roster.dev/invite-link",
+                INVITE_LINK_TYPE,
                 BTreeMap::from([(LINK_URL.to_owned(), link)]),
             )
             .await?;
@@ -503,7 +510,7 @@ async fn apply_secret(
 ) -> Result<()> {
     let namespace = invite.namespace().unwrap_or_default();
     let secret = Secret {
-        metadata: owned_meta(invite, name, ("roster.dev/invite", invite.name_any()))?,
+        metadata: owned_meta(invite, name, (INVITE_LABEL, invite.name_any()))?,
         type_: Some(type_.to_owned()),
         data: Some(data.into_iter().map(|(k, v)| (k, ByteString(v.into_bytes()))).collect()),
         ..Default::default()
@@ -520,25 +527,61 @@ async fn apply_secret(
         })
 }
 
-/// Deletes the token and link Secrets: the link stops working at once.
+/// The retired hashes after the token in `previous` (the token Secret as it was) is
+/// replaced: its list plus its current hash, the oldest dropped beyond [`RETIRED_KEPT`].
+fn retire(previous: Option<&Secret>) -> String {
+    let data = previous.and_then(|s| s.data.as_ref());
+    let text = |key: &str| {
+        data.and_then(|d| d.get(key))
+            .and_then(|v| std::str::from_utf8(&v.0).ok())
+            .unwrap_or_default()
+            .to_owned()
+    };
+    let retired = text(RETIRED_HASHES);
+    let current = text(TOKEN_HASH);
+    let mut hashes: Vec<&str> = retired.split_whitespace().chain(current.split_whitespace()).collect();
+    let excess = hashes.len().saturating_sub(RETIRED_KEPT);
+    hashes.drain(..excess);
+    hashes.join(" ")
+}
+
+/// Deletes the admin's link Secret: the plaintext link is no longer needed. The token's hash
+/// stays, so that the portal can tell a spent link (410, by the invite's phase) from an
+/// unknown one (404).
 async fn withdraw_link(ctx: &Context, invite: &UserInvite) -> Result<()> {
     let namespace = invite.namespace().unwrap_or_default();
-    let api = Api::<Secret>::namespaced(ctx.client.clone(), &namespace);
-    for name in [token_secret_name(&invite.name_any()), link_secret_name(&invite.name_any())] {
-        match api.delete(&name, &DeleteParams::default()).await {
-            Ok(_) => {}
-            Err(kube::Error::Api(status)) if status.code == 404 => {}
-            Err(source) => {
-                return Err(Error::Kube {
-                    action: "deleting",
-                    kind: "Secret".into(),
-                    object: format!("{namespace}/{name}"),
-                    source: Box::new(source),
-                });
-            }
-        }
+    let name = link_secret_name(&invite.name_any());
+    match Api::<Secret>::namespaced(ctx.client.clone(), &namespace)
+        .delete(&name, &DeleteParams::default())
+        .await
+    {
+        Ok(_) => Ok(()),
+        Err(kube::Error::Api(status)) if status.code == 404 => Ok(()),
+        Err(source) => Err(Error::Kube {
+            action: "deleting",
+            kind: "Secret".into(),
+            object: format!("{namespace}/{name}"),
+            source: Box::new(source),
+        }),
     }
-    Ok(())
+}
+
+/// When the person completed onboarding with the invite's current token, as the user's
+/// credentials Secret records it (the portal writes it there).
+fn accepted_at(ctx: &Context, invite: &UserInvite) -> Option<Timestamp> {
+    let namespace = invite.namespace().unwrap_or_default();
+    let read = |name: String| ctx.caches.secrets.get(&ObjectRef::new(&name).within(&namespace));
+    let token = read(token_secret_name(&invite.name_any()))?;
+    let credentials = read(credentials_secret_name(&invite.spec.user_ref.name))?;
+    let empty = BTreeMap::new();
+    let value = |secret: &Secret, key: &str| {
+        secret.data.as_ref().unwrap_or(&empty).get(key).and_then(|v| String::from_utf8(v.0.clone()).ok())
+    };
+    let onboarding = CredentialFacts::from_data(credentials.data.as_ref().unwrap_or(&empty));
+    let current = value(&token, TOKEN_HASH)?;
+    (onboarding.onboarding_token.as_deref() == Some(current.as_str()))
+        .then_some(onboarding.onboarding_completed_at)
+        .flatten()
 }
 
 #[cfg(test)]
@@ -681,17 +724,51 @@ mod tests {
             ),
         ];
         for (name, user, resend, status, expected) in cases {
-            assert_eq!(decide(user, resend, &status, at(100)), expected, "{name}");
+            assert_eq!(decide(user, resend, &status, None, at(100)), expected, "{name}");
         }
+    }
+
+    #[test]
+    fn onboarding_with_the_current_link_accepts_the_invite() {
+        let sent = status(Some(InvitePhase::Sent), Some(0), 1, Some(10), Some(500));
+        let active = Some(UserState::Active);
+        assert_eq!(decide(active, 0, &sent, Some(at(50)), at(100)), Step::Accept(at(50)));
+        let expired_meanwhile = status(Some(InvitePhase::Sent), Some(0), 1, Some(10), Some(90));
+        assert_eq!(decide(active, 0, &expired_meanwhile, Some(at(50)), at(100)), Step::Accept(at(50)));
+        let accepted = status(Some(InvitePhase::Accepted), Some(0), 1, Some(10), Some(500));
+        assert_eq!(decide(active, 0, &accepted, Some(at(50)), at(100)), Step::Wait(None));
+        assert_eq!(decide(Some(UserState::Inactive), 0, &accepted, Some(at(50)), at(100)), Step::Wait(None));
+        assert_eq!(
+            decide(active, 1, &accepted, Some(at(50)), at(100)),
+            Step::Deliver { issuance: 1, attempts: 0 },
+            "a resend after acceptance issues anew"
+        );
+    }
+
+    #[test]
+    fn replaced_tokens_are_remembered_newest_last_and_bounded() {
+        let secret = |current: &str, retired: &str| Secret {
+            data: Some(BTreeMap::from([
+                (TOKEN_HASH.to_owned(), ByteString(current.as_bytes().to_vec())),
+                (RETIRED_HASHES.to_owned(), ByteString(retired.as_bytes().to_vec())),
+            ])),
+            ..Default::default()
+        };
+        assert_eq!(retire(None), "");
+        assert_eq!(retire(Some(&secret("b", "a"))), "a b");
+        let full = (0..RETIRED_KEPT).map(|i| i.to_string()).collect::<Vec<_>>().join(" ");
+        let kept = retire(Some(&secret("new", &full)));
+        assert_eq!(kept.split(' ').count(), RETIRED_KEPT);
+        assert!(kept.ends_with(" new") && !kept.starts_with("0 "), "{kept}");
     }
 
     #[test]
     fn an_attempt_without_a_result_is_not_repeated_at_once() {
         let mut in_flight = status(Some(InvitePhase::Pending), Some(0), 1, Some(99), None);
         in_flight.conditions[0].status = status::UNKNOWN.into();
-        assert_eq!(decide(Some(UserState::Active), 0, &in_flight, at(100)), Step::Wait(Some(at(159))));
+        assert_eq!(decide(Some(UserState::Active), 0, &in_flight, None, at(100)), Step::Wait(Some(at(159))));
         assert_eq!(
-            decide(Some(UserState::Active), 0, &in_flight, at(160)),
+            decide(Some(UserState::Active), 0, &in_flight, None, at(160)),
             Step::Deliver { issuance: 0, attempts: 1 }
         );
     }

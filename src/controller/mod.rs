@@ -6,6 +6,7 @@ mod cache;
 mod invite;
 mod mail_setup;
 mod mfa_reset;
+pub mod names;
 mod user;
 
 use std::collections::{BTreeMap, HashMap};
@@ -35,7 +36,6 @@ pub use mail_setup::{MailSetup, SetupError};
 use crate::api::conditions::{self, Desired, reasons, status, types};
 use crate::api::{MfaReset, User, UserInvite};
 use crate::config::RunConfig;
-use crate::credentials::PasswordHasher;
 use crate::directory::{Entry, Identities};
 use crate::health::Readiness;
 use crate::mail::Templates;
@@ -74,44 +74,64 @@ pub struct Context {
     pub recorder: Recorder,
     /// What the reconcilers act on.
     pub settings: Settings,
-    /// Hashes and verifies passwords, at most about one per core at a time.
-    pub hasher: PasswordHasher,
     /// SMTP transport and email templates, as the cluster says now.
     pub mail: MailSetup,
     backoff: Backoff,
 }
 
-/// Runs the three controllers until `shutdown` is cancelled, then lets in-flight reconciles
-/// finish. Marks `readiness` once every watch cache has synced.
+/// The watches of the four kinds roster reads; their caches serve the reconcilers and the
+/// portal alike.
+pub struct Watches {
+    users: Informer<User>,
+    invites: Informer<UserInvite>,
+    resets: Informer<MfaReset>,
+    secrets: Informer<Secret>,
+}
+
+impl Watches {
+    /// Watches of every namespace, or of `namespace` only; nothing runs until [`run`].
+    pub fn new(client: &Client, namespace: Option<&str>) -> Self {
+        Self {
+            users: Informer::new(api(client, namespace), watcher::Config::default()),
+            invites: Informer::new(api(client, namespace), watcher::Config::default()),
+            resets: Informer::new(api(client, namespace), watcher::Config::default()),
+            secrets: Informer::new(
+                api(client, namespace),
+                watcher::Config::default().labels(&format!("{MANAGED_BY_LABEL}={MANAGED_BY}")),
+            ),
+        }
+    }
+
+    /// Readers of the caches the watches fill.
+    pub fn caches(&self) -> Caches {
+        Caches {
+            ready: vec![
+                self.users.ready_signal(),
+                self.invites.ready_signal(),
+                self.resets.ready_signal(),
+                self.secrets.ready_signal(),
+            ],
+            users: self.users.store(),
+            invites: self.invites.store(),
+            resets: self.resets.store(),
+            secrets: self.secrets.store(),
+        }
+    }
+}
+
+/// Runs the watches and the three controllers until `shutdown` is cancelled, then lets
+/// in-flight reconciles finish. Marks `readiness` once every watch cache has synced.
 pub async fn run(
     client: Client,
+    watches: Watches,
     config: &RunConfig,
-    hasher: PasswordHasher,
     templates: Templates,
     metrics: Arc<Metrics>,
     readiness: Arc<Readiness>,
     shutdown: CancellationToken,
 ) {
-    let ns = config.watch_namespace.as_deref();
-    let mut users = Informer::<User>::new(api(&client, ns), watcher::Config::default());
-    let mut invites = Informer::<UserInvite>::new(api(&client, ns), watcher::Config::default());
-    let mut resets = Informer::<MfaReset>::new(api(&client, ns), watcher::Config::default());
-    let mut secrets = Informer::<Secret>::new(
-        api(&client, ns),
-        watcher::Config::default().labels(&format!("{MANAGED_BY_LABEL}={MANAGED_BY}")),
-    );
-    let caches = Caches {
-        ready: vec![
-            users.ready_signal(),
-            invites.ready_signal(),
-            resets.ready_signal(),
-            secrets.ready_signal(),
-        ],
-        users: users.store(),
-        invites: invites.store(),
-        resets: resets.store(),
-        secrets: secrets.store(),
-    };
+    let caches = watches.caches();
+    let Watches { mut users, mut invites, mut resets, mut secrets } = watches;
     let reporter = Reporter { controller: "roster".into(), instance: std::env::var("POD_NAME").ok() };
     let ctx = Arc::new(Context {
         client: client.clone(),
@@ -124,7 +144,6 @@ pub async fn run(
             portal_url: config.portal_url.clone(),
             org_name: config.org_name.clone(),
         },
-        hasher,
         mail: MailSetup::new(
             client.clone(),
             config.smtp_secret.clone(),
@@ -148,10 +167,18 @@ pub async fn run(
             let identities = Mutex::new(Identities::default());
             move |user: Arc<User>| directory_peers(&user_store, &identities, &user)
         });
-    let invite_caches = caches.clone();
+    let (of_user, of_credentials) = (caches.clone(), caches.clone());
     let invite_controller = Controller::for_shared_stream(invites.subscribe(), caches.invites.clone())
         .watches_shared_stream(users.subscribe(), move |user: Arc<User>| {
-            invite_caches.invites_of(&user).into_iter().map(|invite| ObjectRef::from_obj(invite.as_ref()))
+            let (namespace, name) = (user.namespace().unwrap_or_default(), user.name_any());
+            of_user.invites_of(&namespace, &name).into_iter().map(|i| ObjectRef::from_obj(i.as_ref()))
+        })
+        // The portal records onboarding progress in the user's credentials Secret.
+        .watches_shared_stream(secrets.subscribe(), move |secret: Arc<Secret>| {
+            let user = secret.labels().get(names::USER_LABEL).cloned();
+            let namespace = secret.namespace().unwrap_or_default();
+            let invites = user.map(|user| of_credentials.invites_of(&namespace, &user)).unwrap_or_default();
+            invites.into_iter().map(|i| ObjectRef::from_obj(i.as_ref()))
         });
     let reset_controller = Controller::for_shared_stream(resets.subscribe(), caches.resets.clone());
 

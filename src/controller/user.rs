@@ -16,6 +16,7 @@ use kube::runtime::reflector::ObjectRef;
 use kube::{Resource, ResourceExt};
 use tracing::instrument;
 
+use super::names::{CREDENTIALS_TYPE, USER_LABEL, auto_invite_name, credentials_secret_name};
 use super::{Context, apply_status, cache, create_if_absent, now, owned_meta, publish, requeue_at};
 use crate::api::conditions::{self, reasons, types};
 use crate::api::{
@@ -27,19 +28,6 @@ use crate::credentials::record::FAILED_LOGINS;
 use crate::directory::{self, Entry};
 use crate::lifecycle::{self, Blocker, InviteFact, UserFacts};
 use crate::{Error, Result};
-
-/// Label naming the User an object belongs to.
-const USER_LABEL: &str = "roster.dev/user";
-
-/// Name of a user's credentials Secret.
-pub fn credentials_secret_name(user: &str) -> String {
-    format!("{user}-credentials")
-}
-
-/// Name of the invite roster creates for a user with `invite.policy: Auto`.
-pub fn auto_invite_name(user: &str) -> String {
-    format!("{user}-invite")
-}
 
 #[instrument(skip_all, fields(user = %cache::key(user.as_ref())))]
 pub(super) async fn reconcile(user: Arc<User>, ctx: Arc<Context>) -> Result<Action> {
@@ -54,7 +42,8 @@ pub(super) async fn reconcile(user: Arc<User>, ctx: Arc<Context>) -> Result<Acti
     let secret_name = credentials_secret_name(&name);
     let secret = ctx.caches.secrets.get(&ObjectRef::new(&secret_name).within(&namespace));
     let owned = secret.as_ref().map(|s| is_controlled_by(s.as_ref(), user.as_ref()));
-    let invites: Vec<InviteFact> = ctx.caches.invites_of(&user).iter().map(|i| invite_fact(i)).collect();
+    let invites: Vec<InviteFact> =
+        ctx.caches.invites_of(&namespace, &name).iter().map(|i| invite_fact(i)).collect();
     let me = Entry::of(&user);
     let others: Vec<Entry> = ctx.caches.users.state().iter().map(|u| Entry::of(u)).collect();
     let blocker = directory::conflict(&me, &others, &ctx.settings.allowed_email_domains)
@@ -167,7 +156,7 @@ fn is_controlled_by(obj: &impl Resource, user: &User) -> bool {
 fn credentials_secret(user: &User, name: &str) -> Result<Secret> {
     Ok(Secret {
         metadata: owned_meta(user, name, (USER_LABEL, user.name_any()))?,
-        type_: Some("roster.dev/credentials".into()),
+        type_: Some(CREDENTIALS_TYPE.into()),
         data: Some(BTreeMap::new()),
         ..Default::default()
     })

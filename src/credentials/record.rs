@@ -22,9 +22,16 @@ pub const FAILED_LOGINS: &str = "failedLogins";
 pub const LAST_LOGIN_AT: &str = "lastLoginAt";
 /// Key of when the person proved their mailbox by using an emailed link (RFC 3339).
 pub const EMAIL_VERIFIED_AT: &str = "emailVerifiedAt";
+/// Key of a TOTP secret shown to the person but not yet confirmed with a code.
+pub const TOTP_PENDING: &str = "totpPending";
+/// Key of the SHA-256 of the invite token onboarding was started with: the link is in use.
+pub const ONBOARDING_TOKEN: &str = "onboardingToken";
+/// Key of when onboarding with that token was completed (RFC 3339): the link is spent.
+pub const ONBOARDING_COMPLETED_AT: &str = "onboardingCompletedAt";
 
-/// The facts a credentials Secret holds that decide a user's phase. No secret material:
-/// only whether it exists and when it was set.
+/// The facts a credentials Secret holds that decide a user's phase and its invite's. No
+/// secret material: only whether it exists and when it was set (and the hash of the invite
+/// token in use, which is no secret: the invite's token Secret holds it too).
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct CredentialFacts {
     /// When a password was set; `Some` also when the time is unreadable but a hash exists.
@@ -41,6 +48,10 @@ pub struct CredentialFacts {
     pub last_login_at: Option<Timestamp>,
     /// When the person proved their mailbox.
     pub email_verified_at: Option<Timestamp>,
+    /// The hash of the invite token onboarding was started with.
+    pub onboarding_token: Option<String>,
+    /// When onboarding with that token was completed.
+    pub onboarding_completed_at: Option<Timestamp>,
 }
 
 impl CredentialFacts {
@@ -59,6 +70,8 @@ impl CredentialFacts {
             failed_logins: text(FAILED_LOGINS).and_then(|v| v.parse().ok()).unwrap_or(0),
             last_login_at: time(LAST_LOGIN_AT),
             email_verified_at: time(EMAIL_VERIFIED_AT),
+            onboarding_token: text(ONBOARDING_TOKEN).filter(|v| !v.is_empty()).map(str::to_owned),
+            onboarding_completed_at: time(ONBOARDING_COMPLETED_AT),
         }
     }
 }

@@ -1,0 +1,45 @@
+//! The names roster gives the objects it creates, and the labels, types and keys in them:
+//! shared by the reconcilers that write them and the portal that reads them.
+
+/// Label naming the User an object belongs to.
+pub const USER_LABEL: &str = "roster.dev/user";
+/// Label naming the UserInvite a Secret belongs to.
+pub const INVITE_LABEL: &str = "roster.dev/invite";
+/// Type of a user's credentials Secret.
+pub const CREDENTIALS_TYPE: &str = "roster.dev/credentials";
+/// Type of an invite's token Secret.
+pub const INVITE_TOKEN_TYPE: &str = "roster.dev/invite-token";
+/// Type of an invite's admin-only link Secret.
+pub const INVITE_LINK_TYPE: &str = "roster.dev/invite-link";
+
+/// Key of the token's SHA-256 in `<invite>-token`.
+pub const TOKEN_HASH: &str = "tokenHash";
+/// Key of the issuance (`spec.resend`) the token belongs to.
+pub const TOKEN_ISSUANCE: &str = "issuance";
+/// Key of the token's expiry (RFC 3339).
+pub const TOKEN_EXPIRES_AT: &str = "expiresAt";
+/// Key of the hashes of the invite's earlier tokens, space-separated, newest last: the
+/// portal answers 410 (replaced), not 404, for those.
+pub const RETIRED_HASHES: &str = "retiredHashes";
+/// Key of the link in `<invite>-link`.
+pub const LINK_URL: &str = "url";
+
+/// Name of a user's credentials Secret.
+pub fn credentials_secret_name(user: &str) -> String {
+    format!("{user}-credentials")
+}
+
+/// Name of the invite roster creates for a user with `invite.policy: Auto`.
+pub fn auto_invite_name(user: &str) -> String {
+    format!("{user}-invite")
+}
+
+/// Name of an invite's token Secret.
+pub fn token_secret_name(invite: &str) -> String {
+    format!("{invite}-token")
+}
+
+/// Name of an invite's admin-only link Secret.
+pub fn link_secret_name(invite: &str) -> String {
+    format!("{invite}-link")
+}

@@ -1,0 +1,148 @@
+//! The portal's JSON API, for a company's own front end: the same steps as the pages.
+//! Bodies must be `application/json` (a browser will not send that cross-site without
+//! CORS, which the portal does not allow), errors are `{"error": code, "message": text}`.
+
+use std::sync::Arc;
+
+use axum::Json;
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use k8s_openapi::jiff::Timestamp;
+use serde::Deserialize;
+use serde_json::json;
+
+use super::links::{self, LinkProblem, Stage};
+use super::login::{LoginOutcome, LoginRequest};
+use super::onboarding::{self, StepError};
+use super::{Portal, login};
+
+/// `POST /api/v1/invites/{token}/accept`.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AcceptRequest {
+    /// The new password.
+    pub password: String,
+}
+
+/// `POST /api/v1/invites/{token}/totp`.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TotpRequest {
+    /// The code the authenticator app shows.
+    pub code: String,
+}
+
+fn problem(status: StatusCode, code: &str, message: impl Into<String>) -> Response {
+    (status, Json(json!({"error": code, "message": message.into()}))).into_response()
+}
+
+fn link_problem(problem_: LinkProblem) -> Response {
+    problem(problem_.status(), problem_.code(), problem_.message())
+}
+
+fn step_error(error: StepError) -> Response {
+    match error {
+        StepError::Link(p) => link_problem(p),
+        StepError::AlreadyDone => problem(StatusCode::CONFLICT, "passwordAlreadySet", error.to_string()),
+        StepError::PasswordFirst => problem(StatusCode::CONFLICT, "passwordNotSet", error.to_string()),
+        StepError::Policy(violation) => {
+            problem(StatusCode::UNPROCESSABLE_ENTITY, "passwordPolicy", format!("the password {violation}"))
+        }
+        StepError::Code(rejected) => {
+            problem(StatusCode::UNPROCESSABLE_ENTITY, "invalidCode", rejected.to_string())
+        }
+        StepError::Internal => problem(StatusCode::INTERNAL_SERVER_ERROR, "internal", error.to_string()),
+    }
+}
+
+/// `GET /api/v1/invites/{token}`: whether the link can be used, for whom, and the next step.
+pub async fn invite(State(portal): State<Arc<Portal>>, Path(token): Path<String>) -> Response {
+    let link = match links::open(&portal.caches, &token, Timestamp::now()) {
+        Ok(link) => link,
+        Err(problem_) => return link_problem(problem_),
+    };
+    let spec = &link.user.spec;
+    let (step, totp) = match &link.stage {
+        Stage::SetPassword => ("password", None),
+        Stage::EnrolTotp(secret) => match onboarding::offer(&portal, &link, secret) {
+            Ok(offer) => ("totp", Some(offer)),
+            Err(e) => return step_error(e),
+        },
+    };
+    Json(json!({
+        "valid": true,
+        "user": {"email": spec.email, "displayName": spec.display_name, "givenName": spec.given_name},
+        "expiresAt": link.expires_at.map(|t| t.to_string()),
+        "mfaRequired": spec.mfa.required,
+        "step": step,
+        "totp": totp,
+    }))
+    .into_response()
+}
+
+/// `POST /api/v1/invites/{token}/accept`: sets the password; answers the TOTP setup, or
+/// `ACTIVE` when the user needs no second factor.
+pub async fn accept(
+    State(portal): State<Arc<Portal>>,
+    Path(token): Path<String>,
+    Json(request): Json<AcceptRequest>,
+) -> Response {
+    let link = match links::open(&portal.caches, &token, Timestamp::now()) {
+        Ok(link) => link,
+        Err(problem_) => return link_problem(problem_),
+    };
+    match onboarding::set_password(&portal, &link, &request.password).await {
+        Ok(Some(offer)) => Json(json!({"totp": offer})).into_response(),
+        Ok(None) => Json(json!({"totp": null, "phase": "ACTIVE"})).into_response(),
+        Err(e) => step_error(e),
+    }
+}
+
+/// `POST /api/v1/invites/{token}/totp`: confirms the authenticator app; onboarding is done.
+pub async fn totp(
+    State(portal): State<Arc<Portal>>,
+    Path(token): Path<String>,
+    Json(request): Json<TotpRequest>,
+) -> Response {
+    let link = match links::open(&portal.caches, &token, Timestamp::now()) {
+        Ok(link) => link,
+        Err(problem_) => return link_problem(problem_),
+    };
+    match onboarding::confirm_totp(&portal, &link, &request.code).await {
+        Ok(()) => Json(json!({"phase": "ACTIVE"})).into_response(),
+        Err(e) => step_error(e),
+    }
+}
+
+/// `POST /api/v1/login`: 200 with the profile, 401 for any wrong credential, 403 when the
+/// account is deactivated or locked.
+pub async fn login(State(portal): State<Arc<Portal>>, Json(request): Json<LoginRequest>) -> Response {
+    if !portal.caches.is_ready() {
+        return link_problem(LinkProblem::Starting);
+    }
+    match login::login(&portal, &request).await {
+        Ok(LoginOutcome::Success(profile)) => Json(profile).into_response(),
+        Ok(LoginOutcome::Denied) => {
+            problem(StatusCode::UNAUTHORIZED, "invalidCredentials", "the sign-in details are not correct")
+        }
+        Ok(LoginOutcome::Inactive) => problem(
+            StatusCode::FORBIDDEN,
+            "accountInactive",
+            "this account is deactivated or locked; ask your administrator",
+        ),
+        Err(error) => {
+            tracing::error!(%error, "a sign-in could not be recorded");
+            problem(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "internal",
+                "something went wrong on our side; try again",
+            )
+        }
+    }
+}
+
+/// `GET /readyz`: 200 once the watch caches are filled.
+pub async fn readyz(State(portal): State<Arc<Portal>>) -> Response {
+    if portal.caches.is_ready() { "ready".into_response() } else { link_problem(LinkProblem::Starting) }
+}

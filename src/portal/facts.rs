@@ -1,0 +1,83 @@
+//! Writing the person's facts into their credentials Secret: read, decide, write with the
+//! resourceVersion read as precondition, and on a conflict read again and decide again —
+//! so that two sign-ins at once never lose a failed-login count and two people racing on
+//! one invite link cannot both win.
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::ByteString;
+use k8s_openapi::api::core::v1::Secret;
+use kube::api::{Api, Patch, PatchParams};
+use kube::{Client, ResourceExt};
+
+/// How often a write is retried after conflicts before giving up.
+const ATTEMPTS: usize = 8;
+
+/// Changes to a credentials Secret: a key set to a value, or removed (`None`).
+pub type Changes = BTreeMap<&'static str, Option<String>>;
+
+/// Why facts could not be written. Names the Secret, never a value.
+#[derive(Debug, thiserror::Error)]
+pub enum WriteError {
+    /// The API server refused or failed.
+    #[error("writing Secret {secret}: {source}")]
+    Kube {
+        /// `namespace/name`.
+        secret: String,
+        /// The client's error.
+        #[source]
+        source: Box<kube::Error>,
+    },
+    /// Every attempt met a newer version.
+    #[error("Secret {0} kept changing; gave up after {ATTEMPTS} attempts")]
+    Contended(String),
+}
+
+/// A value of a Secret's `data`, as text.
+pub fn text<'a>(secret: &'a Secret, key: &str) -> Option<&'a str> {
+    let value = secret.data.as_ref()?.get(key)?;
+    std::str::from_utf8(&value.0).ok().map(str::trim).filter(|v| !v.is_empty())
+}
+
+/// Applies `decide` to the Secret (starting from `cached`, the watch cache's copy, and
+/// re-reading it after a conflict) until its changes are written or it decides on none.
+/// Returns what `decide` returned the last time, with the changes it wrote.
+pub async fn update<T>(
+    client: &Client,
+    cached: &Secret,
+    mut decide: impl FnMut(&Secret) -> (T, Changes),
+) -> Result<T, WriteError> {
+    let namespace = cached.namespace().unwrap_or_default();
+    let name = cached.name_any();
+    let id = format!("{namespace}/{name}");
+    let api: Api<Secret> = Api::namespaced(client.clone(), &namespace);
+    let kube_error = |source| WriteError::Kube { secret: id.clone(), source: Box::new(source) };
+    let mut current = cached.clone();
+    for _ in 0..ATTEMPTS {
+        let (outcome, changes) = decide(&current);
+        if changes.is_empty() {
+            return Ok(outcome);
+        }
+        let data: serde_json::Map<String, serde_json::Value> = changes
+            .into_iter()
+            .map(|(key, value)| {
+                let value = value.map_or(serde_json::Value::Null, |v| {
+                    serde_json::to_value(ByteString(v.into_bytes())).unwrap_or_default()
+                });
+                (key.to_owned(), value)
+            })
+            .collect();
+        let patch = serde_json::json!({
+            "metadata": {"resourceVersion": current.resource_version()},
+            "data": data,
+        });
+        match api.patch(&name, &PatchParams::default(), &Patch::Merge(&patch)).await {
+            Ok(_) => return Ok(outcome),
+            Err(kube::Error::Api(status)) if status.code == 409 => {
+                current = api.get(&name).await.map_err(kube_error)?;
+            }
+            Err(other) => return Err(kube_error(other)),
+        }
+    }
+    Err(WriteError::Contended(id))
+}

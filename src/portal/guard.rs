@@ -1,0 +1,183 @@
+//! What protects every portal route: a rate limit per client address (429), security
+//! headers on every response, and the double-submit token that keeps other sites from
+//! posting the portal's forms.
+
+use std::net::{IpAddr, SocketAddr};
+use std::num::NonZeroU32;
+use std::sync::Arc;
+
+use axum::extract::{ConnectInfo, Request, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use governor::{DefaultKeyedRateLimiter, Quota};
+use subtle::ConstantTimeEq;
+
+/// The cookie that carries the form token; the form carries the same value.
+pub const FORM_COOKIE: &str = "roster_form";
+
+/// Requests per client address: a token bucket per address.
+pub struct RateLimiter {
+    limiter: DefaultKeyedRateLimiter<IpAddr>,
+    trust_forwarded_for: bool,
+}
+
+impl RateLimiter {
+    /// `per_minute` requests per minute per address, in bursts of up to as many. With
+    /// `trust_forwarded_for`, the address is the last `X-Forwarded-For` entry (the one the
+    /// proxy in front of roster added).
+    pub fn new(per_minute: u32, trust_forwarded_for: bool) -> Self {
+        let rate = NonZeroU32::new(per_minute).unwrap_or(NonZeroU32::MIN);
+        Self { limiter: DefaultKeyedRateLimiter::keyed(Quota::per_minute(rate)), trust_forwarded_for }
+    }
+
+    /// Drops the buckets of addresses that have been idle long enough to be full again, so
+    /// that memory follows the number of recent clients, not of all clients ever.
+    pub fn forget_idle(&self) {
+        self.limiter.retain_recent();
+        self.limiter.shrink_to_fit();
+    }
+
+    fn client(&self, peer: IpAddr, headers: &HeaderMap) -> IpAddr {
+        if !self.trust_forwarded_for {
+            return peer;
+        }
+        forwarded_for(headers).unwrap_or(peer)
+    }
+}
+
+/// The last address of the last `X-Forwarded-For` header.
+fn forwarded_for(headers: &HeaderMap) -> Option<IpAddr> {
+    let last = headers.get_all("x-forwarded-for").iter().next_back()?.to_str().ok()?;
+    last.rsplit(',').next()?.trim().parse().ok()
+}
+
+/// Answers 429 once a client address has used up its requests.
+pub async fn rate_limit(
+    State(limiter): State<Arc<RateLimiter>>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    request: Request,
+    next: Next,
+) -> Response {
+    let client = limiter.client(peer.ip(), request.headers());
+    match limiter.limiter.check_key(&client) {
+        Ok(()) => next.run(request).await,
+        Err(_) => {
+            let mut response =
+                (StatusCode::TOO_MANY_REQUESTS, "too many requests; try again in a minute\n").into_response();
+            response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from_static("60"));
+            response
+        }
+    }
+}
+
+/// Headers on every response: nothing is cached (pages show secrets, links carry tokens),
+/// nothing may frame the portal, no referrer leaks the token in the URL, and the content
+/// security policy allows only the portal's own stylesheet and inline QR images.
+pub async fn security_headers(request: Request, next: Next) -> Response {
+    let mut response = next.run(request).await;
+    let headers = response.headers_mut();
+    for (name, value) in [
+        (
+            header::CONTENT_SECURITY_POLICY,
+            "default-src 'none'; style-src 'self'; img-src 'self' data:; form-action 'self'; \
+             frame-ancestors 'none'; base-uri 'none'",
+        ),
+        (header::CACHE_CONTROL, "no-store"),
+        (header::X_FRAME_OPTIONS, "DENY"),
+        (header::REFERRER_POLICY, "no-referrer"),
+        (header::X_CONTENT_TYPE_OPTIONS, "nosniff"),
+    ] {
+        headers.insert(name, HeaderValue::from_static(value));
+    }
+    response
+}
+
+/// The form token of this browser: the cookie's, or a fresh one.
+pub fn form_token(headers: &HeaderMap) -> Result<String, crate::credentials::CredentialError> {
+    match cookie(headers, FORM_COOKIE) {
+        Some(value) if value.len() >= 32 => Ok(value),
+        _ => Ok(crate::credentials::Token::generate()?.expose().to_owned()),
+    }
+}
+
+/// The `Set-Cookie` value that hands `token` to the browser: `SameSite=Strict` and
+/// `HttpOnly`, `Secure` over HTTPS.
+pub fn form_cookie(token: &str, https: bool) -> String {
+    let secure = if https { "; Secure" } else { "" };
+    format!("{FORM_COOKIE}={token}; Path=/; HttpOnly; SameSite=Strict{secure}")
+}
+
+/// Whether a posted form carries the browser's own form token (compared in constant time).
+pub fn form_token_matches(headers: &HeaderMap, posted: &str) -> bool {
+    cookie(headers, FORM_COOKIE).is_some_and(|expected| {
+        !posted.is_empty() && bool::from(expected.as_bytes().ct_eq(posted.as_bytes()))
+    })
+}
+
+fn cookie(headers: &HeaderMap, name: &str) -> Option<String> {
+    headers
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .filter_map(|pair| pair.trim().split_once('='))
+        .find(|(key, _)| *key == name)
+        .map(|(_, value)| value.to_owned())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn headers(pairs: &[(&str, &str)]) -> HeaderMap {
+        let mut map = HeaderMap::new();
+        for (name, value) in pairs {
+            map.append(
+                axum::http::HeaderName::from_bytes(name.as_bytes()).unwrap(),
+                HeaderValue::from_str(value).unwrap(),
+            );
+        }
+        map
+    }
+
+    #[test]
+    fn the_client_is_the_peer_unless_the_proxy_is_trusted() {
+        let peer: IpAddr = "10.0.0.1".parse().unwrap();
+        let forwarded =
+            headers(&[("x-forwarded-for", "1.1.1.1"), ("x-forwarded-for", "6.6.6.6, 203.0.113.9")]);
+        assert_eq!(RateLimiter::new(1, false).client(peer, &forwarded), peer);
+        assert_eq!(
+            RateLimiter::new(1, true).client(peer, &forwarded),
+            "203.0.113.9".parse::<IpAddr>().unwrap()
+        );
+        assert_eq!(RateLimiter::new(1, true).client(peer, &headers(&[("x-forwarded-for", "junk")])), peer);
+    }
+
+    #[test]
+    fn a_bucket_empties_and_other_clients_are_unaffected() {
+        let limiter = RateLimiter::new(3, false);
+        let (a, b): (IpAddr, IpAddr) = ("192.0.2.1".parse().unwrap(), "192.0.2.2".parse().unwrap());
+        assert!((0..3).all(|_| limiter.limiter.check_key(&a).is_ok()));
+        assert!(limiter.limiter.check_key(&a).is_err());
+        assert!(limiter.limiter.check_key(&b).is_ok());
+    }
+
+    #[test]
+    fn a_form_token_must_match_the_cookie() {
+        let token = "t".repeat(43);
+        let with_cookie = headers(&[("cookie", &format!("other=1; {FORM_COOKIE}={token}"))]);
+        assert!(form_token_matches(&with_cookie, &token));
+        assert!(!form_token_matches(&with_cookie, "forged"));
+        assert!(!form_token_matches(&with_cookie, ""));
+        assert!(!form_token_matches(&HeaderMap::new(), &token));
+        assert_eq!(form_token(&with_cookie).unwrap(), token);
+        assert_ne!(form_token(&HeaderMap::new()).unwrap(), token);
+    }
+
+    #[test]
+    fn the_cookie_is_strict_and_secure_over_https() {
+        assert_eq!(form_cookie("x", true), "roster_form=x; Path=/; HttpOnly; SameSite=Strict; Secure");
+        assert!(!form_cookie("x", false).contains("Secure"));
+    }
+}

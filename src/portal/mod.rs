@@ -1,0 +1,141 @@
+//! The self-service portal: where an invited person sets a password and enrols TOTP, and the
+//! sign-in API a company's own front end can use. Served by `roster run` on its own port:
+//! server-rendered HTML pages ([`pages`]) that work without JavaScript, and a JSON API
+//! ([`api`]) over the same steps ([`onboarding`], [`login`]).
+//!
+//! Every look-up comes from the operator's watch caches; every write goes to the user's
+//! credentials Secret ([`facts`]) under a resourceVersion precondition. The reconcilers turn
+//! those facts into phases and conditions.
+
+pub mod api;
+pub mod facts;
+pub mod guard;
+pub mod links;
+pub mod login;
+pub mod onboarding;
+pub mod pages;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use axum::Router;
+use axum::extract::DefaultBodyLimit;
+use axum::routing::{get, post};
+use kube::Client;
+use tokio_util::sync::CancellationToken;
+
+use crate::controller::Caches;
+use crate::credentials::{PasswordHasher, PasswordPolicy};
+use crate::telemetry::Metrics;
+use crate::{Error, Result};
+
+/// Largest request body the portal reads: a password form is a few hundred bytes.
+const BODY_LIMIT: usize = 16 * 1024;
+
+/// What the portal's handlers share.
+pub struct Portal {
+    /// Writes the person's facts into credentials Secrets.
+    pub client: Client,
+    /// Users, invites and roster's Secrets, as watched.
+    pub caches: Caches,
+    /// argon2id, at most about one hash per core at a time.
+    pub hasher: PasswordHasher,
+    /// The rules a new password must pass.
+    pub policy: PasswordPolicy,
+    /// Sign-ins, lockouts, onboardings.
+    pub metrics: Arc<Metrics>,
+    /// The organisation's name, on every page and in the authenticator app.
+    pub org_name: String,
+    /// Consecutive failed sign-ins that lock a user.
+    pub lockout_threshold: u32,
+    /// Whether the portal is reached over HTTPS (cookies are then `Secure`).
+    pub https: bool,
+    /// A hash of nothing anyone knows, verified when a sign-in names no user, so that an
+    /// unknown user takes as long as a wrong password.
+    pub dummy_hash: String,
+    /// The HTML pages.
+    pub pages: pages::Pages,
+}
+
+impl Portal {
+    /// The portal's shared state; hashes the dummy password once, with the live parameters.
+    #[allow(clippy::too_many_arguments)]
+    pub async fn new(
+        client: Client,
+        caches: Caches,
+        hasher: PasswordHasher,
+        policy: PasswordPolicy,
+        metrics: Arc<Metrics>,
+        org_name: String,
+        lockout_threshold: u32,
+        portal_url: &str,
+    ) -> Result<Self> {
+        let nobody = crate::credentials::Token::generate()?;
+        let dummy_hash = hasher.hash(nobody.expose()).await?;
+        Ok(Self {
+            client,
+            caches,
+            hasher,
+            policy,
+            metrics,
+            org_name,
+            lockout_threshold,
+            https: portal_url.starts_with("https://"),
+            dummy_hash,
+            pages: pages::Pages::new().map_err(|e| Error::Startup(e.to_string()))?,
+        })
+    }
+}
+
+/// `namespace/name` of a user, for logs.
+fn who(user: &crate::api::User) -> String {
+    use kube::ResourceExt;
+    format!("{}/{}", user.namespace().unwrap_or_default(), user.name_any())
+}
+
+/// Every route of the portal, with its guards: rate limit per client address, security
+/// headers, a body size limit.
+pub fn router(portal: Arc<Portal>, limiter: Arc<guard::RateLimiter>) -> Router {
+    Router::new()
+        .route("/invite/{token}", get(pages::invite).post(pages::invite_step))
+        .route("/assets/portal.css", get(pages::stylesheet))
+        .route("/api/v1/invites/{token}", get(api::invite))
+        .route("/api/v1/invites/{token}/accept", post(api::accept))
+        .route("/api/v1/invites/{token}/totp", post(api::totp))
+        .route("/api/v1/login", post(api::login))
+        .route("/healthz", get(|| async { "ok" }))
+        .route("/readyz", get(api::readyz))
+        .fallback(pages::not_found)
+        .layer(DefaultBodyLimit::max(BODY_LIMIT))
+        .layer(axum::middleware::from_fn(guard::security_headers))
+        .layer(axum::middleware::from_fn_with_state(limiter, guard::rate_limit))
+        .with_state(portal)
+}
+
+/// Serves the portal on `addr` until `shutdown` is cancelled.
+pub async fn serve(
+    addr: SocketAddr,
+    portal: Arc<Portal>,
+    limiter: Arc<guard::RateLimiter>,
+    shutdown: CancellationToken,
+) -> Result<()> {
+    let listener = tokio::net::TcpListener::bind(addr)
+        .await
+        .map_err(|e| Error::Startup(format!("binding the portal to {addr}: {e}")))?;
+    tracing::info!(%addr, "serving the portal");
+    let forget = limiter.clone();
+    let stopping = shutdown.clone();
+    tokio::spawn(async move {
+        let mut every = tokio::time::interval(std::time::Duration::from_secs(60));
+        loop {
+            tokio::select! {
+                _ = every.tick() => forget.forget_idle(),
+                () = stopping.cancelled() => return,
+            }
+        }
+    });
+    axum::serve(listener, router(portal, limiter).into_make_service_with_connect_info::<SocketAddr>())
+        .with_graceful_shutdown(shutdown.cancelled_owned())
+        .await
+        .map_err(|e| Error::Startup(format!("serving the portal: {e}")))
+}

@@ -1,0 +1,147 @@
+//! The two onboarding steps an invite link allows, shared by the HTML pages and the JSON
+//! API: set a password (which also proposes a TOTP secret), then confirm the authenticator
+//! app with a code. Each step writes facts into the credentials Secret under a
+//! resourceVersion precondition, so of two requests racing on one link exactly one wins.
+
+use k8s_openapi::api::core::v1::Secret;
+use k8s_openapi::jiff::Timestamp;
+use kube::ResourceExt;
+
+use super::Portal;
+use super::facts::{self, Changes, text};
+use super::links::{LinkProblem, OpenLink, Stage};
+use crate::api::Delivery;
+use crate::credentials::record::{
+    EMAIL_VERIFIED_AT, FAILED_LOGINS, ONBOARDING_COMPLETED_AT, ONBOARDING_TOKEN, PASSWORD_HASH,
+    PASSWORD_SET_AT, TOTP_ENROLLED_AT, TOTP_LAST_STEP, TOTP_PENDING, TOTP_SECRET,
+};
+use crate::credentials::{PolicyViolation, TotpRejected, TotpSecret, otpauth_uri, verify_totp};
+
+/// Why a step was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum StepError {
+    /// The link cannot be used.
+    #[error("{}", .0.message())]
+    Link(LinkProblem),
+    /// The password was already set with this link (another request won): continue with TOTP.
+    #[error("the password was already set with this link")]
+    AlreadyDone,
+    /// The TOTP step came before the password step.
+    #[error("set a password first")]
+    PasswordFirst,
+    /// The new password breaks a rule.
+    #[error("the password {0}")]
+    Policy(PolicyViolation),
+    /// The confirmation code does not match.
+    #[error("{0}")]
+    Code(TotpRejected),
+    /// roster failed; the log says why.
+    #[error("something went wrong on our side; please try again")]
+    Internal,
+}
+
+/// The authenticator app's setup: the secret (base32, to type by hand) and its URI.
+#[derive(Clone, Debug, serde::Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct TotpOffer {
+    /// Base32.
+    pub secret: String,
+    /// `otpauth://totp/…`, what the QR code holds.
+    pub otpauth_uri: String,
+}
+
+/// The TOTP offer for a pending secret: the URI names the organisation and the email.
+pub fn offer(portal: &Portal, link: &OpenLink, secret: &str) -> Result<TotpOffer, StepError> {
+    let parsed = TotpSecret::from_base32(secret).map_err(internal)?;
+    let uri = otpauth_uri(&parsed, &portal.org_name, &link.user.spec.email).map_err(internal)?;
+    Ok(TotpOffer { secret: secret.to_owned(), otpauth_uri: uri })
+}
+
+/// Sets the password. Returns the TOTP offer to confirm next, or `None` when the user needs
+/// no second factor (onboarding is then complete).
+pub async fn set_password(
+    portal: &Portal,
+    link: &OpenLink,
+    password: &str,
+) -> Result<Option<TotpOffer>, StepError> {
+    if link.stage != Stage::SetPassword {
+        return Err(StepError::AlreadyDone);
+    }
+    let user = &link.user.spec;
+    let username = user.username.clone().unwrap_or_else(|| link.user.name_any());
+    portal.policy.check(password, &username, &user.email).map_err(StepError::Policy)?;
+    let hash = portal.hasher.hash(password).await.map_err(internal)?;
+    let pending = user.mfa.required.then(TotpSecret::generate).transpose().map_err(internal)?;
+    let now = Timestamp::now().to_string();
+    let proves_mailbox = link.invite.spec.delivery == Delivery::Email
+        && link.invite.spec.email.as_deref().is_none_or(|to| to.eq_ignore_ascii_case(&user.email));
+    let written = facts::update(&portal.client, &link.credentials, |current| {
+        if text(current, ONBOARDING_TOKEN) == Some(link.token_hash.as_str()) {
+            return (Err(StepError::AlreadyDone), Changes::new());
+        }
+        let mut changes = Changes::from([
+            (PASSWORD_HASH, Some(hash.clone())),
+            (PASSWORD_SET_AT, Some(now.clone())),
+            (ONBOARDING_TOKEN, Some(link.token_hash.clone())),
+            (FAILED_LOGINS, Some("0".to_owned())),
+        ]);
+        if proves_mailbox {
+            changes.insert(EMAIL_VERIFIED_AT, Some(now.clone()));
+        }
+        match &pending {
+            Some(secret) => changes.insert(TOTP_PENDING, Some(secret.to_base32())),
+            None => changes.insert(ONBOARDING_COMPLETED_AT, Some(now.clone())),
+        };
+        (Ok(()), changes)
+    })
+    .await
+    .map_err(internal)?;
+    written?;
+    match pending {
+        Some(secret) => offer(portal, link, &secret.to_base32()).map(Some),
+        None => {
+            completed(portal, link);
+            Ok(None)
+        }
+    }
+}
+
+/// Confirms the authenticator app with a code: TOTP is enrolled, the link is spent.
+pub async fn confirm_totp(portal: &Portal, link: &OpenLink, code: &str) -> Result<(), StepError> {
+    let Stage::EnrolTotp(secret) = &link.stage else { return Err(StepError::PasswordFirst) };
+    let parsed = TotpSecret::from_base32(secret).map_err(internal)?;
+    let unix = u64::try_from(Timestamp::now().as_second()).unwrap_or(0);
+    let step = verify_totp(&parsed, code, unix, None).map_err(StepError::Code)?;
+    let now = Timestamp::now().to_string();
+    let written = facts::update(&portal.client, &link.credentials, |current: &Secret| {
+        if text(current, ONBOARDING_COMPLETED_AT).is_some() && text(current, TOTP_PENDING).is_none() {
+            return (Err(StepError::Link(LinkProblem::Used)), Changes::new());
+        }
+        if text(current, TOTP_PENDING) != Some(secret.as_str()) {
+            return (Err(StepError::Link(LinkProblem::Used)), Changes::new());
+        }
+        let changes = Changes::from([
+            (TOTP_SECRET, Some(secret.clone())),
+            (TOTP_ENROLLED_AT, Some(now.clone())),
+            (TOTP_LAST_STEP, Some(step.to_string())),
+            (TOTP_PENDING, None),
+            (ONBOARDING_COMPLETED_AT, Some(now.clone())),
+        ]);
+        (Ok(()), changes)
+    })
+    .await
+    .map_err(internal)?;
+    written?;
+    completed(portal, link);
+    Ok(())
+}
+
+fn completed(portal: &Portal, link: &OpenLink) {
+    portal.metrics.onboarding_completed();
+    tracing::info!(user = %super::who(&link.user), "onboarding completed");
+}
+
+fn internal(error: impl std::fmt::Display) -> StepError {
+    tracing::error!(%error, "an onboarding step failed");
+    StepError::Internal
+}

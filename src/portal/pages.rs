@@ -1,0 +1,297 @@
+//! The portal's HTML pages: server-rendered (minijinja, HTML-escaped), usable without
+//! JavaScript and on a phone. Forms post back to the page's own URL and carry a form token
+//! matched against a `SameSite=Strict` cookie; a step that succeeds redirects (303) so that
+//! reloading never posts twice.
+
+use std::sync::Arc;
+
+use axum::Form;
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{Html, IntoResponse, Redirect, Response};
+use base64::Engine as _;
+use k8s_openapi::jiff::Timestamp;
+use kube::ResourceExt;
+use minijinja::{Environment, Value, context};
+use serde::Deserialize;
+
+use super::Portal;
+use super::guard::{form_cookie, form_token, form_token_matches};
+use super::links::{self, LinkProblem, OpenLink, Stage};
+use super::onboarding::{self, StepError};
+
+const TEMPLATES: [(&str, &str); 5] = [
+    ("base.html", include_str!("templates/base.html")),
+    ("password.html", include_str!("templates/password.html")),
+    ("totp.html", include_str!("templates/totp.html")),
+    ("done.html", include_str!("templates/done.html")),
+    ("problem.html", include_str!("templates/problem.html")),
+];
+const STYLESHEET: &str = include_str!("templates/portal.css");
+
+/// The page templates.
+pub struct Pages {
+    env: Environment<'static>,
+}
+
+impl Pages {
+    /// Parses the built-in templates.
+    pub fn new() -> Result<Self, minijinja::Error> {
+        let mut env = Environment::new();
+        for (name, source) in TEMPLATES {
+            env.add_template(name, source)?;
+        }
+        Ok(Self { env })
+    }
+
+    fn render(&self, status: StatusCode, name: &str, values: Value) -> Response {
+        match self.env.get_template(name).and_then(|t| t.render(values)) {
+            Ok(html) => (status, Html(html)).into_response(),
+            Err(error) => {
+                tracing::error!(template = name, %error, "rendering a portal page failed");
+                (StatusCode::INTERNAL_SERVER_ERROR, "the page could not be shown\n").into_response()
+            }
+        }
+    }
+}
+
+/// What the onboarding form posts.
+#[derive(Deserialize)]
+pub struct StepForm {
+    #[serde(default)]
+    form_token: String,
+    #[serde(default)]
+    step: String,
+    #[serde(default)]
+    password: String,
+    #[serde(default)]
+    password_confirm: String,
+    #[serde(default)]
+    code: String,
+}
+
+/// A problem page: what happened and whom to ask.
+fn problem(portal: &Portal, status: StatusCode, title: &str, message: &str) -> Response {
+    portal.pages.render(
+        status,
+        "problem.html",
+        context! { org => &portal.org_name, root => "/", title => title, message => message },
+    )
+}
+
+fn link_problem(portal: &Portal, problem_: LinkProblem) -> Response {
+    let title = match problem_ {
+        LinkProblem::Unknown => "Link not found",
+        LinkProblem::Expired => "This invitation has expired",
+        LinkProblem::Used => "This invitation was already used",
+        LinkProblem::Revoked => "This invitation was withdrawn",
+        LinkProblem::Replaced => "This invitation was replaced",
+        LinkProblem::UserInactive => "This account is deactivated",
+        LinkProblem::Starting => "Starting up",
+    };
+    problem(portal, problem_.status(), title, problem_.message())
+}
+
+/// `GET /invite/{token}`: the step the link is at.
+pub async fn invite(
+    State(portal): State<Arc<Portal>>,
+    Path(token): Path<String>,
+    headers: HeaderMap,
+) -> Response {
+    match links::open(&portal.caches, &token, Timestamp::now()) {
+        Ok(link) => step_page(&portal, &link, &headers, StatusCode::OK, None),
+        Err(problem_) => link_problem(&portal, problem_),
+    }
+}
+
+/// `POST /invite/{token}`: one step (`password` or `totp`).
+pub async fn invite_step(
+    State(portal): State<Arc<Portal>>,
+    Path(token): Path<String>,
+    headers: HeaderMap,
+    Form(form): Form<StepForm>,
+) -> Response {
+    if !form_token_matches(&headers, &form.form_token) {
+        return problem(
+            &portal,
+            StatusCode::FORBIDDEN,
+            "This form has expired",
+            "Reload the page and try again. (Cookies must be allowed for this site.)",
+        );
+    }
+    let link = match links::open(&portal.caches, &token, Timestamp::now()) {
+        Ok(link) => link,
+        Err(problem_) => return link_problem(&portal, problem_),
+    };
+    let again = Redirect::to(&token).into_response();
+    match form.step.as_str() {
+        "password" => {
+            if form.password != form.password_confirm {
+                let error = "The two passwords differ.";
+                return step_page(&portal, &link, &headers, StatusCode::UNPROCESSABLE_ENTITY, Some(error));
+            }
+            match onboarding::set_password(&portal, &link, &form.password).await {
+                Ok(Some(_)) | Err(StepError::AlreadyDone) => again,
+                Ok(None) => done(&portal, &link),
+                Err(StepError::Policy(violation)) => {
+                    let error = format!("The password {violation}.");
+                    step_page(&portal, &link, &headers, StatusCode::UNPROCESSABLE_ENTITY, Some(&error))
+                }
+                Err(other) => step_failed(&portal, other),
+            }
+        }
+        "totp" => match onboarding::confirm_totp(&portal, &link, &form.code).await {
+            Ok(()) => done(&portal, &link),
+            Err(StepError::PasswordFirst) => again,
+            Err(StepError::Code(rejected)) => {
+                let error = format!("That code did not work ({rejected}). Enter the code the app shows now.");
+                step_page(&portal, &link, &headers, StatusCode::UNPROCESSABLE_ENTITY, Some(&error))
+            }
+            Err(other) => step_failed(&portal, other),
+        },
+        _ => again,
+    }
+}
+
+fn step_failed(portal: &Portal, error: StepError) -> Response {
+    match error {
+        StepError::Link(problem_) => link_problem(portal, problem_),
+        other => {
+            problem(portal, StatusCode::INTERNAL_SERVER_ERROR, "Something went wrong", &other.to_string())
+        }
+    }
+}
+
+/// The page for the link's stage, with `error` next to the field it concerns.
+fn step_page(
+    portal: &Portal,
+    link: &OpenLink,
+    headers: &HeaderMap,
+    status: StatusCode,
+    error: Option<&str>,
+) -> Response {
+    let Ok(form_token) = form_token(headers) else {
+        return problem(portal, StatusCode::INTERNAL_SERVER_ERROR, "Something went wrong", "Try again.");
+    };
+    let spec = &link.user.spec;
+    let name = spec.display_name.clone().or_else(|| spec.given_name.clone()).unwrap_or_default();
+    let common = context! {
+        org => &portal.org_name,
+        root => "../",
+        email => &spec.email,
+        name => name,
+        form_token => &form_token,
+        error => error,
+    };
+    let mut response = match &link.stage {
+        Stage::SetPassword => portal.pages.render(
+            status,
+            "password.html",
+            context! {
+                min_length => portal.policy.min_length,
+                steps => if spec.mfa.required { 2 } else { 1 },
+                expires => link.expires_at.map(|t| t.strftime("%Y-%m-%d %H:%M UTC").to_string()),
+                ..common
+            },
+        ),
+        Stage::EnrolTotp(secret) => {
+            let offer = match onboarding::offer(portal, link, secret) {
+                Ok(offer) => offer,
+                Err(e) => return step_failed(portal, e),
+            };
+            let Some(qr) = qr_data_uri(&offer.otpauth_uri) else {
+                return problem(
+                    portal,
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "Something went wrong",
+                    "Try again.",
+                );
+            };
+            let grouped: Vec<String> =
+                offer.secret.as_bytes().chunks(4).map(|c| String::from_utf8_lossy(c).into_owned()).collect();
+            portal.pages.render(
+                status,
+                "totp.html",
+                context! {
+                    qr => qr,
+                    otpauth_uri => &offer.otpauth_uri,
+                    secret_grouped => grouped.join(" "),
+                    ..common
+                },
+            )
+        }
+    };
+    if let Ok(cookie) = HeaderValue::from_str(&form_cookie(&form_token, portal.https)) {
+        response.headers_mut().append(header::SET_COOKIE, cookie);
+    }
+    response
+}
+
+fn done(portal: &Portal, link: &OpenLink) -> Response {
+    tracing::debug!(user = %link.user.name_any(), "showing the completion page");
+    portal.pages.render(
+        StatusCode::OK,
+        "done.html",
+        context! {
+            org => &portal.org_name,
+            root => "../",
+            email => &link.user.spec.email,
+            mfa => link.user.spec.mfa.required,
+        },
+    )
+}
+
+/// The QR code of `uri` as an SVG `data:` URI (an image: the content security policy allows
+/// no inline styles or scripts).
+fn qr_data_uri(uri: &str) -> Option<String> {
+    let code = qrcode::QrCode::new(uri.as_bytes()).ok()?;
+    let svg = code.render::<qrcode::render::svg::Color<'_>>().min_dimensions(220, 220).build();
+    Some(format!("data:image/svg+xml;base64,{}", base64::engine::general_purpose::STANDARD.encode(svg)))
+}
+
+/// `GET /assets/portal.css`.
+pub async fn stylesheet() -> Response {
+    ([(header::CONTENT_TYPE, "text/css; charset=utf-8")], STYLESHEET).into_response()
+}
+
+/// Any other path.
+pub async fn not_found(State(portal): State<Arc<Portal>>) -> Response {
+    problem(&portal, StatusCode::NOT_FOUND, "Page not found", "There is nothing at this address.")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_page_renders_and_escapes() {
+        let pages = Pages::new().unwrap();
+        let common =
+            context! { org => "A & B <Corp>", root => "/", email => "j@example.com", form_token => "t" };
+        for (name, extra) in [
+            ("password.html", context! { min_length => 12, steps => 2, error => "too short" }),
+            (
+                "totp.html",
+                context! { qr => "data:x", otpauth_uri => "otpauth://totp/x", secret_grouped => "ABCD" },
+            ),
+            ("done.html", context! { mfa => true }),
+            ("problem.html", context! { title => "Gone", message => "<b>m</b>" }),
+        ] {
+            let response = pages.render(StatusCode::OK, name, context! { ..extra, ..common.clone() });
+            assert_eq!(response.status(), StatusCode::OK, "{name}");
+        }
+        let html = pages
+            .env
+            .get_template("problem.html")
+            .unwrap()
+            .render(context! { org => "A & B <Corp>", title => "t", message => "<b>m</b>" })
+            .unwrap();
+        assert!(html.contains("A &amp; B &lt;Corp&gt;") && html.contains("&lt;b&gt;m"), "{html}");
+    }
+
+    #[test]
+    fn the_qr_code_is_an_svg_image() {
+        let uri = qr_data_uri("otpauth://totp/Example:jane@example.com?secret=JBSWY3DPEHPK3PXP").unwrap();
+        assert!(uri.starts_with("data:image/svg+xml;base64,"));
+    }
+}
