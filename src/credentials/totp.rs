@@ -34,6 +34,12 @@ impl TotpSecret {
         Secret::from(self.0.clone()).to_base32()
     }
 
+    /// The code an authenticator app shows at `unix` seconds: what a person types in (and
+    /// what tests compute).
+    pub fn code_at(&self, unix: u64) -> Result<String, CredentialError> {
+        Ok(self.totp(DIGITS, None, "")?.generate(unix).to_string())
+    }
+
     fn totp(&self, digits: u8, issuer: Option<&str>, account: &str) -> Result<Totp, CredentialError> {
         Builder::new()
             .with_algorithm(Algorithm::SHA1)

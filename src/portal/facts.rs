@@ -4,10 +4,12 @@
 //! one invite link cannot both win.
 
 use std::collections::BTreeMap;
+use std::time::Duration;
 
 use k8s_openapi::ByteString;
 use k8s_openapi::api::core::v1::Secret;
 use kube::api::{Api, Patch, PatchParams};
+use kube::runtime::reflector::{ObjectRef, Store};
 use kube::{Client, ResourceExt};
 
 /// How often a write is retried after conflicts before giving up.
@@ -41,12 +43,13 @@ pub fn text<'a>(secret: &'a Secret, key: &str) -> Option<&'a str> {
 
 /// Applies `decide` to the Secret (starting from `cached`, the watch cache's copy, and
 /// re-reading it after a conflict) until its changes are written or it decides on none.
-/// Returns what `decide` returned the last time, with the changes it wrote.
+/// Returns what `decide` returned the last time, and the resourceVersion it wrote (`None`
+/// when it wrote nothing).
 pub async fn update<T>(
     client: &Client,
     cached: &Secret,
     mut decide: impl FnMut(&Secret) -> (T, Changes),
-) -> Result<T, WriteError> {
+) -> Result<(T, Option<String>), WriteError> {
     let namespace = cached.namespace().unwrap_or_default();
     let name = cached.name_any();
     let id = format!("{namespace}/{name}");
@@ -56,7 +59,7 @@ pub async fn update<T>(
     for _ in 0..ATTEMPTS {
         let (outcome, changes) = decide(&current);
         if changes.is_empty() {
-            return Ok(outcome);
+            return Ok((outcome, None));
         }
         let data: serde_json::Map<String, serde_json::Value> = changes
             .into_iter()
@@ -72,7 +75,7 @@ pub async fn update<T>(
             "data": data,
         });
         match api.patch(&name, &PatchParams::default(), &Patch::Merge(&patch)).await {
-            Ok(_) => return Ok(outcome),
+            Ok(written) => return Ok((outcome, written.resource_version())),
             Err(kube::Error::Api(status)) if status.code == 409 => {
                 current = api.get(&name).await.map_err(kube_error)?;
             }
@@ -80,4 +83,23 @@ pub async fn update<T>(
         }
     }
     Err(WriteError::Contended(id))
+}
+
+/// How long a step waits for the watch cache to show its own write.
+const CACHE_CATCH_UP: Duration = Duration::from_secs(2);
+/// How often the cache is looked at meanwhile.
+const CACHE_LOOK: Duration = Duration::from_millis(5);
+
+/// Waits (at most [`CACHE_CATCH_UP`]) until the watch cache holds `version` of `secret`:
+/// the next request of the same person — typically the page a step redirects to — then
+/// reads its own write.
+pub async fn await_cached(secrets: &Store<Secret>, secret: &Secret, version: &str) {
+    let key = ObjectRef::from_obj(secret);
+    let deadline = tokio::time::Instant::now() + CACHE_CATCH_UP;
+    while tokio::time::Instant::now() < deadline {
+        if secrets.get(&key).is_some_and(|cached| cached.resource_version().as_deref() == Some(version)) {
+            return;
+        }
+        tokio::time::sleep(CACHE_LOOK).await;
+    }
 }

@@ -200,7 +200,8 @@ pub async fn login(portal: &Portal, request: &LoginRequest) -> Result<LoginOutco
         };
         (verdict, changes)
     })
-    .await?;
+    .await?
+    .0;
     Ok(match verdict {
         Verdict::Success { .. } => {
             portal.metrics.login("success");

@@ -96,7 +96,7 @@ pub async fn set_password(
     })
     .await
     .map_err(internal)?;
-    written?;
+    caught_up(portal, link, written).await?;
     match pending {
         Some(secret) => offer(portal, link, &secret.to_base32()).map(Some),
         None => {
@@ -131,9 +131,21 @@ pub async fn confirm_totp(portal: &Portal, link: &OpenLink, code: &str) -> Resul
     })
     .await
     .map_err(internal)?;
-    written?;
+    caught_up(portal, link, written).await?;
     completed(portal, link);
     Ok(())
+}
+
+/// The step's verdict, once the watch cache shows what it wrote.
+async fn caught_up(
+    portal: &Portal,
+    link: &OpenLink,
+    (verdict, version): (Result<(), StepError>, Option<String>),
+) -> Result<(), StepError> {
+    if let Some(version) = version {
+        facts::await_cached(&portal.caches.secrets, &link.credentials, &version).await;
+    }
+    verdict
 }
 
 fn completed(portal: &Portal, link: &OpenLink) {

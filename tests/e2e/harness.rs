@@ -34,6 +34,8 @@ pub struct Shared {
     /// Base URL of the shared Mailpit's HTTP API (the operators' SMTP server).
     pub mailpit_api: String,
     pub operator_url: String,
+    /// Base URL of the shared operator's portal (also what its links start with).
+    pub portal_url: String,
     pub operator_log: PathBuf,
     pub work_dir: PathBuf,
 }
@@ -59,6 +61,7 @@ impl Env {
             kubeconfig: plane.kubeconfig().to_owned(),
             mailpit_api: mailpit.api_url.clone(),
             operator_url: operator.url.clone(),
+            portal_url: operator.portal_url.clone(),
             operator_log: operator.process.log().to_owned(),
             work_dir,
         };
@@ -73,8 +76,6 @@ impl Env {
 pub const SMTP_SECRET: (&str, &str) = ("roster-system", "smtp");
 /// The SMTP password the operators under test log in with; the log check looks for it.
 pub const SMTP_PASSWORD: &str = "smtp-Pa55word-marker";
-/// The portal URL the operators under test put in links.
-pub const PORTAL_URL: &str = "http://portal.example.test";
 
 /// Creates the SMTP Secret pointing at Mailpit.
 pub async fn smtp_secret(client: &Client, port: u16) -> anyhow::Result<()> {
@@ -106,6 +107,8 @@ pub struct Operator {
     pub process: Process,
     /// Base URL of its metrics port.
     pub url: String,
+    /// Base URL of its portal, which is also the `--portal-url` in its links.
+    pub portal_url: String,
 }
 
 impl Operator {
@@ -116,16 +119,26 @@ impl Operator {
         name: &str,
         extra: &[&str],
     ) -> anyhow::Result<Self> {
-        let [port] = free_ports()?;
+        let [port, portal] = free_ports()?;
+        let portal_url = format!("http://127.0.0.1:{portal}");
         let mut args = vec![
             "run".to_owned(),
             format!("--metrics-addr=127.0.0.1:{port}"),
+            format!("--portal-addr=127.0.0.1:{portal}"),
+            format!("--portal-url={portal_url}"),
+            // The tests share one client address; the rate-limit test runs its own operator.
+            "--portal-rate-limit=100000".to_owned(),
+            // Fast hashing: the tests exercise the flow, not argon2's cost.
+            "--argon2-memory-kib=1024".to_owned(),
+            "--argon2-iterations=1".to_owned(),
             format!("--allowed-email-domains={ALLOWED_DOMAIN}"),
             format!("--smtp-secret={}/{}", SMTP_SECRET.0, SMTP_SECRET.1),
-            format!("--portal-url={PORTAL_URL}"),
             "--org-name=Example Corp".to_owned(),
             "--log-level=info,roster=debug".to_owned(),
         ];
+        // A flag given in `extra` replaces the default (clap refuses a flag given twice).
+        let flag = |arg: &str| arg.split('=').next().unwrap_or_default().to_owned();
+        args.retain(|arg| !extra.iter().any(|e| flag(e) == flag(arg)));
         args.extend(extra.iter().map(|s| (*s).to_owned()));
         let kubeconfig = kubeconfig.display().to_string();
         let process = Process::spawn(
@@ -135,7 +148,7 @@ impl Operator {
             &[("KUBECONFIG", kubeconfig.as_str()), ("NO_COLOR", "1")],
             log_dir,
         )?;
-        let mut operator = Self { process, url: format!("http://127.0.0.1:{port}") };
+        let mut operator = Self { process, url: format!("http://127.0.0.1:{port}"), portal_url };
         let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
         loop {
             operator.process.check_running()?;

@@ -1,6 +1,7 @@
-//! After every other test: the operators' logs hold no password hash, TOTP secret or
-//! token, though the tests put such values in Secrets they watch and the operators emailed
-//! tokens (read back from Mailpit here).
+//! After every other test: the operators' logs hold no password, password hash, TOTP secret
+//! or token, though the tests put such values in Secrets they watch, set passwords and
+//! enrolled TOTP through the portal, and the operators emailed tokens (read back from
+//! Mailpit here).
 
 use anyhow::ensure;
 use libtest_mimic::Trial;
@@ -38,6 +39,9 @@ fn check() -> anyhow::Result<()> {
             ("a TOTP secret", MARKER_TOTP),
             ("Secret data", "passwordHash\":"),
             ("the SMTP password", crate::harness::SMTP_PASSWORD),
+            ("a password set in the portal", crate::portal::PASSWORD),
+            ("a TOTP enrolment URI", "otpauth://"),
+            ("a pending TOTP secret", "totpPending\":"),
         ] {
             ensure!(!text.contains(needle), "{} contains {what}", log.display());
         }

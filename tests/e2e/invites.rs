@@ -9,8 +9,9 @@ use roster::api::{User, UserInvite};
 use roster::credentials::hash_token;
 use serde_json::{Value, json};
 
-use crate::harness::{Ns, PORTAL_URL, condition, shared, trial, wait_for};
+use crate::harness::{Ns, condition, shared, trial, wait_for};
 use crate::lifecycle::{email, phase, user_manifest};
+use crate::portal::{expect_link, link_token};
 
 pub fn trials() -> Vec<Trial> {
     vec![
@@ -72,7 +73,7 @@ pub fn trials() -> Vec<Trial> {
             );
             let link = ns.api::<Secret>().get("linked-invite-link").await?.data.unwrap_or_default();
             let url = String::from_utf8(link.get("url").context("no url")?.0.clone())?;
-            ensure!(url.starts_with(&format!("{PORTAL_URL}/invite/")), "{url}");
+            ensure!(url.starts_with(&format!("{}/invite/", shared().portal_url)), "{url}");
             let token = token_in(&url).context("no token in the link")?;
             ensure!(
                 hash_token(&token) == stored_hash(&ns, "linked-invite").await?,
@@ -141,11 +142,12 @@ pub fn trials() -> Vec<Trial> {
             ns.apply(invite("leaver-invite", json!({"userRef": {"name": "leaver"}, "delivery": "Link"})))
                 .await?;
             wait_for(&ns.api::<UserInvite>(), "leaver-invite", "Sent", |i| phase_of(i) == "Sent").await?;
+            let token = link_token(&ns, "leaver-invite").await?;
             ns.raw::<User>().delete("leaver", &Default::default()).await?;
             wait_for(&ns.api::<UserInvite>(), "leaver-invite", "Revoked", |i| phase_of(i) == "Revoked")
                 .await?;
-            ensure!(ns.api::<Secret>().get_opt("leaver-invite-token").await?.is_none(), "the token survived");
             ensure!(ns.api::<Secret>().get_opt("leaver-invite-link").await?.is_none(), "the link survived");
+            expect_link(&token, 410, "revoked").await?;
             Ok(())
         }),
         trial("invites::fifty_users_at_once_get_fifty_messages_without_duplicates", |ns| async move {
@@ -180,12 +182,11 @@ pub fn trials() -> Vec<Trial> {
             ))
             .await?;
             wait_for(&ns.api::<UserInvite>(), "brief-invite", "Sent", |i| phase_of(i) == "Sent").await?;
+            let token = link_token(&ns, "brief-invite").await?;
             wait_for(&ns.api::<UserInvite>(), "brief-invite", "Expired", |i| phase_of(i) == "Expired")
                 .await?;
-            ensure!(
-                ns.api::<Secret>().get_opt("brief-invite-token").await?.is_none(),
-                "the expired token is still stored"
-            );
+            ensure!(ns.api::<Secret>().get_opt("brief-invite-link").await?.is_none(), "the link survived");
+            expect_link(&token, 410, "expired").await?;
             let user = wait_for(&ns.raw::<User>(), "brief", "told of the expiry", |u| {
                 condition(u, "Ready")["reason"] == "InviteExpired"
             })

@@ -16,6 +16,7 @@ mod invites;
 mod lifecycle;
 mod mail;
 mod operator;
+mod portal;
 
 use std::process::ExitCode;
 
@@ -31,6 +32,7 @@ fn main() -> ExitCode {
         lifecycle::trials(),
         mail::trials(),
         operator::trials(),
+        portal::trials(),
     ]
     .into_iter()
     .flatten()
