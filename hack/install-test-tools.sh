@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Builds the programs roster's tests run against — kube-apiserver, kube-controller-manager,
-# etcd and Mailpit — from their Go modules at pinned versions, into a cache outside the repo.
+# etcd and Mailpit — from their Go modules at pinned versions, into a cache outside the repo;
+# installs Chromium and ChromeDriver from Debian's packages for the browser test.
 #
 # Idempotent: each binary carries a stamp naming its version; a warm run only checks stamps.
 # Prints the bin directory on its last line of stdout.
@@ -95,6 +96,18 @@ build_module() {
   )
 }
 
+# Debian's Chromium and its WebDriver, for the portal's browser test (system packages: apt
+# is the only place they come from).
+install_chromium() {
+  command -v chromium >/dev/null && command -v chromedriver >/dev/null && return 0
+  local sudo=()
+  [ "$(id -u)" -eq 0 ] || sudo=(sudo)
+  local install=(env DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends chromium chromium-driver)
+  log "installing chromium and chromium-driver from Debian's packages"
+  "${sudo[@]}" "${install[@]}" >&2 || { "${sudo[@]}" apt-get update >&2 && "${sudo[@]}" "${install[@]}" >&2; }
+}
+
+install_chromium
 build_module etcd go.etcd.io/etcd/server/v3 "$ETCD_VERSION" go.etcd.io/etcd/server/v3
 build_module mailpit github.com/axllent/mailpit "$MAILPIT_VERSION" github.com/axllent/mailpit
 build_kubernetes

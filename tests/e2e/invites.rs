@@ -223,7 +223,7 @@ pub async fn messages_at(api: &str, address: &str) -> anyhow::Result<Vec<Value>>
     Ok(found["messages"].as_array().cloned().unwrap_or_default())
 }
 
-async fn message_text(summary: &Value) -> anyhow::Result<String> {
+pub async fn message_text(summary: &Value) -> anyhow::Result<String> {
     let id = summary["ID"].as_str().context("no ID")?;
     let message: Value =
         reqwest::get(format!("{}/api/v1/message/{id}", shared().mailpit_api)).await?.json().await?;

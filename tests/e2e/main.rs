@@ -6,6 +6,7 @@
 //! end of the operator's log. Logs of every process stay in `target/tmp/e2e/` after a run.
 
 mod admission;
+mod browser;
 mod cluster;
 mod directory;
 mod examples;
@@ -24,6 +25,7 @@ fn main() -> ExitCode {
     let args = libtest_mimic::Arguments::from_args();
     let trials: Vec<_> = [
         admission::trials(),
+        browser::trials(),
         cluster::trials(),
         directory::trials(),
         examples::trials(),
