@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # See roster run: starts a local control plane (etcd, kube-apiserver,
-# kube-controller-manager) and the operator against it, applies examples/ and shows them.
+# kube-controller-manager), Mailpit and the operator against them, applies examples/, shows
+# them and prints the invitation links to open in the portal.
 #
 #   hack/demo.sh        # up (builds what is missing first)
 #   hack/demo.sh down   # stop everything and remove the demo's state
@@ -13,6 +14,7 @@ DIR="${ROSTER_DEMO_DIR:-$HOME/.cache/roster/demo}"
 METRICS_PORT="${ROSTER_DEMO_METRICS_PORT:-18080}"
 SMTP_PORT="${ROSTER_DEMO_SMTP_PORT:-11025}"
 MAILPIT_PORT="${ROSTER_DEMO_MAILPIT_PORT:-18025}"
+PORTAL_PORT="${ROSTER_DEMO_PORTAL_PORT:-18081}"
 NAMESPACE=roster-demo
 
 alive() { [ -f "$1" ] && kill -0 "$(cat "$1")" 2>/dev/null; }
@@ -57,16 +59,26 @@ up() {
     --from-literal=from='Example Corp <no-reply@example.com>' >/dev/null
 
   nohup target/debug/roster run --metrics-addr "127.0.0.1:$METRICS_PORT" --smtp-secret roster-system/smtp \
-    --portal-url http://localhost:8081 --org-name "Example Corp" >"$DIR/roster.log" 2>&1 &
+    --portal-addr "127.0.0.1:$PORTAL_PORT" --portal-url "http://127.0.0.1:$PORTAL_PORT" \
+    --org-name "Example Corp" >"$DIR/roster.log" 2>&1 &
   echo $! >"$DIR/roster.pid"
 
   kubectl create namespace "$NAMESPACE" >/dev/null
   kubectl apply -n "$NAMESPACE" -f examples/
   kubectl wait -n "$NAMESPACE" --for=jsonpath='{.status.observedGeneration}'=1 \
     users,userinvites,mfaresets --all --timeout=60s >/dev/null
+  kubectl wait -n "$NAMESPACE" --for=jsonpath='{.status.phase}'=Sent userinvites --all --timeout=60s >/dev/null
   echo
   kubectl get -n "$NAMESPACE" users,userinvites,mfaresets -o wide
+  local emailed linked
+  emailed=$(curl -sf "http://127.0.0.1:$MAILPIT_PORT/api/v1/message/latest" | grep -o "http://127.0.0.1:$PORTAL_PORT/invite/[A-Za-z0-9_-]*" | head -1 || true)
+  linked=$(kubectl get secret -n "$NAMESPACE" john-smith-invite-link -o jsonpath='{.data.url}' | base64 -d)
   cat <<TXT
+
+Onboard in the portal (set a password, scan the QR code with an authenticator app):
+  jane.doe's emailed invitation:  ${emailed:-see Mailpit}
+  john.smith's link (for admins): $linked
+then watch the user turn ACTIVE: kubectl get -n $NAMESPACE users -w
 
 roster is running against a local control plane.
   export KUBECONFIG=$KUBECONFIG

@@ -195,6 +195,15 @@ pub fn trials() -> Vec<Trial> {
             wait_for(&ns.raw::<User>(), "lockable", "ACTIVE", |u| phase(u) == "ACTIVE").await?;
             let (status, body) = login(username).await?;
             ensure!(status == 200, "reactivated, still refused: {status} {body}");
+            let metrics = reqwest::get(format!("{}/metrics", shared().operator_url)).await?.text().await?;
+            for family in [
+                "roster_portal_lockouts_total ",
+                "roster_portal_logins_total{outcome=\"success\"}",
+                "roster_portal_logins_total{outcome=\"denied\"}",
+                "roster_portal_onboardings_completed_total ",
+            ] {
+                ensure!(metrics.contains(family), "no {family} in the metrics:\n{metrics}");
+            }
             Ok(())
         }),
         trial("portal::guards_headers_forms_types_and_sizes", |ns| async move {
