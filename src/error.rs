@@ -28,6 +28,9 @@ pub enum Error {
     /// A credential could not be made (e.g. the OS random number generator failed).
     #[error(transparent)]
     Credentials(#[from] crate::credentials::CredentialError),
+    /// Facts could not be written into a credentials Secret.
+    #[error(transparent)]
+    Facts(Box<crate::facts::WriteError>),
     /// A CRD could not be rendered.
     #[error("rendering CRDs: {0}")]
     Render(#[from] serde_norway::Error),
@@ -43,6 +46,7 @@ impl Error {
             Error::Kube { .. } => "kube_api",
             Error::MissingUid { .. } => "missing_uid",
             Error::Credentials(_) => "credentials",
+            Error::Facts(_) => "facts",
             Error::Render(_) => "render",
             Error::Startup(_) => "startup",
         }

@@ -7,6 +7,7 @@
 //! - [`credentials`]: argon2id passwords, the password policy, TOTP and link tokens (pure).
 //! - [`lifecycle`]: the user lifecycle — facts to phase and conditions (pure).
 //! - [`directory`]: email and username uniqueness, allowed domains (pure).
+//! - [`facts`]: writing facts into a credentials Secret under optimistic concurrency.
 //! - [`mail`]: SMTP settings, email templates by locale, delivery with classified failures.
 //! - [`config`]: the settings `roster run` takes, as flags with environment fallbacks.
 //! - [`telemetry`]: logs and Prometheus metrics.
@@ -21,6 +22,7 @@ pub mod config;
 pub mod controller;
 pub mod credentials;
 pub mod directory;
+pub mod facts;
 pub mod health;
 pub mod lifecycle;
 pub mod mail;

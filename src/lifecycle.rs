@@ -134,7 +134,10 @@ pub fn decide(facts: &UserFacts<'_>) -> Decision {
     let spec = facts.spec;
     let credentials = facts.credentials.cloned().unwrap_or_default();
     let invitation = invitation(facts.invites, facts.now);
-    let onboarded = credentials.password_set && (!spec.mfa.required || credentials.totp_enrolled);
+    // A reset second factor keeps the user ACTIVE: sign-ins fail until they re-enrol.
+    let reset_pending = credentials.mfa_reset_pending();
+    let onboarded =
+        credentials.password_set && (!spec.mfa.required || credentials.totp_enrolled || reset_pending);
     let locked_out = credentials.failed_logins >= facts.lockout_threshold.max(1);
     let deactivated = spec.state == UserState::Inactive;
 
@@ -267,6 +270,13 @@ pub fn decide(facts: &UserFacts<'_>) -> Decision {
     };
     let mfa = if credentials.totp_enrolled {
         condition(types::MFA_ENROLLED, true, reasons::TOTP_ENROLLED, "a TOTP authenticator is enrolled")
+    } else if reset_pending {
+        condition(
+            types::MFA_ENROLLED,
+            false,
+            reasons::RESET_REQUESTED,
+            "the second factor was reset; sign-ins fail until the person enrols a new authenticator",
+        )
     } else if spec.mfa.required {
         condition(types::MFA_ENROLLED, false, reasons::NOT_ENROLLED, "no authenticator enrolled yet")
     } else {
@@ -590,6 +600,25 @@ mod tests {
         assert_eq!(run(&half).required_actions, [RequiredAction::ConfigureTotp]);
         let no_mfa = Case { spec: spec(InvitePolicy::Auto, UserState::Active, false), ..half };
         assert!(run(&no_mfa).required_actions.is_empty());
+    }
+
+    #[test]
+    fn a_reset_second_factor_keeps_the_user_active_with_totp_to_configure() {
+        let reset = CredentialFacts { mfa_reset_uid: Some("r1".into()), ..creds(true, false, 0) };
+        let case = Case {
+            name: "reset",
+            spec: spec(InvitePolicy::Auto, UserState::Active, true),
+            credentials: reset,
+            invites: vec![invite(Some(InvitePhase::Accepted), Some(900))],
+            blocker: None,
+            phase: UserPhase::Active,
+            ready: ("True", reasons::ACTIVE),
+        };
+        let decision = run(&case);
+        assert_eq!(decision.phase, UserPhase::Active);
+        assert_eq!(decision.required_actions, [RequiredAction::ConfigureTotp]);
+        let mfa = condition(&decision, types::MFA_ENROLLED);
+        assert_eq!((mfa.status, mfa.reason), ("False", reasons::RESET_REQUESTED));
     }
 
     #[test]

@@ -63,6 +63,18 @@ pub mod reasons {
     pub const TOTP_ENROLLED: &str = "TotpEnrolled";
     /// TOTP is required and not enrolled.
     pub const NOT_ENROLLED: &str = "NotEnrolled";
+    /// An MfaReset cleared the second factor; the person has not enrolled a new one.
+    pub const RESET_REQUESTED: &str = "ResetRequested";
+    /// MfaReset: the user's second factor was cleared and the re-enrolment link issued.
+    pub const RESET: &str = "Reset";
+    /// MfaReset: the user had no second factor to reset.
+    pub const NOTHING_TO_RESET: &str = "NothingToReset";
+    /// MfaReset: the user is deactivated or locked out.
+    pub const USER_INACTIVE: &str = "UserInactive";
+    /// MfaReset: a newer MfaReset for the same user replaced this one's link.
+    pub const SUPERSEDED: &str = "Superseded";
+    /// MfaReset: the person enrolled a new authenticator through the link.
+    pub const REENROLLED: &str = "Reenrolled";
     /// `mfa.required: false`.
     pub const NOT_REQUIRED: &str = "NotRequired";
     /// The person used an emailed link.

@@ -77,6 +77,22 @@ pub struct MfaResetStatus {
     /// When the reset finished.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub completed_at: Option<Time>,
+
+    /// When the re-enrolment link stops working.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expires_at: Option<Time>,
+
+    /// Email deliveries tried for the link (or, for Link delivery, the notification).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub delivery_attempts: Option<u32>,
+
+    /// When the last delivery was tried, for the retry backoff.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_attempt_at: Option<Time>,
+
+    /// Link delivery: the Secret with the re-enrolment URL, for admins only.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub link_secret_ref: Option<LocalObjectReference>,
 }
 
 /// Phase of a reset.

@@ -134,6 +134,15 @@ impl Caches {
     }
 }
 
+impl Caches {
+    /// The MfaResets that refer to the User `name` in `namespace`.
+    pub fn resets_of(&self, namespace: &str, name: &str) -> Vec<Arc<crate::api::MfaReset>> {
+        self.resets.state_filter(|reset| {
+            reset.namespace().as_deref() == Some(namespace) && reset.spec.user_ref.name == name
+        })
+    }
+}
+
 /// `namespace/name` of an object, for logs and messages.
 pub fn key<K: Resource>(obj: &K) -> String {
     format!("{}/{}", obj.namespace().unwrap_or_default(), obj.name_any())

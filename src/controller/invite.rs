@@ -11,22 +11,24 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use k8s_openapi::ByteString;
 use k8s_openapi::api::core::v1::Secret;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use k8s_openapi::jiff::{SignedDuration, Timestamp};
-use kube::api::{Api, DeleteParams, Patch, PatchParams};
+use kube::ResourceExt;
+use kube::api::Api;
 use kube::runtime::controller::Action;
 use kube::runtime::events::EventType;
 use kube::runtime::reflector::ObjectRef;
-use kube::{Resource, ResourceExt};
 use tracing::instrument;
 
 use super::names::{
     INVITE_LABEL, INVITE_LINK_TYPE, INVITE_TOKEN_TYPE, LINK_URL, RETIRED_HASHES, TOKEN_EXPIRES_AT,
     TOKEN_HASH, TOKEN_ISSUANCE, credentials_secret_name, link_secret_name, token_secret_name,
 };
-use super::{Context, FIELD_MANAGER, SetupError, apply_status, cache, now, owned_meta, publish, requeue_at};
+use super::{
+    Context, SetupError, Undelivered, apply_owned_secret, apply_status, apply_status_unless_changed, cache,
+    delete_secret, now, publish, requeue_at,
+};
 use crate::api::conditions::{self, Desired, reasons, status, types};
 use crate::api::{
     Delivery, InvitePhase, LocalObjectReference, User, UserInvite, UserInviteStatus, UserState,
@@ -121,7 +123,7 @@ pub(super) fn decide(
     }
 }
 
-fn cond(
+pub(super) fn cond(
     type_: &'static str,
     status: &'static str,
     reason: &'static str,
@@ -326,17 +328,17 @@ async fn deliver(
     );
     status.conditions =
         conditions::merge(&status.conditions, &attempt_conditions, invite.metadata.generation, now);
-    if !record_attempt(ctx, invite, &status).await? {
+    if !apply_status_unless_changed(ctx, invite, &status).await? {
         return Ok(None);
     }
     let token = Token::generate()?;
     let namespace = invite.namespace().unwrap_or_default();
     let previous = ctx.caches.secrets.get(&ObjectRef::new(&token_secret_name(&name)).within(&namespace));
-    apply_secret(
+    apply_owned_secret(
         ctx,
         invite,
         &token_secret_name(&name),
-        INVITE_TOKEN_TYPE,
+        (INVITE_TOKEN_TYPE, INVITE_LABEL),
         BTreeMap::from([
             (TOKEN_HASH.to_owned(), token.hash()),
             (TOKEN_ISSUANCE.to_owned(), issuance.to_string()),
@@ -349,11 +351,11 @@ async fn deliver(
     let link = format!("{}/invite/{}", ctx.settings.portal_url.trim_end_matches('/'), token.expose());
     let result = match invite.spec.delivery {
         Delivery::Link => {
-            apply_secret(
+            apply_owned_secret(
                 ctx,
                 invite,
                 &link_secret_name(&name),
-                INVITE_LINK_TYPE,
+                (INVITE_LINK_TYPE, INVITE_LABEL),
                 BTreeMap::from([(LINK_URL.to_owned(), link)]),
             )
             .await?;
@@ -435,36 +437,14 @@ async fn deliver(
     }))
 }
 
-/// Writes the attempt with the invite's resourceVersion as precondition: `false` when the
-/// invite changed since it was read (someone else is delivering, or did).
-async fn record_attempt(ctx: &Context, invite: &UserInvite, status: &UserInviteStatus) -> Result<bool> {
-    let namespace = invite.namespace().unwrap_or_default();
-    let patch = serde_json::json!({
-        "apiVersion": UserInvite::api_version(&()),
-        "kind": UserInvite::kind(&()),
-        "metadata": {"resourceVersion": invite.resource_version()},
-        "status": status,
-    });
-    let api: Api<UserInvite> = Api::namespaced(ctx.client.clone(), &namespace);
-    match api
-        .patch_status(&invite.name_any(), &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(&patch))
-        .await
-    {
-        Ok(_) => Ok(true),
-        Err(kube::Error::Api(status)) if status.code == 409 => Ok(false),
-        Err(source) => Err(Error::Kube {
-            action: "recording a delivery attempt on",
-            kind: "UserInvite".into(),
-            object: cache::key(invite),
-            source: Box::new(source),
-        }),
-    }
-}
-
-/// Why an email was not sent: roster's settings, or the SMTP exchange.
-enum Undelivered {
-    Setup(SetupError),
-    Send(SendError),
+/// How an email addresses the person: display name, given name, username, or the User's name.
+pub(super) fn addressed_as(user: &User) -> String {
+    let spec = &user.spec;
+    spec.display_name
+        .clone()
+        .or_else(|| spec.given_name.clone())
+        .or_else(|| spec.username.clone())
+        .unwrap_or_else(|| user.name_any())
 }
 
 async fn send_email(
@@ -478,12 +458,7 @@ async fn send_email(
     let mailer = ctx.mail.mailer().await.map_err(Undelivered::Setup)?;
     let templates = ctx.mail.templates().await.map_err(Undelivered::Setup)?;
     let spec = &user.spec;
-    let name = spec
-        .display_name
-        .clone()
-        .or_else(|| spec.given_name.clone())
-        .or_else(|| spec.username.clone())
-        .unwrap_or_else(|| user.name_any());
+    let name = addressed_as(user);
     let mail = templates
         .invitation(
             spec.locale.as_deref(),
@@ -498,33 +473,6 @@ async fn send_email(
     let recipient = invite.spec.email.as_deref().unwrap_or(&spec.email);
     let message_id = format!("{}.{issuance}", invite.uid().unwrap_or_default());
     mailer.send(recipient, &mail, &message_id).await.map_err(Undelivered::Send)
-}
-
-/// Server-side applies a Secret roster owns outright, owned by the invite.
-async fn apply_secret(
-    ctx: &Context,
-    invite: &UserInvite,
-    name: &str,
-    type_: &str,
-    data: BTreeMap<String, String>,
-) -> Result<()> {
-    let namespace = invite.namespace().unwrap_or_default();
-    let secret = Secret {
-        metadata: owned_meta(invite, name, (INVITE_LABEL, invite.name_any()))?,
-        type_: Some(type_.to_owned()),
-        data: Some(data.into_iter().map(|(k, v)| (k, ByteString(v.into_bytes()))).collect()),
-        ..Default::default()
-    };
-    Api::<Secret>::namespaced(ctx.client.clone(), &namespace)
-        .patch(name, &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(&secret))
-        .await
-        .map(drop)
-        .map_err(|source| Error::Kube {
-            action: "writing",
-            kind: "Secret".into(),
-            object: format!("{namespace}/{name}"),
-            source: Box::new(source),
-        })
 }
 
 /// The retired hashes after the token in `previous` (the token Secret as it was) is
@@ -549,21 +497,7 @@ fn retire(previous: Option<&Secret>) -> String {
 /// stays, so that the portal can tell a spent link (410, by the invite's phase) from an
 /// unknown one (404).
 async fn withdraw_link(ctx: &Context, invite: &UserInvite) -> Result<()> {
-    let namespace = invite.namespace().unwrap_or_default();
-    let name = link_secret_name(&invite.name_any());
-    match Api::<Secret>::namespaced(ctx.client.clone(), &namespace)
-        .delete(&name, &DeleteParams::default())
-        .await
-    {
-        Ok(_) => Ok(()),
-        Err(kube::Error::Api(status)) if status.code == 404 => Ok(()),
-        Err(source) => Err(Error::Kube {
-            action: "deleting",
-            kind: "Secret".into(),
-            object: format!("{namespace}/{name}"),
-            source: Box::new(source),
-        }),
-    }
+    delete_secret(ctx, &invite.namespace().unwrap_or_default(), &link_secret_name(&invite.name_any())).await
 }
 
 /// When the person completed onboarding with the invite's current token, as the user's
@@ -586,6 +520,8 @@ fn accepted_at(ctx: &Context, invite: &UserInvite) -> Option<Timestamp> {
 
 #[cfg(test)]
 mod tests {
+    use k8s_openapi::ByteString;
+
     use super::*;
 
     fn at(seconds: i64) -> Timestamp {

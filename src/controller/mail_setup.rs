@@ -37,6 +37,15 @@ impl SetupError {
     }
 }
 
+/// Why an email was not sent: roster's settings, or the SMTP exchange.
+#[derive(Debug)]
+pub enum Undelivered {
+    /// The settings: an admin must act.
+    Setup(SetupError),
+    /// The SMTP exchange.
+    Send(crate::mail::SendError),
+}
+
 /// The SMTP transport and templates, each rebuilt when its source object changes.
 pub struct MailSetup {
     client: Client,

@@ -31,7 +31,7 @@ use tokio_util::sync::CancellationToken;
 
 pub use cache::Caches;
 use cache::Informer;
-pub use mail_setup::{MailSetup, SetupError};
+pub use mail_setup::{MailSetup, SetupError, Undelivered};
 
 use crate::api::conditions::{self, Desired, reasons, status, types};
 use crate::api::{MfaReset, User, UserInvite};
@@ -180,7 +180,19 @@ pub async fn run(
             let invites = user.map(|user| of_credentials.invites_of(&namespace, &user)).unwrap_or_default();
             invites.into_iter().map(|i| ObjectRef::from_obj(i.as_ref()))
         });
-    let reset_controller = Controller::for_shared_stream(resets.subscribe(), caches.resets.clone());
+    let (user_resets, credential_resets) = (caches.clone(), caches.clone());
+    let reset_controller = Controller::for_shared_stream(resets.subscribe(), caches.resets.clone())
+        .watches_shared_stream(users.subscribe(), move |user: Arc<User>| {
+            let (namespace, name) = (user.namespace().unwrap_or_default(), user.name_any());
+            user_resets.resets_of(&namespace, &name).into_iter().map(|r| ObjectRef::from_obj(r.as_ref()))
+        })
+        // Clearing, re-enrolment and newer resets show in the credentials Secret.
+        .watches_shared_stream(secrets.subscribe(), move |secret: Arc<Secret>| {
+            let user = secret.labels().get(names::USER_LABEL).cloned();
+            let namespace = secret.namespace().unwrap_or_default();
+            let resets = user.map(|user| credential_resets.resets_of(&namespace, &user)).unwrap_or_default();
+            resets.into_iter().map(|r| ObjectRef::from_obj(r.as_ref()))
+        });
 
     let ready = async {
         tokio::select! {
@@ -433,6 +445,84 @@ where
             object: format!("{namespace}/{name}"),
             source: Box::new(source),
         })
+}
+
+/// Server-side applies `status` like [`apply_status`], but only if `obj` is still at the
+/// resourceVersion it was read at: `false` when another writer (a second replica, or this
+/// one before the cache caught up) changed it first.
+async fn apply_status_unless_changed<K, S>(ctx: &Context, obj: &K, status: &S) -> Result<bool>
+where
+    K: Resource<DynamicType = (), Scope = kube::core::NamespaceResourceScope>
+        + Clone
+        + DeserializeOwned
+        + Debug,
+    S: Serialize,
+{
+    let api: Api<K> = Api::namespaced(ctx.client.clone(), &obj.namespace().unwrap_or_default());
+    let patch = serde_json::json!({
+        "apiVersion": K::api_version(&()),
+        "kind": K::kind(&()),
+        "metadata": {"resourceVersion": obj.resource_version()},
+        "status": status,
+    });
+    match api
+        .patch_status(&obj.name_any(), &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(&patch))
+        .await
+    {
+        Ok(_) => Ok(true),
+        Err(kube::Error::Api(status)) if status.code == 409 => Ok(false),
+        Err(source) => Err(Error::Kube {
+            action: "recording an attempt on",
+            kind: K::kind(&()).into_owned(),
+            object: cache::key(obj),
+            source: Box::new(source),
+        }),
+    }
+}
+
+/// Server-side applies a Secret of `type_` that `owner` owns outright, labelled with
+/// `label` = the owner's name.
+async fn apply_owned_secret<O>(
+    ctx: &Context,
+    owner: &O,
+    name: &str,
+    (type_, label): (&str, &str),
+    data: BTreeMap<String, String>,
+) -> Result<()>
+where
+    O: Resource<DynamicType = ()>,
+{
+    let namespace = owner.namespace().unwrap_or_default();
+    let secret = Secret {
+        metadata: owned_meta(owner, name, (label, owner.name_any()))?,
+        type_: Some(type_.to_owned()),
+        data: Some(data.into_iter().map(|(k, v)| (k, k8s_openapi::ByteString(v.into_bytes()))).collect()),
+        ..Default::default()
+    };
+    Api::<Secret>::namespaced(ctx.client.clone(), &namespace)
+        .patch(name, &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(&secret))
+        .await
+        .map(drop)
+        .map_err(|source| Error::Kube {
+            action: "writing",
+            kind: "Secret".into(),
+            object: format!("{namespace}/{name}"),
+            source: Box::new(source),
+        })
+}
+
+/// Deletes a Secret; one that is already gone is fine.
+async fn delete_secret(ctx: &Context, namespace: &str, name: &str) -> Result<()> {
+    match Api::<Secret>::namespaced(ctx.client.clone(), namespace).delete(name, &Default::default()).await {
+        Ok(_) => Ok(()),
+        Err(kube::Error::Api(status)) if status.code == 404 => Ok(()),
+        Err(source) => Err(Error::Kube {
+            action: "deleting",
+            kind: "Secret".into(),
+            object: format!("{namespace}/{name}"),
+            source: Box::new(source),
+        }),
+    }
 }
 
 #[cfg(test)]

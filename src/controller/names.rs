@@ -5,6 +5,8 @@
 pub const USER_LABEL: &str = "roster.dev/user";
 /// Label naming the UserInvite a Secret belongs to.
 pub const INVITE_LABEL: &str = "roster.dev/invite";
+/// Label naming the MfaReset a Secret belongs to.
+pub const RESET_LABEL: &str = "roster.dev/mfa-reset";
 /// Type of a user's credentials Secret.
 pub const CREDENTIALS_TYPE: &str = "roster.dev/credentials";
 /// Type of an invite's token Secret.
@@ -12,16 +14,21 @@ pub const INVITE_TOKEN_TYPE: &str = "roster.dev/invite-token";
 /// Type of an invite's admin-only link Secret.
 pub const INVITE_LINK_TYPE: &str = "roster.dev/invite-link";
 
-/// Key of the token's SHA-256 in `<invite>-token`.
+/// Type of an MfaReset's token Secret.
+pub const RESET_TOKEN_TYPE: &str = "roster.dev/mfa-reset-token";
+/// Type of an MfaReset's admin-only link Secret.
+pub const RESET_LINK_TYPE: &str = "roster.dev/mfa-reset-link";
+
+/// Key of the token's SHA-256 in `<invite>-token` and `<reset>-token`.
 pub const TOKEN_HASH: &str = "tokenHash";
 /// Key of the issuance (`spec.resend`) the token belongs to.
 pub const TOKEN_ISSUANCE: &str = "issuance";
-/// Key of the token's expiry (RFC 3339).
+/// Key of the token's expiry (RFC 3339), in `<invite>-token` and `<reset>-token`.
 pub const TOKEN_EXPIRES_AT: &str = "expiresAt";
 /// Key of the hashes of the invite's earlier tokens, space-separated, newest last: the
 /// portal answers 410 (replaced), not 404, for those.
 pub const RETIRED_HASHES: &str = "retiredHashes";
-/// Key of the link in `<invite>-link`.
+/// Key of the link in `<invite>-link` and `<reset>-link`.
 pub const LINK_URL: &str = "url";
 
 /// Name of a user's credentials Secret.
@@ -34,12 +41,12 @@ pub fn auto_invite_name(user: &str) -> String {
     format!("{user}-invite")
 }
 
-/// Name of an invite's token Secret.
-pub fn token_secret_name(invite: &str) -> String {
-    format!("{invite}-token")
+/// Name of an invite's or reset's token Secret.
+pub fn token_secret_name(owner: &str) -> String {
+    format!("{owner}-token")
 }
 
-/// Name of an invite's admin-only link Secret.
-pub fn link_secret_name(invite: &str) -> String {
-    format!("{invite}-link")
+/// Name of an invite's or reset's admin-only link Secret.
+pub fn link_secret_name(owner: &str) -> String {
+    format!("{owner}-link")
 }

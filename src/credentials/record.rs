@@ -29,6 +29,17 @@ pub const ONBOARDING_TOKEN: &str = "onboardingToken";
 /// Key of when onboarding with that token was completed (RFC 3339): the link is spent.
 pub const ONBOARDING_COMPLETED_AT: &str = "onboardingCompletedAt";
 
+/// Key of the uid of the MfaReset that last cleared the TOTP enrolment (written once per
+/// reset: a reset never clears twice).
+pub const MFA_RESET_UID: &str = "mfaResetUid";
+/// Key of when that reset cleared it (RFC 3339).
+pub const MFA_RESET_AT: &str = "mfaResetAt";
+/// Key of the SHA-256 of the re-enrolment token the person proved their password with.
+pub const REENROL_TOKEN: &str = "reenrolToken";
+/// Key of the uid of the MfaReset whose link the person re-enrolled through: its link is
+/// spent.
+pub const MFA_REENROLLED_FOR: &str = "mfaReenrolledFor";
+
 /// The facts a credentials Secret holds that decide a user's phase and its invite's. No
 /// secret material: only whether it exists and when it was set (and the hash of the invite
 /// token in use, which is no secret: the invite's token Secret holds it too).
@@ -52,6 +63,10 @@ pub struct CredentialFacts {
     pub onboarding_token: Option<String>,
     /// When onboarding with that token was completed.
     pub onboarding_completed_at: Option<Timestamp>,
+    /// The MfaReset that last cleared the TOTP enrolment.
+    pub mfa_reset_uid: Option<String>,
+    /// The MfaReset whose link the person re-enrolled through.
+    pub mfa_reenrolled_for: Option<String>,
 }
 
 impl CredentialFacts {
@@ -72,7 +87,14 @@ impl CredentialFacts {
             email_verified_at: time(EMAIL_VERIFIED_AT),
             onboarding_token: text(ONBOARDING_TOKEN).filter(|v| !v.is_empty()).map(str::to_owned),
             onboarding_completed_at: time(ONBOARDING_COMPLETED_AT),
+            mfa_reset_uid: text(MFA_RESET_UID).filter(|v| !v.is_empty()).map(str::to_owned),
+            mfa_reenrolled_for: text(MFA_REENROLLED_FOR).filter(|v| !v.is_empty()).map(str::to_owned),
         }
+    }
+
+    /// A reset cleared the second factor and the person has not enrolled a new one yet.
+    pub fn mfa_reset_pending(&self) -> bool {
+        !self.totp_enrolled && self.mfa_reset_uid.is_some() && self.mfa_reenrolled_for != self.mfa_reset_uid
     }
 }
 
@@ -101,6 +123,23 @@ mod tests {
         assert!(facts.password_set && facts.totp_enrolled);
         assert_eq!(facts.password_set_at, Some("2026-01-02T03:04:05Z".parse().unwrap()));
         assert_eq!(facts.failed_logins, 3);
+    }
+
+    #[test]
+    fn a_reset_is_pending_until_the_person_re_enrols_through_it() {
+        let cleared =
+            CredentialFacts::from_data(&data(&[(PASSWORD_HASH, "$argon2id$x"), (MFA_RESET_UID, "r1")]));
+        assert!(cleared.mfa_reset_pending());
+        let other_done =
+            CredentialFacts::from_data(&data(&[(MFA_RESET_UID, "r2"), (MFA_REENROLLED_FOR, "r1")]));
+        assert!(other_done.mfa_reset_pending(), "re-enrolled through an older reset's link");
+        let done = CredentialFacts::from_data(&data(&[
+            (MFA_RESET_UID, "r1"),
+            (MFA_REENROLLED_FOR, "r1"),
+            (TOTP_SECRET, "JBSWY3DPEHPK3PXP"),
+        ]));
+        assert!(!done.mfa_reset_pending());
+        assert!(!CredentialFacts::default().mfa_reset_pending());
     }
 
     #[test]

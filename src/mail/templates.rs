@@ -9,13 +9,19 @@ use minijinja::Environment;
 /// Languages with built-in templates; the first is the fallback.
 pub const LANGUAGES: [&str; 2] = ["en", "de"];
 
-const BUILT_IN: [(&str, &str); 6] = [
+const BUILT_IN: [(&str, &str); 12] = [
     ("invitation.en.subject.txt", include_str!("templates/invitation.en.subject.txt")),
     ("invitation.en.body.txt", include_str!("templates/invitation.en.body.txt")),
     ("invitation.en.body.html", include_str!("templates/invitation.en.body.html")),
     ("invitation.de.subject.txt", include_str!("templates/invitation.de.subject.txt")),
     ("invitation.de.body.txt", include_str!("templates/invitation.de.body.txt")),
     ("invitation.de.body.html", include_str!("templates/invitation.de.body.html")),
+    ("mfa-reset.en.subject.txt", include_str!("templates/mfa-reset.en.subject.txt")),
+    ("mfa-reset.en.body.txt", include_str!("templates/mfa-reset.en.body.txt")),
+    ("mfa-reset.en.body.html", include_str!("templates/mfa-reset.en.body.html")),
+    ("mfa-reset.de.subject.txt", include_str!("templates/mfa-reset.de.subject.txt")),
+    ("mfa-reset.de.body.txt", include_str!("templates/mfa-reset.de.body.txt")),
+    ("mfa-reset.de.body.html", include_str!("templates/mfa-reset.de.body.html")),
 ];
 
 /// A rendered email.
@@ -38,6 +44,20 @@ pub struct Invitation {
     pub name: String,
     /// The single-use link.
     pub link: String,
+    /// When the link expires, formatted for people.
+    pub expires: String,
+}
+
+/// What the email about a second-factor reset says.
+#[derive(Clone, Debug)]
+pub struct MfaResetNotice {
+    /// The organisation (`--org-name`).
+    pub org: String,
+    /// How the person is addressed.
+    pub name: String,
+    /// The single-use re-enrolment link; `None` when an admin hands it over (the email then
+    /// only tells the person of the reset).
+    pub link: Option<String>,
     /// When the link expires, formatted for people.
     pub expires: String,
 }
@@ -77,18 +97,41 @@ impl Templates {
         locale: Option<&str>,
         invitation: &Invitation,
     ) -> Result<Rendered, TemplateError> {
-        let language = self.language(locale, "invitation");
+        let values = minijinja::context! {
+            org => &invitation.org,
+            name => &invitation.name,
+            link => &invitation.link,
+            expires => &invitation.expires,
+        };
+        self.render("invitation", locale, &values)
+    }
+
+    /// Renders the notice of a second-factor reset in `locale`.
+    pub fn mfa_reset(
+        &self,
+        locale: Option<&str>,
+        notice: &MfaResetNotice,
+    ) -> Result<Rendered, TemplateError> {
+        let values = minijinja::context! {
+            org => &notice.org,
+            name => &notice.name,
+            link => &notice.link,
+            expires => &notice.expires,
+        };
+        self.render("mfa-reset", locale, &values)
+    }
+
+    fn render(
+        &self,
+        kind: &str,
+        locale: Option<&str>,
+        values: &minijinja::Value,
+    ) -> Result<Rendered, TemplateError> {
+        let language = self.language(locale, kind);
         let render = |part: &str| -> Result<String, TemplateError> {
-            let name = format!("invitation.{language}.{part}");
+            let name = format!("{kind}.{language}.{part}");
             let template = self.env.get_template(&name).map_err(|e| error(&name, &e))?;
-            template
-                .render(minijinja::context! {
-                    org => &invitation.org,
-                    name => &invitation.name,
-                    link => &invitation.link,
-                    expires => &invitation.expires,
-                })
-                .map_err(|e| error(&name, &e))
+            template.render(values).map_err(|e| error(&name, &e))
         };
         Ok(Rendered {
             subject: render("subject.txt")?.lines().next().unwrap_or_default().trim().to_owned(),
@@ -182,6 +225,23 @@ mod tests {
             templates.invitation(Some("fr-CA"), &invitation()).unwrap().subject,
             "Bienvenue chez Example Corp"
         );
+    }
+
+    #[test]
+    fn a_reset_notice_carries_the_link_only_when_emailed() {
+        let templates = Templates::new(&BTreeMap::new()).unwrap();
+        let mut notice = MfaResetNotice {
+            org: "Example Corp".into(),
+            name: "Jane".into(),
+            link: Some("https://portal.example.com/mfa-reset/abc".into()),
+            expires: "2026-12-24 10:00 UTC".into(),
+        };
+        let emailed = templates.mfa_reset(Some("en"), &notice).unwrap();
+        assert_eq!(emailed.subject, "Example Corp: your second factor was reset");
+        assert!(emailed.text.contains("/mfa-reset/abc") && emailed.html.contains("mfa-reset&#x2f;abc"));
+        notice.link = None;
+        let told = templates.mfa_reset(Some("de-DE"), &notice).unwrap();
+        assert!(told.subject.contains("zurückgesetzt") && !told.text.contains("mfa-reset/"), "{}", told.text);
     }
 
     #[test]

@@ -12,7 +12,6 @@ use k8s_openapi::jiff::Timestamp;
 use kube::ResourceExt;
 use kube::runtime::reflector::ObjectRef;
 
-use super::facts::text;
 use crate::api::{InvitePhase, User, UserInvite, UserState};
 use crate::controller::Caches;
 use crate::controller::names::{
@@ -20,6 +19,7 @@ use crate::controller::names::{
 };
 use crate::credentials::record::{ONBOARDING_COMPLETED_AT, ONBOARDING_TOKEN, TOTP_PENDING};
 use crate::credentials::{CredentialFacts, hash_token, token_matches};
+use crate::facts::text;
 
 /// Longest token the portal looks up; roster's are 43 characters.
 const MAX_TOKEN_LEN: usize = 128;

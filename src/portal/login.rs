@@ -12,12 +12,12 @@ use kube::runtime::reflector::ObjectRef;
 use serde::{Deserialize, Serialize};
 
 use super::Portal;
-use super::facts::{self, Changes, text};
 use crate::api::{User, UserState};
 use crate::controller::names::credentials_secret_name;
 use crate::credentials::TotpSecret;
 use crate::credentials::record::{FAILED_LOGINS, LAST_LOGIN_AT, PASSWORD_HASH, TOTP_LAST_STEP, TOTP_SECRET};
 use crate::directory::{self, Entry, Identifier};
+use crate::facts::{self, Changes, text};
 
 /// What a sign-in sends.
 #[derive(Deserialize)]

@@ -4,11 +4,10 @@
 //! ([`api`]) over the same steps ([`onboarding`], [`login`]).
 //!
 //! Every look-up comes from the operator's watch caches; every write goes to the user's
-//! credentials Secret ([`facts`]) under a resourceVersion precondition. The reconcilers turn
+//! credentials Secret ([`crate::facts`]) under a resourceVersion precondition. The reconcilers turn
 //! those facts into phases and conditions.
 
 pub mod api;
-pub mod facts;
 pub mod guard;
 pub mod links;
 pub mod login;

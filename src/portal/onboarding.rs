@@ -8,7 +8,6 @@ use k8s_openapi::jiff::Timestamp;
 use kube::ResourceExt;
 
 use super::Portal;
-use super::facts::{self, Changes, text};
 use super::links::{LinkProblem, OpenLink, Stage};
 use crate::api::Delivery;
 use crate::credentials::record::{
@@ -16,6 +15,7 @@ use crate::credentials::record::{
     PASSWORD_SET_AT, TOTP_ENROLLED_AT, TOTP_LAST_STEP, TOTP_PENDING, TOTP_SECRET,
 };
 use crate::credentials::{PolicyViolation, TotpRejected, TotpSecret, otpauth_uri, verify_totp};
+use crate::facts::{self, Changes, text};
 
 /// Why a step was refused.
 #[derive(Debug, thiserror::Error)]

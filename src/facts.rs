@@ -1,7 +1,7 @@
-//! Writing the person's facts into their credentials Secret: read, decide, write with the
-//! resourceVersion read as precondition, and on a conflict read again and decide again —
-//! so that two sign-ins at once never lose a failed-login count and two people racing on
-//! one invite link cannot both win.
+//! Writing facts into a credentials Secret — the person's (by the portal) and a reset's (by
+//! its reconciler): read, decide, write with the resourceVersion read as precondition, and
+//! on a conflict read again and decide again — so that two sign-ins at once never lose a
+//! failed-login count and two people racing on one link cannot both win.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
