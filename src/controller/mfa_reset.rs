@@ -76,6 +76,8 @@ pub(super) enum Step {
     Deliver { attempts: u32 },
     /// A delivery failed; try again at this time.
     Wait(Timestamp),
+    /// Its status was lost, but the Secret shows its link was already used: finish quietly.
+    AlreadyUsed,
 }
 
 /// The user, as a reset sees it.
@@ -116,6 +118,9 @@ pub(super) fn decide(
         return Step::Fail(reasons::USER_INACTIVE);
     }
     let credentials = user.credentials;
+    if mine(&credentials.mfa_reenrolled_for) {
+        return Step::AlreadyUsed;
+    }
     if mine(&credentials.mfa_reset_uid) {
         let attempts = status.delivery_attempts.unwrap_or(0);
         let retry_at = status.last_attempt_at.as_ref().map(|t| t.0 + delivery_backoff(attempts));
@@ -267,6 +272,20 @@ async fn finish(ctx: &Context, reset: &MfaReset, step: Step) -> Result<Action> {
         Step::Wait(at) => {
             requeue = Some(at);
             Vec::new()
+        }
+        Step::AlreadyUsed => {
+            status.phase = Some(MfaResetPhase::Completed);
+            status.completed_at = Some(now.clone());
+            summary(
+                cond(
+                    types::READY,
+                    status::TRUE,
+                    reasons::REENROLLED,
+                    "the person enrolled a new authenticator",
+                ),
+                false,
+                None,
+            )
         }
         Step::Deliver { attempts } => {
             let Some(outcome) = deliver(ctx, reset, attempts, &now).await? else {

@@ -15,6 +15,7 @@ use serde_json::json;
 use super::links::{self, LinkProblem, Stage};
 use super::login::{LoginOutcome, LoginRequest};
 use super::onboarding::{self, StepError};
+use super::reenrolment::{self, ResetStage};
 use super::{Portal, login};
 
 /// `POST /api/v1/invites/{token}/accept`.
@@ -46,6 +47,9 @@ fn step_error(error: StepError) -> Response {
         StepError::Link(p) => link_problem(p),
         StepError::AlreadyDone => problem(StatusCode::CONFLICT, "passwordAlreadySet", error.to_string()),
         StepError::PasswordFirst => problem(StatusCode::CONFLICT, "passwordNotSet", error.to_string()),
+        StepError::WrongPassword => {
+            problem(StatusCode::UNAUTHORIZED, "invalidCredentials", error.to_string())
+        }
         StepError::Policy(violation) => {
             problem(StatusCode::UNPROCESSABLE_ENTITY, "passwordPolicy", format!("the password {violation}"))
         }
@@ -65,7 +69,7 @@ pub async fn invite(State(portal): State<Arc<Portal>>, Path(token): Path<String>
     let spec = &link.user.spec;
     let (step, totp) = match &link.stage {
         Stage::SetPassword => ("password", None),
-        Stage::EnrolTotp(secret) => match onboarding::offer(&portal, &link, secret) {
+        Stage::EnrolTotp(secret) => match onboarding::offer(&portal, &link.user, secret) {
             Ok(offer) => ("totp", Some(offer)),
             Err(e) => return step_error(e),
         },
@@ -110,6 +114,63 @@ pub async fn totp(
         Err(problem_) => return link_problem(problem_),
     };
     match onboarding::confirm_totp(&portal, &link, &request.code).await {
+        Ok(()) => Json(json!({"phase": "ACTIVE"})).into_response(),
+        Err(e) => step_error(e),
+    }
+}
+
+/// `GET /api/v1/mfa-resets/{token}`: whether the re-enrolment link can be used, and the
+/// next step.
+pub async fn reset(State(portal): State<Arc<Portal>>, Path(token): Path<String>) -> Response {
+    let link = match reenrolment::open(&portal.caches, &token, portal.lockout_threshold, Timestamp::now()) {
+        Ok(link) => link,
+        Err(problem_) => return link_problem(problem_),
+    };
+    let (step, totp) = match &link.stage {
+        ResetStage::ProvePassword => ("password", None),
+        ResetStage::EnrolTotp(secret) => match onboarding::offer(&portal, &link.user, secret) {
+            Ok(offer) => ("totp", Some(offer)),
+            Err(e) => return step_error(e),
+        },
+    };
+    Json(json!({
+        "valid": true,
+        "user": {"email": link.user.spec.email},
+        "expiresAt": link.expires_at.map(|t| t.to_string()),
+        "step": step,
+        "totp": totp,
+    }))
+    .into_response()
+}
+
+/// `POST /api/v1/mfa-resets/{token}/accept`: proves the current password; answers the new
+/// TOTP setup. A wrong password is 401 and counts as a failed sign-in.
+pub async fn reset_accept(
+    State(portal): State<Arc<Portal>>,
+    Path(token): Path<String>,
+    Json(request): Json<AcceptRequest>,
+) -> Response {
+    let link = match reenrolment::open(&portal.caches, &token, portal.lockout_threshold, Timestamp::now()) {
+        Ok(link) => link,
+        Err(problem_) => return link_problem(problem_),
+    };
+    match reenrolment::prove_password(&portal, &link, &request.password).await {
+        Ok(offer) => Json(json!({"totp": offer})).into_response(),
+        Err(e) => step_error(e),
+    }
+}
+
+/// `POST /api/v1/mfa-resets/{token}/totp`: confirms the new authenticator app.
+pub async fn reset_totp(
+    State(portal): State<Arc<Portal>>,
+    Path(token): Path<String>,
+    Json(request): Json<TotpRequest>,
+) -> Response {
+    let link = match reenrolment::open(&portal.caches, &token, portal.lockout_threshold, Timestamp::now()) {
+        Ok(link) => link,
+        Err(problem_) => return link_problem(problem_),
+    };
+    match reenrolment::confirm_totp(&portal, &link, &request.code).await {
         Ok(()) => Json(json!({"phase": "ACTIVE"})).into_response(),
         Err(e) => step_error(e),
     }

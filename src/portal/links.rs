@@ -18,7 +18,7 @@ use crate::controller::names::{
     INVITE_LABEL, INVITE_TOKEN_TYPE, RETIRED_HASHES, TOKEN_EXPIRES_AT, TOKEN_HASH, credentials_secret_name,
 };
 use crate::credentials::record::{ONBOARDING_COMPLETED_AT, ONBOARDING_TOKEN, TOTP_PENDING};
-use crate::credentials::{CredentialFacts, hash_token, token_matches};
+use crate::credentials::{hash_token, token_matches};
 use crate::facts::text;
 
 /// Longest token the portal looks up; roster's are 43 characters.
@@ -160,29 +160,13 @@ pub fn judge(facts: &LinkFacts<'_>, now: Timestamp) -> Result<Stage, LinkProblem
 
 /// Looks the token up in the caches and judges it.
 pub fn open(caches: &Caches, token: &str, now: Timestamp) -> Result<OpenLink, LinkProblem> {
-    if !caches.is_ready() {
-        return Err(LinkProblem::Starting);
-    }
-    if token.is_empty() || token.len() > MAX_TOKEN_LEN {
-        return Err(LinkProblem::Unknown);
-    }
-    let hash = hash_token(token);
-    let tokens = caches.secrets.state_filter(|s| s.type_.as_deref() == Some(INVITE_TOKEN_TYPE));
-    let Some(secret) = tokens.iter().find(|s| text(s, TOKEN_HASH).is_some_and(|h| token_matches(token, h)))
-    else {
-        let replaced = tokens.iter().any(|s| {
-            text(s, RETIRED_HASHES).is_some_and(|r| r.split_whitespace().any(|h| token_matches(token, h)))
-        });
-        return Err(if replaced { LinkProblem::Replaced } else { LinkProblem::Unknown });
-    };
+    let (hash, secret) = find_token(caches, token, INVITE_TOKEN_TYPE)?;
+    let secret = secret.as_ref();
     let namespace = secret.namespace().unwrap_or_default();
     let invite_name = secret.labels().get(INVITE_LABEL).ok_or(LinkProblem::Unknown)?;
     let invite =
         caches.invites.get(&ObjectRef::new(invite_name).within(&namespace)).ok_or(LinkProblem::Revoked)?;
-    let user = caches.users.get(&ObjectRef::new(&invite.spec.user_ref.name).within(&namespace));
-    let credentials = user.as_ref().and_then(|u| {
-        caches.secrets.get(&ObjectRef::new(&credentials_secret_name(&u.name_any())).within(&namespace))
-    });
+    let (user, credentials) = account(caches, &namespace, &invite.spec.user_ref.name);
     let empty = Secret { data: Some(BTreeMap::new()), ..Default::default() };
     let progress = credentials.as_deref().unwrap_or(&empty);
     let expires_at = text(secret, TOKEN_EXPIRES_AT).and_then(|t| t.parse().ok());
@@ -204,9 +188,33 @@ pub fn open(caches: &Caches, token: &str, now: Timestamp) -> Result<OpenLink, Li
     Ok(OpenLink { invite, user, credentials, token_hash: hash, expires_at, stage })
 }
 
-/// The onboarding facts of a credentials Secret.
-pub fn progress(credentials: &Secret) -> CredentialFacts {
-    CredentialFacts::from_data(credentials.data.as_ref().unwrap_or(&BTreeMap::new()))
+/// The User `name` in `namespace` and its credentials Secret, from the caches.
+pub fn account(caches: &Caches, namespace: &str, name: &str) -> (Option<Arc<User>>, Option<Arc<Secret>>) {
+    let user = caches.users.get(&ObjectRef::new(name).within(namespace));
+    let credentials = user.as_ref().and_then(|u| {
+        caches.secrets.get(&ObjectRef::new(&credentials_secret_name(&u.name_any())).within(namespace))
+    });
+    (user, credentials)
+}
+
+/// The token Secret of `type_` whose hash matches `token` (compared in constant time), from
+/// the cache, with the token's hash. A token only found among a Secret's retired hashes was
+/// replaced by a newer one.
+pub fn find_token(caches: &Caches, token: &str, type_: &str) -> Result<(String, Arc<Secret>), LinkProblem> {
+    if !caches.is_ready() {
+        return Err(LinkProblem::Starting);
+    }
+    if token.is_empty() || token.len() > MAX_TOKEN_LEN {
+        return Err(LinkProblem::Unknown);
+    }
+    let tokens = caches.secrets.state_filter(|s| s.type_.as_deref() == Some(type_));
+    let matches =
+        |hashes: Option<&str>| hashes.is_some_and(|h| h.split_whitespace().any(|h| token_matches(token, h)));
+    match tokens.iter().find(|s| matches(text(s, TOKEN_HASH))) {
+        Some(secret) => Ok((hash_token(token), secret.clone())),
+        None if tokens.iter().any(|s| matches(text(s, RETIRED_HASHES))) => Err(LinkProblem::Replaced),
+        None => Err(LinkProblem::Unknown),
+    }
 }
 
 #[cfg(test)]

@@ -1,7 +1,7 @@
 //! The self-service portal: where an invited person sets a password and enrols TOTP, and the
 //! sign-in API a company's own front end can use. Served by `roster run` on its own port:
 //! server-rendered HTML pages ([`pages`]) that work without JavaScript, and a JSON API
-//! ([`api`]) over the same steps ([`onboarding`], [`login`]).
+//! ([`api`]) over the same steps ([`onboarding`], [`reenrolment`], [`login`]).
 //!
 //! Every look-up comes from the operator's watch caches; every write goes to the user's
 //! credentials Secret ([`crate::facts`]) under a resourceVersion precondition. The reconcilers turn
@@ -13,6 +13,7 @@ pub mod links;
 pub mod login;
 pub mod onboarding;
 pub mod pages;
+pub mod reenrolment;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -101,6 +102,10 @@ pub fn router(portal: Arc<Portal>, limiter: Arc<guard::RateLimiter>) -> Router {
         .route("/api/v1/invites/{token}", get(api::invite))
         .route("/api/v1/invites/{token}/accept", post(api::accept))
         .route("/api/v1/invites/{token}/totp", post(api::totp))
+        .route("/mfa-reset/{token}", get(pages::reset).post(pages::reset_step))
+        .route("/api/v1/mfa-resets/{token}", get(api::reset))
+        .route("/api/v1/mfa-resets/{token}/accept", post(api::reset_accept))
+        .route("/api/v1/mfa-resets/{token}/totp", post(api::reset_totp))
         .route("/api/v1/login", post(api::login))
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(api::readyz))

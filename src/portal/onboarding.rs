@@ -9,7 +9,7 @@ use kube::ResourceExt;
 
 use super::Portal;
 use super::links::{LinkProblem, OpenLink, Stage};
-use crate::api::Delivery;
+use crate::api::{Delivery, User};
 use crate::credentials::record::{
     EMAIL_VERIFIED_AT, FAILED_LOGINS, ONBOARDING_COMPLETED_AT, ONBOARDING_TOKEN, PASSWORD_HASH,
     PASSWORD_SET_AT, TOTP_ENROLLED_AT, TOTP_LAST_STEP, TOTP_PENDING, TOTP_SECRET,
@@ -29,6 +29,9 @@ pub enum StepError {
     /// The TOTP step came before the password step.
     #[error("set a password first")]
     PasswordFirst,
+    /// The current password, asked as proof, is wrong (counted as a failed sign-in).
+    #[error("the password is not correct")]
+    WrongPassword,
     /// The new password breaks a rule.
     #[error("the password {0}")]
     Policy(PolicyViolation),
@@ -51,9 +54,9 @@ pub struct TotpOffer {
 }
 
 /// The TOTP offer for a pending secret: the URI names the organisation and the email.
-pub fn offer(portal: &Portal, link: &OpenLink, secret: &str) -> Result<TotpOffer, StepError> {
+pub fn offer(portal: &Portal, user: &User, secret: &str) -> Result<TotpOffer, StepError> {
     let parsed = TotpSecret::from_base32(secret).map_err(internal)?;
-    let uri = otpauth_uri(&parsed, &portal.org_name, &link.user.spec.email).map_err(internal)?;
+    let uri = otpauth_uri(&parsed, &portal.org_name, &user.spec.email).map_err(internal)?;
     Ok(TotpOffer { secret: secret.to_owned(), otpauth_uri: uri })
 }
 
@@ -96,9 +99,9 @@ pub async fn set_password(
     })
     .await
     .map_err(internal)?;
-    caught_up(portal, link, written).await?;
+    caught_up(portal, &link.credentials, written).await?;
     match pending {
-        Some(secret) => offer(portal, link, &secret.to_base32()).map(Some),
+        Some(secret) => offer(portal, &link.user, &secret.to_base32()).map(Some),
         None => {
             completed(portal, link);
             Ok(None)
@@ -131,19 +134,19 @@ pub async fn confirm_totp(portal: &Portal, link: &OpenLink, code: &str) -> Resul
     })
     .await
     .map_err(internal)?;
-    caught_up(portal, link, written).await?;
+    caught_up(portal, &link.credentials, written).await?;
     completed(portal, link);
     Ok(())
 }
 
 /// The step's verdict, once the watch cache shows what it wrote.
-async fn caught_up(
+pub(super) async fn caught_up(
     portal: &Portal,
-    link: &OpenLink,
+    credentials: &Secret,
     (verdict, version): (Result<(), StepError>, Option<String>),
 ) -> Result<(), StepError> {
     if let Some(version) = version {
-        facts::await_cached(&portal.caches.secrets, &link.credentials, &version).await;
+        facts::await_cached(&portal.caches.secrets, credentials, &version).await;
     }
     verdict
 }
@@ -153,7 +156,7 @@ fn completed(portal: &Portal, link: &OpenLink) {
     tracing::info!(user = %super::who(&link.user), "onboarding completed");
 }
 
-fn internal(error: impl std::fmt::Display) -> StepError {
+pub(super) fn internal(error: impl std::fmt::Display) -> StepError {
     tracing::error!(%error, "an onboarding step failed");
     StepError::Internal
 }

@@ -11,7 +11,6 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{Html, IntoResponse, Redirect, Response};
 use base64::Engine as _;
 use k8s_openapi::jiff::Timestamp;
-use kube::ResourceExt;
 use minijinja::{Environment, Value, context};
 use serde::Deserialize;
 
@@ -19,10 +18,13 @@ use super::Portal;
 use super::guard::{form_cookie, form_token, form_token_matches};
 use super::links::{self, LinkProblem, OpenLink, Stage};
 use super::onboarding::{self, StepError};
+use super::reenrolment::{self, OpenReset, ResetStage};
+use crate::api::User;
 
-const TEMPLATES: [(&str, &str); 5] = [
+const TEMPLATES: [(&str, &str); 6] = [
     ("base.html", include_str!("templates/base.html")),
     ("password.html", include_str!("templates/password.html")),
+    ("reset_password.html", include_str!("templates/reset_password.html")),
     ("totp.html", include_str!("templates/totp.html")),
     ("done.html", include_str!("templates/done.html")),
     ("problem.html", include_str!("templates/problem.html")),
@@ -92,6 +94,19 @@ fn link_problem(portal: &Portal, problem_: LinkProblem) -> Response {
     problem(portal, problem_.status(), title, problem_.message())
 }
 
+/// The form that stops other sites from posting: refused unless it carries the browser's
+/// own form token.
+fn forged(portal: &Portal, headers: &HeaderMap, form: &StepForm) -> Option<Response> {
+    (!form_token_matches(headers, &form.form_token)).then(|| {
+        problem(
+            portal,
+            StatusCode::FORBIDDEN,
+            "This form has expired",
+            "Reload the page and try again. (Cookies must be allowed for this site.)",
+        )
+    })
+}
+
 /// `GET /invite/{token}`: the step the link is at.
 pub async fn invite(
     State(portal): State<Arc<Portal>>,
@@ -99,7 +114,7 @@ pub async fn invite(
     headers: HeaderMap,
 ) -> Response {
     match links::open(&portal.caches, &token, Timestamp::now()) {
-        Ok(link) => step_page(&portal, &link, &headers, StatusCode::OK, None),
+        Ok(link) => invite_page(&portal, &link, &headers, StatusCode::OK, None),
         Err(problem_) => link_problem(&portal, problem_),
     }
 }
@@ -111,46 +126,84 @@ pub async fn invite_step(
     headers: HeaderMap,
     Form(form): Form<StepForm>,
 ) -> Response {
-    if !form_token_matches(&headers, &form.form_token) {
-        return problem(
-            &portal,
-            StatusCode::FORBIDDEN,
-            "This form has expired",
-            "Reload the page and try again. (Cookies must be allowed for this site.)",
-        );
+    if let Some(refused) = forged(&portal, &headers, &form) {
+        return refused;
     }
     let link = match links::open(&portal.caches, &token, Timestamp::now()) {
         Ok(link) => link,
         Err(problem_) => return link_problem(&portal, problem_),
     };
     let again = Redirect::to(&token).into_response();
+    let unprocessable =
+        |error: &str| invite_page(&portal, &link, &headers, StatusCode::UNPROCESSABLE_ENTITY, Some(error));
     match form.step.as_str() {
-        "password" => {
-            if form.password != form.password_confirm {
-                let error = "The two passwords differ.";
-                return step_page(&portal, &link, &headers, StatusCode::UNPROCESSABLE_ENTITY, Some(error));
-            }
-            match onboarding::set_password(&portal, &link, &form.password).await {
-                Ok(Some(_)) | Err(StepError::AlreadyDone) => again,
-                Ok(None) => done(&portal, &link),
-                Err(StepError::Policy(violation)) => {
-                    let error = format!("The password {violation}.");
-                    step_page(&portal, &link, &headers, StatusCode::UNPROCESSABLE_ENTITY, Some(&error))
-                }
-                Err(other) => step_failed(&portal, other),
-            }
-        }
+        "password" if form.password != form.password_confirm => unprocessable("The two passwords differ."),
+        "password" => match onboarding::set_password(&portal, &link, &form.password).await {
+            Ok(Some(_)) | Err(StepError::AlreadyDone) => again,
+            Ok(None) => done(&portal, &link.user),
+            Err(StepError::Policy(violation)) => unprocessable(&format!("The password {violation}.")),
+            Err(other) => step_failed(&portal, other),
+        },
         "totp" => match onboarding::confirm_totp(&portal, &link, &form.code).await {
-            Ok(()) => done(&portal, &link),
+            Ok(()) => done(&portal, &link.user),
+            Err(StepError::PasswordFirst) => again,
+            Err(StepError::Code(rejected)) => unprocessable(&code_refused(rejected)),
+            Err(other) => step_failed(&portal, other),
+        },
+        _ => again,
+    }
+}
+
+/// `GET /mfa-reset/{token}`: the step the re-enrolment link is at.
+pub async fn reset(
+    State(portal): State<Arc<Portal>>,
+    Path(token): Path<String>,
+    headers: HeaderMap,
+) -> Response {
+    match reenrolment::open(&portal.caches, &token, portal.lockout_threshold, Timestamp::now()) {
+        Ok(link) => reset_page(&portal, &link, &headers, StatusCode::OK, None),
+        Err(problem_) => link_problem(&portal, problem_),
+    }
+}
+
+/// `POST /mfa-reset/{token}`: one step (`password` or `totp`).
+pub async fn reset_step(
+    State(portal): State<Arc<Portal>>,
+    Path(token): Path<String>,
+    headers: HeaderMap,
+    Form(form): Form<StepForm>,
+) -> Response {
+    if let Some(refused) = forged(&portal, &headers, &form) {
+        return refused;
+    }
+    let link = match reenrolment::open(&portal.caches, &token, portal.lockout_threshold, Timestamp::now()) {
+        Ok(link) => link,
+        Err(problem_) => return link_problem(&portal, problem_),
+    };
+    let again = Redirect::to(&token).into_response();
+    let unprocessable = |status, error: &str| reset_page(&portal, &link, &headers, status, Some(error));
+    match form.step.as_str() {
+        "password" => match reenrolment::prove_password(&portal, &link, &form.password).await {
+            Ok(_) => again,
+            Err(StepError::WrongPassword) => {
+                unprocessable(StatusCode::UNAUTHORIZED, "That password is not correct.")
+            }
+            Err(other) => step_failed(&portal, other),
+        },
+        "totp" => match reenrolment::confirm_totp(&portal, &link, &form.code).await {
+            Ok(()) => done(&portal, &link.user),
             Err(StepError::PasswordFirst) => again,
             Err(StepError::Code(rejected)) => {
-                let error = format!("That code did not work ({rejected}). Enter the code the app shows now.");
-                step_page(&portal, &link, &headers, StatusCode::UNPROCESSABLE_ENTITY, Some(&error))
+                unprocessable(StatusCode::UNPROCESSABLE_ENTITY, &code_refused(rejected))
             }
             Err(other) => step_failed(&portal, other),
         },
         _ => again,
     }
+}
+
+fn code_refused(rejected: crate::credentials::TotpRejected) -> String {
+    format!("That code did not work ({rejected}). Enter the code the app shows now.")
 }
 
 fn step_failed(portal: &Portal, error: StepError) -> Response {
@@ -162,18 +215,57 @@ fn step_failed(portal: &Portal, error: StepError) -> Response {
     }
 }
 
-/// The page for the link's stage, with `error` next to the field it concerns.
-fn step_page(
+/// Which step a page shows.
+enum Shown<'a> {
+    /// Choose a password (onboarding), with the link's expiry.
+    NewPassword(Option<Timestamp>),
+    /// Confirm the current password (re-enrolment).
+    CurrentPassword,
+    /// Set up an authenticator app with this secret.
+    Totp(&'a str),
+}
+
+fn invite_page(
     portal: &Portal,
     link: &OpenLink,
     headers: &HeaderMap,
     status: StatusCode,
     error: Option<&str>,
 ) -> Response {
-    let Ok(form_token) = form_token(headers) else {
-        return problem(portal, StatusCode::INTERNAL_SERVER_ERROR, "Something went wrong", "Try again.");
+    let shown = match &link.stage {
+        Stage::SetPassword => Shown::NewPassword(link.expires_at),
+        Stage::EnrolTotp(secret) => Shown::Totp(secret),
     };
-    let spec = &link.user.spec;
+    page(portal, &link.user, shown, headers, status, error)
+}
+
+fn reset_page(
+    portal: &Portal,
+    link: &OpenReset,
+    headers: &HeaderMap,
+    status: StatusCode,
+    error: Option<&str>,
+) -> Response {
+    let shown = match &link.stage {
+        ResetStage::ProvePassword => Shown::CurrentPassword,
+        ResetStage::EnrolTotp(secret) => Shown::Totp(secret),
+    };
+    page(portal, &link.user, shown, headers, status, error)
+}
+
+/// The page of one step, with `error` next to the field it concerns, and the form token
+/// handed to the browser.
+fn page(
+    portal: &Portal,
+    user: &User,
+    shown: Shown<'_>,
+    headers: &HeaderMap,
+    status: StatusCode,
+    error: Option<&str>,
+) -> Response {
+    let oops = || problem(portal, StatusCode::INTERNAL_SERVER_ERROR, "Something went wrong", "Try again.");
+    let Ok(form_token) = form_token(headers) else { return oops() };
+    let spec = &user.spec;
     let name = spec.display_name.clone().or_else(|| spec.given_name.clone()).unwrap_or_default();
     let common = context! {
         org => &portal.org_name,
@@ -183,30 +275,24 @@ fn step_page(
         form_token => &form_token,
         error => error,
     };
-    let mut response = match &link.stage {
-        Stage::SetPassword => portal.pages.render(
+    let mut response = match shown {
+        Shown::NewPassword(expires) => portal.pages.render(
             status,
             "password.html",
             context! {
                 min_length => portal.policy.min_length,
                 steps => if spec.mfa.required { 2 } else { 1 },
-                expires => link.expires_at.map(|t| t.strftime("%Y-%m-%d %H:%M UTC").to_string()),
+                expires => expires.map(|t| t.strftime("%Y-%m-%d %H:%M UTC").to_string()),
                 ..common
             },
         ),
-        Stage::EnrolTotp(secret) => {
-            let offer = match onboarding::offer(portal, link, secret) {
+        Shown::CurrentPassword => portal.pages.render(status, "reset_password.html", common),
+        Shown::Totp(secret) => {
+            let offer = match onboarding::offer(portal, user, secret) {
                 Ok(offer) => offer,
                 Err(e) => return step_failed(portal, e),
             };
-            let Some(qr) = qr_data_uri(&offer.otpauth_uri) else {
-                return problem(
-                    portal,
-                    StatusCode::INTERNAL_SERVER_ERROR,
-                    "Something went wrong",
-                    "Try again.",
-                );
-            };
+            let Some(qr) = qr_data_uri(&offer.otpauth_uri) else { return oops() };
             let grouped: Vec<String> =
                 offer.secret.as_bytes().chunks(4).map(|c| String::from_utf8_lossy(c).into_owned()).collect();
             portal.pages.render(
@@ -227,16 +313,15 @@ fn step_page(
     response
 }
 
-fn done(portal: &Portal, link: &OpenLink) -> Response {
-    tracing::debug!(user = %link.user.name_any(), "showing the completion page");
+fn done(portal: &Portal, user: &User) -> Response {
     portal.pages.render(
         StatusCode::OK,
         "done.html",
         context! {
             org => &portal.org_name,
             root => "../",
-            email => &link.user.spec.email,
-            mfa => link.user.spec.mfa.required,
+            email => &user.spec.email,
+            mfa => user.spec.mfa.required,
         },
     )
 }
@@ -275,6 +360,7 @@ mod tests {
                 context! { qr => "data:x", otpauth_uri => "otpauth://totp/x", secret_grouped => "ABCD" },
             ),
             ("done.html", context! { mfa => true }),
+            ("reset_password.html", context! { error => "wrong" }),
             ("problem.html", context! { title => "Gone", message => "<b>m</b>" }),
         ] {
             let response = pages.render(StatusCode::OK, name, context! { ..extra, ..common.clone() });

@@ -68,7 +68,8 @@ fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
     out
 }
 
-/// Every token in an `/invite/<token>` link of every message the shared Mailpit received.
+/// Every token in an `/invite/` or `/mfa-reset/` link of the messages the shared Mailpit
+/// received.
 fn emailed_tokens() -> anyhow::Result<Vec<String>> {
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
     runtime.block_on(async {
@@ -80,7 +81,9 @@ fn emailed_tokens() -> anyhow::Result<Vec<String>> {
             let id = summary["ID"].as_str().unwrap_or_default();
             let message: serde_json::Value =
                 reqwest::get(format!("{api}/api/v1/message/{id}")).await?.json().await?;
-            tokens.extend(crate::invites::token_in(message["Text"].as_str().unwrap_or_default()));
+            let text = message["Text"].as_str().unwrap_or_default();
+            tokens.extend(crate::invites::token_after(text, "/invite/"));
+            tokens.extend(crate::invites::token_after(text, "/mfa-reset/"));
         }
         Ok(tokens)
     })

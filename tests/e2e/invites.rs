@@ -232,7 +232,12 @@ pub async fn message_text(summary: &Value) -> anyhow::Result<String> {
 
 /// The token of the first `/invite/<token>` link in `text`.
 pub fn token_in(text: &str) -> Option<String> {
-    let start = text.find("/invite/")? + "/invite/".len();
+    token_after(text, "/invite/")
+}
+
+/// The token of the first link in `text` whose path starts with `prefix`.
+pub fn token_after(text: &str, prefix: &str) -> Option<String> {
+    let start = text.find(prefix)? + prefix.len();
     let token: String =
         text[start..].chars().take_while(|c| c.is_ascii_alphanumeric() || *c == '-' || *c == '_').collect();
     (!token.is_empty()).then_some(token)

@@ -18,6 +18,7 @@ mod lifecycle;
 mod mail;
 mod operator;
 mod portal;
+mod resets;
 
 use std::process::ExitCode;
 
@@ -35,6 +36,7 @@ fn main() -> ExitCode {
         mail::trials(),
         operator::trials(),
         portal::trials(),
+        resets::trials(),
     ]
     .into_iter()
     .flatten()

@@ -290,7 +290,7 @@ async fn linked_user(ns: &Ns, name: &str, spec: Value) -> anyhow::Result<String>
 }
 
 /// Onboards `name` through the API; returns the TOTP secret (empty without MFA).
-async fn onboard(ns: &Ns, name: &str, spec: Value) -> anyhow::Result<String> {
+pub async fn onboard(ns: &Ns, name: &str, spec: Value) -> anyhow::Result<String> {
     let token = linked_user(ns, name, spec).await?;
     let (status, body) =
         post(&format!("/api/v1/invites/{token}/accept"), json!({"password": PASSWORD})).await?;
@@ -332,7 +332,7 @@ pub fn code(secret: &str) -> anyhow::Result<String> {
 
 /// The code of the next time step (accepted: one step of clock skew is allowed), unused
 /// even when the current step's code was just used.
-fn next_code(secret: &str) -> anyhow::Result<String> {
+pub fn next_code(secret: &str) -> anyhow::Result<String> {
     Ok(TotpSecret::from_base32(secret)?.code_at(now() + 30)?)
 }
 
@@ -348,17 +348,17 @@ fn now() -> u64 {
     u64::try_from(Timestamp::now().as_second()).unwrap_or(0)
 }
 
-async fn get(path: &str) -> anyhow::Result<(u16, Value)> {
+pub async fn get(path: &str) -> anyhow::Result<(u16, Value)> {
     let response = reqwest::get(format!("{}{path}", shared().portal_url)).await?;
     Ok((response.status().as_u16(), response.json().await.unwrap_or_default()))
 }
 
-async fn post(path: &str, body: Value) -> anyhow::Result<(u16, Value)> {
+pub async fn post(path: &str, body: Value) -> anyhow::Result<(u16, Value)> {
     let response =
         reqwest::Client::new().post(format!("{}{path}", shared().portal_url)).json(&body).send().await?;
     Ok((response.status().as_u16(), response.json().await.unwrap_or_default()))
 }
 
-async fn login(body: Value) -> anyhow::Result<(u16, Value)> {
+pub async fn login(body: Value) -> anyhow::Result<(u16, Value)> {
     post("/api/v1/login", body).await
 }

@@ -1,0 +1,255 @@
+//! Re-enrolling a second factor through an MfaReset's link: prove the current password (a
+//! wrong one counts as a failed sign-in), then confirm a new authenticator app with a code.
+//! The link is judged like an invite's: by the token's hash in the watch cache, the reset's
+//! phase, its expiry, and what the credentials Secret records (which reset cleared the
+//! factor, and through which link the person re-enrolled).
+
+use std::sync::Arc;
+
+use k8s_openapi::api::core::v1::Secret;
+use k8s_openapi::jiff::Timestamp;
+use kube::ResourceExt;
+use kube::runtime::reflector::ObjectRef;
+
+use super::Portal;
+use super::links::{LinkProblem, account, find_token};
+use super::onboarding::{StepError, TotpOffer, caught_up, internal, offer};
+use crate::api::{MfaReset, MfaResetPhase, User, UserState};
+use crate::controller::Caches;
+use crate::controller::names::{RESET_LABEL, RESET_TOKEN_TYPE, TOKEN_EXPIRES_AT};
+use crate::credentials::record::{
+    FAILED_LOGINS, MFA_REENROLLED_FOR, MFA_RESET_UID, PASSWORD_HASH, REENROL_TOKEN, TOTP_ENROLLED_AT,
+    TOTP_LAST_STEP, TOTP_PENDING, TOTP_SECRET,
+};
+use crate::credentials::{TotpSecret, verify_totp};
+use crate::facts::{self, Changes, text};
+
+/// Where the person is with a valid re-enrolment link.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ResetStage {
+    /// Prove the current password first.
+    ProvePassword,
+    /// The password is proven; confirm the authenticator app showing this secret.
+    EnrolTotp(String),
+}
+
+/// A re-enrolment link that can be used.
+#[derive(Clone, Debug)]
+pub struct OpenReset {
+    /// The reset the link belongs to.
+    pub reset: Arc<MfaReset>,
+    /// Its user.
+    pub user: Arc<User>,
+    /// The user's credentials Secret, as cached.
+    pub credentials: Arc<Secret>,
+    /// SHA-256 of the token.
+    pub token_hash: String,
+    /// When the link expires.
+    pub expires_at: Option<Timestamp>,
+    /// The next step.
+    pub stage: ResetStage,
+}
+
+/// The facts [`judge`] decides on.
+#[derive(Clone, Debug, Default)]
+pub struct ResetLinkFacts<'a> {
+    /// The reset's uid.
+    pub uid: &'a str,
+    /// Its phase.
+    pub phase: Option<MfaResetPhase>,
+    /// When the token expires.
+    pub expires_at: Option<Timestamp>,
+    /// The user's desired state; `None` when the user is gone.
+    pub user_state: Option<UserState>,
+    /// The user is locked out.
+    pub locked: bool,
+    /// The token's hash.
+    pub token_hash: &'a str,
+    /// The reset that last cleared the factor.
+    pub cleared_by: Option<&'a str>,
+    /// The reset whose link the person re-enrolled through.
+    pub reenrolled_for: Option<&'a str>,
+    /// The link the password was proven with.
+    pub proven_with: Option<&'a str>,
+    /// A TOTP secret shown but not yet confirmed.
+    pub totp_pending: Option<&'a str>,
+}
+
+/// Whether a found re-enrolment link can be used, and for which step.
+pub fn judge(facts: &ResetLinkFacts<'_>, now: Timestamp) -> Result<ResetStage, LinkProblem> {
+    if facts.reenrolled_for == Some(facts.uid) {
+        return Err(LinkProblem::Used);
+    }
+    if facts.phase == Some(MfaResetPhase::Failed) {
+        return Err(LinkProblem::Revoked);
+    }
+    if facts.cleared_by != Some(facts.uid) {
+        return Err(LinkProblem::Replaced);
+    }
+    match facts.user_state {
+        None => return Err(LinkProblem::Revoked),
+        Some(UserState::Inactive) => return Err(LinkProblem::UserInactive),
+        Some(UserState::Active) if facts.locked => return Err(LinkProblem::UserInactive),
+        Some(UserState::Active) => {}
+    }
+    if facts.expires_at.is_none_or(|at| now >= at) {
+        return Err(LinkProblem::Expired);
+    }
+    match (facts.proven_with == Some(facts.token_hash), facts.totp_pending) {
+        (true, Some(secret)) => Ok(ResetStage::EnrolTotp(secret.to_owned())),
+        _ => Ok(ResetStage::ProvePassword),
+    }
+}
+
+/// Looks the token up in the caches and judges it.
+pub fn open(
+    caches: &Caches,
+    token: &str,
+    lockout_threshold: u32,
+    now: Timestamp,
+) -> Result<OpenReset, LinkProblem> {
+    let (hash, secret) = find_token(caches, token, RESET_TOKEN_TYPE)?;
+    let namespace = secret.namespace().unwrap_or_default();
+    let reset_name = secret.labels().get(RESET_LABEL).ok_or(LinkProblem::Unknown)?;
+    let reset =
+        caches.resets.get(&ObjectRef::new(reset_name).within(&namespace)).ok_or(LinkProblem::Revoked)?;
+    let uid = reset.uid().unwrap_or_default();
+    let (user, credentials) = account(caches, &namespace, &reset.spec.user_ref.name);
+    let (Some(user), Some(credentials)) = (user, credentials) else { return Err(LinkProblem::Revoked) };
+    let expires_at = text(&secret, TOKEN_EXPIRES_AT).and_then(|t| t.parse().ok());
+    let failed: u32 = text(&credentials, FAILED_LOGINS).and_then(|v| v.parse().ok()).unwrap_or(0);
+    let facts = ResetLinkFacts {
+        uid: &uid,
+        phase: reset.status.as_ref().and_then(|s| s.phase),
+        expires_at,
+        user_state: Some(user.spec.state),
+        locked: failed >= lockout_threshold,
+        token_hash: &hash,
+        cleared_by: text(&credentials, MFA_RESET_UID),
+        reenrolled_for: text(&credentials, MFA_REENROLLED_FOR),
+        proven_with: text(&credentials, REENROL_TOKEN),
+        totp_pending: text(&credentials, TOTP_PENDING),
+    };
+    let stage = judge(&facts, now)?;
+    Ok(OpenReset { reset, user, credentials, token_hash: hash, expires_at, stage })
+}
+
+/// Checks the current password; right, it proposes a new TOTP secret to confirm next. A
+/// wrong one counts as a failed sign-in (and may lock the user).
+pub async fn prove_password(
+    portal: &Portal,
+    link: &OpenReset,
+    password: &str,
+) -> Result<TotpOffer, StepError> {
+    if let ResetStage::EnrolTotp(secret) = &link.stage {
+        return offer(portal, &link.user, secret);
+    }
+    let stored = text(&link.credentials, PASSWORD_HASH).map(str::to_owned);
+    let verified = portal.hasher.verify(password, stored.as_deref().unwrap_or(&portal.dummy_hash)).await;
+    let right = verified.unwrap_or(false) && stored.is_some();
+    let pending = TotpSecret::generate().map_err(internal)?.to_base32();
+    let threshold = portal.lockout_threshold;
+    let written = facts::update(&portal.client, &link.credentials, |current| {
+        if !right || text(current, PASSWORD_HASH) != stored.as_deref() {
+            let failed = text(current, FAILED_LOGINS).and_then(|v| v.parse::<u32>().ok()).unwrap_or(0);
+            if failed >= threshold {
+                return (Err(StepError::Link(LinkProblem::UserInactive)), Changes::new());
+            }
+            let changes = Changes::from([(FAILED_LOGINS, Some((failed + 1).to_string()))]);
+            return (Err(StepError::WrongPassword), changes);
+        }
+        let changes = Changes::from([
+            (TOTP_PENDING, Some(pending.clone())),
+            (REENROL_TOKEN, Some(link.token_hash.clone())),
+            (FAILED_LOGINS, Some("0".to_owned())),
+        ]);
+        (Ok(()), changes)
+    })
+    .await
+    .map_err(internal)?;
+    if matches!(written.0, Err(StepError::WrongPassword)) {
+        portal.metrics.login("denied");
+    }
+    caught_up(portal, &link.credentials, written).await?;
+    offer(portal, &link.user, &pending)
+}
+
+/// Confirms the new authenticator app with a code: enrolled again, the link spent.
+pub async fn confirm_totp(portal: &Portal, link: &OpenReset, code: &str) -> Result<(), StepError> {
+    let ResetStage::EnrolTotp(secret) = &link.stage else { return Err(StepError::PasswordFirst) };
+    let parsed = TotpSecret::from_base32(secret).map_err(internal)?;
+    let unix = u64::try_from(Timestamp::now().as_second()).unwrap_or(0);
+    let step = verify_totp(&parsed, code, unix, None).map_err(StepError::Code)?;
+    let uid = link.reset.uid().unwrap_or_default();
+    let now = Timestamp::now().to_string();
+    let written = facts::update(&portal.client, &link.credentials, |current: &Secret| {
+        if text(current, MFA_REENROLLED_FOR) == Some(uid.as_str()) {
+            return (Err(StepError::Link(LinkProblem::Used)), Changes::new());
+        }
+        if text(current, MFA_RESET_UID) != Some(uid.as_str())
+            || text(current, TOTP_PENDING) != Some(secret.as_str())
+        {
+            return (Err(StepError::Link(LinkProblem::Replaced)), Changes::new());
+        }
+        let changes = Changes::from([
+            (TOTP_SECRET, Some(secret.clone())),
+            (TOTP_ENROLLED_AT, Some(now.clone())),
+            (TOTP_LAST_STEP, Some(step.to_string())),
+            (TOTP_PENDING, None),
+            (REENROL_TOKEN, None),
+            (MFA_REENROLLED_FOR, Some(uid.clone())),
+        ]);
+        (Ok(()), changes)
+    })
+    .await
+    .map_err(internal)?;
+    caught_up(portal, &link.credentials, written).await?;
+    tracing::info!(user = %super::who(&link.user), "second factor enrolled again after a reset");
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn at(seconds: i64) -> Timestamp {
+        Timestamp::from_second(seconds).unwrap()
+    }
+
+    fn open_link() -> ResetLinkFacts<'static> {
+        ResetLinkFacts {
+            uid: "r1",
+            phase: Some(MfaResetPhase::Completed),
+            expires_at: Some(at(1000)),
+            user_state: Some(UserState::Active),
+            token_hash: "h1",
+            cleared_by: Some("r1"),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn a_fresh_link_asks_for_the_password_then_the_code() {
+        assert_eq!(judge(&open_link(), at(10)), Ok(ResetStage::ProvePassword));
+        let proven = ResetLinkFacts { proven_with: Some("h1"), totp_pending: Some("S"), ..open_link() };
+        assert_eq!(judge(&proven, at(10)), Ok(ResetStage::EnrolTotp("S".into())));
+    }
+
+    #[test]
+    fn spent_replaced_late_and_refused_links() {
+        let cases = [
+            (ResetLinkFacts { reenrolled_for: Some("r1"), ..open_link() }, LinkProblem::Used),
+            (ResetLinkFacts { cleared_by: Some("r2"), ..open_link() }, LinkProblem::Replaced),
+            (ResetLinkFacts { phase: Some(MfaResetPhase::Failed), ..open_link() }, LinkProblem::Revoked),
+            (ResetLinkFacts { expires_at: Some(at(5)), ..open_link() }, LinkProblem::Expired),
+            (
+                ResetLinkFacts { user_state: Some(UserState::Inactive), ..open_link() },
+                LinkProblem::UserInactive,
+            ),
+            (ResetLinkFacts { locked: true, ..open_link() }, LinkProblem::UserInactive),
+        ];
+        for (facts, problem) in cases {
+            assert_eq!(judge(&facts, at(10)), Err(problem), "{facts:?}");
+        }
+    }
+}
