@@ -1,8 +1,9 @@
 //! Onboarding in a real browser: headless Chromium (Debian's) driven over WebDriver by
 //! fantoccini. The invitation is taken from Mailpit, its link opened, a weak password tried
 //! and refused next to the field, a good one set, the TOTP secret read off the page, the
-//! current code typed in — and the User turns ACTIVE in the API server. Each step's
-//! screenshot lands in `target/tmp/e2e/browser/`.
+//! current code typed in — and the User turns ACTIVE in the API server. Then the phone is
+//! lost: an MfaReset's emailed link, a wrong and a right password, a new authenticator.
+//! Each step's screenshot lands in `target/tmp/e2e/browser/`.
 
 use std::path::{Path, PathBuf};
 
@@ -14,7 +15,7 @@ use roster_testenv::{Process, free_ports};
 use serde_json::json;
 
 use crate::harness::{Ns, condition, shared, trial, wait_for};
-use crate::invites::{message_text, messages_to, token_in};
+use crate::invites::{message_text, messages_to, token_after, token_in};
 use crate::lifecycle::{email, phase, user_manifest};
 use crate::portal::{PASSWORD, code};
 
@@ -91,6 +92,47 @@ async fn onboard(ns: &Ns, browser: &Client, dir: &Path) -> anyhow::Result<()> {
     let gone = browser.wait().for_element(Locator::Css("#problem")).await?.text().await?;
     ensure!(gone.contains("already used"), "{gone}");
     screenshot(browser, dir, "5-link-spent").await?;
+    reenrol(ns, browser, dir, &address).await
+}
+
+/// The person lost their phone: an MfaReset, the emailed link, the password, a new
+/// authenticator.
+async fn reenrol(ns: &Ns, browser: &Client, dir: &Path, address: &str) -> anyhow::Result<()> {
+    ns.apply(json!({
+        "apiVersion": "roster.dev/v1alpha1", "kind": "MfaReset", "metadata": {"name": "browsing-reset"},
+        "spec": {"userRef": {"name": "browsing"}, "reason": "lost phone", "delivery": "Email"},
+    }))
+    .await?;
+    wait_for(&ns.raw::<roster::api::MfaReset>(), "browsing-reset", "Completed", |r| {
+        r.data["status"]["phase"] == "Completed"
+    })
+    .await?;
+    let mut token = None;
+    for message in messages_to(address).await? {
+        token = token.or(token_after(&message_text(&message).await?, "/mfa-reset/"));
+    }
+    let link =
+        format!("{}/mfa-reset/{}", shared().portal_url, token.context("no re-enrolment link emailed")?);
+    browser.goto(&link).await?;
+    let field = browser.wait().for_element(Locator::Css("#password")).await?;
+    screenshot(browser, dir, "6-reset-confirm-password").await?;
+    field.send_keys("Not-My-Password-42").await?;
+    browser.find(Locator::Css("#submit")).await?.click().await?;
+    let error = browser.wait().for_element(Locator::Css("#password-error")).await?.text().await?;
+    ensure!(error.contains("not correct"), "{error}");
+    browser.find(Locator::Css("#password")).await?.send_keys(PASSWORD).await?;
+    browser.find(Locator::Css("#submit")).await?.click().await?;
+    let shown = browser.wait().for_element(Locator::Css("#totp-secret")).await?.text().await?;
+    let secret: String = shown.split_whitespace().collect();
+    screenshot(browser, dir, "7-reset-new-authenticator").await?;
+    browser.find(Locator::Css("#code")).await?.send_keys(&code(&secret)?).await?;
+    browser.find(Locator::Css("#submit")).await?.click().await?;
+    browser.wait().for_element(Locator::Css("#done")).await?;
+    screenshot(browser, dir, "8-reset-done").await?;
+    wait_for(&ns.raw::<User>(), "browsing", "enrolled again", |u| {
+        condition(u, "MfaEnrolled")["status"] == "True"
+    })
+    .await?;
     Ok(())
 }
 
