@@ -143,6 +143,12 @@ fn summary(ready: Desired, reconciling: bool, stalled: Option<&'static str>) -> 
     all
 }
 
+fn reenrolled() -> Vec<Desired> {
+    let ready =
+        cond(types::READY, status::TRUE, reasons::REENROLLED, "the person enrolled a new authenticator");
+    summary(ready, false, None)
+}
+
 #[instrument(skip_all, fields(reset = %cache::key(reset.as_ref())))]
 pub(super) async fn reconcile(reset: Arc<MfaReset>, ctx: Arc<Context>) -> Result<Action> {
     if !ctx.caches.ready().await {
@@ -211,16 +217,7 @@ async fn finish(ctx: &Context, reset: &MfaReset, step: Step) -> Result<Action> {
         Step::Finished { delete_at, link } => {
             requeue = delete_at;
             match link {
-                LinkFate::Used => summary(
-                    cond(
-                        types::READY,
-                        status::TRUE,
-                        reasons::REENROLLED,
-                        "the person enrolled a new authenticator",
-                    ),
-                    false,
-                    None,
-                ),
+                LinkFate::Used => reenrolled(),
                 LinkFate::Superseded => {
                     delete_secret(
                         ctx,
@@ -276,16 +273,7 @@ async fn finish(ctx: &Context, reset: &MfaReset, step: Step) -> Result<Action> {
         Step::AlreadyUsed => {
             status.phase = Some(MfaResetPhase::Completed);
             status.completed_at = Some(now.clone());
-            summary(
-                cond(
-                    types::READY,
-                    status::TRUE,
-                    reasons::REENROLLED,
-                    "the person enrolled a new authenticator",
-                ),
-                false,
-                None,
-            )
+            reenrolled()
         }
         Step::Deliver { attempts } => {
             let Some(outcome) = deliver(ctx, reset, attempts, &now).await? else {

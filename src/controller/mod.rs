@@ -167,33 +167,14 @@ pub async fn run(
             let identities = Mutex::new(Identities::default());
             move |user: Arc<User>| directory_peers(&user_store, &identities, &user)
         });
-    let (of_user, of_credentials) = (caches.clone(), caches.clone());
+    // Invites and resets follow their user and what the portal records in its credentials
+    // Secret (onboarding progress, re-enrolment, a newer reset).
     let invite_controller = Controller::for_shared_stream(invites.subscribe(), caches.invites.clone())
-        .watches_shared_stream(users.subscribe(), move |user: Arc<User>| {
-            let (namespace, name) = (user.namespace().unwrap_or_default(), user.name_any());
-            of_user.invites_of(&namespace, &name).into_iter().map(|i| ObjectRef::from_obj(i.as_ref()))
-        })
-        // The portal records onboarding progress in the user's credentials Secret.
-        .watches_shared_stream(secrets.subscribe(), move |secret: Arc<Secret>| {
-            let user = secret.labels().get(names::USER_LABEL).cloned();
-            let namespace = secret.namespace().unwrap_or_default();
-            let invites = user.map(|user| of_credentials.invites_of(&namespace, &user)).unwrap_or_default();
-            invites.into_iter().map(|i| ObjectRef::from_obj(i.as_ref()))
-        });
-    let (user_resets, credential_resets) = (caches.clone(), caches.clone());
+        .watches_shared_stream(users.subscribe(), of_user(&caches, Caches::invites_of))
+        .watches_shared_stream(secrets.subscribe(), of_credentials(&caches, Caches::invites_of));
     let reset_controller = Controller::for_shared_stream(resets.subscribe(), caches.resets.clone())
-        .watches_shared_stream(users.subscribe(), move |user: Arc<User>| {
-            let (namespace, name) = (user.namespace().unwrap_or_default(), user.name_any());
-            user_resets.resets_of(&namespace, &name).into_iter().map(|r| ObjectRef::from_obj(r.as_ref()))
-        })
-        // Clearing, re-enrolment and newer resets show in the credentials Secret.
-        .watches_shared_stream(secrets.subscribe(), move |secret: Arc<Secret>| {
-            let user = secret.labels().get(names::USER_LABEL).cloned();
-            let namespace = secret.namespace().unwrap_or_default();
-            let resets = user.map(|user| credential_resets.resets_of(&namespace, &user)).unwrap_or_default();
-            resets.into_iter().map(|r| ObjectRef::from_obj(r.as_ref()))
-        });
-
+        .watches_shared_stream(users.subscribe(), of_user(&caches, Caches::resets_of))
+        .watches_shared_stream(secrets.subscribe(), of_credentials(&caches, Caches::resets_of));
     let ready = async {
         tokio::select! {
             true = caches.ready() => {
@@ -240,6 +221,39 @@ where
     match namespace {
         Some(ns) => Api::namespaced(client.clone(), ns),
         None => Api::all(client.clone()),
+    }
+}
+
+/// How a User maps to objects `find` names (by namespace and user name), for a watch.
+fn of_user<K>(
+    caches: &Caches,
+    find: fn(&Caches, &str, &str) -> Vec<Arc<K>>,
+) -> impl Fn(Arc<User>) -> Vec<ObjectRef<K>> + Send + Sync + 'static
+where
+    K: Resource<DynamicType = ()> + 'static,
+{
+    let caches = caches.clone();
+    move |user| {
+        let found = find(&caches, &user.namespace().unwrap_or_default(), &user.name_any());
+        found.iter().map(|o| ObjectRef::from_obj(o.as_ref())).collect()
+    }
+}
+
+/// How a credentials Secret (labelled with its user) maps to objects `find` names.
+fn of_credentials<K>(
+    caches: &Caches,
+    find: fn(&Caches, &str, &str) -> Vec<Arc<K>>,
+) -> impl Fn(Arc<Secret>) -> Vec<ObjectRef<K>> + Send + Sync + 'static
+where
+    K: Resource<DynamicType = ()> + 'static,
+{
+    let caches = caches.clone();
+    move |secret| match secret.labels().get(names::USER_LABEL) {
+        Some(user) => {
+            let found = find(&caches, &secret.namespace().unwrap_or_default(), user);
+            found.iter().map(|o| ObjectRef::from_obj(o.as_ref())).collect()
+        }
+        None => Vec::new(),
     }
 }
 

@@ -87,12 +87,12 @@ pub fn trials() -> Vec<Trial> {
             Ok(())
         }),
         trial("portal::without_mfa_the_password_completes_onboarding", |ns| async move {
-            let token = linked_user(&ns, "nomfa", json!({"mfa": {"required": false}})).await?;
+            let token = linked_user(&ns, "pwonly", json!({"mfa": {"required": false}})).await?;
             let (status, body) =
                 post(&format!("/api/v1/invites/{token}/accept"), json!({"password": PASSWORD})).await?;
             ensure!(status == 200 && body["totp"].is_null() && body["phase"] == "ACTIVE", "{status} {body}");
-            wait_for(&ns.raw::<User>(), "nomfa", "ACTIVE", |u| phase(u) == "ACTIVE").await?;
-            wait_for(&ns.api::<UserInvite>(), "nomfa-invite", "Accepted", |i| phase_of(i) == "Accepted")
+            wait_for(&ns.raw::<User>(), "pwonly", "ACTIVE", |u| phase(u) == "ACTIVE").await?;
+            wait_for(&ns.api::<UserInvite>(), "pwonly-invite", "Accepted", |i| phase_of(i) == "Accepted")
                 .await?;
             Ok(())
         }),

@@ -185,18 +185,18 @@ pub fn trials() -> Vec<Trial> {
             },
         ),
         trial("resets::a_finished_reset_deletes_itself_after_its_ttl", |ns| async move {
-            let address = email("brief", &ns);
+            let address = email("shortlived", &ns);
             ns.apply(user_manifest(
-                "brief",
+                "shortlived",
                 json!({"email": address, "invite": {"policy": "Manual"}}),
                 json!({}),
             ))
             .await?;
-            let mut manifest = reset("brief-reset", "brief", "cleanup", "Email");
+            let mut manifest = reset("shortlived-reset", "shortlived", "cleanup", "Email");
             manifest["spec"]["ttlSecondsAfterFinished"] = json!(2);
             ns.apply(manifest).await?;
-            wait_for(&ns.raw::<MfaReset>(), "brief-reset", "Completed", completed).await?;
-            wait_gone(&ns, "brief-reset").await
+            wait_for(&ns.raw::<MfaReset>(), "shortlived-reset", "Completed", completed).await?;
+            wait_gone(&ns, "shortlived-reset").await
         }),
     ]
 }
