@@ -24,7 +24,7 @@ pub const DEADLINE: Duration = Duration::from_secs(30);
 /// The only email domain (and its subdomains) the operators under test allow.
 pub const ALLOWED_DOMAIN: &str = "example.com";
 /// How often a condition that cannot be watched is polled.
-const POLL_INTERVAL: Duration = Duration::from_millis(100);
+pub const POLL_INTERVAL: Duration = Duration::from_millis(100);
 
 static SHARED: OnceLock<Shared> = OnceLock::new();
 

@@ -11,7 +11,7 @@ use roster::api::{User, UserInvite};
 use roster::credentials::TotpSecret;
 use serde_json::{Value, json};
 
-use crate::harness::{Ns, Operator, condition, shared, trial, wait_for};
+use crate::harness::{DEADLINE, Ns, Operator, POLL_INTERVAL, condition, shared, trial, wait_for};
 use crate::invites::{invite, phase_of};
 use crate::lifecycle::{email, phase, set_state, user_manifest};
 
@@ -312,13 +312,23 @@ pub async fn link_token(ns: &Ns, invite: &str) -> anyhow::Result<String> {
     crate::invites::token_in(&url).context("no token in the link")
 }
 
-/// Asks the portal about `token`; expects `status` and, unless empty, the error `code`.
+/// Asks the portal about `token` until it answers `status` and, unless empty, the error
+/// `code` (its cache follows the API server by a moment); fails at the deadline with the
+/// last answer.
 pub async fn expect_link(token: &str, status: u16, code: &str) -> anyhow::Result<Value> {
-    let (got, body) = get(&format!("/api/v1/invites/{token}")).await?;
-    ensure!(
-        got == status && (code.is_empty() || body["error"] == code),
-        "link: expected {status} {code}, got {got} {body}"
-    );
+    let path = format!("/api/v1/invites/{token}");
+    let deadline = tokio::time::Instant::now() + DEADLINE;
+    let body = loop {
+        let (got, body) = get(&path).await?;
+        if got == status && (code.is_empty() || body["error"] == code) {
+            break body;
+        }
+        ensure!(
+            tokio::time::Instant::now() < deadline,
+            "link: expected {status} {code} within {DEADLINE:?}, last answer {got} {body}"
+        );
+        tokio::time::sleep(POLL_INTERVAL).await; // poll again before the deadline
+    };
     if status >= 400 {
         ensure!(!body["message"].as_str().unwrap_or_default().is_empty(), "no message: {body}");
     }
