@@ -35,9 +35,10 @@ pub struct RunConfig {
     #[arg(long, env = "ROSTER_PORTAL_TRUST_FORWARDED_FOR")]
     pub portal_trust_forwarded_for: bool,
 
-    /// Watch only this namespace (default: all namespaces).
-    #[arg(long, env = "ROSTER_WATCH_NAMESPACE")]
-    pub watch_namespace: Option<String>,
+    /// Watch only these namespaces, comma-separated (default: all namespaces). The
+    /// directory — where emails and usernames are unique — is the Users of these namespaces.
+    #[arg(long, env = "ROSTER_WATCH_NAMESPACES", value_delimiter = ',')]
+    pub watch_namespaces: Vec<String>,
 
     /// Most reconciles of one kind running at once.
     #[arg(long, env = "ROSTER_CONCURRENCY", default_value_t = 4, value_parser = clap::value_parser!(u16).range(1..=256))]

@@ -70,7 +70,7 @@ async fn run(config: RunConfig) -> roster::Result<()> {
         on_signal.cancel();
     });
 
-    let watches = controller::Watches::new(&client, config.watch_namespace.as_deref());
+    let watches = controller::Watches::new(&client, &config.watch_namespaces);
     let portal = Arc::new(
         Portal::new(
             client.clone(),

@@ -1,15 +1,17 @@
 //! Watch caches shared by the controllers (client-go's "shared informers"): one watch per
-//! kind feeds one reflector store, and every change — deletions included — is handed to
-//! each subscriber only after the store has applied it. A reconcile triggered by a change
-//! therefore always reads a cache that already contains that change.
+//! kind and namespace (or one for all namespaces) feeds one store, and every change —
+//! deletions included — is handed to each subscriber only after the store has applied it. A
+//! reconcile triggered by a change therefore always reads a cache that already contains
+//! that change.
 
+use std::collections::HashSet;
 use std::fmt::Debug;
 use std::sync::Arc;
 
 use futures::channel::mpsc;
 use futures::{SinkExt, Stream, StreamExt};
 use kube::api::Api;
-use kube::runtime::reflector::{self, Store, store::Writer};
+use kube::runtime::reflector::{self, ObjectRef, Store, store::Writer};
 use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Resource, ResourceExt};
 use serde::de::DeserializeOwned;
@@ -23,9 +25,9 @@ pub type ReadySignal = watch::Receiver<bool>;
 /// Changes a subscriber may fall behind by before the watch waits for it.
 const SUBSCRIBER_BUFFER: usize = 1024;
 
-/// A watch of `K`, its cache, and its subscribers.
+/// The watches of `K`, their cache, and its subscribers.
 pub struct Informer<K: Resource<DynamicType = ()> + Clone + 'static> {
-    api: Api<K>,
+    apis: Vec<(Option<String>, Api<K>)>,
     config: watcher::Config,
     reader: Store<K>,
     writer: Writer<K>,
@@ -37,14 +39,16 @@ impl<K> Informer<K>
 where
     K: Resource<DynamicType = ()> + Clone + DeserializeOwned + Debug + Send + Sync + 'static,
 {
-    /// A cache of what `api` lists under `config`. Objects are cached without
+    /// A cache of what `apis` list under `config`: one API per watched namespace (named
+    /// with it), or one for all namespaces (named `None`). Objects are cached without
     /// managedFields, which roster never reads.
-    pub fn new(api: Api<K>, config: watcher::Config) -> Self {
+    pub fn new(apis: Vec<(Option<String>, Api<K>)>, config: watcher::Config) -> Self {
         let (reader, writer) = reflector::store();
-        Self { api, config, reader, writer, subscribers: Vec::new(), ready: watch::Sender::new(false) }
+        Self { apis, config, reader, writer, subscribers: Vec::new(), ready: watch::Sender::new(false) }
     }
 
-    /// Turns true once the cache holds its initial list (and stays true across re-lists).
+    /// Turns true once the cache holds the initial list of every watch (and stays true
+    /// across re-lists).
     pub fn ready_signal(&self) -> ReadySignal {
         self.ready.subscribe()
     }
@@ -61,35 +65,81 @@ where
         receiver
     }
 
-    /// Runs the watch until the process stops. Watch errors are retried with backoff.
+    /// Runs the watches until the process stops. Watch errors are retried with backoff.
+    ///
+    /// Each watch's (re-)list is applied object by object, and what the list no longer
+    /// holds is deleted at its end, so that several watches can share one store (a
+    /// reflector's own list handling would replace the whole store with one watch's list).
     pub async fn run(self) {
-        let Self { api, config, writer, mut subscribers, ready, .. } = self;
-        let events = watcher(api, config)
-            .default_backoff()
-            .modify(|obj: &mut K| obj.managed_fields_mut().clear())
-            .reflect(writer);
-        let mut events = std::pin::pin!(events);
-        while let Some(event) = events.next().await {
-            let changed = match event {
-                Ok(
-                    watcher::Event::Apply(obj) | watcher::Event::Delete(obj) | watcher::Event::InitApply(obj),
-                ) => Arc::new(obj),
-                Ok(watcher::Event::InitDone) => {
-                    ready.send_replace(true);
+        let Self { apis, config, mut writer, reader, mut subscribers, ready } = self;
+        let watches = apis.into_iter().enumerate().map(|(index, (namespace, api))| {
+            watcher(api, config.clone())
+                .default_backoff()
+                .modify(|obj: &mut K| obj.managed_fields_mut().clear())
+                .map(move |event| (index, namespace.clone(), event))
+                .boxed()
+        });
+        let mut events = futures::stream::select_all(watches);
+        let count = events.len();
+        let mut listing: Vec<Option<HashSet<ObjectRef<K>>>> = vec![None; count];
+        let mut listed = vec![false; count];
+        while let Some((index, namespace, event)) = events.next().await {
+            let changed: Vec<watcher::Event<K>> = match event {
+                Ok(watcher::Event::Init) => {
+                    listing[index] = Some(HashSet::new());
                     continue;
                 }
-                Ok(watcher::Event::Init) => continue,
+                Ok(watcher::Event::InitApply(obj)) => {
+                    if let Some(seen) = listing[index].as_mut() {
+                        seen.insert(ObjectRef::from_obj(&obj));
+                    }
+                    vec![watcher::Event::Apply(obj)]
+                }
+                Ok(watcher::Event::InitDone) => {
+                    let seen = listing[index].take().unwrap_or_default();
+                    listed[index] = true;
+                    if listed.iter().all(|done| *done) && !*ready.borrow() {
+                        mark_ready(&mut writer, &reader);
+                        ready.send_replace(true);
+                    }
+                    // Objects deleted while the watch was down.
+                    let gone = reader.state().into_iter().filter(|obj| {
+                        namespace.as_ref().is_none_or(|ns| obj.namespace().as_ref() == Some(ns))
+                            && !seen.contains(&ObjectRef::from_obj(obj.as_ref()))
+                    });
+                    gone.map(|obj| watcher::Event::Delete(obj.as_ref().clone())).collect()
+                }
+                Ok(event @ (watcher::Event::Apply(_) | watcher::Event::Delete(_))) => vec![event],
                 Err(error) => {
                     tracing::warn!(kind = %K::kind(&()), %error, "watch failed; retrying");
                     continue;
                 }
             };
-            for subscriber in &mut subscribers {
-                // A subscriber only goes away when its controller stopped.
-                let _ = subscriber.send(changed.clone()).await;
+            for event in changed {
+                writer.apply_watcher_event(&event);
+                let (watcher::Event::Apply(obj) | watcher::Event::Delete(obj)) = event else { continue };
+                let obj = Arc::new(obj);
+                for subscriber in &mut subscribers {
+                    // A subscriber only goes away when its controller stopped.
+                    let _ = subscriber.send(obj.clone()).await;
+                }
             }
         }
     }
+}
+
+/// Marks the store ready for kube-runtime's controllers (which wait for it), keeping its
+/// content: the store's own readiness is only set by the end of a list, which would replace
+/// the content with that list's.
+fn mark_ready<K>(writer: &mut Writer<K>, reader: &Store<K>)
+where
+    K: Resource<DynamicType = ()> + Clone + 'static,
+{
+    writer.apply_watcher_event(&watcher::Event::Init);
+    for obj in reader.state() {
+        writer.apply_watcher_event(&watcher::Event::InitApply(obj.as_ref().clone()));
+    }
+    writer.apply_watcher_event(&watcher::Event::InitDone);
 }
 
 /// The caches every reconcile reads instead of the API server.

@@ -89,14 +89,15 @@ pub struct Watches {
 }
 
 impl Watches {
-    /// Watches of every namespace, or of `namespace` only; nothing runs until [`run`].
-    pub fn new(client: &Client, namespace: Option<&str>) -> Self {
+    /// Watches of every namespace (`namespaces` empty) or of those listed; nothing runs
+    /// until [`run`].
+    pub fn new(client: &Client, namespaces: &[String]) -> Self {
         Self {
-            users: Informer::new(api(client, namespace), watcher::Config::default()),
-            invites: Informer::new(api(client, namespace), watcher::Config::default()),
-            resets: Informer::new(api(client, namespace), watcher::Config::default()),
+            users: Informer::new(apis(client, namespaces), watcher::Config::default()),
+            invites: Informer::new(apis(client, namespaces), watcher::Config::default()),
+            resets: Informer::new(apis(client, namespaces), watcher::Config::default()),
             secrets: Informer::new(
-                api(client, namespace),
+                apis(client, namespaces),
                 watcher::Config::default().labels(&format!("{MANAGED_BY_LABEL}={MANAGED_BY}")),
             ),
         }
@@ -214,14 +215,15 @@ pub async fn run(
     tracing::info!("controllers stopped");
 }
 
-fn api<K>(client: &Client, namespace: Option<&str>) -> Api<K>
+/// One API per namespace in `namespaces`, or one for all namespaces when it is empty.
+fn apis<K>(client: &Client, namespaces: &[String]) -> Vec<(Option<String>, Api<K>)>
 where
     K: Resource<DynamicType = (), Scope = kube::core::NamespaceResourceScope>,
 {
-    match namespace {
-        Some(ns) => Api::namespaced(client.clone(), ns),
-        None => Api::all(client.clone()),
+    if namespaces.is_empty() {
+        return vec![(None, Api::all(client.clone()))];
     }
+    namespaces.iter().map(|ns| (Some(ns.clone()), Api::namespaced(client.clone(), ns))).collect()
 }
 
 /// How a User maps to objects `find` names (by namespace and user name), for a watch.

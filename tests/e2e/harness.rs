@@ -228,7 +228,8 @@ impl Ns {
         Ok(Self { client, name })
     }
 
-    async fn delete(&self) {
+    /// Deletes the namespace (and so everything in it).
+    pub async fn delete(&self) {
         let _ = Api::<Namespace>::all(self.client.clone()).delete(&self.name, &DeleteParams::default()).await;
     }
 

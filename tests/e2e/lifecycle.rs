@@ -105,7 +105,7 @@ pub fn trials() -> Vec<Trial> {
                 // A second operator for this namespace races the shared one, as a restart would.
                 let dir = shared().work_dir.join(&ns.name);
                 std::fs::create_dir_all(&dir)?;
-                let watch = format!("--watch-namespace={}", ns.name);
+                let watch = format!("--watch-namespaces={}", ns.name);
                 let _second =
                     Operator::start(&shared().kubeconfig, &dir, "second-operator", &[&watch]).await?;
                 for name in ["auto-a", "auto-b", "auto-c"] {

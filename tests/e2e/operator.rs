@@ -10,7 +10,7 @@ use libtest_mimic::Trial;
 use roster::api::{MfaReset, User, UserInvite};
 use serde_json::json;
 
-use crate::harness::{Operator, is_reconciled, shared, trial, wait_for};
+use crate::harness::{Ns, Operator, is_reconciled, poll_until, shared, trial, wait_for};
 
 pub fn trials() -> Vec<Trial> {
     vec![
@@ -49,21 +49,53 @@ pub fn trials() -> Vec<Trial> {
                     .await?;
                 wait_for(&api, "m", "reconciled", is_reconciled).await?;
             }
-            let metrics = reqwest::get(format!("{base}/metrics")).await?.text().await?;
-            for controller in ["user", "userinvite", "mfareset"] {
-                for needle in [
-                    format!("roster_reconciles_total{{controller=\"{controller}\"}}"),
-                    format!("roster_reconcile_duration_seconds_count{{controller=\"{controller}\"}}"),
-                ] {
-                    ensure!(metrics.contains(&needle), "/metrics lacks {needle:?}:\n{metrics}");
-                }
+            // A reconcile is counted when it returns, a moment after its status write.
+            let needles: Vec<String> = ["user", "userinvite", "mfareset"]
+                .iter()
+                .flat_map(|controller| {
+                    [
+                        format!("roster_reconciles_total{{controller=\"{controller}\"}}"),
+                        format!("roster_reconcile_duration_seconds_count{{controller=\"{controller}\"}}"),
+                    ]
+                })
+                .collect();
+            poll_until("/metrics counts every controller", || async {
+                let metrics = reqwest::get(format!("{base}/metrics")).await?.text().await?;
+                Ok(needles.iter().all(|needle| metrics.contains(needle)))
+            })
+            .await
+        }),
+        trial("operator::watches_only_the_namespaces_it_is_given", |ns| async move {
+            // Link invites in three namespaces, delivered by the shared operator; a second
+            // operator watching two of them knows exactly those links.
+            let mut tokens = vec![crate::portal::linked_user(&ns, "watched-a", json!({})).await?];
+            let mut extra = Vec::new();
+            for suffix in ["b", "c"] {
+                let other = Ns::create(ns.client.clone(), &format!("watched-{suffix}")).await?;
+                tokens
+                    .push(crate::portal::linked_user(&other, &format!("watched-{suffix}"), json!({})).await?);
+                extra.push(other);
             }
+            let dir = shared().work_dir.join(&ns.name);
+            std::fs::create_dir_all(&dir)?;
+            let watch = format!("--watch-namespaces={},{}", ns.name, extra[0].name);
+            let operator =
+                Operator::start(&shared().kubeconfig, &dir, "operator-two-namespaces", &[&watch]).await?;
+            let mut answers = Vec::new();
+            for token in &tokens {
+                let url = format!("{}/api/v1/invites/{token}", operator.portal_url);
+                answers.push(reqwest::get(url).await?.status().as_u16());
+            }
+            for other in extra {
+                other.delete().await;
+            }
+            ensure!(answers == [200, 200, 404], "answers for namespaces a, b, c: {answers:?}");
             Ok(())
         }),
         trial("operator::stops_cleanly_on_sigterm_with_json_logs", |ns| async move {
             let dir = shared().work_dir.join(&ns.name);
             std::fs::create_dir_all(&dir)?;
-            let watch = format!("--watch-namespace={}", ns.name);
+            let watch = format!("--watch-namespaces={}", ns.name);
             let mut operator =
                 Operator::start(&shared().kubeconfig, &dir, "operator", &[&watch, "--log-format=json"])
                     .await?;

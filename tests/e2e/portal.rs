@@ -255,7 +255,7 @@ pub fn trials() -> Vec<Trial> {
                 &shared().kubeconfig,
                 &dir,
                 "operator-rate-limited",
-                &["--portal-rate-limit=5", &format!("--watch-namespace={}", ns.name)],
+                &["--portal-rate-limit=5", &format!("--watch-namespaces={}", ns.name)],
             )
             .await?;
             let client = reqwest::Client::new();
@@ -277,7 +277,7 @@ pub fn trials() -> Vec<Trial> {
 }
 
 /// A user with a Manual policy and a `Link` invite `<name>-invite`; returns the link's token.
-async fn linked_user(ns: &Ns, name: &str, spec: Value) -> anyhow::Result<String> {
+pub async fn linked_user(ns: &Ns, name: &str, spec: Value) -> anyhow::Result<String> {
     let mut full = json!({"email": email(name, ns), "invite": {"policy": "Manual"}});
     if let (Some(full), Some(extra)) = (full.as_object_mut(), spec.as_object()) {
         full.extend(extra.clone());
