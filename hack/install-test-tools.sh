@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Builds the programs roster's tests run against — kube-apiserver, kube-controller-manager,
-# etcd and Mailpit — from their Go modules at pinned versions, into a cache outside the repo;
-# installs Chromium and ChromeDriver from Debian's packages for the browser test.
+# etcd, Mailpit and Helm — from their Go modules at pinned versions, into a cache outside the
+# repo; installs Chromium, ChromeDriver and Lua 5.1 from Debian's packages.
 #
 # Idempotent: each binary carries a stamp naming its version; a warm run only checks stamps.
 # Prints the bin directory on its last line of stdout.
@@ -13,6 +13,7 @@ set -euo pipefail
 KUBERNETES_VERSION="${KUBERNETES_VERSION:-v1.37.2}"
 ETCD_VERSION="${ETCD_VERSION:-v3.7.3}"
 MAILPIT_VERSION="${MAILPIT_VERSION:-v1.31.0}"
+HELM_VERSION="${HELM_VERSION:-v4.3.1}"
 
 CACHE="${ROSTER_CACHE:-$HOME/.cache/roster}"
 BIN="$CACHE/bin"
@@ -76,12 +77,12 @@ build_kubernetes() {
   )
 }
 
-# build_module NAME MODULE VERSION PACKAGE: `go build` PACKAGE inside a throwaway module that
-# requires MODULE@VERSION. Unlike `go install pkg@version` this neither obeys replace
-# directives of MODULE's own go.mod nor needs the proxy's version list (which it refuses
-# for some modules, e.g. Mailpit).
+# build_module NAME VERSION PACKAGE: `go build` PACKAGE inside a throwaway module that
+# requires it at VERSION. Unlike `go install pkg@version` this neither obeys replace
+# directives of the package's own go.mod nor needs the proxy's version list (which it
+# refuses for some modules, e.g. Mailpit).
 build_module() {
-  local name=$1 module=$2 version=$3 package=$4
+  local name=$1 version=$2 package=$3
   up_to_date "$name" "$version" && return 0
   log "building $name $version"
   local dir="$BUILD/$name-$version"
@@ -89,27 +90,28 @@ build_module() {
   (
     cd "$dir"
     go mod init "roster.dev/test-tools/$name" >/dev/null 2>&1
-    go get "$module@$version"
+    go get "$package@$version"
     CGO_ENABLED=0 go build -trimpath -ldflags "-s -w" -o "$BIN/$name.tmp" "$package"
     mv "$BIN/$name.tmp" "$BIN/$name"
     stamp "$name" "$version"
   )
 }
 
-# Debian's Chromium and its WebDriver, for the portal's browser test (system packages: apt
-# is the only place they come from).
-install_chromium() {
-  command -v chromium >/dev/null && command -v chromedriver >/dev/null && return 0
+# Debian's packages: Chromium and its WebDriver for the portal's browser test, Lua 5.1 (as
+# Argo CD embeds it) for the health-check test. apt is the only place they come from.
+install_debian_packages() {
+  command -v chromium >/dev/null && command -v chromedriver >/dev/null && command -v lua5.1 >/dev/null && return 0
   local sudo=()
   [ "$(id -u)" -eq 0 ] || sudo=(sudo)
-  local install=(env DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends chromium chromium-driver)
-  log "installing chromium and chromium-driver from Debian's packages"
+  local install=(env DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends chromium chromium-driver lua5.1)
+  log "installing chromium, chromium-driver and lua5.1 from Debian's packages"
   "${sudo[@]}" "${install[@]}" >&2 || { "${sudo[@]}" apt-get update >&2 && "${sudo[@]}" "${install[@]}" >&2; }
 }
 
-install_chromium
-build_module etcd go.etcd.io/etcd/server/v3 "$ETCD_VERSION" go.etcd.io/etcd/server/v3
-build_module mailpit github.com/axllent/mailpit "$MAILPIT_VERSION" github.com/axllent/mailpit
+install_debian_packages
+build_module etcd "$ETCD_VERSION" go.etcd.io/etcd/server/v3
+build_module mailpit "$MAILPIT_VERSION" github.com/axllent/mailpit
+build_module helm "$HELM_VERSION" helm.sh/helm/v4/cmd/helm
 build_kubernetes
 
 echo "$BIN"

@@ -224,9 +224,13 @@ pub async fn messages_at(api: &str, address: &str) -> anyhow::Result<Vec<Value>>
 }
 
 pub async fn message_text(summary: &Value) -> anyhow::Result<String> {
+    message_text_at(&shared().mailpit_api, summary).await
+}
+
+/// The text part of a message the Mailpit whose API is at `api` received.
+pub async fn message_text_at(api: &str, summary: &Value) -> anyhow::Result<String> {
     let id = summary["ID"].as_str().context("no ID")?;
-    let message: Value =
-        reqwest::get(format!("{}/api/v1/message/{id}", shared().mailpit_api)).await?.json().await?;
+    let message: Value = reqwest::get(format!("{api}/api/v1/message/{id}")).await?.json().await?;
     Ok(message["Text"].as_str().unwrap_or_default().to_owned())
 }
 

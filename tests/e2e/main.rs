@@ -7,6 +7,7 @@
 
 mod admission;
 mod browser;
+mod chart;
 mod cluster;
 mod directory;
 mod examples;
@@ -27,6 +28,7 @@ fn main() -> ExitCode {
     let trials: Vec<_> = [
         admission::trials(),
         browser::trials(),
+        chart::trials(),
         cluster::trials(),
         directory::trials(),
         examples::trials(),

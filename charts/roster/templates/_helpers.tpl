@@ -1,0 +1,49 @@
+{{/* The name of every object the chart creates. */}}
+{{- define "roster.fullname" -}}
+{{- if contains "roster" .Release.Name -}}
+{{- .Release.Name | trunc 63 | trimSuffix "-" -}}
+{{- else -}}
+{{- printf "%s-roster" .Release.Name | trunc 63 | trimSuffix "-" -}}
+{{- end -}}
+{{- end -}}
+
+{{/* Labels that select the operator's pods. */}}
+{{- define "roster.selectorLabels" -}}
+app.kubernetes.io/name: roster
+app.kubernetes.io/instance: {{ .Release.Name }}
+{{- end -}}
+
+{{/* Labels on every object. */}}
+{{- define "roster.labels" -}}
+{{ include "roster.selectorLabels" . }}
+app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
+app.kubernetes.io/part-of: roster
+helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version }}
+{{- with .Values.commonLabels }}
+{{ toYaml . }}
+{{- end }}
+{{- end -}}
+
+{{/* The rules the operator needs in every namespace it watches: exactly the verbs its code
+uses (list and watch for the caches, get for fresh reads, create/patch/delete for what it
+writes). */}}
+{{- define "roster.rules" -}}
+- apiGroups: [roster.dev]
+  resources: [users, userinvites, mfaresets]
+  verbs: [get, list, watch]
+- apiGroups: [roster.dev]
+  resources: [userinvites]
+  verbs: [create]
+- apiGroups: [roster.dev]
+  resources: [mfaresets]
+  verbs: [delete]
+- apiGroups: [roster.dev]
+  resources: [users/status, userinvites/status, mfaresets/status]
+  verbs: [patch]
+- apiGroups: [""]
+  resources: [secrets]
+  verbs: [get, list, watch, create, patch, delete]
+- apiGroups: [events.k8s.io]
+  resources: [events]
+  verbs: [create, patch]
+{{- end -}}
