@@ -444,23 +444,7 @@ where
         + Debug,
     S: Serialize,
 {
-    let namespace = obj.namespace().unwrap_or_default();
-    let name = obj.name_any();
-    let api: Api<K> = Api::namespaced(ctx.client.clone(), &namespace);
-    let patch = serde_json::json!({
-        "apiVersion": K::api_version(&()),
-        "kind": K::kind(&()),
-        "status": status,
-    });
-    api.patch_status(&name, &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(&patch))
-        .await
-        .map(drop)
-        .map_err(|source| Error::Kube {
-            action: "patching status of",
-            kind: K::kind(&()).into_owned(),
-            object: format!("{namespace}/{name}"),
-            source: Box::new(source),
-        })
+    patch_status(ctx, obj, status, None, "patching status of").await.map(drop)
 }
 
 /// Server-side applies `status` like [`apply_status`], but only if `obj` is still at the
@@ -474,21 +458,42 @@ where
         + Debug,
     S: Serialize,
 {
+    patch_status(ctx, obj, status, obj.resource_version(), "recording an attempt on").await
+}
+
+/// The status patch of both: `false` when `version` is given and the object has moved on.
+async fn patch_status<K, S>(
+    ctx: &Context,
+    obj: &K,
+    status: &S,
+    version: Option<String>,
+    action: &'static str,
+) -> Result<bool>
+where
+    K: Resource<DynamicType = (), Scope = kube::core::NamespaceResourceScope>
+        + Clone
+        + DeserializeOwned
+        + Debug,
+    S: Serialize,
+{
     let api: Api<K> = Api::namespaced(ctx.client.clone(), &obj.namespace().unwrap_or_default());
-    let patch = serde_json::json!({
+    let mut patch = serde_json::json!({
         "apiVersion": K::api_version(&()),
         "kind": K::kind(&()),
-        "metadata": {"resourceVersion": obj.resource_version()},
         "status": status,
     });
+    let preconditioned = version.is_some();
+    if let Some(version) = version {
+        patch["metadata"] = serde_json::json!({"resourceVersion": version});
+    }
     match api
         .patch_status(&obj.name_any(), &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(&patch))
         .await
     {
         Ok(_) => Ok(true),
-        Err(kube::Error::Api(status)) if status.code == 409 => Ok(false),
+        Err(kube::Error::Api(status)) if preconditioned && status.code == 409 => Ok(false),
         Err(source) => Err(Error::Kube {
-            action: "recording an attempt on",
+            action,
             kind: K::kind(&()).into_owned(),
             object: cache::key(obj),
             source: Box::new(source),
