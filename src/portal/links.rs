@@ -191,10 +191,19 @@ pub fn open(caches: &Caches, token: &str, now: Timestamp) -> Result<OpenLink, Li
 /// The User `name` in `namespace` and its credentials Secret, from the caches.
 pub fn account(caches: &Caches, namespace: &str, name: &str) -> (Option<Arc<User>>, Option<Arc<Secret>>) {
     let user = caches.users.get(&ObjectRef::new(name).within(namespace));
-    let credentials = user.as_ref().and_then(|u| {
-        caches.secrets.get(&ObjectRef::new(&credentials_secret_name(&u.name_any())).within(namespace))
-    });
+    let credentials = user.as_ref().and_then(|u| credentials_of(caches, u));
     (user, credentials)
+}
+
+/// The credentials Secret of `user`, from the cache — only one the User controls: a Secret
+/// of that name made by anyone else holds no credentials of theirs.
+pub fn credentials_of(caches: &Caches, user: &User) -> Option<Arc<Secret>> {
+    let namespace = user.namespace().unwrap_or_default();
+    let secret =
+        caches.secrets.get(&ObjectRef::new(&credentials_secret_name(&user.name_any())).within(&namespace))?;
+    let uid = user.uid()?;
+    let owned = secret.owner_references().iter().any(|r| r.controller == Some(true) && r.uid == uid);
+    owned.then_some(secret)
 }
 
 /// The token Secret of `type_` whose hash matches `token` (compared in constant time), from

@@ -8,12 +8,10 @@ use std::sync::Arc;
 use k8s_openapi::api::core::v1::Secret;
 use k8s_openapi::jiff::Timestamp;
 use kube::ResourceExt;
-use kube::runtime::reflector::ObjectRef;
 use serde::{Deserialize, Serialize};
 
 use super::Portal;
 use crate::api::{User, UserState};
-use crate::controller::names::credentials_secret_name;
 use crate::credentials::TotpSecret;
 use crate::credentials::record::{FAILED_LOGINS, LAST_LOGIN_AT, PASSWORD_HASH, TOTP_LAST_STEP, TOTP_SECRET};
 use crate::directory::{self, Entry, Identifier};
@@ -234,9 +232,7 @@ fn account(portal: &Portal, identifier: Identifier<'_>) -> Option<(Arc<User>, Ar
     let users = portal.caches.users.state();
     let entries: Vec<Entry> = users.iter().map(|u| Entry::of(u)).collect();
     let user = users.get(directory::holder(&entries, identifier)?)?.clone();
-    let namespace = user.namespace().unwrap_or_default();
-    let secret = ObjectRef::new(&credentials_secret_name(&user.name_any())).within(&namespace);
-    let credentials = portal.caches.secrets.get(&secret)?;
+    let credentials = super::links::credentials_of(&portal.caches, &user)?;
     Some((user, credentials))
 }
 
