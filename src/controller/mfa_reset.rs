@@ -78,6 +78,8 @@ pub(super) enum Step {
     Wait(Timestamp),
     /// Its status was lost, but the Secret shows its link was already used: finish quietly.
     AlreadyUsed,
+    /// The User does not exist (yet): wait for it until this time, then fail.
+    AwaitUser(Timestamp),
 }
 
 /// The user, as a reset sees it.
@@ -89,11 +91,17 @@ pub(super) struct UserView<'a> {
     pub credentials: &'a CredentialFacts,
 }
 
-/// Decides the next step from the reset's own record, its user and now.
+/// How long a reset waits for its User to appear before it fails: a User and its reset
+/// applied together (from Git) reach the caches in either order.
+pub const USER_GRACE: SignedDuration = SignedDuration::from_secs(10);
+
+/// Decides the next step from the reset's own record (and when it was created), its user
+/// and now.
 pub(super) fn decide(
     uid: &str,
     status: &MfaResetStatus,
     ttl_after_finished: Option<i64>,
+    created: Option<Timestamp>,
     user: Option<UserView<'_>>,
     now: Timestamp,
 ) -> Step {
@@ -113,7 +121,12 @@ pub(super) fn decide(
         };
         return Step::Finished { delete_at, link };
     }
-    let Some(user) = user else { return Step::Fail(reasons::USER_NOT_FOUND) };
+    let Some(user) = user else {
+        return match created.map(|at| at + USER_GRACE) {
+            Some(until) if now < until => Step::AwaitUser(until),
+            _ => Step::Fail(reasons::USER_NOT_FOUND),
+        };
+    };
     if user.inactive {
         return Step::Fail(reasons::USER_INACTIVE);
     }
@@ -173,7 +186,8 @@ pub(super) async fn reconcile(reset: Arc<MfaReset>, ctx: Arc<Context>) -> Result
             || credentials.failed_logins >= ctx.settings.lockout_threshold,
         credentials,
     });
-    let step = decide(&uid, &current(&reset), reset.spec.ttl_seconds_after_finished, view, now().0);
+    let created = reset.metadata.creation_timestamp.as_ref().map(|t| t.0);
+    let step = decide(&uid, &current(&reset), reset.spec.ttl_seconds_after_finished, created, view, now().0);
     match (step, secret) {
         (Step::Clear, Some(secret)) => {
             clear(&ctx, &secret, &uid).await?;
@@ -269,6 +283,12 @@ async fn finish(ctx: &Context, reset: &MfaReset, step: Step) -> Result<Action> {
         Step::Wait(at) => {
             requeue = Some(at);
             Vec::new()
+        }
+        Step::AwaitUser(until) => {
+            requeue = Some(until);
+            status.phase = Some(MfaResetPhase::Pending);
+            let message = format!("waiting for the User {} to appear", reset.spec.user_ref.name);
+            summary(cond(types::READY, status::FALSE, reasons::USER_NOT_FOUND, message), true, None)
         }
         Step::AlreadyUsed => {
             status.phase = Some(MfaResetPhase::Completed);
@@ -542,16 +562,19 @@ mod tests {
     #[test]
     fn an_enrolled_user_is_cleared_once_then_the_link_delivered() {
         let pending = MfaResetStatus::default();
-        assert_eq!(decide("r1", &pending, None, view(&enrolled()), at(100)), Step::Clear);
+        assert_eq!(decide("r1", &pending, None, None, view(&enrolled()), at(100)), Step::Clear);
         let cleared = CredentialFacts { mfa_reset_uid: Some("r1".into()), ..CredentialFacts::default() };
-        assert_eq!(decide("r1", &pending, None, view(&cleared), at(100)), Step::Deliver { attempts: 0 });
+        assert_eq!(
+            decide("r1", &pending, None, None, view(&cleared), at(100)),
+            Step::Deliver { attempts: 0 }
+        );
         let re_enrolled_since = CredentialFacts {
             mfa_reset_uid: Some("r1".into()),
             totp_enrolled: true,
             ..CredentialFacts::default()
         };
         assert_eq!(
-            decide("r1", &pending, None, view(&re_enrolled_since), at(100)),
+            decide("r1", &pending, None, None, view(&re_enrolled_since), at(100)),
             Step::Deliver { attempts: 0 },
             "a Secret naming this reset is never cleared again"
         );
@@ -560,15 +583,24 @@ mod tests {
     #[test]
     fn edge_cases_have_their_own_outcome() {
         let pending = MfaResetStatus::default();
-        assert_eq!(decide("r1", &pending, None, None, at(100)), Step::Fail(reasons::USER_NOT_FOUND));
+        assert_eq!(decide("r1", &pending, None, None, None, at(100)), Step::Fail(reasons::USER_NOT_FOUND));
+        assert_eq!(
+            decide("r1", &pending, None, Some(at(95)), None, at(100)),
+            Step::AwaitUser(at(105)),
+            "a User applied with its reset may reach the cache second"
+        );
+        assert_eq!(
+            decide("r1", &pending, None, Some(at(95)), None, at(105)),
+            Step::Fail(reasons::USER_NOT_FOUND)
+        );
         let inactive = enrolled();
         let user = Some(UserView { inactive: true, credentials: &inactive });
-        assert_eq!(decide("r1", &pending, None, user, at(100)), Step::Fail(reasons::USER_INACTIVE));
+        assert_eq!(decide("r1", &pending, None, None, user, at(100)), Step::Fail(reasons::USER_INACTIVE));
         let never = CredentialFacts { password_set: true, ..Default::default() };
-        assert_eq!(decide("r1", &pending, None, view(&never), at(100)), Step::NothingToReset);
+        assert_eq!(decide("r1", &pending, None, None, view(&never), at(100)), Step::NothingToReset);
         let open_elsewhere = CredentialFacts { mfa_reset_uid: Some("r0".into()), ..never.clone() };
         assert_eq!(
-            decide("r1", &pending, None, view(&open_elsewhere), at(100)),
+            decide("r1", &pending, None, None, view(&open_elsewhere), at(100)),
             Step::Clear,
             "supersedes r0"
         );
@@ -583,8 +615,8 @@ mod tests {
             last_attempt_at: Some(Time(at(100))),
             ..Default::default()
         };
-        assert_eq!(decide("r1", &tried, None, view(&cleared), at(101)), Step::Wait(at(102)));
-        assert_eq!(decide("r1", &tried, None, view(&cleared), at(102)), Step::Deliver { attempts: 2 });
+        assert_eq!(decide("r1", &tried, None, None, view(&cleared), at(101)), Step::Wait(at(102)));
+        assert_eq!(decide("r1", &tried, None, None, view(&cleared), at(102)), Step::Deliver { attempts: 2 });
     }
 
     #[test]
@@ -592,16 +624,16 @@ mod tests {
         let done = finished(MfaResetPhase::Completed, 100, true);
         let mine = CredentialFacts { mfa_reset_uid: Some("r1".into()), ..enrolled() };
         assert_eq!(
-            decide("r1", &done, Some(60), view(&mine), at(120)),
+            decide("r1", &done, Some(60), None, view(&mine), at(120)),
             Step::Finished { delete_at: Some(at(160)), link: LinkFate::Open }
         );
-        assert_eq!(decide("r1", &done, Some(60), view(&mine), at(160)), Step::Delete);
+        assert_eq!(decide("r1", &done, Some(60), None, view(&mine), at(160)), Step::Delete);
         assert_eq!(
-            decide("r1", &done, None, view(&mine), at(999_999)),
+            decide("r1", &done, None, None, view(&mine), at(999_999)),
             Step::Finished { delete_at: None, link: LinkFate::Open }
         );
         let failed = finished(MfaResetPhase::Failed, 100, false);
-        assert_eq!(decide("r1", &failed, Some(0), view(&mine), at(100)), Step::Delete);
+        assert_eq!(decide("r1", &failed, Some(0), None, view(&mine), at(100)), Step::Delete);
     }
 
     #[test]
@@ -613,7 +645,7 @@ mod tests {
             ..enrolled()
         };
         let newer = CredentialFacts { mfa_reset_uid: Some("r2".into()), ..Default::default() };
-        let fate = |c: &CredentialFacts| match decide("r1", &done, None, view(c), at(120)) {
+        let fate = |c: &CredentialFacts| match decide("r1", &done, None, None, view(c), at(120)) {
             Step::Finished { link, .. } => link,
             other => panic!("{other:?}"),
         };
@@ -621,7 +653,7 @@ mod tests {
         assert_eq!(fate(&newer), LinkFate::Superseded);
         let nothing = finished(MfaResetPhase::Completed, 100, false);
         assert_eq!(
-            decide("r1", &nothing, None, view(&newer), at(120)),
+            decide("r1", &nothing, None, None, view(&newer), at(120)),
             Step::Finished { delete_at: None, link: LinkFate::NoLink }
         );
     }

@@ -124,6 +124,14 @@ pub fn trials() -> Vec<Trial> {
             Ok(())
         }),
         trial("resets::edge_cases_each_have_a_clear_status", |ns| async move {
+            // A reset applied before its User (as Git may deliver them) waits for it.
+            ns.apply(reset("latecomer-reset", "latecomer", "lost phone", "Email")).await?;
+            let address = email("latecomer", &ns);
+            let manifest = json!({"email": address, "invite": {"policy": "Manual"}});
+            ns.apply(user_manifest("latecomer", manifest, json!({}))).await?;
+            let waited = wait_for(&ns.raw::<MfaReset>(), "latecomer-reset", "Completed", completed).await?;
+            ensure!(condition(&waited, "Ready")["reason"] == "NothingToReset", "{}", waited.data["status"]);
+
             ns.apply(reset("ghost-reset", "ghost", "lost phone", "Email")).await?;
             let failed =
                 wait_for(&ns.raw::<MfaReset>(), "ghost-reset", "Failed", |r| phase_of(r) == "Failed").await?;
