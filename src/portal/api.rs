@@ -14,9 +14,10 @@ use serde_json::json;
 
 use super::links::{self, LinkProblem, Stage};
 use super::login::{LoginOutcome, LoginRequest};
-use super::onboarding::{self, StepError};
-use super::reenrolment::{self, ResetStage};
+use super::onboarding::{self, StepError, TotpOffer};
+use super::reenrolment;
 use super::{Portal, login};
+use crate::api::User;
 
 /// `POST /api/v1/invites/{token}/accept`.
 #[derive(Deserialize)]
@@ -60,6 +61,18 @@ fn step_error(error: StepError) -> Response {
     }
 }
 
+/// The name of a link's next step, with the TOTP setup when that step is the app's.
+fn next_step(
+    portal: &Portal,
+    user: &User,
+    stage: &Stage,
+) -> Result<(&'static str, Option<TotpOffer>), StepError> {
+    match stage {
+        Stage::Password => Ok(("password", None)),
+        Stage::EnrolTotp(secret) => Ok(("totp", Some(onboarding::offer(portal, user, secret)?))),
+    }
+}
+
 /// `GET /api/v1/invites/{token}`: whether the link can be used, for whom, and the next step.
 pub async fn invite(State(portal): State<Arc<Portal>>, Path(token): Path<String>) -> Response {
     let link = match links::open(&portal.caches, &token, Timestamp::now()) {
@@ -67,12 +80,9 @@ pub async fn invite(State(portal): State<Arc<Portal>>, Path(token): Path<String>
         Err(problem_) => return link_problem(problem_),
     };
     let spec = &link.user.spec;
-    let (step, totp) = match &link.stage {
-        Stage::SetPassword => ("password", None),
-        Stage::EnrolTotp(secret) => match onboarding::offer(&portal, &link.user, secret) {
-            Ok(offer) => ("totp", Some(offer)),
-            Err(e) => return step_error(e),
-        },
+    let (step, totp) = match next_step(&portal, &link.user, &link.stage) {
+        Ok(next) => next,
+        Err(e) => return step_error(e),
     };
     Json(json!({
         "valid": true,
@@ -126,12 +136,9 @@ pub async fn reset(State(portal): State<Arc<Portal>>, Path(token): Path<String>)
         Ok(link) => link,
         Err(problem_) => return link_problem(problem_),
     };
-    let (step, totp) = match &link.stage {
-        ResetStage::ProvePassword => ("password", None),
-        ResetStage::EnrolTotp(secret) => match onboarding::offer(&portal, &link.user, secret) {
-            Ok(offer) => ("totp", Some(offer)),
-            Err(e) => return step_error(e),
-        },
+    let (step, totp) = match next_step(&portal, &link.user, &link.stage) {
+        Ok(next) => next,
+        Err(e) => return step_error(e),
     };
     Json(json!({
         "valid": true,

@@ -87,12 +87,13 @@ impl LinkProblem {
     }
 }
 
-/// Where the person is in onboarding with a valid link.
+/// Where the person is with a valid link: an invite's or a re-enrolment link's.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Stage {
-    /// Set a password first.
-    SetPassword,
-    /// The password is set; confirm the authenticator app showing this secret (base32).
+    /// The password step first: choose one (invite), or prove the current one (reset).
+    Password,
+    /// The password step is done; confirm the authenticator app showing this secret
+    /// (base32).
     EnrolTotp(String),
 }
 
@@ -154,7 +155,7 @@ pub fn judge(facts: &LinkFacts<'_>, now: Timestamp) -> Result<Stage, LinkProblem
     }
     match (started_here, facts.totp_pending) {
         (true, Some(secret)) if facts.mfa_required => Ok(Stage::EnrolTotp(secret.to_owned())),
-        _ => Ok(Stage::SetPassword),
+        _ => Ok(Stage::Password),
     }
 }
 
@@ -247,7 +248,7 @@ mod tests {
 
     #[test]
     fn a_fresh_link_starts_with_the_password() {
-        assert_eq!(judge(&sent(), at(10)), Ok(Stage::SetPassword));
+        assert_eq!(judge(&sent(), at(10)), Ok(Stage::Password));
     }
 
     #[test]
@@ -255,7 +256,7 @@ mod tests {
         let facts = LinkFacts { onboarding_token: Some("h1"), totp_pending: Some("SECRET"), ..sent() };
         assert_eq!(judge(&facts, at(10)), Ok(Stage::EnrolTotp("SECRET".into())));
         let other_link = LinkFacts { onboarding_token: Some("h0"), totp_pending: Some("SECRET"), ..sent() };
-        assert_eq!(judge(&other_link, at(10)), Ok(Stage::SetPassword), "a new link starts over");
+        assert_eq!(judge(&other_link, at(10)), Ok(Stage::Password), "a new link starts over");
     }
 
     #[test]

@@ -67,7 +67,7 @@ pub async fn set_password(
     link: &OpenLink,
     password: &str,
 ) -> Result<Option<TotpOffer>, StepError> {
-    if link.stage != Stage::SetPassword {
+    if link.stage != Stage::Password {
         return Err(StepError::AlreadyDone);
     }
     let user = &link.user.spec;

@@ -18,7 +18,7 @@ use super::Portal;
 use super::guard::{form_cookie, form_token, form_token_matches};
 use super::links::{self, LinkProblem, OpenLink, Stage};
 use super::onboarding::{self, StepError};
-use super::reenrolment::{self, OpenReset, ResetStage};
+use super::reenrolment::{self, OpenReset};
 use crate::api::User;
 
 const TEMPLATES: [(&str, &str); 6] = [
@@ -233,7 +233,7 @@ fn invite_page(
     error: Option<&str>,
 ) -> Response {
     let shown = match &link.stage {
-        Stage::SetPassword => Shown::NewPassword(link.expires_at),
+        Stage::Password => Shown::NewPassword(link.expires_at),
         Stage::EnrolTotp(secret) => Shown::Totp(secret),
     };
     page(portal, &link.user, shown, headers, status, error)
@@ -247,8 +247,8 @@ fn reset_page(
     error: Option<&str>,
 ) -> Response {
     let shown = match &link.stage {
-        ResetStage::ProvePassword => Shown::CurrentPassword,
-        ResetStage::EnrolTotp(secret) => Shown::Totp(secret),
+        Stage::Password => Shown::CurrentPassword,
+        Stage::EnrolTotp(secret) => Shown::Totp(secret),
     };
     page(portal, &link.user, shown, headers, status, error)
 }

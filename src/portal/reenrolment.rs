@@ -12,7 +12,7 @@ use kube::ResourceExt;
 use kube::runtime::reflector::ObjectRef;
 
 use super::Portal;
-use super::links::{LinkProblem, account, find_token};
+use super::links::{LinkProblem, Stage, account, find_token};
 use super::onboarding::{StepError, TotpOffer, caught_up, internal, offer};
 use crate::api::{MfaReset, MfaResetPhase, User, UserState};
 use crate::controller::Caches;
@@ -23,15 +23,6 @@ use crate::credentials::record::{
 };
 use crate::credentials::{TotpSecret, verify_totp};
 use crate::facts::{self, Changes, text};
-
-/// Where the person is with a valid re-enrolment link.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum ResetStage {
-    /// Prove the current password first.
-    ProvePassword,
-    /// The password is proven; confirm the authenticator app showing this secret.
-    EnrolTotp(String),
-}
 
 /// A re-enrolment link that can be used.
 #[derive(Clone, Debug)]
@@ -47,7 +38,7 @@ pub struct OpenReset {
     /// When the link expires.
     pub expires_at: Option<Timestamp>,
     /// The next step.
-    pub stage: ResetStage,
+    pub stage: Stage,
 }
 
 /// The facts [`judge`] decides on.
@@ -76,7 +67,7 @@ pub struct ResetLinkFacts<'a> {
 }
 
 /// Whether a found re-enrolment link can be used, and for which step.
-pub fn judge(facts: &ResetLinkFacts<'_>, now: Timestamp) -> Result<ResetStage, LinkProblem> {
+pub fn judge(facts: &ResetLinkFacts<'_>, now: Timestamp) -> Result<Stage, LinkProblem> {
     if facts.reenrolled_for == Some(facts.uid) {
         return Err(LinkProblem::Used);
     }
@@ -96,8 +87,8 @@ pub fn judge(facts: &ResetLinkFacts<'_>, now: Timestamp) -> Result<ResetStage, L
         return Err(LinkProblem::Expired);
     }
     match (facts.proven_with == Some(facts.token_hash), facts.totp_pending) {
-        (true, Some(secret)) => Ok(ResetStage::EnrolTotp(secret.to_owned())),
-        _ => Ok(ResetStage::ProvePassword),
+        (true, Some(secret)) => Ok(Stage::EnrolTotp(secret.to_owned())),
+        _ => Ok(Stage::Password),
     }
 }
 
@@ -141,7 +132,7 @@ pub async fn prove_password(
     link: &OpenReset,
     password: &str,
 ) -> Result<TotpOffer, StepError> {
-    if let ResetStage::EnrolTotp(secret) = &link.stage {
+    if let Stage::EnrolTotp(secret) = &link.stage {
         return offer(portal, &link.user, secret);
     }
     let stored = text(&link.credentials, PASSWORD_HASH).map(str::to_owned);
@@ -176,7 +167,7 @@ pub async fn prove_password(
 
 /// Confirms the new authenticator app with a code: enrolled again, the link spent.
 pub async fn confirm_totp(portal: &Portal, link: &OpenReset, code: &str) -> Result<(), StepError> {
-    let ResetStage::EnrolTotp(secret) = &link.stage else { return Err(StepError::PasswordFirst) };
+    let Stage::EnrolTotp(secret) = &link.stage else { return Err(StepError::PasswordFirst) };
     let parsed = TotpSecret::from_base32(secret).map_err(internal)?;
     let unix = u64::try_from(Timestamp::now().as_second()).unwrap_or(0);
     let step = verify_totp(&parsed, code, unix, None).map_err(StepError::Code)?;
@@ -230,9 +221,9 @@ mod tests {
 
     #[test]
     fn a_fresh_link_asks_for_the_password_then_the_code() {
-        assert_eq!(judge(&open_link(), at(10)), Ok(ResetStage::ProvePassword));
+        assert_eq!(judge(&open_link(), at(10)), Ok(Stage::Password));
         let proven = ResetLinkFacts { proven_with: Some("h1"), totp_pending: Some("S"), ..open_link() };
-        assert_eq!(judge(&proven, at(10)), Ok(ResetStage::EnrolTotp("S".into())));
+        assert_eq!(judge(&proven, at(10)), Ok(Stage::EnrolTotp("S".into())));
     }
 
     #[test]
