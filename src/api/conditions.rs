@@ -176,6 +176,12 @@ pub fn kstatus(reconciling: bool, stalled: Option<&'static str>) -> [Desired; 2]
     ]
 }
 
+/// The same conditions, now describing `generation`: for a reconcile that found nothing to
+/// change but has seen a newer generation.
+pub fn restamp(current: &[Condition], generation: Option<i64>) -> Vec<Condition> {
+    current.iter().cloned().map(|c| Condition { observed_generation: generation, ..c }).collect()
+}
+
 /// Merges `desired` into `current` for `generation`: conditions keep their
 /// `lastTransitionTime` unless their status flips, and ones roster no longer sets are dropped.
 /// The result is ordered as `desired`, so equal inputs give equal lists.

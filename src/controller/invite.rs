@@ -12,7 +12,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use k8s_openapi::api::core::v1::Secret;
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::jiff::{SignedDuration, Timestamp};
 use kube::ResourceExt;
 use kube::api::Api;
@@ -231,12 +231,7 @@ pub(super) async fn reconcile(invite: Arc<UserInvite>, ctx: Arc<Context>) -> Res
         Step::Wait(at) => {
             // Nothing changed: the conditions stay as the last step left them.
             requeue = at;
-            status.conditions = previous
-                .conditions
-                .iter()
-                .cloned()
-                .map(|c| Condition { observed_generation: invite.metadata.generation, ..c })
-                .collect();
+            status.conditions = conditions::restamp(&previous.conditions, invite.metadata.generation);
             Vec::new()
         }
         Step::Deliver { .. } => {
@@ -521,6 +516,7 @@ fn accepted_at(ctx: &Context, invite: &UserInvite) -> Option<Timestamp> {
 #[cfg(test)]
 mod tests {
     use k8s_openapi::ByteString;
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
 
     use super::*;
 

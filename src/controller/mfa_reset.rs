@@ -308,15 +308,7 @@ async fn finish(ctx: &Context, reset: &MfaReset, step: Step) -> Result<Action> {
     if !desired.is_empty() {
         status.conditions = conditions::merge(&status.conditions, &desired, generation, &now);
     } else {
-        status.conditions = previous
-            .conditions
-            .iter()
-            .cloned()
-            .map(|c| k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition {
-                observed_generation: generation,
-                ..c
-            })
-            .collect();
+        status.conditions = conditions::restamp(&previous.conditions, generation);
         if status.conditions.is_empty() {
             status.conditions = super::acknowledged(&[], generation);
         }
