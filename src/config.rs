@@ -3,7 +3,9 @@
 
 use std::net::SocketAddr;
 
-use crate::credentials::{Argon2Settings, PasswordPolicy};
+use k8s_openapi::jiff::SignedDuration;
+
+use crate::credentials::{Argon2Settings, Lockout, PasswordPolicy};
 
 /// Log line format.
 #[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
@@ -44,10 +46,15 @@ pub struct RunConfig {
     #[arg(long, env = "ROSTER_CONCURRENCY", default_value_t = 4, value_parser = clap::value_parser!(u16).range(1..=256))]
     pub concurrency: u16,
 
-    /// Consecutive failed sign-ins that lock a user (INACTIVE, reason LockedOut) until an
-    /// admin reactivates them.
+    /// Consecutive failed sign-ins that lock a user (INACTIVE, reason LockedOut) for
+    /// --lockout-duration.
     #[arg(long, env = "ROSTER_LOCKOUT_THRESHOLD", default_value_t = 5, value_parser = clap::value_parser!(u32).range(1..=1000))]
     pub lockout_threshold: u32,
+
+    /// How long a lock lasts, as a duration such as 15m or 1h; 0 keeps it until an admin
+    /// deactivates and reactivates the user.
+    #[arg(long, env = "ROSTER_LOCKOUT_DURATION", default_value = "15m", value_parser = parse_duration)]
+    pub lockout_duration: std::time::Duration,
 
     /// Email domains users may have, comma-separated (a domain allows its subdomains).
     /// Empty: any domain.
@@ -138,10 +145,30 @@ impl RunConfig {
         }
     }
 
+    /// The lockout rule the flags ask for.
+    pub fn lockout(&self) -> Lockout {
+        Lockout {
+            threshold: self.lockout_threshold,
+            duration: (!self.lockout_duration.is_zero())
+                .then(|| SignedDuration::try_from(self.lockout_duration).unwrap_or(SignedDuration::MAX)),
+        }
+    }
+
     /// The password policy the flags ask for.
     pub fn password_policy(&self) -> PasswordPolicy {
         PasswordPolicy { min_length: usize::from(self.password_min_length), ..PasswordPolicy::default() }
     }
+}
+
+/// A Go-style duration (`15m`, `1h30m`, `0`), at most a year.
+fn parse_duration(text: &str) -> Result<std::time::Duration, String> {
+    let parsed: kube::core::Duration =
+        text.parse().map_err(|e| format!("{text:?} is not a duration: {e}"))?;
+    let duration = std::time::Duration::from(parsed);
+    if text.trim().starts_with('-') || duration > std::time::Duration::from_secs(366 * 24 * 3600) {
+        return Err(format!("{text:?} must be between 0 and 8784h"));
+    }
+    Ok(duration)
 }
 
 #[cfg(test)]
@@ -155,6 +182,15 @@ mod tests {
         assert_eq!(parsed.to_string(), "roster-system/smtp");
         for bad in ["smtp", "/smtp", "roster-system/", "a/b/c"] {
             assert!(bad.parse::<ObjectName>().is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn durations_are_go_style_and_bounded() {
+        assert_eq!(parse_duration("15m").unwrap(), std::time::Duration::from_secs(900));
+        assert_eq!(parse_duration("0").unwrap(), std::time::Duration::ZERO);
+        for bad in ["-1m", "15", "forever", "9000h"] {
+            assert!(parse_duration(bad).is_err(), "{bad}");
         }
     }
 }

@@ -6,13 +6,14 @@ use k8s_openapi::jiff::Timestamp;
 
 use crate::api::User;
 
-/// What the directory rules need to know of one User.
-#[derive(Clone, Debug, PartialEq, Eq)]
+/// What the directory rules need to know of one User. Ordered oldest first (creation time,
+/// then `namespace/name`): the first of those sharing an identifier holds it.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
 pub struct Entry {
-    /// `namespace/name`, to name it in messages and break ties.
-    pub key: String,
     /// When it was created: the older of two Users keeps a contested identifier.
     pub created: Option<Timestamp>,
+    /// `namespace/name`, to name it in messages and break ties.
+    pub key: String,
     /// Lowercased email.
     pub email: String,
     /// Lowercased username (metadata.name when unset).
@@ -30,6 +31,11 @@ impl Entry {
             email: user.spec.email.to_lowercase(),
             username: user.spec.username.as_deref().unwrap_or(&name).to_lowercase(),
         }
+    }
+
+    /// The terms the directory index files it under: its email and its username.
+    pub fn terms(&self) -> Vec<String> {
+        vec![Identifier::Email(&self.email).term(), Identifier::Username(&self.username).term()]
     }
 
     /// Whether `self` was there before `other`: older creation time, then name order.
@@ -56,23 +62,14 @@ pub enum Identifier<'a> {
     Username(&'a str),
 }
 
-/// The index in `entries` of the User that holds `identifier`: of those that have it, the
-/// one the directory gives it to (the oldest).
-pub fn holder(entries: &[Entry], identifier: Identifier<'_>) -> Option<usize> {
-    let wanted = match identifier {
-        Identifier::Email(v) | Identifier::Username(v) => v.trim().to_lowercase(),
-    };
-    let has = |entry: &Entry| match identifier {
-        Identifier::Email(_) => entry.email == wanted,
-        Identifier::Username(_) => entry.username == wanted,
-    };
-    let mut found: Option<usize> = None;
-    for (index, entry) in entries.iter().enumerate() {
-        if has(entry) && found.is_none_or(|f| entry.precedes(&entries[f])) {
-            found = Some(index);
+impl Identifier<'_> {
+    /// The directory index's term for this identifier (trimmed, lowercased).
+    pub fn term(&self) -> String {
+        match self {
+            Identifier::Email(v) => format!("email:{}", v.trim().to_lowercase()),
+            Identifier::Username(v) => format!("username:{}", v.trim().to_lowercase()),
         }
     }
-    found
 }
 
 /// Remembers each User's last identifiers, so that a change of email or username also
@@ -169,16 +166,20 @@ mod tests {
     }
 
     #[test]
-    fn a_sign_in_finds_the_holder_of_its_identifier() {
-        let all = [
+    fn the_index_names_the_oldest_holder_of_an_identifier() {
+        let mut index = crate::index::Index::default();
+        for entry in [
             entry("b/jane2", 20, "jane@example.com", "jane2"),
             entry("a/jane", 10, "jane@example.com", "jane"),
             entry("c/joe", 5, "joe@example.com", "joe"),
-        ];
-        assert_eq!(holder(&all, Identifier::Email(" JANE@example.com")), Some(1));
-        assert_eq!(holder(&all, Identifier::Username("Jane2")), Some(0));
-        assert_eq!(holder(&all, Identifier::Username("jane@example.com")), None);
-        assert_eq!(holder(&all, Identifier::Email("nobody@example.com")), None);
+        ] {
+            index.set(&entry.key.clone(), entry.clone(), entry.terms());
+        }
+        let holder = |identifier: Identifier<'_>| index.first(&identifier.term()).map(|e| e.key);
+        assert_eq!(holder(Identifier::Email(" JANE@example.com")), Some("a/jane".into()));
+        assert_eq!(holder(Identifier::Username("Jane2")), Some("b/jane2".into()));
+        assert_eq!(holder(Identifier::Username("jane@example.com")), None);
+        assert_eq!(holder(Identifier::Email("nobody@example.com")), None);
     }
 
     #[test]

@@ -25,6 +25,13 @@ pub enum Error {
         /// `namespace/name` of the object concerned.
         object: String,
     },
+    /// A Secret roster would write exists and is not roster's (no controller ownerReference
+    /// to the expected owner): it is left alone.
+    #[error("Secret {secret} exists and does not belong to roster's object; rename or delete it")]
+    SecretNotOwned {
+        /// `namespace/name`.
+        secret: String,
+    },
     /// A credential could not be made (e.g. the OS random number generator failed).
     #[error(transparent)]
     Credentials(#[from] crate::credentials::CredentialError),
@@ -45,6 +52,7 @@ impl Error {
         match self {
             Error::Kube { .. } => "kube_api",
             Error::MissingUid { .. } => "missing_uid",
+            Error::SecretNotOwned { .. } => "secret_not_owned",
             Error::Credentials(_) => "credentials",
             Error::Facts(_) => "facts",
             Error::Render(_) => "render",

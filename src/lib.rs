@@ -7,6 +7,7 @@
 //! - [`credentials`]: argon2id passwords, the password policy, TOTP and link tokens (pure).
 //! - [`lifecycle`]: the user lifecycle — facts to phase and conditions (pure).
 //! - [`directory`]: email and username uniqueness, allowed domains (pure).
+//! - [`index`]: indexes over the watch caches (directory, token hashes, a user's invites).
 //! - [`facts`]: writing facts into a credentials Secret under optimistic concurrency.
 //! - [`mail`]: SMTP settings, email templates by locale, delivery with classified failures.
 //! - [`config`]: the settings `roster run` takes, as flags with environment fallbacks.
@@ -24,6 +25,7 @@ pub mod credentials;
 pub mod directory;
 pub mod facts;
 pub mod health;
+pub mod index;
 pub mod lifecycle;
 pub mod mail;
 pub mod portal;

@@ -7,7 +7,7 @@ use k8s_openapi::jiff::Timestamp;
 
 use crate::api::conditions::{self, Desired, reasons, status, types};
 use crate::api::{InvitePhase, InvitePolicy, InviteSummary, RequiredAction, UserPhase, UserSpec, UserState};
-use crate::credentials::CredentialFacts;
+use crate::credentials::{CredentialFacts, Lockout, Standing};
 use crate::directory::Conflict;
 
 /// What keeps a user from proceeding until an admin acts.
@@ -46,8 +46,8 @@ pub struct UserFacts<'a> {
     pub invites: &'a [InviteFact],
     /// Why the user cannot proceed, if anything.
     pub blocker: Option<Blocker>,
-    /// Consecutive failed logins that lock the user.
-    pub lockout_threshold: u32,
+    /// How failed sign-ins lock the user.
+    pub lockout: Lockout,
     /// The time of this reconcile.
     pub now: Timestamp,
 }
@@ -67,7 +67,10 @@ pub struct Decision {
     pub ensure_auto_invite: bool,
     /// roster should reset the failed-login count (the admin deactivated the user).
     pub clear_lockout: bool,
-    /// When the facts change by themselves (an invite expires): reconcile again then.
+    /// When a temporary lock ends (`None` when not locked, or locked until an admin acts).
+    pub locked_until: Option<Timestamp>,
+    /// When the facts change by themselves (an invite expires, a lock ends): reconcile
+    /// again then.
     pub recheck_at: Option<Timestamp>,
 }
 
@@ -113,10 +116,7 @@ fn current_invite(invites: &[InviteFact]) -> Option<InviteSummary> {
     let live = |i: &&InviteFact| !matches!(i.phase, Some(InvitePhase::Revoked | InvitePhase::Failed));
     let newest = |a: &&InviteFact, b: &&InviteFact| (a.created, &a.name).cmp(&(b.created, &b.name));
     invites.iter().filter(live).max_by(newest).or_else(|| invites.iter().max_by(newest)).map(|i| {
-        InviteSummary {
-            name: i.name.clone(),
-            expires_at: i.expires_at.map(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time),
-        }
+        InviteSummary { name: i.name.clone(), expires_at: i.expires_at.map(crate::api::status_time) }
     })
 }
 
@@ -138,7 +138,12 @@ pub fn decide(facts: &UserFacts<'_>) -> Decision {
     let reset_pending = credentials.mfa_reset_pending();
     let onboarded =
         credentials.password_set && (!spec.mfa.required || credentials.totp_enrolled || reset_pending);
-    let locked_out = credentials.failed_logins >= facts.lockout_threshold.max(1);
+    let standing = facts.lockout.of(&credentials, facts.now);
+    let locked_out = standing.is_locked();
+    let locked_until = match standing {
+        Standing::Locked { until } => until,
+        Standing::Open { .. } => None,
+    };
     let deactivated = spec.state == UserState::Inactive;
 
     let phase = if deactivated || locked_out {
@@ -182,7 +187,12 @@ pub fn decide(facts: &UserFacts<'_>) -> Decision {
                 types::READY,
                 false,
                 reasons::LOCKED_OUT,
-                "locked out after too many failed sign-ins; set spec.state to Inactive and back to Active to unlock",
+                match locked_until {
+                    Some(until) => format!(
+                        "locked out after too many failed sign-ins until {until}; set spec.state to Inactive and back to Active to unlock now"
+                    ),
+                    None => "locked out after too many failed sign-ins; set spec.state to Inactive and back to Active to unlock".to_owned(),
+                },
             ),
             false,
             Some(reasons::LOCKED_OUT),
@@ -322,6 +332,7 @@ pub fn decide(facts: &UserFacts<'_>) -> Decision {
         .iter()
         .filter(|i| i.phase == Some(InvitePhase::Sent))
         .filter_map(|i| i.expires_at)
+        .chain(locked_until.filter(|_| !deactivated))
         .filter(|e| *e > facts.now)
         .min();
 
@@ -335,26 +346,34 @@ pub fn decide(facts: &UserFacts<'_>) -> Decision {
             && facts.blocker.is_none()
             && !credentials.password_set
             && facts.credentials.is_some(),
-        clear_lockout: deactivated && credentials.failed_logins > 0,
+        clear_lockout: deactivated && (credentials.failed_logins > 0 || credentials.locked_at.is_some()),
+        locked_until: locked_until.filter(|_| !deactivated),
         recheck_at,
     }
 }
 
 fn blocker_text(blocker: &Blocker) -> (&'static str, String) {
     match blocker {
-        Blocker::Directory(Conflict::DuplicateEmail { holder }) => {
+        Blocker::Directory(conflict) => conflict_text(conflict),
+        Blocker::CredentialsSecretTaken { name } => (
+            reasons::SECRET_NOT_OWNED,
+            format!("Secret {name} exists and does not belong to this User; delete or rename it"),
+        ),
+    }
+}
+
+/// The reason and message of a directory conflict, as every object it holds back says it.
+pub fn conflict_text(conflict: &Conflict) -> (&'static str, String) {
+    match conflict {
+        Conflict::DuplicateEmail { holder } => {
             (reasons::DUPLICATE_EMAIL, format!("the email is already used by User {holder}"))
         }
-        Blocker::Directory(Conflict::DuplicateUsername { holder }) => {
+        Conflict::DuplicateUsername { holder } => {
             (reasons::DUPLICATE_USERNAME, format!("the username is already used by User {holder}"))
         }
-        Blocker::Directory(Conflict::EmailDomainNotAllowed { domain }) => (
+        Conflict::EmailDomainNotAllowed { domain } => (
             reasons::EMAIL_DOMAIN_NOT_ALLOWED,
             format!("the email domain {domain} is not in --allowed-email-domains"),
-        ),
-        Blocker::CredentialsSecretTaken { name } => (
-            reasons::CREDENTIALS_SECRET_CONFLICT,
-            format!("Secret {name} exists and does not belong to this User; delete or rename it"),
         ),
     }
 }
@@ -408,7 +427,7 @@ mod tests {
             credentials: Some(&case.credentials),
             invites: &case.invites,
             blocker: case.blocker.clone(),
-            lockout_threshold: 5,
+            lockout: Lockout { threshold: 5, duration: None },
             now: at(1000),
         })
     }

@@ -79,7 +79,8 @@ async fn run(config: RunConfig) -> roster::Result<()> {
             config.password_policy(),
             metrics.clone(),
             config.org_name.clone(),
-            config.lockout_threshold,
+            config.lockout(),
+            config.allowed_email_domains.clone(),
             &config.portal_url,
         )
         .await?,

@@ -91,8 +91,12 @@ pub mod reasons {
     pub const DUPLICATE_USERNAME: &str = "DuplicateUsername";
     /// The email's domain is not allowed.
     pub const EMAIL_DOMAIN_NOT_ALLOWED: &str = "EmailDomainNotAllowed";
-    /// The credentials Secret's name is taken by a Secret that is not this user's.
-    pub const CREDENTIALS_SECRET_CONFLICT: &str = "CredentialsSecretConflict";
+    /// A Secret roster would read or write as its own (credentials, token, link) exists but
+    /// is not controlled by the expected owner: roster leaves it alone.
+    pub const SECRET_NOT_OWNED: &str = "SecretNotOwned";
+    /// Invite: the person already completed onboarding; only an operation that proves who
+    /// asks (a PasswordReset, an MfaReset) may change their credentials.
+    pub const ALREADY_ONBOARDED: &str = "AlreadyOnboarded";
     /// Invite: the user is deactivated or gone, so the link was withdrawn.
     pub const REVOKED: &str = "Revoked";
     /// The referenced User does not exist.

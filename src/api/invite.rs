@@ -22,6 +22,7 @@ pub(crate) const USER_REF_IMMUTABLE: &str = "self == oldSelf";
     status = "UserInviteStatus",
     shortname = "uinv",
     category = "roster",
+    validation = Rule::new("size(self.metadata.name) <= 63").message("metadata.name must be at most 63 characters: roster labels the invite's Secrets with it"),
     doc = "An invitation for a user: roster issues a single-use link and, for Email delivery, sends it.",
     printcolumn(
         name = "User",
@@ -156,6 +157,8 @@ pub enum InvitePhase {
     Expired,
     /// Withdrawn: resent, the user deactivated or deleted.
     Revoked,
+    /// The person completed onboarding with another invitation: this link no longer works.
+    Superseded,
     /// Delivery failed for good (e.g. the SMTP server rejected the address).
     Failed,
 }

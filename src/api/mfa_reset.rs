@@ -19,6 +19,7 @@ use super::invite::{Delivery, USER_REF_IMMUTABLE};
     status = "MfaResetStatus",
     shortname = "mfar",
     category = "roster",
+    validation = Rule::new("size(self.metadata.name) <= 63").message("metadata.name must be at most 63 characters: roster labels the reset's Secrets with it"),
     doc = "A one-shot reset of a user's second factor, kept for audit; the person re-enrols through a single-use link.",
     printcolumn(
         name = "User",

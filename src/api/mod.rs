@@ -35,6 +35,13 @@ pub struct LocalObjectReference {
     pub name: String,
 }
 
+/// A time as status holds it: whole seconds, as the API server stores `metav1.Time`, so that
+/// a status derived again compares equal to the one read back and nothing is rewritten.
+pub fn status_time(at: k8s_openapi::jiff::Timestamp) -> k8s_openapi::apimachinery::pkg::apis::meta::v1::Time {
+    let whole = k8s_openapi::jiff::Timestamp::from_second(at.as_second()).unwrap_or(at);
+    k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(whole)
+}
+
 /// The CRDs of every kind roster serves, in a stable order.
 pub fn crds() -> Vec<CustomResourceDefinition> {
     vec![User::crd(), UserInvite::crd(), MfaReset::crd()]
@@ -75,6 +82,12 @@ mod tests {
         let ttl = &crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["spec"]["properties"]
             ["ttl"];
         assert_eq!(ttl["default"], "720h");
+    }
+
+    #[test]
+    fn status_times_are_whole_seconds() {
+        let precise: k8s_openapi::jiff::Timestamp = "2026-11-23T10:00:00.123456789Z".parse().unwrap();
+        assert_eq!(status_time(precise).0.to_string(), "2026-11-23T10:00:00Z");
     }
 
     #[test]

@@ -26,7 +26,7 @@ pub(crate) const EMAIL_MESSAGE: &str = "must be an email address such as jane.do
     status = "UserStatus",
     shortname = "usr",
     category = "roster",
-    validation = Rule::new("size(self.metadata.name) <= 63").message("metadata.name must be at most 63 characters: it is the default username and roster labels the user's Secrets with it"),
+    validation = Rule::new("size(self.metadata.name) <= 56").message("metadata.name must be at most 56 characters: roster labels the user's Secrets with it and names its automatic invite <name>-invite, a label value too (at most 63)"),
     doc = "A person's account. roster invites them, lets them set a password and enrol TOTP, and reports the lifecycle (NEW, PENDING, ACTIVE, INACTIVE) on status.",
     printcolumn(
         name = "Phase",
@@ -222,6 +222,11 @@ pub struct UserStatus {
     /// When the user last signed in.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_login_at: Option<Time>,
+
+    /// When a temporary lockout ends (unset when not locked, or locked until an admin
+    /// deactivates and reactivates the user).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub locked_until: Option<Time>,
 
     /// Consecutive failed sign-ins since the last success.
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -17,6 +17,9 @@ use kube::{Resource, ResourceExt};
 use serde::de::DeserializeOwned;
 use tokio::sync::watch;
 
+use crate::directory::{self, Conflict, Entry, Identifier};
+use crate::index::{Named, Shared, user_term};
+
 /// Whether a cache holds its initial list. kube's `Store::wait_until_ready` wakes only one
 /// of several concurrent waiters (and the controller that owns the store is one), so roster
 /// signals readiness itself.
@@ -32,8 +35,13 @@ pub struct Informer<K: Resource<DynamicType = ()> + Clone + 'static> {
     reader: Store<K>,
     writer: Writer<K>,
     subscribers: Vec<mpsc::Sender<Arc<K>>>,
+    followers: Vec<Follower<K>>,
     ready: watch::Sender<bool>,
 }
+
+/// What a watch calls with each change before it applies it to the store: an index kept in
+/// step with the cache.
+pub type Follower<K> = Box<dyn FnMut(&watcher::Event<K>) + Send>;
 
 impl<K> Informer<K>
 where
@@ -44,7 +52,15 @@ where
     /// managedFields, which roster never reads.
     pub fn new(apis: Vec<(Option<String>, Api<K>)>, config: watcher::Config) -> Self {
         let (reader, writer) = reflector::store();
-        Self { apis, config, reader, writer, subscribers: Vec::new(), ready: watch::Sender::new(false) }
+        Self {
+            apis,
+            config,
+            reader,
+            writer,
+            subscribers: Vec::new(),
+            followers: Vec::new(),
+            ready: watch::Sender::new(false),
+        }
     }
 
     /// Turns true once the cache holds the initial list of every watch (and stays true
@@ -56,6 +72,12 @@ where
     /// A reader of the cache.
     pub fn store(&self) -> Store<K> {
         self.reader.clone()
+    }
+
+    /// Keeps `follower` (an index) in step with the cache: it sees every change just before
+    /// the store applies it, so a subscriber woken by a change reads both updated.
+    pub fn follow(&mut self, follower: impl FnMut(&watcher::Event<K>) + Send + 'static) {
+        self.followers.push(Box::new(follower));
     }
 
     /// A stream of every object that changes (applied or deleted), once the cache has it.
@@ -71,7 +93,7 @@ where
     /// holds is deleted at its end, so that several watches can share one store (a
     /// reflector's own list handling would replace the whole store with one watch's list).
     pub async fn run(self) {
-        let Self { apis, config, mut writer, reader, mut subscribers, ready } = self;
+        let Self { apis, config, mut writer, reader, mut subscribers, mut followers, ready } = self;
         let watches = apis.into_iter().enumerate().map(|(index, (namespace, api))| {
             watcher(api, config.clone())
                 .default_backoff()
@@ -116,6 +138,9 @@ where
                 }
             };
             for event in changed {
+                for follower in &mut followers {
+                    follower(&event);
+                }
                 writer.apply_watcher_event(&event);
                 let (watcher::Event::Apply(obj) | watcher::Event::Delete(obj)) = event else { continue };
                 let obj = Arc::new(obj);
@@ -155,6 +180,14 @@ pub struct Caches {
     pub resets: Store<crate::api::MfaReset>,
     /// Secrets labelled `app.kubernetes.io/managed-by: roster`.
     pub secrets: Store<k8s_openapi::api::core::v1::Secret>,
+    /// Users by email and username (`email:…`, `username:…`, lowercased), oldest first.
+    pub directory: Shared<Entry>,
+    /// Token Secrets by `<type>:<hash>` of their current and retired tokens.
+    pub tokens: Shared<Named>,
+    /// UserInvites by the user they name (`namespace/user`).
+    pub invites_by_user: Shared<Named>,
+    /// MfaResets by the user they name.
+    pub resets_by_user: Shared<Named>,
 }
 
 impl Caches {
@@ -178,19 +211,64 @@ impl Caches {
 impl Caches {
     /// The UserInvites that refer to the User `name` in `namespace`.
     pub fn invites_of(&self, namespace: &str, name: &str) -> Vec<Arc<crate::api::UserInvite>> {
-        self.invites.state_filter(|invite| {
-            invite.namespace().as_deref() == Some(namespace) && invite.spec.user_ref.name == name
-        })
+        named(&self.invites, &self.invites_by_user, namespace, name)
+    }
+
+    /// The MfaResets that refer to the User `name` in `namespace`.
+    pub fn resets_of(&self, namespace: &str, name: &str) -> Vec<Arc<crate::api::MfaReset>> {
+        named(&self.resets, &self.resets_by_user, namespace, name)
+    }
+
+    /// The Secret `name` in `owner`'s namespace, from the cache, if `owner` controls it.
+    pub fn owned_secret(
+        &self,
+        owner: &impl Resource,
+        name: &str,
+    ) -> Option<Arc<k8s_openapi::api::core::v1::Secret>> {
+        let namespace = owner.meta().namespace.clone().unwrap_or_default();
+        let secret = self.secrets.get(&ObjectRef::new(name).within(&namespace))?;
+        controlled_by(secret.as_ref(), owner).then_some(secret)
+    }
+
+    /// The credentials Secret of `user`: only one the User controls holds their credentials.
+    pub fn credentials_of(&self, user: &crate::api::User) -> Option<Arc<k8s_openapi::api::core::v1::Secret>> {
+        self.owned_secret(user, &crate::controller::names::credentials_secret_name(&user.name_any()))
+    }
+
+    /// The User that holds `identifier` in the directory (the oldest of those that have it).
+    pub fn holder(&self, identifier: Identifier<'_>) -> Option<Arc<crate::api::User>> {
+        let entry = self.directory.first(&identifier.term())?;
+        let (namespace, name) = entry.key.split_once('/')?;
+        self.users.get(&ObjectRef::new(name).within(namespace))
+    }
+
+    /// Which directory rule `user` breaks, if any, among the Users this instance watches.
+    pub fn directory_conflict(
+        &self,
+        user: &crate::api::User,
+        allowed_domains: &[String],
+    ) -> Option<Conflict> {
+        let me = Entry::of(user);
+        let holders: Vec<Entry> = me.terms().iter().filter_map(|term| self.directory.first(term)).collect();
+        directory::conflict(&me, &holders, allowed_domains)
     }
 }
 
-impl Caches {
-    /// The MfaResets that refer to the User `name` in `namespace`.
-    pub fn resets_of(&self, namespace: &str, name: &str) -> Vec<Arc<crate::api::MfaReset>> {
-        self.resets.state_filter(|reset| {
-            reset.namespace().as_deref() == Some(namespace) && reset.spec.user_ref.name == name
-        })
-    }
+/// The objects of `store` that `index` files under the User `name` in `namespace`.
+fn named<K>(store: &Store<K>, index: &Shared<Named>, namespace: &str, name: &str) -> Vec<Arc<K>>
+where
+    K: Resource<DynamicType = ()> + Clone + 'static,
+{
+    let found = index.get(&user_term(namespace, name));
+    found.iter().filter_map(|(ns, name)| store.get(&ObjectRef::new(name).within(ns))).collect()
+}
+
+/// Whether `owner` controls `obj`: `obj`'s controller ownerReference names `owner`'s uid.
+/// Labels and names prove nothing: anyone who may create Secrets can copy them.
+pub fn controlled_by(obj: &impl Resource, owner: &impl Resource) -> bool {
+    let uid = owner.meta().uid.as_deref();
+    uid.is_some()
+        && obj.owner_references().iter().any(|r| r.controller == Some(true) && Some(r.uid.as_str()) == uid)
 }
 
 /// `namespace/name` of an object, for logs and messages.

@@ -23,17 +23,20 @@ use tracing::instrument;
 
 use super::names::{
     INVITE_LABEL, INVITE_LINK_TYPE, INVITE_TOKEN_TYPE, LINK_URL, RETIRED_HASHES, TOKEN_EXPIRES_AT,
-    TOKEN_HASH, TOKEN_ISSUANCE, credentials_secret_name, link_secret_name, token_secret_name,
+    TOKEN_HASH, TOKEN_ISSUANCE, link_secret_name, token_secret_name,
 };
 use super::{
     Context, SetupError, Undelivered, apply_owned_secret, apply_status, apply_status_unless_changed, cache,
-    delete_secret, now, publish, requeue_at,
+    delete_owned_secret, now, publish, requeue_at,
 };
 use crate::api::conditions::{self, Desired, reasons, status, types};
+use crate::api::status_time;
 use crate::api::{
     Delivery, InvitePhase, LocalObjectReference, User, UserInvite, UserInviteStatus, UserState,
 };
 use crate::credentials::{CredentialFacts, Token};
+use crate::directory::Conflict;
+use crate::facts::text;
 use crate::mail::{Invitation, SendError};
 use crate::{Error, Result};
 
@@ -60,6 +63,22 @@ pub(super) enum Step {
     Accept(Timestamp),
     /// The user does not exist.
     UserMissing,
+    /// The person completed onboarding with another link: this open link ends.
+    Supersede,
+    /// The person completed onboarding: nothing is delivered (credentials of an onboarded
+    /// person change only through an operation that proves who asks).
+    AlreadyOnboarded,
+    /// The directory refuses the user: nothing is delivered until the conflict goes.
+    Hold(Conflict),
+}
+
+/// What the user's credentials and the directory say, as an invite sees them.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub(super) struct Person {
+    /// The person finished onboarding (with any link).
+    pub onboarded: bool,
+    /// The directory rule the user breaks, if any.
+    pub refused: Option<Conflict>,
 }
 
 /// How long an attempt without a recorded result is presumed still running.
@@ -72,10 +91,12 @@ pub(super) fn delivery_backoff(attempts: u32) -> SignedDuration {
     SignedDuration::from_secs(seconds.min(600))
 }
 
-/// Decides the next step from the user's state, the invite's spec and status, when the
-/// person completed onboarding with the current link (if they did), and now.
+/// Decides the next step from the user's state, the person's standing, the invite's spec
+/// and status, when the person completed onboarding with the current link (if they did),
+/// and now.
 pub(super) fn decide(
     user_state: Option<UserState>,
+    person: &Person,
     resend: u32,
     status: &UserInviteStatus,
     accepted_at: Option<Timestamp>,
@@ -83,7 +104,8 @@ pub(super) fn decide(
 ) -> Step {
     let new_issuance = status.observed_resend.is_none_or(|observed| resend > observed);
     let issued = status.observed_resend.is_some();
-    let revoked = matches!(status.phase, Some(InvitePhase::Revoked | InvitePhase::Accepted));
+    let revoked =
+        matches!(status.phase, Some(InvitePhase::Revoked | InvitePhase::Accepted | InvitePhase::Superseded));
     match user_state {
         // A link already issued for a user that is gone must stop working; an invite made
         // before its user (e.g. applied together) waits for it.
@@ -95,12 +117,20 @@ pub(super) fn decide(
         }
         Some(UserState::Active) => {}
     }
+    let undelivered = new_issuance || matches!(status.phase, None | Some(InvitePhase::Pending));
+    if undelivered && person.onboarded {
+        return Step::AlreadyOnboarded;
+    }
+    if undelivered && let Some(conflict) = &person.refused {
+        return Step::Hold(conflict.clone());
+    }
     if new_issuance {
         return Step::Deliver { issuance: resend, attempts: 0 };
     }
     let attempts = status.delivery_attempts.unwrap_or(0);
     match status.phase {
         Some(InvitePhase::Sent) if let Some(at) = accepted_at => Step::Accept(at),
+        Some(InvitePhase::Sent) if person.onboarded => Step::Supersede,
         Some(InvitePhase::Sent) => match status.expires_at.as_ref().map(|t| t.0) {
             Some(expiry) if now >= expiry => Step::Expire,
             expiry => Step::Wait(expiry),
@@ -117,9 +147,13 @@ pub(super) fn decide(
                 _ => Step::Deliver { issuance: resend, attempts },
             }
         }
-        Some(InvitePhase::Accepted | InvitePhase::Expired | InvitePhase::Revoked | InvitePhase::Failed) => {
-            Step::Wait(None)
-        }
+        Some(
+            InvitePhase::Accepted
+            | InvitePhase::Expired
+            | InvitePhase::Revoked
+            | InvitePhase::Failed
+            | InvitePhase::Superseded,
+        ) => Step::Wait(None),
     }
 }
 
@@ -167,6 +201,15 @@ fn conditions_for(phase: InvitePhase, delivered: Desired, stalled: Option<&'stat
         InvitePhase::Revoked => {
             (cond(types::READY, status::TRUE, reasons::REVOKED, "the link was revoked"), false)
         }
+        InvitePhase::Superseded => (
+            cond(
+                types::READY,
+                status::TRUE,
+                reasons::SUPERSEDED,
+                "the person completed onboarding with another invitation; this link no longer works",
+            ),
+            false,
+        ),
     };
     let mut all = vec![ready];
     all.extend(conditions::kstatus(reconciling, stalled));
@@ -183,8 +226,25 @@ pub(super) async fn reconcile(invite: Arc<UserInvite>, ctx: Arc<Context>) -> Res
     let user = ctx.caches.users.get(&ObjectRef::<User>::new(&invite.spec.user_ref.name).within(&namespace));
     let previous = invite.status.clone().unwrap_or_default();
     let now = now();
-    let accepted_at = accepted_at(&ctx, &invite);
-    let step = decide(user.as_ref().map(|u| u.spec.state), invite.spec.resend, &previous, accepted_at, now.0);
+    let credentials = user.as_ref().and_then(|u| ctx.caches.credentials_of(u));
+    let accepted_at = accepted_at(&ctx, &invite, credentials.as_deref());
+    let person = Person {
+        onboarded: user.as_ref().zip(credentials.as_ref()).is_some_and(|(u, c)| {
+            CredentialFacts::from_data(c.data.as_ref().unwrap_or(&BTreeMap::new()))
+                .onboarded(u.spec.mfa.required)
+        }),
+        refused: user
+            .as_ref()
+            .and_then(|u| ctx.caches.directory_conflict(u, &ctx.settings.allowed_email_domains)),
+    };
+    let step = decide(
+        user.as_ref().map(|u| u.spec.state),
+        &person,
+        invite.spec.resend,
+        &previous,
+        accepted_at,
+        now.0,
+    );
     let mut status = UserInviteStatus { observed_generation: invite.metadata.generation, ..previous.clone() };
     let mut requeue = None;
     let delivered_now = |reason, message: &str| cond(types::DELIVERED, status::TRUE, reason, message);
@@ -200,6 +260,41 @@ pub(super) async fn reconcile(invite: Arc<UserInvite>, ctx: Arc<Context>) -> Res
             all.extend(conditions::kstatus(false, Some(reasons::USER_NOT_FOUND)));
             all
         }
+        Step::Supersede => {
+            withdraw_link(&ctx, &invite).await?;
+            status.phase = Some(InvitePhase::Superseded);
+            conditions_for(
+                InvitePhase::Superseded,
+                cond(
+                    types::DELIVERED,
+                    status::TRUE,
+                    reasons::SUPERSEDED,
+                    "the link was delivered and superseded",
+                ),
+                None,
+            )
+        }
+        Step::AlreadyOnboarded => {
+            status.phase = Some(InvitePhase::Failed);
+            status.observed_resend = Some(invite.spec.resend);
+            let message = "the person already completed onboarding: an invitation would let whoever holds it set new credentials; use a PasswordReset or an MfaReset instead";
+            let reason = reasons::ALREADY_ONBOARDED;
+            conditions_for(
+                InvitePhase::Failed,
+                cond(types::DELIVERED, status::FALSE, reason, message),
+                Some(reason),
+            )
+        }
+        Step::Hold(conflict) => {
+            status.phase = Some(InvitePhase::Pending);
+            let (reason, message) = crate::lifecycle::conflict_text(&conflict);
+            let message = format!("nothing is delivered while {message}");
+            conditions_for(
+                InvitePhase::Pending,
+                cond(types::DELIVERED, status::FALSE, reason, message),
+                Some(reason),
+            )
+        }
         Step::Revoke => {
             withdraw_link(&ctx, &invite).await?;
             status.phase = Some(InvitePhase::Revoked);
@@ -212,7 +307,7 @@ pub(super) async fn reconcile(invite: Arc<UserInvite>, ctx: Arc<Context>) -> Res
         Step::Accept(at) => {
             withdraw_link(&ctx, &invite).await?;
             status.phase = Some(InvitePhase::Accepted);
-            status.accepted_at = Some(Time(at));
+            status.accepted_at = Some(status_time(at));
             conditions_for(
                 InvitePhase::Accepted,
                 delivered_now(reasons::ACCEPTED, "the link was delivered and used"),
@@ -247,7 +342,7 @@ pub(super) async fn reconcile(invite: Arc<UserInvite>, ctx: Arc<Context>) -> Res
             })?;
             let fresh_status = fresh.status.clone().unwrap_or_default();
             let Step::Deliver { issuance, attempts } =
-                decide(Some(user.spec.state), fresh.spec.resend, &fresh_status, accepted_at, now.0)
+                decide(Some(user.spec.state), &person, fresh.spec.resend, &fresh_status, accepted_at, now.0)
             else {
                 return Ok(Action::requeue(Duration::from_secs(1)));
             };
@@ -327,9 +422,8 @@ async fn deliver(
         return Ok(None);
     }
     let token = Token::generate()?;
-    let namespace = invite.namespace().unwrap_or_default();
-    let previous = ctx.caches.secrets.get(&ObjectRef::new(&token_secret_name(&name)).within(&namespace));
-    apply_owned_secret(
+    let previous = ctx.caches.owned_secret(invite, &token_secret_name(&name));
+    let written = apply_owned_secret(
         ctx,
         invite,
         &token_secret_name(&name),
@@ -341,19 +435,33 @@ async fn deliver(
             (RETIRED_HASHES.to_owned(), retire(previous.as_deref())),
         ]),
     )
-    .await?;
-
+    .await;
     let link = format!("{}/invite/{}", ctx.settings.portal_url.trim_end_matches('/'), token.expose());
+    let written = match (written, invite.spec.delivery) {
+        (Ok(()), Delivery::Link) => {
+            let data = BTreeMap::from([(LINK_URL.to_owned(), link.clone())]);
+            apply_owned_secret(ctx, invite, &link_secret_name(&name), (INVITE_LINK_TYPE, INVITE_LABEL), data)
+                .await
+        }
+        (written, _) => written,
+    };
+    if let Err(Error::SecretNotOwned { secret }) = &written {
+        // An admin must rename the invite or remove the look-alike; tried again with backoff.
+        let message = format!("the Secret {secret} exists and is not this invite's: roster leaves it alone");
+        let reason = reasons::SECRET_NOT_OWNED;
+        return Ok(Some(Outcome {
+            status,
+            conditions: conditions_for(
+                InvitePhase::Pending,
+                cond(types::DELIVERED, status::FALSE, reason, message),
+                Some(reason),
+            ),
+            requeue: Some(now.0 + delivery_backoff(attempts + 1)),
+        }));
+    }
+    written?;
     let result = match invite.spec.delivery {
         Delivery::Link => {
-            apply_owned_secret(
-                ctx,
-                invite,
-                &link_secret_name(&name),
-                (INVITE_LINK_TYPE, INVITE_LABEL),
-                BTreeMap::from([(LINK_URL.to_owned(), link)]),
-            )
-            .await?;
             status.link_secret_ref = Some(LocalObjectReference { name: link_secret_name(&name) });
             Ok(reasons::LINK_CREATED)
         }
@@ -368,7 +476,7 @@ async fn deliver(
             ctx.metrics.email(if reason == reasons::EMAIL_SENT { "sent" } else { "link" });
             status.phase = Some(InvitePhase::Sent);
             status.sent_at = Some(now.clone());
-            status.expires_at = Some(Time(expires));
+            status.expires_at = Some(status_time(expires));
             let message = if reason == reasons::EMAIL_SENT {
                 "the invitation email was accepted by the SMTP server"
             } else {
@@ -488,27 +596,21 @@ fn retire(previous: Option<&Secret>) -> String {
     hashes.join(" ")
 }
 
-/// Deletes the admin's link Secret: the plaintext link is no longer needed. The token's hash
-/// stays, so that the portal can tell a spent link (410, by the invite's phase) from an
-/// unknown one (404).
+/// Deletes the admin's link Secret (if roster made it): the plaintext link is no longer
+/// needed. The token's hash stays, so that the portal can tell a spent link (410, by the
+/// invite's phase) from an unknown one (404).
 async fn withdraw_link(ctx: &Context, invite: &UserInvite) -> Result<()> {
-    delete_secret(ctx, &invite.namespace().unwrap_or_default(), &link_secret_name(&invite.name_any())).await
+    delete_owned_secret(ctx, invite, &link_secret_name(&invite.name_any())).await
 }
 
 /// When the person completed onboarding with the invite's current token, as the user's
-/// credentials Secret records it (the portal writes it there).
-fn accepted_at(ctx: &Context, invite: &UserInvite) -> Option<Timestamp> {
-    let namespace = invite.namespace().unwrap_or_default();
-    let read = |name: String| ctx.caches.secrets.get(&ObjectRef::new(&name).within(&namespace));
-    let token = read(token_secret_name(&invite.name_any()))?;
-    let credentials = read(credentials_secret_name(&invite.spec.user_ref.name))?;
-    let empty = BTreeMap::new();
-    let value = |secret: &Secret, key: &str| {
-        secret.data.as_ref().unwrap_or(&empty).get(key).and_then(|v| String::from_utf8(v.0.clone()).ok())
-    };
-    let onboarding = CredentialFacts::from_data(credentials.data.as_ref().unwrap_or(&empty));
-    let current = value(&token, TOKEN_HASH)?;
-    (onboarding.onboarding_token.as_deref() == Some(current.as_str()))
+/// credentials Secret records it (the portal writes it there). Only Secrets their owners
+/// control count.
+fn accepted_at(ctx: &Context, invite: &UserInvite, credentials: Option<&Secret>) -> Option<Timestamp> {
+    let token = ctx.caches.owned_secret(invite, &token_secret_name(&invite.name_any()))?;
+    let onboarding = CredentialFacts::from_data(credentials?.data.as_ref().unwrap_or(&BTreeMap::new()));
+    let current = text(&token, TOKEN_HASH)?;
+    (onboarding.onboarding_token.as_deref() == Some(current))
         .then_some(onboarding.onboarding_completed_at)
         .flatten()
 }
@@ -656,7 +758,7 @@ mod tests {
             ),
         ];
         for (name, user, resend, status, expected) in cases {
-            assert_eq!(decide(user, resend, &status, None, at(100)), expected, "{name}");
+            assert_eq!(decide(user, &Person::default(), resend, &status, None, at(100)), expected, "{name}");
         }
     }
 
@@ -664,14 +766,20 @@ mod tests {
     fn onboarding_with_the_current_link_accepts_the_invite() {
         let sent = status(Some(InvitePhase::Sent), Some(0), 1, Some(10), Some(500));
         let active = Some(UserState::Active);
-        assert_eq!(decide(active, 0, &sent, Some(at(50)), at(100)), Step::Accept(at(50)));
+        assert_eq!(decide(active, &Person::default(), 0, &sent, Some(at(50)), at(100)), Step::Accept(at(50)));
         let expired_meanwhile = status(Some(InvitePhase::Sent), Some(0), 1, Some(10), Some(90));
-        assert_eq!(decide(active, 0, &expired_meanwhile, Some(at(50)), at(100)), Step::Accept(at(50)));
-        let accepted = status(Some(InvitePhase::Accepted), Some(0), 1, Some(10), Some(500));
-        assert_eq!(decide(active, 0, &accepted, Some(at(50)), at(100)), Step::Wait(None));
-        assert_eq!(decide(Some(UserState::Inactive), 0, &accepted, Some(at(50)), at(100)), Step::Wait(None));
         assert_eq!(
-            decide(active, 1, &accepted, Some(at(50)), at(100)),
+            decide(active, &Person::default(), 0, &expired_meanwhile, Some(at(50)), at(100)),
+            Step::Accept(at(50))
+        );
+        let accepted = status(Some(InvitePhase::Accepted), Some(0), 1, Some(10), Some(500));
+        assert_eq!(decide(active, &Person::default(), 0, &accepted, Some(at(50)), at(100)), Step::Wait(None));
+        assert_eq!(
+            decide(Some(UserState::Inactive), &Person::default(), 0, &accepted, Some(at(50)), at(100)),
+            Step::Wait(None)
+        );
+        assert_eq!(
+            decide(active, &Person::default(), 1, &accepted, Some(at(50)), at(100)),
             Step::Deliver { issuance: 1, attempts: 0 },
             "a resend after acceptance issues anew"
         );
@@ -698,9 +806,12 @@ mod tests {
     fn an_attempt_without_a_result_is_not_repeated_at_once() {
         let mut in_flight = status(Some(InvitePhase::Pending), Some(0), 1, Some(99), None);
         in_flight.conditions[0].status = status::UNKNOWN.into();
-        assert_eq!(decide(Some(UserState::Active), 0, &in_flight, None, at(100)), Step::Wait(Some(at(159))));
         assert_eq!(
-            decide(Some(UserState::Active), 0, &in_flight, None, at(160)),
+            decide(Some(UserState::Active), &Person::default(), 0, &in_flight, None, at(100)),
+            Step::Wait(Some(at(159)))
+        );
+        assert_eq!(
+            decide(Some(UserState::Active), &Person::default(), 0, &in_flight, None, at(160)),
             Step::Deliver { issuance: 0, attempts: 1 }
         );
     }

@@ -31,9 +31,10 @@ use super::names::{
 };
 use super::{
     Context, Undelivered, apply_owned_secret, apply_status, apply_status_unless_changed, cache,
-    delete_secret, now, publish, requeue_at,
+    delete_owned_secret, now, publish, requeue_at,
 };
 use crate::api::conditions::{self, Desired, reasons, status, types};
+use crate::api::status_time;
 use crate::api::{Delivery, LocalObjectReference, MfaReset, MfaResetPhase, MfaResetStatus, User, UserState};
 use crate::credentials::record::{
     MFA_RESET_AT, MFA_RESET_UID, REENROL_TOKEN, TOTP_ENROLLED_AT, TOTP_LAST_STEP, TOTP_PENDING, TOTP_SECRET,
@@ -172,9 +173,17 @@ pub(super) async fn reconcile(reset: Arc<MfaReset>, ctx: Arc<Context>) -> Result
         .uid()
         .ok_or_else(|| Error::MissingUid { kind: "MfaReset".into(), object: cache::key(reset.as_ref()) })?;
     let user = ctx.caches.users.get(&ObjectRef::<User>::new(&reset.spec.user_ref.name).within(&namespace));
-    let secret = user.as_ref().and_then(|u| {
-        ctx.caches.secrets.get(&ObjectRef::new(&credentials_secret_name(&u.name_any())).within(&namespace))
+    let secret = user.as_ref().and_then(|u| ctx.caches.credentials_of(u));
+    let taken = user.as_ref().is_some_and(|u| {
+        ctx.caches
+            .secrets
+            .get(&ObjectRef::new(&credentials_secret_name(&u.name_any())).within(&namespace))
+            .is_some()
     });
+    if secret.is_none() && taken {
+        // A look-alike holds the credentials Secret's name: the User reports it; nothing to reset.
+        return finish(&ctx, &reset, Step::Fail(reasons::SECRET_NOT_OWNED)).await;
+    }
     if user.is_some() && secret.is_none() {
         // The user's reconciler creates the Secret on its first pass; its event brings us back.
         return Ok(Action::requeue(Duration::from_secs(1)));
@@ -183,7 +192,7 @@ pub(super) async fn reconcile(reset: Arc<MfaReset>, ctx: Arc<Context>) -> Result
         secret.as_ref().map(|s| CredentialFacts::from_data(s.data.as_ref().unwrap_or(&BTreeMap::new())));
     let view = user.as_deref().zip(credentials.as_ref()).map(|(u, credentials)| UserView {
         inactive: u.spec.state == UserState::Inactive
-            || credentials.failed_logins >= ctx.settings.lockout_threshold,
+            || ctx.settings.lockout.of(credentials, Timestamp::now()).is_locked(),
         credentials,
     });
     let created = reset.metadata.creation_timestamp.as_ref().map(|t| t.0);
@@ -233,12 +242,7 @@ async fn finish(ctx: &Context, reset: &MfaReset, step: Step) -> Result<Action> {
             match link {
                 LinkFate::Used => reenrolled(),
                 LinkFate::Superseded => {
-                    delete_secret(
-                        ctx,
-                        &reset.namespace().unwrap_or_default(),
-                        &link_secret_name(&reset.name_any()),
-                    )
-                    .await?;
+                    delete_owned_secret(ctx, reset, &link_secret_name(&reset.name_any())).await?;
                     summary(
                         cond(
                             types::READY,
@@ -258,6 +262,11 @@ async fn finish(ctx: &Context, reset: &MfaReset, step: Step) -> Result<Action> {
             status.completed_at = Some(now.clone());
             let message = if reason == reasons::USER_NOT_FOUND {
                 format!("the User {} does not exist", reset.spec.user_ref.name)
+            } else if reason == reasons::SECRET_NOT_OWNED {
+                format!(
+                    "the User {}'s credentials Secret is not roster's; see the User's status",
+                    reset.spec.user_ref.name
+                )
             } else {
                 format!(
                     "the User {} is deactivated or locked out; reactivate it first",
@@ -382,7 +391,6 @@ struct Outcome {
 /// the reset first: nothing was sent.
 async fn deliver(ctx: &Context, reset: &MfaReset, attempts: u32, now: &Time) -> Result<Option<Outcome>> {
     let name = reset.name_any();
-    let namespace = reset.namespace().unwrap_or_default();
     let expires = now.0 + LINK_TTL;
     let mut status = current(reset);
     status.phase = Some(MfaResetPhase::Pending);
@@ -398,50 +406,44 @@ async fn deliver(ctx: &Context, reset: &MfaReset, attempts: u32, now: &Time) -> 
     if !apply_status_unless_changed(ctx, reset, &status).await? {
         return Ok(None);
     }
-    for secret in [token_secret_name(&name), link_secret_name(&name)] {
-        if let Some(taken) = ctx.caches.secrets.get(&ObjectRef::new(&secret).within(&namespace))
-            && !taken.owner_references().iter().any(|r| Some(&r.uid) == reset.uid().as_ref())
-        {
-            let message =
-                format!("the Secret {secret} belongs to something else; name the MfaReset differently");
+    let token = Token::generate()?;
+    let link = format!("{}/mfa-reset/{}", ctx.settings.portal_url.trim_end_matches('/'), token.expose());
+    let written = async {
+        apply_owned_secret(
+            ctx,
+            reset,
+            &token_secret_name(&name),
+            (RESET_TOKEN_TYPE, RESET_LABEL),
+            BTreeMap::from([
+                (TOKEN_HASH.to_owned(), token.hash()),
+                (TOKEN_EXPIRES_AT.to_owned(), expires.to_string()),
+            ]),
+        )
+        .await?;
+        if reset.spec.delivery == Delivery::Link {
+            let data = BTreeMap::from([(LINK_URL.to_owned(), link.clone())]);
+            apply_owned_secret(ctx, reset, &link_secret_name(&name), (RESET_LINK_TYPE, RESET_LABEL), data)
+                .await?;
+        }
+        Ok(())
+    };
+    match written.await {
+        Ok(()) => {}
+        Err(Error::SecretNotOwned { secret }) => {
             status.phase = Some(MfaResetPhase::Failed);
             status.completed_at = Some(now.clone());
-            let stalled = reasons::CREDENTIALS_SECRET_CONFLICT;
-            return Ok(Some(Outcome {
-                status,
-                conditions: summary(
-                    cond(types::READY, status::FALSE, stalled, message),
-                    false,
-                    Some(stalled),
-                ),
-                requeue: None,
-            }));
+            let message =
+                format!("the Secret {secret} belongs to something else; name the MfaReset differently");
+            let stalled = reasons::SECRET_NOT_OWNED;
+            let conditions =
+                summary(cond(types::READY, status::FALSE, stalled, message), false, Some(stalled));
+            return Ok(Some(Outcome { status, conditions, requeue: None }));
         }
+        Err(other) => return Err(other),
     }
-    let token = Token::generate()?;
-    apply_owned_secret(
-        ctx,
-        reset,
-        &token_secret_name(&name),
-        (RESET_TOKEN_TYPE, RESET_LABEL),
-        BTreeMap::from([
-            (TOKEN_HASH.to_owned(), token.hash()),
-            (TOKEN_EXPIRES_AT.to_owned(), expires.to_string()),
-        ]),
-    )
-    .await?;
-    let link = format!("{}/mfa-reset/{}", ctx.settings.portal_url.trim_end_matches('/'), token.expose());
     let emailed_link = match reset.spec.delivery {
-        Delivery::Email => Some(link.clone()),
+        Delivery::Email => Some(link),
         Delivery::Link => {
-            apply_owned_secret(
-                ctx,
-                reset,
-                &link_secret_name(&name),
-                (RESET_LINK_TYPE, RESET_LABEL),
-                BTreeMap::from([(LINK_URL.to_owned(), link)]),
-            )
-            .await?;
             status.link_secret_ref = Some(LocalObjectReference { name: link_secret_name(&name) });
             None
         }
@@ -462,7 +464,7 @@ async fn deliver(ctx: &Context, reset: &MfaReset, attempts: u32, now: &Time) -> 
             ctx.metrics.email("sent");
             status.phase = Some(MfaResetPhase::Completed);
             status.completed_at = Some(now.clone());
-            status.expires_at = Some(Time(expires));
+            status.expires_at = Some(status_time(expires));
             let message = match reset.spec.delivery {
                 Delivery::Email => "the second factor was cleared; the re-enrolment link was emailed",
                 Delivery::Link => {

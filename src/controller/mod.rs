@@ -22,7 +22,7 @@ use k8s_openapi::jiff::Timestamp;
 use kube::api::{Api, Patch, PatchParams};
 use kube::runtime::controller::{self, Action, Controller};
 use kube::runtime::events::{Event, EventType, Recorder, Reporter};
-use kube::runtime::reflector::{ObjectRef, Store};
+use kube::runtime::reflector::ObjectRef;
 use kube::runtime::watcher;
 use kube::{Client, Resource, ResourceExt};
 use serde::Serialize;
@@ -36,8 +36,10 @@ pub use mail_setup::{MailSetup, SetupError, Undelivered};
 use crate::api::conditions::{self, Desired, reasons, status, types};
 use crate::api::{MfaReset, User, UserInvite};
 use crate::config::RunConfig;
+use crate::credentials::Lockout;
 use crate::directory::{Entry, Identities};
 use crate::health::Readiness;
+use crate::index::{Named, Shared, user_term};
 use crate::mail::Templates;
 use crate::telemetry::Metrics;
 use crate::{Error, Result};
@@ -52,8 +54,8 @@ pub const MANAGED_BY: &str = "roster";
 /// Settings the reconcilers act on.
 #[derive(Clone, Debug)]
 pub struct Settings {
-    /// Consecutive failed sign-ins that lock a user.
-    pub lockout_threshold: u32,
+    /// How failed sign-ins lock a user.
+    pub lockout: Lockout,
     /// Email domains users may have; empty: any.
     pub allowed_email_domains: Vec<String>,
     /// Public base URL of the portal.
@@ -79,20 +81,24 @@ pub struct Context {
     backoff: Backoff,
 }
 
-/// The watches of the four kinds roster reads; their caches serve the reconcilers and the
-/// portal alike.
+/// The watches of the four kinds roster reads; their caches and indexes serve the
+/// reconcilers and the portal alike.
 pub struct Watches {
     users: Informer<User>,
     invites: Informer<UserInvite>,
     resets: Informer<MfaReset>,
     secrets: Informer<Secret>,
+    directory: Shared<Entry>,
+    tokens: Shared<Named>,
+    invites_by_user: Shared<Named>,
+    resets_by_user: Shared<Named>,
 }
 
 impl Watches {
     /// Watches of every namespace (`namespaces` empty) or of those listed; nothing runs
     /// until [`run`].
     pub fn new(client: &Client, namespaces: &[String]) -> Self {
-        Self {
+        let mut watches = Self {
             users: Informer::new(apis(client, namespaces), watcher::Config::default()),
             invites: Informer::new(apis(client, namespaces), watcher::Config::default()),
             resets: Informer::new(apis(client, namespaces), watcher::Config::default()),
@@ -100,10 +106,33 @@ impl Watches {
                 apis(client, namespaces),
                 watcher::Config::default().labels(&format!("{MANAGED_BY_LABEL}={MANAGED_BY}")),
             ),
-        }
+            directory: Shared::default(),
+            tokens: Shared::default(),
+            invites_by_user: Shared::default(),
+            resets_by_user: Shared::default(),
+        };
+        watches.users.follow(watches.directory.follower(|user: &User| {
+            let entry = Entry::of(user);
+            let terms = entry.terms();
+            Some((entry, terms))
+        }));
+        watches.secrets.follow(watches.tokens.follower(names::token_terms));
+        watches.invites.follow(watches.invites_by_user.follower(|invite: &UserInvite| {
+            Some((
+                named(invite),
+                vec![user_term(&invite.namespace().unwrap_or_default(), &invite.spec.user_ref.name)],
+            ))
+        }));
+        watches.resets.follow(watches.resets_by_user.follower(|reset: &MfaReset| {
+            Some((
+                named(reset),
+                vec![user_term(&reset.namespace().unwrap_or_default(), &reset.spec.user_ref.name)],
+            ))
+        }));
+        watches
     }
 
-    /// Readers of the caches the watches fill.
+    /// Readers of the caches and indexes the watches fill.
     pub fn caches(&self) -> Caches {
         Caches {
             ready: vec![
@@ -116,8 +145,17 @@ impl Watches {
             invites: self.invites.store(),
             resets: self.resets.store(),
             secrets: self.secrets.store(),
+            directory: self.directory.clone(),
+            tokens: self.tokens.clone(),
+            invites_by_user: self.invites_by_user.clone(),
+            resets_by_user: self.resets_by_user.clone(),
         }
     }
+}
+
+/// `(namespace, name)` of an object, as the per-user indexes hold it.
+fn named<K: Resource>(obj: &K) -> Named {
+    (obj.namespace().unwrap_or_default(), obj.name_any())
 }
 
 /// Runs the watches and the three controllers until `shutdown` is cancelled, then lets
@@ -132,7 +170,7 @@ pub async fn run(
     shutdown: CancellationToken,
 ) {
     let caches = watches.caches();
-    let Watches { mut users, mut invites, mut resets, mut secrets } = watches;
+    let Watches { mut users, mut invites, mut resets, mut secrets, .. } = watches;
     let reporter = Reporter { controller: "roster".into(), instance: std::env::var("POD_NAME").ok() };
     let ctx = Arc::new(Context {
         client: client.clone(),
@@ -140,7 +178,7 @@ pub async fn run(
         metrics,
         recorder: Recorder::new(client.clone(), reporter),
         settings: Settings {
-            lockout_threshold: config.lockout_threshold,
+            lockout: config.lockout(),
             allowed_email_domains: config.allowed_email_domains.clone(),
             portal_url: config.portal_url.clone(),
             org_name: config.org_name.clone(),
@@ -155,7 +193,7 @@ pub async fn run(
     });
     let settings = controller::Config::default().concurrency(config.concurrency);
 
-    let user_store = caches.users.clone();
+    let peers_of = caches.clone();
     let user_controller = Controller::for_shared_stream(users.subscribe(), caches.users.clone())
         .owns_shared_stream(secrets.subscribe())
         .watches_shared_stream(invites.subscribe(), |invite: Arc<UserInvite>| {
@@ -166,7 +204,7 @@ pub async fn run(
         })
         .watches_shared_stream(users.subscribe(), {
             let identities = Mutex::new(Identities::default());
-            move |user: Arc<User>| directory_peers(&user_store, &identities, &user)
+            move |user: Arc<User>| directory_peers(&peers_of, &identities, &user)
         });
     // Invites and resets follow their user and what the portal records in its credentials
     // Secret (onboarding progress, re-enrolment, a newer reset).
@@ -261,17 +299,22 @@ where
 
 /// Users whose directory standing may change with `user`'s: those sharing its email or
 /// username, now or before this change (they may be blocked by it, or waiting for it to go).
-fn directory_peers(users: &Store<User>, identities: &Mutex<Identities>, user: &User) -> Vec<ObjectRef<User>> {
-    let touched = identities.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).record(Entry::of(user));
-    users
-        .state()
+fn directory_peers(caches: &Caches, identities: &Mutex<Identities>, user: &User) -> Vec<ObjectRef<User>> {
+    let me = Entry::of(user);
+    let touched = identities.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).record(me.clone());
+    let mut peers: Vec<ObjectRef<User>> = touched
         .iter()
-        .filter(|other| {
-            let other = Entry::of(other);
-            touched.iter().any(|t| t.overlaps(&other))
+        .flat_map(|entry| entry.terms())
+        .flat_map(|term| caches.directory.get(&term))
+        .filter(|entry| entry.key != me.key)
+        .filter_map(|entry| {
+            let (namespace, name) = entry.key.split_once('/')?;
+            Some(ObjectRef::new(name).within(namespace))
         })
-        .map(|other| ObjectRef::from_obj(other.as_ref()))
-        .collect()
+        .collect();
+    peers.sort_by(|a, b| (&a.namespace, &a.name).cmp(&(&b.namespace, &b.name)));
+    peers.dedup();
+    peers
 }
 
 /// Runs one controller: reconciles are timed and counted; failures are counted by kind,
@@ -360,8 +403,9 @@ fn acknowledged(current: &[Condition], generation: Option<i64>) -> Vec<Condition
     conditions::merge(current, &[ready, reconciling, stalled], generation, &now())
 }
 
+/// Now, in whole seconds: what status can hold (see [`crate::api::status_time`]).
 fn now() -> Time {
-    Time(Timestamp::now())
+    crate::api::status_time(Timestamp::now())
 }
 
 /// Requeue a second after `at` (a deadline such as an invite's expiry), or at once if it
@@ -501,8 +545,10 @@ where
     }
 }
 
-/// Server-side applies a Secret of `type_` that `owner` owns outright, labelled with
-/// `label` = the owner's name.
+/// Writes a Secret of `type_` that `owner` owns outright, labelled with `label` = the
+/// owner's name: created when absent, else updated only if `owner` controls it (its
+/// controller ownerReference names the owner's uid). A Secret of that name that anyone else
+/// made is neither overwritten nor taken over: [`Error::SecretNotOwned`].
 async fn apply_owned_secret<O>(
     ctx: &Context,
     owner: &O,
@@ -514,35 +560,71 @@ where
     O: Resource<DynamicType = ()>,
 {
     let namespace = owner.namespace().unwrap_or_default();
-    let secret = Secret {
+    let object = format!("{namespace}/{name}");
+    let kube_error = |action, source| Error::Kube {
+        action,
+        kind: "Secret".into(),
+        object: object.clone(),
+        source: Box::new(source),
+    };
+    let api = Api::<Secret>::namespaced(ctx.client.clone(), &namespace);
+    let mut secret = Secret {
         metadata: owned_meta(owner, name, (label, owner.name_any()))?,
         type_: Some(type_.to_owned()),
         data: Some(data.into_iter().map(|(k, v)| (k, k8s_openapi::ByteString(v.into_bytes()))).collect()),
         ..Default::default()
     };
-    Api::<Secret>::namespaced(ctx.client.clone(), &namespace)
-        .patch(name, &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(&secret))
-        .await
-        .map(drop)
-        .map_err(|source| Error::Kube {
-            action: "writing",
-            kind: "Secret".into(),
-            object: format!("{namespace}/{name}"),
-            source: Box::new(source),
-        })
+    match api.get_opt(name).await.map_err(|e| kube_error("reading", e))? {
+        None => {
+            // Created, never applied over: one made meanwhile by anyone else is a conflict.
+            let params =
+                kube::api::PostParams { field_manager: Some(FIELD_MANAGER.into()), ..Default::default() };
+            api.create(&params, &secret).await.map(drop).map_err(|e| kube_error("creating", e))
+        }
+        Some(existing) if !cache::controlled_by(&existing, owner) => {
+            Err(Error::SecretNotOwned { secret: object })
+        }
+        Some(existing) => {
+            // Only the version just checked is written.
+            secret.metadata.resource_version = existing.resource_version();
+            api.patch(name, &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(&secret))
+                .await
+                .map(drop)
+                .map_err(|e| kube_error("writing", e))
+        }
+    }
 }
 
-/// Deletes a Secret; one that is already gone is fine.
-async fn delete_secret(ctx: &Context, namespace: &str, name: &str) -> Result<()> {
-    match Api::<Secret>::namespaced(ctx.client.clone(), namespace).delete(name, &Default::default()).await {
+/// Deletes the Secret `name` if `owner` controls it (an absent one is fine). A Secret of
+/// that name that anyone else made is left alone: roster deletes only what it owns, and the
+/// uid precondition makes sure the Secret deleted is the one checked.
+async fn delete_owned_secret<O>(ctx: &Context, owner: &O, name: &str) -> Result<()>
+where
+    O: Resource<DynamicType = ()>,
+{
+    let namespace = owner.namespace().unwrap_or_default();
+    let kube_error = |action, source| Error::Kube {
+        action,
+        kind: "Secret".into(),
+        object: format!("{namespace}/{name}"),
+        source: Box::new(source),
+    };
+    let api = Api::<Secret>::namespaced(ctx.client.clone(), &namespace);
+    let Some(existing) = api.get_opt(name).await.map_err(|e| kube_error("reading", e))? else {
+        return Ok(());
+    };
+    if !cache::controlled_by(&existing, owner) {
+        tracing::info!(secret = name, "left alone a Secret roster does not own");
+        return Ok(());
+    }
+    let params = kube::api::DeleteParams {
+        preconditions: Some(kube::api::Preconditions { uid: existing.uid(), resource_version: None }),
+        ..Default::default()
+    };
+    match api.delete(name, &params).await {
         Ok(_) => Ok(()),
         Err(kube::Error::Api(status)) if status.code == 404 => Ok(()),
-        Err(source) => Err(Error::Kube {
-            action: "deleting",
-            kind: "Secret".into(),
-            object: format!("{namespace}/{name}"),
-            source: Box::new(source),
-        }),
+        Err(source) => Err(kube_error("deleting", source)),
     }
 }
 

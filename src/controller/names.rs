@@ -50,3 +50,23 @@ pub fn token_secret_name(owner: &str) -> String {
 pub fn link_secret_name(owner: &str) -> String {
     format!("{owner}-link")
 }
+
+/// The token index's terms for a Secret: `<type>:<hash>` of its current and retired tokens,
+/// for the token Secrets of invites and resets; `None` for every other Secret.
+pub fn token_terms(secret: &k8s_openapi::api::core::v1::Secret) -> crate::index::Filing<crate::index::Named> {
+    use kube::ResourceExt;
+    let type_ = secret.type_.as_deref().filter(|t| [INVITE_TOKEN_TYPE, RESET_TOKEN_TYPE].contains(t))?;
+    let data = secret.data.as_ref()?;
+    let text = |key: &str| data.get(key).and_then(|v| std::str::from_utf8(&v.0).ok()).unwrap_or_default();
+    let terms = text(TOKEN_HASH)
+        .split_whitespace()
+        .chain(text(RETIRED_HASHES).split_whitespace())
+        .map(|hash| token_term(type_, hash))
+        .collect();
+    Some(((secret.namespace().unwrap_or_default(), secret.name_any()), terms))
+}
+
+/// The token index's term for `hash` among token Secrets of `type_`.
+pub fn token_term(type_: &str, hash: &str) -> String {
+    format!("{type_}:{hash}")
+}

@@ -9,23 +9,23 @@ use std::sync::Arc;
 use k8s_openapi::ByteString;
 use k8s_openapi::api::core::v1::Secret;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use kube::ResourceExt;
 use kube::api::{Api, Patch, PatchParams};
 use kube::runtime::controller::Action;
 use kube::runtime::events::EventType;
 use kube::runtime::reflector::ObjectRef;
-use kube::{Resource, ResourceExt};
 use tracing::instrument;
 
 use super::names::{CREDENTIALS_TYPE, USER_LABEL, auto_invite_name, credentials_secret_name};
 use super::{Context, apply_status, cache, create_if_absent, now, owned_meta, publish, requeue_at};
 use crate::api::conditions::{self, reasons, types};
+use crate::api::status_time;
 use crate::api::{
     Delivery, InvitePhase, LocalObjectReference, MfaStatus, User, UserInvite, UserInviteSpec, UserPhase,
     UserStatus,
 };
 use crate::credentials::CredentialFacts;
-use crate::credentials::record::FAILED_LOGINS;
-use crate::directory::{self, Entry};
+use crate::credentials::record::{FAILED_LOGINS, LOCKED_AT};
 use crate::lifecycle::{self, Blocker, InviteFact, UserFacts};
 use crate::{Error, Result};
 
@@ -41,12 +41,12 @@ pub(super) async fn reconcile(user: Arc<User>, ctx: Arc<Context>) -> Result<Acti
     // Dereference: every fact from the caches.
     let secret_name = credentials_secret_name(&name);
     let secret = ctx.caches.secrets.get(&ObjectRef::new(&secret_name).within(&namespace));
-    let owned = secret.as_ref().map(|s| is_controlled_by(s.as_ref(), user.as_ref()));
+    let owned = secret.as_ref().map(|s| cache::controlled_by(s.as_ref(), user.as_ref()));
     let invites: Vec<InviteFact> =
         ctx.caches.invites_of(&namespace, &name).iter().map(|i| invite_fact(i)).collect();
-    let me = Entry::of(&user);
-    let others: Vec<Entry> = ctx.caches.users.state().iter().map(|u| Entry::of(u)).collect();
-    let blocker = directory::conflict(&me, &others, &ctx.settings.allowed_email_domains)
+    let blocker = ctx
+        .caches
+        .directory_conflict(&user, &ctx.settings.allowed_email_domains)
         .map(Blocker::Directory)
         .or_else(|| {
             (owned == Some(false)).then(|| Blocker::CredentialsSecretTaken { name: secret_name.clone() })
@@ -70,7 +70,7 @@ pub(super) async fn reconcile(user: Arc<User>, ctx: Arc<Context>) -> Result<Acti
         credentials: credentials.as_ref(),
         invites: &invites,
         blocker,
-        lockout_threshold: ctx.settings.lockout_threshold,
+        lockout: ctx.settings.lockout,
         now: now.0,
     });
 
@@ -94,9 +94,10 @@ pub(super) async fn reconcile(user: Arc<User>, ctx: Arc<Context>) -> Result<Acti
         required_actions: decision.required_actions.clone(),
         credentials_secret_ref: (owned != Some(false)).then_some(LocalObjectReference { name: secret_name }),
         invite: decision.invite.clone(),
-        mfa: facts
-            .totp_enrolled
-            .then(|| MfaStatus { method: "TOTP".into(), enrolled_at: facts.totp_enrolled_at.map(Time) }),
+        mfa: facts.totp_enrolled.then(|| MfaStatus {
+            method: "TOTP".into(),
+            enrolled_at: facts.totp_enrolled_at.map(status_time),
+        }),
         activated_at: since(
             &previous,
             UserPhase::Active,
@@ -111,7 +112,8 @@ pub(super) async fn reconcile(user: Arc<User>, ctx: Arc<Context>) -> Result<Acti
             previous.deactivated_at.clone(),
             &now,
         ),
-        last_login_at: facts.last_login_at.map(Time),
+        last_login_at: facts.last_login_at.map(status_time),
+        locked_until: decision.locked_until.map(status_time),
         failed_login_attempts: Some(facts.failed_logins),
     };
     let changed = status != previous;
@@ -146,11 +148,6 @@ fn invite_fact(invite: &UserInvite) -> InviteFact {
         expires_at: status.and_then(|s| s.expires_at.as_ref()).map(|t| t.0),
         created: invite.metadata.creation_timestamp.as_ref().map(|t| t.0),
     }
-}
-
-fn is_controlled_by(obj: &impl Resource, user: &User) -> bool {
-    let uid = user.uid();
-    obj.owner_references().iter().any(|r| r.controller == Some(true) && Some(&r.uid) == uid.as_ref())
 }
 
 fn credentials_secret(user: &User, name: &str) -> Result<Secret> {
@@ -196,7 +193,7 @@ async fn ensure_auto_invite(ctx: &Context, user: &User) -> Result<()> {
             let settled = status.observed_resend == Some(invite.spec.resend);
             if status.phase == Some(InvitePhase::Revoked)
                 && settled
-                && is_controlled_by(invite.as_ref(), user)
+                && cache::controlled_by(invite.as_ref(), user)
             {
                 let patch = serde_json::json!({
                     "metadata": {"resourceVersion": invite.resource_version()},
@@ -226,7 +223,7 @@ async fn ensure_auto_invite(ctx: &Context, user: &User) -> Result<()> {
 async fn clear_failed_logins(ctx: &Context, secret: &Secret) -> Result<()> {
     let patch = serde_json::json!({
         "metadata": {"resourceVersion": secret.resource_version()},
-        "data": {FAILED_LOGINS: ByteString(b"0".to_vec())},
+        "data": {FAILED_LOGINS: ByteString(b"0".to_vec()), LOCKED_AT: null},
     });
     let api: Api<Secret> = Api::namespaced(ctx.client.clone(), &secret.namespace().unwrap_or_default());
     api.patch(&secret.name_any(), &PatchParams::default(), &Patch::Merge(&patch)).await.map(drop).map_err(

@@ -1,17 +1,19 @@
 //! Credentials, as pure functions: argon2id password hashing, the password policy, TOTP
-//! (RFC 6238) with a replay guard, and single-use tokens stored only as SHA-256.
+//! (RFC 6238) with a replay guard, the lockout rule, and single-use tokens stored only as SHA-256.
 //! Nothing here logs, and no error carries a secret.
 
+mod lockout;
 mod password;
 mod policy;
 pub mod record;
 mod token;
 mod totp;
 
+pub use lockout::{Lockout, Standing};
 pub use password::{Argon2Settings, PasswordHasher};
 pub use policy::{PasswordPolicy, PolicyViolation};
 pub use record::CredentialFacts;
-pub use token::{Token, hash_token, token_matches};
+pub use token::{Token, hash_token, hashes_match, token_matches};
 pub use totp::{TotpRejected, TotpSecret, otpauth_uri, verify_totp};
 
 /// Why a credential operation failed; never contains the secret it worked on.
@@ -23,6 +25,9 @@ pub enum CredentialError {
     /// Argon2 refused its parameters or input, or a stored hash is not a PHC string.
     #[error("password hashing: {0}")]
     Hashing(String),
+    /// Every hashing slot is taken and the queue before them is full: try again shortly.
+    #[error("too many password checks at once; try again shortly")]
+    Busy,
     /// The blocking pool is gone (the runtime is shutting down).
     #[error("password hashing task did not finish: {0}")]
     Blocking(String),

@@ -2,6 +2,7 @@
 //! a bounded number at a time: each holds `memory_kib` of memory.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 use argon2::password_hash::phc::PasswordHash;
 use argon2::password_hash::{PasswordHasher as _, PasswordVerifier as _};
@@ -31,11 +32,18 @@ impl Default for Argon2Settings {
     }
 }
 
-/// Hashes and verifies passwords off the async workers, a bounded number at a time.
+/// Requests that may wait for a hashing slot, per slot: beyond them a request is refused at
+/// once (the portal answers 503), so a flood holds neither memory nor sockets for long.
+pub const QUEUE_PER_SLOT: usize = 8;
+
+/// Hashes and verifies passwords off the async workers, a bounded number at a time, with a
+/// bounded queue before them.
 #[derive(Clone)]
 pub struct PasswordHasher {
     params: Params,
     permits: Arc<Semaphore>,
+    waiting: Arc<AtomicUsize>,
+    max_waiting: usize,
 }
 
 impl PasswordHasher {
@@ -44,7 +52,13 @@ impl PasswordHasher {
     pub fn new(settings: Argon2Settings, max_concurrent: usize) -> Result<Self, CredentialError> {
         let params = Params::new(settings.memory_kib, settings.iterations, settings.parallelism, None)
             .map_err(|e| CredentialError::Hashing(format!("invalid argon2 parameters: {e}")))?;
-        Ok(Self { params, permits: Arc::new(Semaphore::new(max_concurrent.max(1))) })
+        let slots = max_concurrent.max(1);
+        Ok(Self {
+            params,
+            permits: Arc::new(Semaphore::new(slots)),
+            waiting: Arc::new(AtomicUsize::new(0)),
+            max_waiting: slots * QUEUE_PER_SLOT,
+        })
     }
 
     /// The argon2id PHC string of `password`, with a fresh random salt.
@@ -72,12 +86,15 @@ impl PasswordHasher {
         &self,
         work: impl FnOnce() -> Result<T, CredentialError> + Send + 'static,
     ) -> Result<T, CredentialError> {
-        let permit = self
-            .permits
-            .clone()
-            .acquire_owned()
-            .await
-            .map_err(|e| CredentialError::Blocking(e.to_string()))?;
+        let permit = match self.permits.clone().try_acquire_owned() {
+            Ok(permit) => permit,
+            Err(_) => {
+                let place = Waiting::join(&self.waiting, self.max_waiting).ok_or(CredentialError::Busy)?;
+                let acquired = self.permits.clone().acquire_owned().await;
+                drop(place);
+                acquired.map_err(|e| CredentialError::Blocking(e.to_string()))?
+            }
+        };
         tokio::task::spawn_blocking(move || {
             let result = work();
             drop(permit);
@@ -85,6 +102,25 @@ impl PasswordHasher {
         })
         .await
         .map_err(|e| CredentialError::Blocking(e.to_string()))?
+    }
+}
+
+/// A place in the queue, given back when dropped — also when the request waiting in it is
+/// abandoned (the client went away).
+struct Waiting<'a>(&'a AtomicUsize);
+
+impl<'a> Waiting<'a> {
+    fn join(count: &'a AtomicUsize, max: usize) -> Option<Self> {
+        count
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| (n < max).then_some(n + 1))
+            .ok()
+            .map(|_| Self(count))
+    }
+}
+
+impl Drop for Waiting<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::SeqCst);
     }
 }
 
@@ -105,6 +141,29 @@ mod tests {
         assert!(!hash.contains("correct horse"));
         assert!(hasher.verify("correct horse battery staple", &hash).await.unwrap());
         assert!(!hasher.verify("correct horse battery stapler", &hash).await.unwrap());
+    }
+
+    #[tokio::test]
+    async fn beyond_the_slots_and_their_queue_a_request_is_refused_at_once() {
+        let hasher =
+            PasswordHasher::new(Argon2Settings { memory_kib: 64, iterations: 1, parallelism: 1 }, 1).unwrap();
+        let stored = hasher.hash("queued passphrase").await.unwrap();
+        let held = hasher.permits.clone().acquire_owned().await.unwrap();
+        let queued: Vec<_> = (0..QUEUE_PER_SLOT)
+            .map(|_| {
+                let (hasher, stored) = (hasher.clone(), stored.clone());
+                tokio::spawn(async move { hasher.verify("queued passphrase", &stored).await })
+            })
+            .collect();
+        while hasher.waiting.load(Ordering::SeqCst) < QUEUE_PER_SLOT {
+            tokio::task::yield_now().await;
+        }
+        assert!(matches!(hasher.verify("queued passphrase", &stored).await, Err(CredentialError::Busy)));
+        drop(held);
+        for waiting in queued {
+            assert!(waiting.await.unwrap().unwrap(), "a queued check completes once a slot frees");
+        }
+        assert_eq!(hasher.waiting.load(Ordering::SeqCst), 0);
     }
 
     #[tokio::test]

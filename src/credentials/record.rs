@@ -18,6 +18,9 @@ pub const TOTP_ENROLLED_AT: &str = "totpEnrolledAt";
 pub const TOTP_LAST_STEP: &str = "totpLastStep";
 /// Key of the count of consecutive failed logins.
 pub const FAILED_LOGINS: &str = "failedLogins";
+/// Key of when the failure that reached the lockout threshold happened (RFC 3339): a
+/// temporary lock runs from it.
+pub const LOCKED_AT: &str = "lockedAt";
 /// Key of when the person last signed in (RFC 3339).
 pub const LAST_LOGIN_AT: &str = "lastLoginAt";
 /// Key of when the person proved their mailbox by using an emailed link (RFC 3339).
@@ -55,6 +58,8 @@ pub struct CredentialFacts {
     pub totp_enrolled_at: Option<Timestamp>,
     /// Consecutive failed logins.
     pub failed_logins: u32,
+    /// When the last lock started.
+    pub locked_at: Option<Timestamp>,
     /// When the person last signed in.
     pub last_login_at: Option<Timestamp>,
     /// When the person proved their mailbox.
@@ -83,6 +88,7 @@ impl CredentialFacts {
             totp_enrolled: present(TOTP_SECRET),
             totp_enrolled_at: time(TOTP_ENROLLED_AT),
             failed_logins: text(FAILED_LOGINS).and_then(|v| v.parse().ok()).unwrap_or(0),
+            locked_at: time(LOCKED_AT),
             last_login_at: time(LAST_LOGIN_AT),
             email_verified_at: time(EMAIL_VERIFIED_AT),
             onboarding_token: text(ONBOARDING_TOKEN).filter(|v| !v.is_empty()).map(str::to_owned),
@@ -90,6 +96,17 @@ impl CredentialFacts {
             mfa_reset_uid: text(MFA_RESET_UID).filter(|v| !v.is_empty()).map(str::to_owned),
             mfa_reenrolled_for: text(MFA_REENROLLED_FOR).filter(|v| !v.is_empty()).map(str::to_owned),
         }
+    }
+
+    /// The person finished onboarding at least once: a password is set and onboarding was
+    /// completed (or the second factor is enrolled, not required, or reset). From then on
+    /// only an operation that proves who asks may change their credentials: no invite.
+    pub fn onboarded(&self, mfa_required: bool) -> bool {
+        self.password_set
+            && (self.onboarding_completed_at.is_some()
+                || self.totp_enrolled
+                || !mfa_required
+                || self.mfa_reset_pending())
     }
 
     /// A reset cleared the second factor and the person has not enrolled a new one yet.

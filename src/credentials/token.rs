@@ -44,7 +44,12 @@ pub fn hash_token(token: &str) -> String {
 
 /// Whether `token` hashes to `stored_hash`, compared in constant time.
 pub fn token_matches(token: &str, stored_hash: &str) -> bool {
-    hash_token(token).as_bytes().ct_eq(stored_hash.as_bytes()).into()
+    hashes_match(&hash_token(token), stored_hash)
+}
+
+/// Whether two token hashes are equal, compared in constant time.
+pub fn hashes_match(hash: &str, stored_hash: &str) -> bool {
+    hash.as_bytes().ct_eq(stored_hash.as_bytes()).into()
 }
 
 #[cfg(test)]

@@ -35,8 +35,8 @@ pub struct Rendered {
     pub html: String,
 }
 
-/// What an invitation email says.
-#[derive(Clone, Debug)]
+/// What an invitation email says. Its `Debug` leaves the link out.
+#[derive(Clone)]
 pub struct Invitation {
     /// The organisation (`--org-name`).
     pub org: String,
@@ -48,8 +48,8 @@ pub struct Invitation {
     pub expires: String,
 }
 
-/// What the email about a second-factor reset says.
-#[derive(Clone, Debug)]
+/// What the email about a second-factor reset says. Its `Debug` leaves the link out.
+#[derive(Clone)]
 pub struct MfaResetNotice {
     /// The organisation (`--org-name`).
     pub org: String,
@@ -60,6 +60,28 @@ pub struct MfaResetNotice {
     pub link: Option<String>,
     /// When the link expires, formatted for people.
     pub expires: String,
+}
+
+impl std::fmt::Debug for Invitation {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Invitation")
+            .field("org", &self.org)
+            .field("name", &self.name)
+            .field("link", &"<redacted>")
+            .field("expires", &self.expires)
+            .finish()
+    }
+}
+
+impl std::fmt::Debug for MfaResetNotice {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MfaResetNotice")
+            .field("org", &self.org)
+            .field("name", &self.name)
+            .field("link", &self.link.as_ref().map(|_| "<redacted>"))
+            .field("expires", &self.expires)
+            .finish()
+    }
 }
 
 /// Why a template could not be rendered. Never contains the values rendered.
@@ -160,6 +182,23 @@ fn error(name: &str, e: &minijinja::Error) -> TemplateError {
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn debug_never_shows_a_link() {
+        let link = "https://accounts.example.com/invite/SECRET-TOKEN-123";
+        let invitation =
+            Invitation { org: "o".into(), name: "n".into(), link: link.into(), expires: "e".into() };
+        let notice = MfaResetNotice {
+            org: "o".into(),
+            name: "n".into(),
+            link: Some(link.into()),
+            expires: "e".into(),
+        };
+        for shown in [format!("{invitation:?}"), format!("{notice:?}")] {
+            assert!(!shown.contains("SECRET-TOKEN") && shown.contains("<redacted>"), "{shown}");
+        }
+    }
+
     use super::*;
 
     fn invitation() -> Invitation {

@@ -39,6 +39,14 @@ fn problem(status: StatusCode, code: &str, message: impl Into<String>) -> Respon
     (status, Json(json!({"error": code, "message": message.into()}))).into_response()
 }
 
+/// 503 with `Retry-After`: every password check is busy.
+fn busy() -> Response {
+    let mut response =
+        problem(StatusCode::SERVICE_UNAVAILABLE, "busy", "too many requests at once; try again in a moment");
+    response.headers_mut().insert(axum::http::header::RETRY_AFTER, axum::http::HeaderValue::from_static("1"));
+    response
+}
+
 fn link_problem(problem_: LinkProblem) -> Response {
     problem(problem_.status(), problem_.code(), problem_.message())
 }
@@ -57,6 +65,7 @@ fn step_error(error: StepError) -> Response {
         StepError::Code(rejected) => {
             problem(StatusCode::UNPROCESSABLE_ENTITY, "invalidCode", rejected.to_string())
         }
+        StepError::Busy => busy(),
         StepError::Internal => problem(StatusCode::INTERNAL_SERVER_ERROR, "internal", error.to_string()),
     }
 }
@@ -75,7 +84,7 @@ fn next_step(
 
 /// `GET /api/v1/invites/{token}`: whether the link can be used, for whom, and the next step.
 pub async fn invite(State(portal): State<Arc<Portal>>, Path(token): Path<String>) -> Response {
-    let link = match links::open(&portal.caches, &token, Timestamp::now()) {
+    let link = match links::open(&portal, &token, Timestamp::now()) {
         Ok(link) => link,
         Err(problem_) => return link_problem(problem_),
     };
@@ -102,7 +111,7 @@ pub async fn accept(
     Path(token): Path<String>,
     Json(request): Json<AcceptRequest>,
 ) -> Response {
-    let link = match links::open(&portal.caches, &token, Timestamp::now()) {
+    let link = match links::open(&portal, &token, Timestamp::now()) {
         Ok(link) => link,
         Err(problem_) => return link_problem(problem_),
     };
@@ -119,7 +128,7 @@ pub async fn totp(
     Path(token): Path<String>,
     Json(request): Json<TotpRequest>,
 ) -> Response {
-    let link = match links::open(&portal.caches, &token, Timestamp::now()) {
+    let link = match links::open(&portal, &token, Timestamp::now()) {
         Ok(link) => link,
         Err(problem_) => return link_problem(problem_),
     };
@@ -132,7 +141,7 @@ pub async fn totp(
 /// `GET /api/v1/mfa-resets/{token}`: whether the re-enrolment link can be used, and the
 /// next step.
 pub async fn reset(State(portal): State<Arc<Portal>>, Path(token): Path<String>) -> Response {
-    let link = match reenrolment::open(&portal.caches, &token, portal.lockout_threshold, Timestamp::now()) {
+    let link = match reenrolment::open(&portal, &token, Timestamp::now()) {
         Ok(link) => link,
         Err(problem_) => return link_problem(problem_),
     };
@@ -157,7 +166,7 @@ pub async fn reset_accept(
     Path(token): Path<String>,
     Json(request): Json<AcceptRequest>,
 ) -> Response {
-    let link = match reenrolment::open(&portal.caches, &token, portal.lockout_threshold, Timestamp::now()) {
+    let link = match reenrolment::open(&portal, &token, Timestamp::now()) {
         Ok(link) => link,
         Err(problem_) => return link_problem(problem_),
     };
@@ -173,7 +182,7 @@ pub async fn reset_totp(
     Path(token): Path<String>,
     Json(request): Json<TotpRequest>,
 ) -> Response {
-    let link = match reenrolment::open(&portal.caches, &token, portal.lockout_threshold, Timestamp::now()) {
+    let link = match reenrolment::open(&portal, &token, Timestamp::now()) {
         Ok(link) => link,
         Err(problem_) => return link_problem(problem_),
     };
@@ -194,6 +203,7 @@ pub async fn login(State(portal): State<Arc<Portal>>, Json(request): Json<LoginR
         Ok(LoginOutcome::Denied) => {
             problem(StatusCode::UNAUTHORIZED, "invalidCredentials", "the sign-in details are not correct")
         }
+        Ok(LoginOutcome::Busy) => busy(),
         Ok(LoginOutcome::Inactive) => problem(
             StatusCode::FORBIDDEN,
             "accountInactive",

@@ -9,16 +9,15 @@ use std::sync::Arc;
 use axum::http::StatusCode;
 use k8s_openapi::api::core::v1::Secret;
 use k8s_openapi::jiff::Timestamp;
-use kube::ResourceExt;
-use kube::runtime::reflector::ObjectRef;
+use kube::runtime::reflector::{ObjectRef, Store};
+use kube::{Resource, ResourceExt};
 
+use super::Portal;
 use crate::api::{InvitePhase, User, UserInvite, UserState};
 use crate::controller::Caches;
-use crate::controller::names::{
-    INVITE_LABEL, INVITE_TOKEN_TYPE, RETIRED_HASHES, TOKEN_EXPIRES_AT, TOKEN_HASH, credentials_secret_name,
-};
+use crate::controller::names::{INVITE_TOKEN_TYPE, TOKEN_EXPIRES_AT, TOKEN_HASH, token_term};
 use crate::credentials::record::{ONBOARDING_COMPLETED_AT, ONBOARDING_TOKEN, TOTP_PENDING};
-use crate::credentials::{hash_token, token_matches};
+use crate::credentials::{CredentialFacts, hash_token, hashes_match};
 use crate::facts::text;
 
 /// Longest token the portal looks up; roster's are 43 characters.
@@ -37,6 +36,11 @@ pub enum LinkProblem {
     Revoked,
     /// A newer link was sent; only that one works.
     Replaced,
+    /// The person completed onboarding with another link.
+    Superseded,
+    /// The directory refuses the account (its email or username belongs to another User,
+    /// or its email's domain is not allowed).
+    Refused,
     /// The account is deactivated.
     UserInactive,
     /// roster is starting and has not read the cluster yet.
@@ -62,6 +66,8 @@ impl LinkProblem {
             Self::Used => "used",
             Self::Revoked => "revoked",
             Self::Replaced => "replaced",
+            Self::Superseded => "superseded",
+            Self::Refused => "refused",
             Self::UserInactive => "userInactive",
             Self::Starting => "notReady",
         }
@@ -81,14 +87,21 @@ impl LinkProblem {
                 "This invitation was withdrawn. Ask your administrator if you still need access."
             }
             Self::Replaced => "A newer invitation was sent to you; only the link in the newest email works.",
+            Self::Superseded => {
+                "Your account was already set up with another invitation; this link no longer works. Sign in instead, or ask your administrator for a password reset."
+            }
+            Self::Refused => {
+                "This account cannot be set up until your administrator resolves a conflict with another account."
+            }
             Self::UserInactive => "This account is deactivated. Ask your administrator to reactivate it.",
             Self::Starting => "The portal is starting. Try again in a moment.",
         }
     }
 }
 
-/// Where the person is with a valid link: an invite's or a re-enrolment link's.
-#[derive(Clone, Debug, PartialEq, Eq)]
+/// Where the person is with a valid link: an invite's or a re-enrolment link's. Its `Debug`
+/// hides the TOTP secret.
+#[derive(Clone, PartialEq, Eq)]
 pub enum Stage {
     /// The password step first: choose one (invite), or prove the current one (reset).
     Password,
@@ -97,8 +110,19 @@ pub enum Stage {
     EnrolTotp(String),
 }
 
-/// A link that can be used, with everything a step needs.
-#[derive(Clone, Debug)]
+impl std::fmt::Debug for Stage {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Stage::Password => f.write_str("Password"),
+            Stage::EnrolTotp(_) => f.write_str("EnrolTotp(<redacted>)"),
+        }
+    }
+}
+
+/// A link that can be used, with everything a step needs. Its `Debug` leaves out the
+/// credentials Secret (it holds the password hash and the TOTP secret) and the stage (a TOTP
+/// secret being enrolled).
+#[derive(Clone)]
 pub struct OpenLink {
     /// The invite the link belongs to.
     pub invite: Arc<UserInvite>,
@@ -114,8 +138,18 @@ pub struct OpenLink {
     pub stage: Stage,
 }
 
-/// The facts [`judge`] decides on.
-#[derive(Clone, Debug, Default)]
+impl std::fmt::Debug for OpenLink {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("OpenLink")
+            .field("invite", &crate::index::object_key(self.invite.as_ref()))
+            .field("user", &crate::index::object_key(self.user.as_ref()))
+            .field("expires_at", &self.expires_at)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The facts [`judge`] decides on. Its `Debug` hides the pending TOTP secret.
+#[derive(Clone, Default)]
 pub struct LinkFacts<'a> {
     /// The invite's phase.
     pub phase: Option<InvitePhase>,
@@ -131,8 +165,26 @@ pub struct LinkFacts<'a> {
     pub onboarding_token: Option<&'a str>,
     /// Whether onboarding with that token was completed.
     pub onboarding_completed: bool,
+    /// Whether the person finished onboarding (with any link).
+    pub onboarded: bool,
+    /// Whether the directory refuses the account.
+    pub refused: bool,
     /// A TOTP secret shown but not yet confirmed.
     pub totp_pending: Option<&'a str>,
+}
+
+impl std::fmt::Debug for LinkFacts<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LinkFacts")
+            .field("phase", &self.phase)
+            .field("expires_at", &self.expires_at)
+            .field("user_state", &self.user_state)
+            .field("onboarded", &self.onboarded)
+            .field("refused", &self.refused)
+            .field("started_here", &(self.onboarding_token == Some(self.token_hash)))
+            .field("totp_pending", &self.totp_pending.map(|_| "<redacted>"))
+            .finish_non_exhaustive()
+    }
 }
 
 /// Whether a found link can be used, and for which step.
@@ -141,6 +193,7 @@ pub fn judge(facts: &LinkFacts<'_>, now: Timestamp) -> Result<Stage, LinkProblem
     match facts.phase {
         Some(InvitePhase::Accepted) => return Err(LinkProblem::Used),
         _ if started_here && facts.onboarding_completed => return Err(LinkProblem::Used),
+        Some(InvitePhase::Superseded) => return Err(LinkProblem::Superseded),
         Some(InvitePhase::Revoked | InvitePhase::Failed) => return Err(LinkProblem::Revoked),
         Some(InvitePhase::Expired) => return Err(LinkProblem::Expired),
         _ => {}
@@ -149,6 +202,12 @@ pub fn judge(facts: &LinkFacts<'_>, now: Timestamp) -> Result<Stage, LinkProblem
         None => return Err(LinkProblem::Revoked),
         Some(UserState::Inactive) => return Err(LinkProblem::UserInactive),
         Some(UserState::Active) => {}
+    }
+    if facts.refused {
+        return Err(LinkProblem::Refused);
+    }
+    if facts.onboarded && !started_here {
+        return Err(LinkProblem::Superseded);
     }
     if facts.expires_at.is_none_or(|at| now >= at) {
         return Err(LinkProblem::Expired);
@@ -160,25 +219,29 @@ pub fn judge(facts: &LinkFacts<'_>, now: Timestamp) -> Result<Stage, LinkProblem
 }
 
 /// Looks the token up in the caches and judges it.
-pub fn open(caches: &Caches, token: &str, now: Timestamp) -> Result<OpenLink, LinkProblem> {
-    let (hash, secret) = find_token(caches, token, INVITE_TOKEN_TYPE)?;
-    let secret = secret.as_ref();
+pub fn open(portal: &Portal, token: &str, now: Timestamp) -> Result<OpenLink, LinkProblem> {
+    let caches = &portal.caches;
+    let (hash, secret, invite) =
+        find_token(caches, token, INVITE_TOKEN_TYPE, |secret| owner(&caches.invites, secret))?;
     let namespace = secret.namespace().unwrap_or_default();
-    let invite_name = secret.labels().get(INVITE_LABEL).ok_or(LinkProblem::Unknown)?;
-    let invite =
-        caches.invites.get(&ObjectRef::new(invite_name).within(&namespace)).ok_or(LinkProblem::Revoked)?;
     let (user, credentials) = account(caches, &namespace, &invite.spec.user_ref.name);
     let empty = Secret { data: Some(BTreeMap::new()), ..Default::default() };
     let progress = credentials.as_deref().unwrap_or(&empty);
-    let expires_at = text(secret, TOKEN_EXPIRES_AT).and_then(|t| t.parse().ok());
+    let progress_facts = CredentialFacts::from_data(progress.data.as_ref().unwrap_or(&BTreeMap::new()));
+    let expires_at = text(&secret, TOKEN_EXPIRES_AT).and_then(|t| t.parse().ok());
+    let mfa_required = user.as_ref().is_none_or(|u| u.spec.mfa.required);
     let facts = LinkFacts {
         phase: invite.status.as_ref().and_then(|s| s.phase),
         expires_at,
         user_state: user.as_ref().map(|u| u.spec.state),
-        mfa_required: user.as_ref().is_none_or(|u| u.spec.mfa.required),
+        mfa_required,
         token_hash: &hash,
         onboarding_token: text(progress, ONBOARDING_TOKEN),
         onboarding_completed: text(progress, ONBOARDING_COMPLETED_AT).is_some(),
+        onboarded: progress_facts.onboarded(mfa_required),
+        refused: user
+            .as_ref()
+            .is_some_and(|u| caches.directory_conflict(u, &portal.allowed_email_domains).is_some()),
         totp_pending: text(progress, TOTP_PENDING),
     };
     let stage = judge(&facts, now)?;
@@ -189,42 +252,55 @@ pub fn open(caches: &Caches, token: &str, now: Timestamp) -> Result<OpenLink, Li
     Ok(OpenLink { invite, user, credentials, token_hash: hash, expires_at, stage })
 }
 
+/// The object of `store` that controls `secret` — by its controller ownerReference, and
+/// only if that object's uid is the one referenced: a Secret anyone else made (labels and
+/// type copied, or an owner named but not the one that exists) belongs to nothing.
+pub fn owner<K>(store: &Store<K>, secret: &Secret) -> Option<Arc<K>>
+where
+    K: Resource<DynamicType = ()> + Clone + 'static,
+{
+    let reference = secret.owner_references().iter().find(|r| {
+        r.controller == Some(true) && r.kind == K::kind(&()) && r.api_version == K::api_version(&())
+    })?;
+    let namespace = secret.namespace().unwrap_or_default();
+    let found = store.get(&ObjectRef::new(&reference.name).within(&namespace))?;
+    (found.uid().as_deref() == Some(reference.uid.as_str())).then_some(found)
+}
+
 /// The User `name` in `namespace` and its credentials Secret, from the caches.
 pub fn account(caches: &Caches, namespace: &str, name: &str) -> (Option<Arc<User>>, Option<Arc<Secret>>) {
     let user = caches.users.get(&ObjectRef::new(name).within(namespace));
-    let credentials = user.as_ref().and_then(|u| credentials_of(caches, u));
+    let credentials = user.as_ref().and_then(|u| caches.credentials_of(u));
     (user, credentials)
 }
 
-/// The credentials Secret of `user`, from the cache — only one the User controls: a Secret
-/// of that name made by anyone else holds no credentials of theirs.
-pub fn credentials_of(caches: &Caches, user: &User) -> Option<Arc<Secret>> {
-    let namespace = user.namespace().unwrap_or_default();
-    let secret =
-        caches.secrets.get(&ObjectRef::new(&credentials_secret_name(&user.name_any())).within(&namespace))?;
-    let uid = user.uid()?;
-    let owned = secret.owner_references().iter().any(|r| r.controller == Some(true) && r.uid == uid);
-    owned.then_some(secret)
-}
-
-/// The token Secret of `type_` whose hash matches `token` (compared in constant time), from
-/// the cache, with the token's hash. A token only found among a Secret's retired hashes was
-/// replaced by a newer one.
-pub fn find_token(caches: &Caches, token: &str, type_: &str) -> Result<(String, Arc<Secret>), LinkProblem> {
+/// The token Secret of `type_` whose token is `token`, found through the token index (one
+/// hash, one constant-time comparison, whatever the number of tokens), with the token's
+/// hash and the Secret's owner as `owner` finds it. A Secret without a rightful owner is
+/// ignored; a token only found among retired hashes was replaced by a newer one.
+pub fn find_token<T>(
+    caches: &Caches,
+    token: &str,
+    type_: &str,
+    owner: impl Fn(&Secret) -> Option<T>,
+) -> Result<(String, Arc<Secret>, T), LinkProblem> {
     if !caches.is_ready() {
         return Err(LinkProblem::Starting);
     }
     if token.is_empty() || token.len() > MAX_TOKEN_LEN {
         return Err(LinkProblem::Unknown);
     }
-    let tokens = caches.secrets.state_filter(|s| s.type_.as_deref() == Some(type_));
-    let matches =
-        |hashes: Option<&str>| hashes.is_some_and(|h| h.split_whitespace().any(|h| token_matches(token, h)));
-    match tokens.iter().find(|s| matches(text(s, TOKEN_HASH))) {
-        Some(secret) => Ok((hash_token(token), secret.clone())),
-        None if tokens.iter().any(|s| matches(text(s, RETIRED_HASHES))) => Err(LinkProblem::Replaced),
-        None => Err(LinkProblem::Unknown),
+    let hash = hash_token(token);
+    let mut replaced = false;
+    for (namespace, name) in caches.tokens.get(&token_term(type_, &hash)) {
+        let Some(secret) = caches.secrets.get(&ObjectRef::new(&name).within(&namespace)) else { continue };
+        let Some(found) = owner(&secret) else { continue };
+        if text(&secret, TOKEN_HASH).is_some_and(|current| hashes_match(&hash, current)) {
+            return Ok((hash, secret, found));
+        }
+        replaced = true;
     }
+    Err(if replaced { LinkProblem::Replaced } else { LinkProblem::Unknown })
 }
 
 #[cfg(test)]
@@ -272,6 +348,12 @@ mod tests {
             (LinkFacts { expires_at: Some(at(10)), ..sent() }, LinkProblem::Expired),
             (LinkFacts { user_state: None, ..sent() }, LinkProblem::Revoked),
             (LinkFacts { user_state: Some(UserState::Inactive), ..sent() }, LinkProblem::UserInactive),
+            (LinkFacts { phase: Some(InvitePhase::Superseded), ..sent() }, LinkProblem::Superseded),
+            (
+                LinkFacts { onboarded: true, onboarding_token: Some("other"), ..sent() },
+                LinkProblem::Superseded,
+            ),
+            (LinkFacts { refused: true, ..sent() }, LinkProblem::Refused),
         ];
         for (facts, problem) in cases {
             assert_eq!(judge(&facts, at(10)), Err(problem), "{facts:?}");
@@ -279,9 +361,25 @@ mod tests {
     }
 
     #[test]
+    fn debug_never_shows_a_totp_secret() {
+        let facts = LinkFacts { totp_pending: Some("PENDINGSECRETBASE32"), ..sent() };
+        let stage = Stage::EnrolTotp("ENROLSECRETBASE32".into());
+        for shown in [format!("{facts:?}"), format!("{stage:?}")] {
+            assert!(!shown.contains("SECRETBASE32") && shown.contains("<redacted>"), "{shown}");
+        }
+    }
+
+    #[test]
     fn problems_map_to_404_410_403() {
         assert_eq!(LinkProblem::Unknown.status(), StatusCode::NOT_FOUND);
-        for gone in [LinkProblem::Expired, LinkProblem::Used, LinkProblem::Revoked, LinkProblem::Replaced] {
+        for gone in [
+            LinkProblem::Expired,
+            LinkProblem::Used,
+            LinkProblem::Revoked,
+            LinkProblem::Replaced,
+            LinkProblem::Superseded,
+            LinkProblem::Refused,
+        ] {
             assert_eq!(gone.status(), StatusCode::GONE);
         }
         assert_eq!(LinkProblem::UserInactive.status(), StatusCode::FORBIDDEN);

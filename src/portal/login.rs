@@ -1,7 +1,8 @@
 //! Sign-in: password (argon2id) and TOTP code against the credentials Secret. Any wrong
-//! credential, and an unknown user, get the same answer after about the same time (a dummy
-//! hash is verified); consecutive failures are counted in the Secret and lock the user at
-//! the threshold; success resets the count and records the time and the TOTP step used.
+//! credential, an unknown user, and an inactive, locked or refused account all get the same
+//! answer after the same work (a dummy hash is verified for an unknown one); consecutive
+//! failures are counted in the Secret and lock the user at the threshold for the lockout's
+//! duration; success resets the count and records the time and the TOTP step used.
 
 use std::sync::Arc;
 
@@ -12,9 +13,11 @@ use serde::{Deserialize, Serialize};
 
 use super::Portal;
 use crate::api::{User, UserState};
-use crate::credentials::TotpSecret;
-use crate::credentials::record::{FAILED_LOGINS, LAST_LOGIN_AT, PASSWORD_HASH, TOTP_LAST_STEP, TOTP_SECRET};
-use crate::directory::{self, Entry, Identifier};
+use crate::credentials::record::{
+    FAILED_LOGINS, LAST_LOGIN_AT, LOCKED_AT, PASSWORD_HASH, TOTP_LAST_STEP, TOTP_SECRET,
+};
+use crate::credentials::{CredentialError, CredentialFacts, Lockout, Standing, TotpSecret};
+use crate::directory::Identifier;
 use crate::facts::{self, Changes, text};
 
 /// What a sign-in sends.
@@ -91,14 +94,18 @@ impl Profile {
 pub enum LoginOutcome {
     /// Signed in.
     Success(Box<Profile>),
-    /// Wrong credentials, or no such user: one answer for all.
+    /// Wrong credentials, no such user, or an account that may not sign in: one answer for
+    /// all, after the same work.
     Denied,
-    /// The account is deactivated or locked.
+    /// Right credentials, for an account that is deactivated, locked or refused by the
+    /// directory.
     Inactive,
+    /// Every password check is busy: try again shortly.
+    Busy,
 }
 
 /// The facts a sign-in is judged on, read from the credentials Secret as it is now.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Attempt {
     /// The password verified against the hash now stored.
     pub password_ok: bool,
@@ -106,8 +113,10 @@ pub struct Attempt {
     pub totp_required: bool,
     /// The TOTP step the code matched, unused before; `None` for a wrong or replayed code.
     pub totp_step: Option<u64>,
-    /// Failed sign-ins so far.
-    pub failed: u32,
+    /// Where the account stands with respect to failed sign-ins.
+    pub standing: Standing,
+    /// The account may sign in at all: active, and not refused by the directory.
+    pub admitted: bool,
 }
 
 /// The verdict on an attempt: what to write and what to answer.
@@ -118,74 +127,118 @@ pub enum Verdict {
         /// The TOTP step to remember, if a code was used.
         step: Option<u64>,
     },
-    /// A failure; `locks` when this one reaches the threshold.
+    /// A failure that counts; `locks` when this one reaches the threshold.
     Failure {
         /// The new count.
         failed: u32,
-        /// Whether the user is now locked.
+        /// Whether the account is now locked.
         locks: bool,
     },
-    /// Already locked: nothing is written.
-    Locked,
+    /// Right credentials for an account that may not sign in now: say so (403).
+    Refused,
+    /// Wrong credentials for an account that may not sign in now: the generic answer, and
+    /// nothing is written.
+    Ignored,
 }
 
-/// Judges one attempt.
+/// Judges one attempt: only right credentials learn that an account is locked or inactive.
 pub fn verdict(attempt: &Attempt, threshold: u32) -> Verdict {
-    if attempt.failed >= threshold {
-        return Verdict::Locked;
-    }
-    let second_factor_ok = !attempt.totp_required || attempt.totp_step.is_some();
-    if attempt.password_ok && second_factor_ok {
-        Verdict::Success { step: attempt.totp_step.filter(|_| attempt.totp_required) }
-    } else {
-        let failed = attempt.failed.saturating_add(1);
-        Verdict::Failure { failed, locks: failed >= threshold }
+    let right = attempt.password_ok && (!attempt.totp_required || attempt.totp_step.is_some());
+    let open = match attempt.standing {
+        Standing::Open { failed } if attempt.admitted => Some(failed),
+        _ => None,
+    };
+    match (right, open) {
+        (true, Some(_)) => Verdict::Success { step: attempt.totp_step.filter(|_| attempt.totp_required) },
+        (true, None) => Verdict::Refused,
+        (false, Some(failed)) => {
+            let failed = failed.saturating_add(1);
+            Verdict::Failure { failed, locks: failed >= threshold }
+        }
+        (false, None) => Verdict::Ignored,
     }
 }
 
-/// Signs a person in.
-pub async fn login(portal: &Portal, request: &LoginRequest) -> Result<LoginOutcome, facts::WriteError> {
+/// What a counted failure writes into the credentials Secret as it is now: the new count,
+/// and the lock's start when it reaches the threshold. `None` when the account is locked
+/// already (nothing counts then). Shared by every door that checks a password.
+pub fn failure(current: &Secret, lockout: &Lockout, now: Timestamp) -> Option<(Verdict, Changes)> {
+    let facts = CredentialFacts::from_data(current.data.as_ref().unwrap_or(&Default::default()));
+    let Standing::Open { failed } = lockout.of(&facts, now) else { return None };
+    let failed = failed.saturating_add(1);
+    let locks = failed >= lockout.threshold;
+    let mut changes = Changes::from([(FAILED_LOGINS, Some(failed.to_string()))]);
+    changes.insert(LOCKED_AT, locks.then(|| now.to_string()));
+    Some((Verdict::Failure { failed, locks }, changes))
+}
+
+/// Signs a person in. Every identifier — unknown, inactive, locked or active — costs one
+/// password check, and every wrong answer is the same: which accounts exist cannot be read
+/// off the answers or their timing. A counted failure is recorded after the answer.
+pub async fn login(portal: &Arc<Portal>, request: &LoginRequest) -> Result<LoginOutcome, facts::WriteError> {
     let identifier = match (&request.email, &request.username) {
         (Some(email), _) if !email.trim().is_empty() => Some(Identifier::Email(email)),
         (_, Some(username)) if !username.trim().is_empty() => Some(Identifier::Username(username)),
         _ => None,
     };
     let found = identifier.and_then(|identifier| account(portal, identifier));
-    let Some((user, credentials)) = found else {
-        // Take as long as a real check.
-        let _ = portal.hasher.verify(&request.password, &portal.dummy_hash).await;
-        portal.metrics.login("denied");
-        return Ok(LoginOutcome::Denied);
-    };
-    let failed_now = text(&credentials, FAILED_LOGINS).and_then(|v| v.parse().ok()).unwrap_or(0u32);
-    if user.spec.state == UserState::Inactive || failed_now >= portal.lockout_threshold {
-        portal.metrics.login("inactive");
-        return Ok(LoginOutcome::Inactive);
-    }
-    let stored = text(&credentials, PASSWORD_HASH).map(str::to_owned);
-    let password_ok = portal
+    let stored =
+        found.as_ref().and_then(|(_, credentials)| text(credentials, PASSWORD_HASH)).map(str::to_owned);
+    let password_ok = match portal
         .hasher
         .verify(&request.password, stored.as_deref().unwrap_or(&portal.dummy_hash))
         .await
-        .unwrap_or(false)
-        && stored.is_some();
+    {
+        Ok(matched) => matched && stored.is_some(),
+        Err(CredentialError::Busy) => return Ok(LoginOutcome::Busy),
+        Err(_) => false,
+    };
+    let Some((user, credentials)) = found else {
+        portal.metrics.login("denied");
+        return Ok(LoginOutcome::Denied);
+    };
+    let admitted = user.spec.state == UserState::Active
+        && portal.caches.directory_conflict(&user, &portal.allowed_email_domains).is_none();
     let totp_required = user.spec.mfa.required || text(&credentials, TOTP_SECRET).is_some();
     let code = request.code.clone().unwrap_or_default();
     let now = Timestamp::now();
     let unix = u64::try_from(now.as_second()).unwrap_or(0);
-    let threshold = portal.lockout_threshold;
-    let verdict = facts::update(&portal.client, &credentials, |current: &Secret| {
+    let lockout = portal.lockout;
+    let judge = move |current: &Secret| {
+        let facts = CredentialFacts::from_data(current.data.as_ref().unwrap_or(&Default::default()));
         let attempt = Attempt {
             password_ok: password_ok && text(current, PASSWORD_HASH) == stored.as_deref(),
             totp_required,
             totp_step: totp_step(current, &code, unix),
-            failed: text(current, FAILED_LOGINS).and_then(|v| v.parse().ok()).unwrap_or(0),
+            standing: lockout.of(&facts, now),
+            admitted,
         };
-        let verdict = verdict(&attempt, threshold);
+        verdict(&attempt, lockout.threshold)
+    };
+    match judge(&credentials) {
+        Verdict::Success { .. } => {}
+        Verdict::Refused => {
+            portal.metrics.login("inactive");
+            return Ok(LoginOutcome::Inactive);
+        }
+        Verdict::Ignored => {
+            portal.metrics.login("denied");
+            return Ok(LoginOutcome::Denied);
+        }
+        Verdict::Failure { .. } => {
+            portal.metrics.login("denied");
+            record_failure(portal.clone(), user, credentials);
+            return Ok(LoginOutcome::Denied);
+        }
+    }
+    // Success is written before it is answered: the TOTP step is spent only once.
+    let verdict = facts::update(&portal.client, &credentials, |current: &Secret| {
+        let verdict = judge(current);
         let changes = match &verdict {
             Verdict::Success { step } => {
                 let mut changes = Changes::from([
                     (FAILED_LOGINS, Some("0".to_owned())),
+                    (LOCKED_AT, None),
                     (LAST_LOGIN_AT, Some(now.to_string())),
                 ]);
                 if let Some(step) = step {
@@ -193,8 +246,7 @@ pub async fn login(portal: &Portal, request: &LoginRequest) -> Result<LoginOutco
                 }
                 changes
             }
-            Verdict::Failure { failed, .. } => Changes::from([(FAILED_LOGINS, Some(failed.to_string()))]),
-            Verdict::Locked => Changes::new(),
+            _ => Changes::new(),
         };
         (verdict, changes)
     })
@@ -205,19 +257,38 @@ pub async fn login(portal: &Portal, request: &LoginRequest) -> Result<LoginOutco
             portal.metrics.login("success");
             LoginOutcome::Success(Box::new(Profile::of(&user)))
         }
-        Verdict::Failure { locks, .. } => {
-            portal.metrics.login("denied");
-            if locks {
-                portal.metrics.lockout();
-                tracing::warn!(user = %super::who(&user), "locked out after too many failed sign-ins");
-            }
-            LoginOutcome::Denied
-        }
-        Verdict::Locked => {
+        Verdict::Refused => {
             portal.metrics.login("inactive");
             LoginOutcome::Inactive
         }
+        // The code was spent, or the password changed, in the meantime.
+        Verdict::Failure { .. } | Verdict::Ignored => {
+            portal.metrics.login("denied");
+            LoginOutcome::Denied
+        }
     })
+}
+
+/// Counts a failed sign-in in the background: the answer does not wait for the write, so a
+/// wrong password for an existing account takes as long as one for an unknown account.
+fn record_failure(portal: Arc<Portal>, user: Arc<User>, credentials: Arc<Secret>) {
+    tokio::spawn(async move {
+        let lockout = portal.lockout;
+        let written = facts::update(&portal.client, &credentials, |current| {
+            failure(current, &lockout, Timestamp::now()).map_or((None, Changes::new()), |(v, c)| (Some(v), c))
+        })
+        .await;
+        match written {
+            Ok((Some(Verdict::Failure { locks: true, .. }), _)) => {
+                portal.metrics.lockout();
+                tracing::warn!(user = %super::who(&user), "locked out after too many failed sign-ins");
+            }
+            Ok(_) => {}
+            Err(error) => {
+                tracing::error!(user = %super::who(&user), %error, "a failed sign-in could not be counted")
+            }
+        }
+    });
 }
 
 /// The TOTP step `code` matches in `credentials`, if it is right and unused.
@@ -227,12 +298,10 @@ fn totp_step(credentials: &Secret, code: &str, unix: u64) -> Option<u64> {
     crate::credentials::verify_totp(&secret, code, unix, last).ok()
 }
 
-/// The User that holds `identifier`, with its credentials Secret, from the caches.
+/// The User that holds `identifier` in the directory, with its credentials Secret.
 fn account(portal: &Portal, identifier: Identifier<'_>) -> Option<(Arc<User>, Arc<Secret>)> {
-    let users = portal.caches.users.state();
-    let entries: Vec<Entry> = users.iter().map(|u| Entry::of(u)).collect();
-    let user = users.get(directory::holder(&entries, identifier)?)?.clone();
-    let credentials = super::links::credentials_of(&portal.caches, &user)?;
+    let user = portal.caches.holder(identifier)?;
+    let credentials = portal.caches.credentials_of(&user)?;
     Some((user, credentials))
 }
 
@@ -240,30 +309,77 @@ fn account(portal: &Portal, identifier: Identifier<'_>) -> Option<(Arc<User>, Ar
 mod tests {
     use super::*;
 
-    fn attempt(password_ok: bool, totp_step: Option<u64>, failed: u32) -> Attempt {
-        Attempt { password_ok, totp_required: true, totp_step, failed }
+    const OPEN: Standing = Standing::Open { failed: 2 };
+
+    fn attempt(password_ok: bool, totp_step: Option<u64>, standing: Standing, admitted: bool) -> Attempt {
+        Attempt { password_ok, totp_required: true, totp_step, standing, admitted }
     }
 
     #[test]
     fn both_factors_are_needed() {
-        assert_eq!(verdict(&attempt(true, Some(7), 2), 5), Verdict::Success { step: Some(7) });
-        assert_eq!(verdict(&attempt(true, None, 2), 5), Verdict::Failure { failed: 3, locks: false });
-        assert_eq!(verdict(&attempt(false, Some(7), 0), 5), Verdict::Failure { failed: 1, locks: false });
+        assert_eq!(verdict(&attempt(true, Some(7), OPEN, true), 5), Verdict::Success { step: Some(7) });
+        assert_eq!(
+            verdict(&attempt(true, None, OPEN, true), 5),
+            Verdict::Failure { failed: 3, locks: false }
+        );
+        assert_eq!(
+            verdict(&attempt(false, Some(7), OPEN, true), 5),
+            Verdict::Failure { failed: 3, locks: false }
+        );
     }
 
     #[test]
     fn without_a_second_factor_the_password_suffices() {
-        let password_only = Attempt { password_ok: true, totp_required: false, totp_step: None, failed: 0 };
+        let password_only = Attempt {
+            password_ok: true,
+            totp_required: false,
+            totp_step: None,
+            standing: OPEN,
+            admitted: true,
+        };
         assert_eq!(verdict(&password_only, 5), Verdict::Success { step: None });
     }
 
     #[test]
     fn the_failure_that_reaches_the_threshold_locks() {
-        assert_eq!(verdict(&attempt(false, None, 4), 5), Verdict::Failure { failed: 5, locks: true });
+        let four = Standing::Open { failed: 4 };
         assert_eq!(
-            verdict(&attempt(true, Some(7), 5), 5),
-            Verdict::Locked,
-            "locked even with the right password"
+            verdict(&attempt(false, None, four, true), 5),
+            Verdict::Failure { failed: 5, locks: true }
         );
+    }
+
+    #[test]
+    fn only_right_credentials_learn_that_an_account_may_not_sign_in() {
+        let locked = Standing::Locked { until: None };
+        assert_eq!(verdict(&attempt(true, Some(7), locked, true), 5), Verdict::Refused);
+        assert_eq!(verdict(&attempt(true, Some(7), OPEN, false), 5), Verdict::Refused, "inactive or refused");
+        assert_eq!(verdict(&attempt(true, None, locked, true), 5), Verdict::Ignored, "no code: generic");
+        assert_eq!(verdict(&attempt(false, Some(7), locked, true), 5), Verdict::Ignored);
+        assert_eq!(verdict(&attempt(false, Some(7), OPEN, false), 5), Verdict::Ignored, "nothing counted");
+    }
+
+    #[test]
+    fn a_failure_records_the_lock_start_when_it_reaches_the_threshold() {
+        let secret = |pairs: &[(&str, &str)]| Secret {
+            data: Some(
+                pairs
+                    .iter()
+                    .map(|(k, v)| ((*k).to_owned(), k8s_openapi::ByteString(v.as_bytes().to_vec())))
+                    .collect(),
+            ),
+            ..Default::default()
+        };
+        let rule = Lockout { threshold: 3, duration: Some(k8s_openapi::jiff::SignedDuration::from_mins(15)) };
+        let now: Timestamp = "2026-01-01T00:00:00Z".parse().unwrap();
+        let (verdict, changes) = failure(&secret(&[(FAILED_LOGINS, "2")]), &rule, now).unwrap();
+        assert_eq!(verdict, Verdict::Failure { failed: 3, locks: true });
+        assert_eq!(changes[LOCKED_AT].as_deref(), Some("2026-01-01T00:00:00Z"));
+        let (_, changes) = failure(&secret(&[(FAILED_LOGINS, "0")]), &rule, now).unwrap();
+        assert_eq!(changes[LOCKED_AT], None);
+        let locked = secret(&[(FAILED_LOGINS, "3"), (LOCKED_AT, "2025-12-31T23:59:00Z")]);
+        assert!(failure(&locked, &rule, now).is_none(), "a locked account counts nothing");
+        let ran_out = secret(&[(FAILED_LOGINS, "3"), (LOCKED_AT, "2025-12-31T23:00:00Z")]);
+        assert_eq!(failure(&ran_out, &rule, now).unwrap().0, Verdict::Failure { failed: 1, locks: false });
     }
 }

@@ -25,7 +25,7 @@ use kube::Client;
 use tokio_util::sync::CancellationToken;
 
 use crate::controller::Caches;
-use crate::credentials::{PasswordHasher, PasswordPolicy};
+use crate::credentials::{Lockout, PasswordHasher, PasswordPolicy};
 use crate::telemetry::Metrics;
 use crate::{Error, Result};
 
@@ -46,8 +46,10 @@ pub struct Portal {
     pub metrics: Arc<Metrics>,
     /// The organisation's name, on every page and in the authenticator app.
     pub org_name: String,
-    /// Consecutive failed sign-ins that lock a user.
-    pub lockout_threshold: u32,
+    /// How failed sign-ins lock a user.
+    pub lockout: Lockout,
+    /// Email domains users may have (the directory rules); empty: any.
+    pub allowed_email_domains: Vec<String>,
     /// Whether the portal is reached over HTTPS (cookies are then `Secure`).
     pub https: bool,
     /// A hash of nothing anyone knows, verified when a sign-in names no user, so that an
@@ -67,7 +69,8 @@ impl Portal {
         policy: PasswordPolicy,
         metrics: Arc<Metrics>,
         org_name: String,
-        lockout_threshold: u32,
+        lockout: Lockout,
+        allowed_email_domains: Vec<String>,
         portal_url: &str,
     ) -> Result<Self> {
         let nobody = crate::credentials::Token::generate()?;
@@ -79,7 +82,8 @@ impl Portal {
             policy,
             metrics,
             org_name,
-            lockout_threshold,
+            lockout,
+            allowed_email_domains,
             https: portal_url.starts_with("https://"),
             dummy_hash,
             pages: pages::Pages::new().map_err(|e| Error::Startup(e.to_string()))?,

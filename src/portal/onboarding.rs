@@ -14,7 +14,9 @@ use crate::credentials::record::{
     EMAIL_VERIFIED_AT, FAILED_LOGINS, ONBOARDING_COMPLETED_AT, ONBOARDING_TOKEN, PASSWORD_HASH,
     PASSWORD_SET_AT, TOTP_ENROLLED_AT, TOTP_LAST_STEP, TOTP_PENDING, TOTP_SECRET,
 };
-use crate::credentials::{PolicyViolation, TotpRejected, TotpSecret, otpauth_uri, verify_totp};
+use crate::credentials::{
+    CredentialError, CredentialFacts, PolicyViolation, TotpRejected, TotpSecret, otpauth_uri, verify_totp,
+};
 use crate::facts::{self, Changes, text};
 
 /// Why a step was refused.
@@ -38,19 +40,29 @@ pub enum StepError {
     /// The confirmation code does not match.
     #[error("{0}")]
     Code(TotpRejected),
+    /// Every password check is busy: try again shortly.
+    #[error("too many requests at once; try again in a moment")]
+    Busy,
     /// roster failed; the log says why.
     #[error("something went wrong on our side; please try again")]
     Internal,
 }
 
-/// The authenticator app's setup: the secret (base32, to type by hand) and its URI.
-#[derive(Clone, Debug, serde::Serialize)]
+/// The authenticator app's setup: the secret (base32, to type by hand) and its URI. Its
+/// `Debug` shows neither.
+#[derive(Clone, serde::Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct TotpOffer {
     /// Base32.
     pub secret: String,
     /// `otpauth://totp/…`, what the QR code holds.
     pub otpauth_uri: String,
+}
+
+impl std::fmt::Debug for TotpOffer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("TotpOffer(<redacted>)")
+    }
 }
 
 /// The TOTP offer for a pending secret: the URI names the organisation and the email.
@@ -73,7 +85,10 @@ pub async fn set_password(
     let user = &link.user.spec;
     let username = user.username.clone().unwrap_or_else(|| link.user.name_any());
     portal.policy.check(password, &username, &user.email).map_err(StepError::Policy)?;
-    let hash = portal.hasher.hash(password).await.map_err(internal)?;
+    let hash = portal.hasher.hash(password).await.map_err(|e| match e {
+        CredentialError::Busy => StepError::Busy,
+        other => internal(other),
+    })?;
     let pending = user.mfa.required.then(TotpSecret::generate).transpose().map_err(internal)?;
     let now = Timestamp::now().to_string();
     let proves_mailbox = link.invite.spec.delivery == Delivery::Email
@@ -81,6 +96,11 @@ pub async fn set_password(
     let written = facts::update(&portal.client, &link.credentials, |current| {
         if text(current, ONBOARDING_TOKEN) == Some(link.token_hash.as_str()) {
             return (Err(StepError::AlreadyDone), Changes::new());
+        }
+        // Decided again on the Secret as it is now: another link may have finished first.
+        let now_facts = CredentialFacts::from_data(current.data.as_ref().unwrap_or(&Default::default()));
+        if now_facts.onboarded(user.mfa.required) {
+            return (Err(StepError::Link(LinkProblem::Superseded)), Changes::new());
         }
         let mut changes = Changes::from([
             (PASSWORD_HASH, Some(hash.clone())),

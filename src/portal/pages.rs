@@ -88,6 +88,8 @@ fn link_problem(portal: &Portal, problem_: LinkProblem) -> Response {
         LinkProblem::Used => "This invitation was already used",
         LinkProblem::Revoked => "This invitation was withdrawn",
         LinkProblem::Replaced => "This invitation was replaced",
+        LinkProblem::Superseded => "Your account is already set up",
+        LinkProblem::Refused => "This account cannot be set up yet",
         LinkProblem::UserInactive => "This account is deactivated",
         LinkProblem::Starting => "Starting up",
     };
@@ -113,7 +115,7 @@ pub async fn invite(
     Path(token): Path<String>,
     headers: HeaderMap,
 ) -> Response {
-    match links::open(&portal.caches, &token, Timestamp::now()) {
+    match links::open(&portal, &token, Timestamp::now()) {
         Ok(link) => invite_page(&portal, &link, &headers, StatusCode::OK, None),
         Err(problem_) => link_problem(&portal, problem_),
     }
@@ -129,7 +131,7 @@ pub async fn invite_step(
     if let Some(refused) = forged(&portal, &headers, &form) {
         return refused;
     }
-    let link = match links::open(&portal.caches, &token, Timestamp::now()) {
+    let link = match links::open(&portal, &token, Timestamp::now()) {
         Ok(link) => link,
         Err(problem_) => return link_problem(&portal, problem_),
     };
@@ -160,7 +162,7 @@ pub async fn reset(
     Path(token): Path<String>,
     headers: HeaderMap,
 ) -> Response {
-    match reenrolment::open(&portal.caches, &token, portal.lockout_threshold, Timestamp::now()) {
+    match reenrolment::open(&portal, &token, Timestamp::now()) {
         Ok(link) => reset_page(&portal, &link, &headers, StatusCode::OK, None),
         Err(problem_) => link_problem(&portal, problem_),
     }
@@ -176,7 +178,7 @@ pub async fn reset_step(
     if let Some(refused) = forged(&portal, &headers, &form) {
         return refused;
     }
-    let link = match reenrolment::open(&portal.caches, &token, portal.lockout_threshold, Timestamp::now()) {
+    let link = match reenrolment::open(&portal, &token, Timestamp::now()) {
         Ok(link) => link,
         Err(problem_) => return link_problem(&portal, problem_),
     };
@@ -209,6 +211,13 @@ fn code_refused(rejected: crate::credentials::TotpRejected) -> String {
 fn step_failed(portal: &Portal, error: StepError) -> Response {
     match error {
         StepError::Link(problem_) => link_problem(portal, problem_),
+        StepError::Busy => {
+            let mut page =
+                problem(portal, StatusCode::SERVICE_UNAVAILABLE, "Busy", &StepError::Busy.to_string());
+            page.headers_mut()
+                .insert(axum::http::header::RETRY_AFTER, axum::http::HeaderValue::from_static("1"));
+            page
+        }
         other => {
             problem(portal, StatusCode::INTERNAL_SERVER_ERROR, "Something went wrong", &other.to_string())
         }

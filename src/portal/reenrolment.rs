@@ -9,23 +9,23 @@ use std::sync::Arc;
 use k8s_openapi::api::core::v1::Secret;
 use k8s_openapi::jiff::Timestamp;
 use kube::ResourceExt;
-use kube::runtime::reflector::ObjectRef;
 
 use super::Portal;
-use super::links::{LinkProblem, Stage, account, find_token};
+use super::links::{LinkProblem, Stage, account, find_token, owner};
+use super::login::failure;
 use super::onboarding::{StepError, TotpOffer, caught_up, internal, offer};
 use crate::api::{MfaReset, MfaResetPhase, User, UserState};
-use crate::controller::Caches;
-use crate::controller::names::{RESET_LABEL, RESET_TOKEN_TYPE, TOKEN_EXPIRES_AT};
+use crate::controller::names::{RESET_TOKEN_TYPE, TOKEN_EXPIRES_AT};
 use crate::credentials::record::{
-    FAILED_LOGINS, MFA_REENROLLED_FOR, MFA_RESET_UID, PASSWORD_HASH, REENROL_TOKEN, TOTP_ENROLLED_AT,
-    TOTP_LAST_STEP, TOTP_PENDING, TOTP_SECRET,
+    FAILED_LOGINS, LOCKED_AT, MFA_REENROLLED_FOR, MFA_RESET_UID, PASSWORD_HASH, REENROL_TOKEN,
+    TOTP_ENROLLED_AT, TOTP_LAST_STEP, TOTP_PENDING, TOTP_SECRET,
 };
-use crate::credentials::{TotpSecret, verify_totp};
+use crate::credentials::{CredentialError, CredentialFacts, TotpSecret, verify_totp};
 use crate::facts::{self, Changes, text};
 
-/// A re-enrolment link that can be used.
-#[derive(Clone, Debug)]
+/// A re-enrolment link that can be used. Its `Debug` leaves out the credentials Secret and
+/// the stage (they hold the password hash and TOTP secrets).
+#[derive(Clone)]
 pub struct OpenReset {
     /// The reset the link belongs to.
     pub reset: Arc<MfaReset>,
@@ -41,8 +41,18 @@ pub struct OpenReset {
     pub stage: Stage,
 }
 
-/// The facts [`judge`] decides on.
-#[derive(Clone, Debug, Default)]
+impl std::fmt::Debug for OpenReset {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("OpenReset")
+            .field("reset", &crate::index::object_key(self.reset.as_ref()))
+            .field("user", &crate::index::object_key(self.user.as_ref()))
+            .field("expires_at", &self.expires_at)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The facts [`judge`] decides on. Its `Debug` hides the pending TOTP secret.
+#[derive(Clone, Default)]
 pub struct ResetLinkFacts<'a> {
     /// The reset's uid.
     pub uid: &'a str,
@@ -64,6 +74,19 @@ pub struct ResetLinkFacts<'a> {
     pub proven_with: Option<&'a str>,
     /// A TOTP secret shown but not yet confirmed.
     pub totp_pending: Option<&'a str>,
+}
+
+impl std::fmt::Debug for ResetLinkFacts<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ResetLinkFacts")
+            .field("uid", &self.uid)
+            .field("phase", &self.phase)
+            .field("expires_at", &self.expires_at)
+            .field("user_state", &self.user_state)
+            .field("locked", &self.locked)
+            .field("totp_pending", &self.totp_pending.map(|_| "<redacted>"))
+            .finish_non_exhaustive()
+    }
 }
 
 /// Whether a found re-enrolment link can be used, and for which step.
@@ -93,28 +116,23 @@ pub fn judge(facts: &ResetLinkFacts<'_>, now: Timestamp) -> Result<Stage, LinkPr
 }
 
 /// Looks the token up in the caches and judges it.
-pub fn open(
-    caches: &Caches,
-    token: &str,
-    lockout_threshold: u32,
-    now: Timestamp,
-) -> Result<OpenReset, LinkProblem> {
-    let (hash, secret) = find_token(caches, token, RESET_TOKEN_TYPE)?;
+pub fn open(portal: &Portal, token: &str, now: Timestamp) -> Result<OpenReset, LinkProblem> {
+    let caches = &portal.caches;
+    let (hash, secret, reset) =
+        find_token(caches, token, RESET_TOKEN_TYPE, |secret| owner(&caches.resets, secret))?;
     let namespace = secret.namespace().unwrap_or_default();
-    let reset_name = secret.labels().get(RESET_LABEL).ok_or(LinkProblem::Unknown)?;
-    let reset =
-        caches.resets.get(&ObjectRef::new(reset_name).within(&namespace)).ok_or(LinkProblem::Revoked)?;
     let uid = reset.uid().unwrap_or_default();
     let (user, credentials) = account(caches, &namespace, &reset.spec.user_ref.name);
     let (Some(user), Some(credentials)) = (user, credentials) else { return Err(LinkProblem::Revoked) };
     let expires_at = text(&secret, TOKEN_EXPIRES_AT).and_then(|t| t.parse().ok());
-    let failed: u32 = text(&credentials, FAILED_LOGINS).and_then(|v| v.parse().ok()).unwrap_or(0);
+    let progress = CredentialFacts::from_data(credentials.data.as_ref().unwrap_or(&Default::default()));
     let facts = ResetLinkFacts {
         uid: &uid,
         phase: reset.status.as_ref().and_then(|s| s.phase),
         expires_at,
         user_state: Some(user.spec.state),
-        locked: failed >= lockout_threshold,
+        locked: portal.lockout.of(&progress, now).is_locked()
+            || caches.directory_conflict(&user, &portal.allowed_email_domains).is_some(),
         token_hash: &hash,
         cleared_by: text(&credentials, MFA_RESET_UID),
         reenrolled_for: text(&credentials, MFA_REENROLLED_FOR),
@@ -137,22 +155,25 @@ pub async fn prove_password(
     }
     let stored = text(&link.credentials, PASSWORD_HASH).map(str::to_owned);
     let verified = portal.hasher.verify(password, stored.as_deref().unwrap_or(&portal.dummy_hash)).await;
-    let right = verified.unwrap_or(false) && stored.is_some();
+    let right = match verified {
+        Ok(matched) => matched && stored.is_some(),
+        Err(CredentialError::Busy) => return Err(StepError::Busy),
+        Err(_) => false,
+    };
     let pending = TotpSecret::generate().map_err(internal)?.to_base32();
-    let threshold = portal.lockout_threshold;
+    let lockout = portal.lockout;
     let written = facts::update(&portal.client, &link.credentials, |current| {
         if !right || text(current, PASSWORD_HASH) != stored.as_deref() {
-            let failed = text(current, FAILED_LOGINS).and_then(|v| v.parse::<u32>().ok()).unwrap_or(0);
-            if failed >= threshold {
-                return (Err(StepError::Link(LinkProblem::UserInactive)), Changes::new());
-            }
-            let changes = Changes::from([(FAILED_LOGINS, Some((failed + 1).to_string()))]);
-            return (Err(StepError::WrongPassword), changes);
+            return match failure(current, &lockout, Timestamp::now()) {
+                Some((_, changes)) => (Err(StepError::WrongPassword), changes),
+                None => (Err(StepError::Link(LinkProblem::UserInactive)), Changes::new()),
+            };
         }
         let changes = Changes::from([
             (TOTP_PENDING, Some(pending.clone())),
             (REENROL_TOKEN, Some(link.token_hash.clone())),
             (FAILED_LOGINS, Some("0".to_owned())),
+            (LOCKED_AT, None),
         ]);
         (Ok(()), changes)
     })

@@ -31,10 +31,27 @@ pub fn trials() -> Vec<Trial> {
             let spec = json!({"email": "a@example.com", "givenName": "x".repeat(10_000)});
             expect_rejected(&ns, user(spec), &["spec.givenName", "Too long"]).await
         }),
-        trial("admission::user_names_fit_in_labels", |ns| async move {
+        trial("admission::every_derived_name_and_label_fits", |ns| async move {
+            // A 57-character User would name its automatic invite with 64 characters: a label
+            // value too long, and delivery failing forever.
             let mut manifest = user(json!({"email": "a@example.com"}));
-            manifest["metadata"]["name"] = json!("n".repeat(64));
-            expect_rejected(&ns, manifest, &["metadata.name must be at most 63 characters"]).await
+            manifest["metadata"]["name"] = json!("n".repeat(57));
+            expect_rejected(&ns, manifest, &["metadata.name must be at most 56 characters"]).await?;
+            let mut manifest = user(json!({"email": "b@example.com"}));
+            manifest["metadata"]["name"] = json!("n".repeat(56));
+            ns.apply(manifest).await.context("a 56-character User name is refused")?;
+            let specs = [
+                ("UserInvite", json!({"userRef": {"name": "a"}})),
+                ("MfaReset", json!({"userRef": {"name": "a"}, "reason": "audit"})),
+            ];
+            for (kind, spec) in specs {
+                let manifest = json!({
+                    "apiVersion": "roster.dev/v1alpha1", "kind": kind, "metadata": {"name": "n".repeat(64)},
+                    "spec": spec,
+                });
+                expect_rejected(&ns, manifest, &["metadata.name must be at most 63 characters"]).await?;
+            }
+            Ok(())
         }),
         trial("admission::bounded_lists_and_maps", |ns| async move {
             let groups: Vec<String> = (0..65).map(|i| format!("g{i}")).collect();

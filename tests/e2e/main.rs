@@ -20,6 +20,7 @@ mod mail;
 mod operator;
 mod portal;
 mod resets;
+mod trust;
 
 use std::process::ExitCode;
 
@@ -39,6 +40,7 @@ fn main() -> ExitCode {
         operator::trials(),
         portal::trials(),
         resets::trials(),
+        trust::trials(),
     ]
     .into_iter()
     .flatten()

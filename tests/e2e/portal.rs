@@ -138,6 +138,23 @@ pub fn trials() -> Vec<Trial> {
             let address = email("signer", &ns);
             // The enrolment used the current step: the next one is the first a sign-in may use.
             let code = next_code(&secret)?;
+
+            // Deactivated: only right credentials learn so; a refusal spends no code.
+            set_state(&ns, "signer", "Inactive").await?;
+            wait_for(&ns.raw::<User>(), "signer", "INACTIVE", |u| phase(u) == "INACTIVE").await?;
+            let (status, body) = login(json!({"email": address, "password": PASSWORD, "code": code})).await?;
+            ensure!(status == 403 && body["error"] == "accountInactive", "{status} {body}");
+            let inactive_wrong =
+                login(json!({"email": address, "password": "Not-The-Password-123", "code": code})).await?;
+            let unknown_now =
+                login(json!({"email": "nobody@example.com", "password": "Not-The-Password-123"})).await?;
+            ensure!(
+                inactive_wrong.0 == 401 && inactive_wrong == unknown_now,
+                "an inactive account answers a wrong password differently: {inactive_wrong:?} vs {unknown_now:?}"
+            );
+            set_state(&ns, "signer", "Active").await?;
+            wait_for(&ns.raw::<User>(), "signer", "ACTIVE", |u| phase(u) == "ACTIVE").await?;
+
             let (status, body) =
                 login(json!({"email": address.to_uppercase(), "password": PASSWORD, "code": code})).await?;
             ensure!(
@@ -161,10 +178,6 @@ pub fn trials() -> Vec<Trial> {
             for answer in [&wrong_password, &unknown, &no_code] {
                 ensure!(*answer == denied, "not the one generic 401: {answer:?} vs {denied:?}");
             }
-            set_state(&ns, "signer", "Inactive").await?;
-            wait_for(&ns.raw::<User>(), "signer", "INACTIVE", |u| phase(u) == "INACTIVE").await?;
-            let (status, body) = login(json!({"email": address, "password": PASSWORD, "code": code})).await?;
-            ensure!(status == 403 && body["error"] == "accountInactive", "{status} {body}");
             Ok(())
         }),
         trial("portal::failed_sign_ins_lock_until_reactivated", |ns| async move {

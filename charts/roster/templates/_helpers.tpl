@@ -26,17 +26,18 @@ helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version }}
 
 {{/* The rules the operator needs in every namespace it watches: exactly the verbs its code
 uses (list and watch for the caches, get for fresh reads, create/patch/delete for what it
-writes). */}}
+writes) — the e2e RBAC proof compares them with what the API server's audit log shows it
+used, both ways. */}}
 {{- define "roster.rules" -}}
 - apiGroups: [roster.dev]
-  resources: [users, userinvites, mfaresets]
-  verbs: [get, list, watch]
+  resources: [users]
+  verbs: [list, watch]
 - apiGroups: [roster.dev]
   resources: [userinvites]
-  verbs: [create]
+  verbs: [get, list, watch, create, patch]
 - apiGroups: [roster.dev]
   resources: [mfaresets]
-  verbs: [delete]
+  verbs: [list, watch, delete]
 - apiGroups: [roster.dev]
   resources: [users/status, userinvites/status, mfaresets/status]
   verbs: [patch]

@@ -27,7 +27,18 @@ pub struct ControlPlane {
     processes: Vec<Process>,
     kubeconfig: PathBuf,
     server: String,
+    audit_log: PathBuf,
 }
+
+/// The audit policy of the test control plane: every request's metadata (who, verb,
+/// resource, namespace, response code), once it is answered — the evidence the RBAC proof
+/// derives roster's permissions from. Bodies are never logged (they hold Secrets).
+const AUDIT_POLICY: &str = "apiVersion: audit.k8s.io/v1
+kind: Policy
+omitStages: [RequestReceived]
+rules:
+- level: Metadata
+";
 
 impl ControlPlane {
     /// Starts a fresh control plane whose data, certificates, kubeconfig and logs live under
@@ -68,7 +79,10 @@ impl ControlPlane {
         std::fs::write(&kubeconfig, admin_kubeconfig(&server, &ca, &admin_cert, &admin_key))
             .map_err(io("writing the kubeconfig"))?;
 
-        let mut plane = Self { processes: Vec::new(), kubeconfig, server };
+        let audit_policy = dir.join("audit-policy.yaml");
+        std::fs::write(&audit_policy, AUDIT_POLICY).map_err(io("writing the audit policy"))?;
+        let audit_log = logs.join("audit.log");
+        let mut plane = Self { processes: Vec::new(), kubeconfig, server, audit_log };
 
         let etcd_url = format!("http://127.0.0.1:{etcd_client}");
         let peer_url = format!("http://127.0.0.1:{etcd_peer}");
@@ -109,6 +123,10 @@ impl ControlPlane {
                 // No kubelet, no pods: nothing may be advertised in the `kubernetes` Service.
                 "--endpoint-reconciler-type=none",
                 "--profiling=false",
+                &format!("--audit-policy-file={}", audit_policy.display()),
+                &format!("--audit-log-path={}", plane.audit_log.display()),
+                "--audit-log-format=json",
+                "--audit-log-mode=blocking",
             ]),
             &[],
             &logs,
@@ -143,6 +161,11 @@ impl ControlPlane {
     /// The admin kubeconfig (identity `roster-testenv-admin`, group `system:masters`).
     pub fn kubeconfig(&self) -> &Path {
         &self.kubeconfig
+    }
+
+    /// The API server's audit log: one JSON event per answered request (metadata only).
+    pub fn audit_log(&self) -> &Path {
+        &self.audit_log
     }
 
     /// The API server's URL.
