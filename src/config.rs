@@ -32,10 +32,17 @@ pub struct RunConfig {
     #[arg(long, env = "ROSTER_PORTAL_RATE_LIMIT", default_value_t = 60, value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
     pub portal_rate_limit: u32,
 
-    /// Take the client address from the last `X-Forwarded-For` entry (set this only behind
-    /// an Ingress or proxy that sets it; otherwise clients could choose their own address).
-    #[arg(long, env = "ROSTER_PORTAL_TRUST_FORWARDED_FOR")]
-    pub portal_trust_forwarded_for: bool,
+    /// The proxies in front of the portal (e.g. the Ingress controller's pods), as CIDRs,
+    /// comma-separated. From a trusted proxy, the client is the right-most
+    /// `X-Forwarded-For` address that is not a trusted proxy; otherwise the peer itself.
+    #[arg(long, env = "ROSTER_TRUSTED_PROXIES", value_delimiter = ',')]
+    pub trusted_proxies: Vec<ipnet::IpNet>,
+
+    /// Password checks (argon2id) running at once; each holds --argon2-memory-kib of memory,
+    /// and 8 more requests per check may wait (beyond them the portal answers 503). Default:
+    /// the CPUs this process may use (its cgroup's CPU quota, else the cores).
+    #[arg(long, env = "ROSTER_HASH_CONCURRENCY", value_parser = clap::value_parser!(u16).range(1..=256))]
+    pub hash_concurrency: Option<u16>,
 
     /// Watch only these namespaces, comma-separated (default: all namespaces). The
     /// directory — where emails and usernames are unique — is the Users of these namespaces.

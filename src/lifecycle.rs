@@ -189,13 +189,15 @@ pub fn decide(facts: &UserFacts<'_>) -> Decision {
                 reasons::LOCKED_OUT,
                 match locked_until {
                     Some(until) => format!(
-                        "locked out after too many failed sign-ins until {until}; set spec.state to Inactive and back to Active to unlock now"
+                        "locked out after too many failed sign-ins until {}; set spec.state to Inactive and back to Active to unlock now",
+                        crate::api::status_time(until).0
                     ),
                     None => "locked out after too many failed sign-ins; set spec.state to Inactive and back to Active to unlock".to_owned(),
                 },
             ),
             false,
-            Some(reasons::LOCKED_OUT),
+            // A lock that ends by itself needs no admin; one without an end does.
+            locked_until.is_none().then_some(reasons::LOCKED_OUT),
         ),
         (None, UserPhase::Active) => {
             (condition(types::READY, true, reasons::ACTIVE, "the user has completed onboarding"), false, None)
@@ -720,5 +722,35 @@ mod tests {
         revoked.name = "newer-but-revoked".into();
         revoked.created = Some(at(5));
         assert_eq!(current_invite(&[old, revoked]).map(|i| i.name), Some("old".into()));
+    }
+
+    #[test]
+    fn a_temporary_lock_says_until_when_asks_no_admin_and_ends_by_itself() {
+        let spec = spec(InvitePolicy::Manual, UserState::Active, false);
+        let locked_at: Timestamp = "2026-01-01T00:00:00.123456789Z".parse().unwrap();
+        let credentials = CredentialFacts { locked_at: Some(locked_at), ..creds(true, false, 5) };
+        let decide_at = |now: Timestamp| {
+            decide(&UserFacts {
+                spec: &spec,
+                credentials: Some(&credentials),
+                invites: &[],
+                blocker: None,
+                lockout: Lockout {
+                    threshold: 5,
+                    duration: Some(k8s_openapi::jiff::SignedDuration::from_mins(15)),
+                },
+                now,
+            })
+        };
+        let until: Timestamp = "2026-01-01T00:15:00.123456789Z".parse().unwrap();
+        let locked = decide_at(locked_at);
+        assert_eq!(locked.phase, UserPhase::Inactive);
+        assert_eq!(locked.locked_until, Some(until));
+        assert_eq!(locked.recheck_at, Some(until), "reconciled again when the lock ends");
+        let ready = condition(&locked, types::READY);
+        assert!(ready.message.contains("until 2026-01-01T00:15:00Z"), "{}", ready.message);
+        assert_eq!(condition(&locked, types::STALLED).status, "False", "nothing for an admin to do");
+        let later = decide_at(until);
+        assert_eq!((later.phase, later.locked_until), (UserPhase::Active, None));
     }
 }

@@ -9,7 +9,7 @@ use roster::config::RunConfig;
 use roster::credentials::PasswordHasher;
 use roster::health::{self, Readiness};
 use roster::mail::Templates;
-use roster::portal::{self, Portal, guard::RateLimiter};
+use roster::portal::{self, Portal, rate_limit::RateLimiter};
 use roster::telemetry::{self, Metrics};
 use roster::{Error, api, controller};
 use tokio::signal::unix::{SignalKind, signal};
@@ -48,8 +48,12 @@ async fn main() -> ExitCode {
 
 async fn run(config: RunConfig) -> roster::Result<()> {
     telemetry::init_logging(config.log_format, &config.log_level)?;
-    let cores = std::thread::available_parallelism().map_or(1, usize::from);
-    let hasher = PasswordHasher::new(config.argon2(), cores).map_err(|e| Error::Startup(e.to_string()))?;
+    // `available_parallelism` follows the cgroup's CPU quota (a pod's CPU limit), not the node's cores.
+    let slots = config
+        .hash_concurrency
+        .map(usize::from)
+        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, usize::from));
+    let hasher = PasswordHasher::new(config.argon2(), slots).map_err(|e| Error::Startup(e.to_string()))?;
     let client = kube::Client::try_default()
         .await
         .map_err(|e| Error::Startup(format!("connecting to Kubernetes: {e}")))?;
@@ -85,7 +89,7 @@ async fn run(config: RunConfig) -> roster::Result<()> {
         )
         .await?,
     );
-    let limiter = Arc::new(RateLimiter::new(config.portal_rate_limit, config.portal_trust_forwarded_for));
+    let limiter = Arc::new(RateLimiter::new(config.portal_rate_limit, config.trusted_proxies.clone()));
 
     let server = async {
         let served =

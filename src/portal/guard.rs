@@ -2,55 +2,19 @@
 //! headers on every response, and the double-submit token that keeps other sites from
 //! posting the portal's forms.
 
-use std::net::{IpAddr, SocketAddr};
-use std::num::NonZeroU32;
+use std::net::SocketAddr;
 use std::sync::Arc;
 
 use axum::extract::{ConnectInfo, Request, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
-use governor::{DefaultKeyedRateLimiter, Quota};
 use subtle::ConstantTimeEq;
+
+use super::rate_limit::RateLimiter;
 
 /// The cookie that carries the form token; the form carries the same value.
 pub const FORM_COOKIE: &str = "roster_form";
-
-/// Requests per client address: a token bucket per address.
-pub struct RateLimiter {
-    limiter: DefaultKeyedRateLimiter<IpAddr>,
-    trust_forwarded_for: bool,
-}
-
-impl RateLimiter {
-    /// `per_minute` requests per minute per address, in bursts of up to as many. With
-    /// `trust_forwarded_for`, the address is the last `X-Forwarded-For` entry (the one the
-    /// proxy in front of roster added).
-    pub fn new(per_minute: u32, trust_forwarded_for: bool) -> Self {
-        let rate = NonZeroU32::new(per_minute).unwrap_or(NonZeroU32::MIN);
-        Self { limiter: DefaultKeyedRateLimiter::keyed(Quota::per_minute(rate)), trust_forwarded_for }
-    }
-
-    /// Drops the buckets of addresses that have been idle long enough to be full again, so
-    /// that memory follows the number of recent clients, not of all clients ever.
-    pub fn forget_idle(&self) {
-        self.limiter.retain_recent();
-        self.limiter.shrink_to_fit();
-    }
-
-    fn client(&self, peer: IpAddr, headers: &HeaderMap) -> IpAddr {
-        if !self.trust_forwarded_for {
-            return peer;
-        }
-        forwarded_for(headers).unwrap_or(peer)
-    }
-}
-
-/// The last address of the last `X-Forwarded-For` header.
-fn forwarded_for(headers: &HeaderMap) -> Option<IpAddr> {
-    let last = headers.get_all("x-forwarded-for").iter().next_back()?.to_str().ok()?;
-    last.rsplit(',').next()?.trim().parse().ok()
-}
 
 /// Answers 429 once a client address has used up its requests.
 pub async fn rate_limit(
@@ -60,12 +24,15 @@ pub async fn rate_limit(
     next: Next,
 ) -> Response {
     let client = limiter.client(peer.ip(), request.headers());
-    match limiter.limiter.check_key(&client) {
+    match limiter.check(client, std::time::Instant::now()) {
         Ok(()) => next.run(request).await,
-        Err(_) => {
+        Err(wait) => {
             let mut response =
-                (StatusCode::TOO_MANY_REQUESTS, "too many requests; try again in a minute\n").into_response();
-            response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from_static("60"));
+                (StatusCode::TOO_MANY_REQUESTS, "too many requests; try again shortly\n").into_response();
+            let seconds = wait.as_secs().saturating_add(1).to_string();
+            if let Ok(value) = HeaderValue::from_str(&seconds) {
+                response.headers_mut().insert(header::RETRY_AFTER, value);
+            }
             response
         }
     }
@@ -139,28 +106,6 @@ mod tests {
             );
         }
         map
-    }
-
-    #[test]
-    fn the_client_is_the_peer_unless_the_proxy_is_trusted() {
-        let peer: IpAddr = "10.0.0.1".parse().unwrap();
-        let forwarded =
-            headers(&[("x-forwarded-for", "1.1.1.1"), ("x-forwarded-for", "6.6.6.6, 203.0.113.9")]);
-        assert_eq!(RateLimiter::new(1, false).client(peer, &forwarded), peer);
-        assert_eq!(
-            RateLimiter::new(1, true).client(peer, &forwarded),
-            "203.0.113.9".parse::<IpAddr>().unwrap()
-        );
-        assert_eq!(RateLimiter::new(1, true).client(peer, &headers(&[("x-forwarded-for", "junk")])), peer);
-    }
-
-    #[test]
-    fn a_bucket_empties_and_other_clients_are_unaffected() {
-        let limiter = RateLimiter::new(3, false);
-        let (a, b): (IpAddr, IpAddr) = ("192.0.2.1".parse().unwrap(), "192.0.2.2".parse().unwrap());
-        assert!((0..3).all(|_| limiter.limiter.check_key(&a).is_ok()));
-        assert!(limiter.limiter.check_key(&a).is_err());
-        assert!(limiter.limiter.check_key(&b).is_ok());
     }
 
     #[test]

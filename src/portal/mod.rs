@@ -13,6 +13,7 @@ pub mod links;
 pub mod login;
 pub mod onboarding;
 pub mod pages;
+pub mod rate_limit;
 pub mod reenrolment;
 
 use std::net::SocketAddr;
@@ -99,7 +100,7 @@ fn who(user: &crate::api::User) -> String {
 
 /// Every route of the portal, with its guards: rate limit per client address, security
 /// headers, a body size limit.
-pub fn router(portal: Arc<Portal>, limiter: Arc<guard::RateLimiter>) -> Router {
+pub fn router(portal: Arc<Portal>, limiter: Arc<rate_limit::RateLimiter>) -> Router {
     Router::new()
         .route("/invite/{token}", get(pages::invite).post(pages::invite_step))
         .route("/assets/portal.css", get(pages::stylesheet))
@@ -115,8 +116,9 @@ pub fn router(portal: Arc<Portal>, limiter: Arc<guard::RateLimiter>) -> Router {
         .route("/readyz", get(api::readyz))
         .fallback(pages::not_found)
         .layer(DefaultBodyLimit::max(BODY_LIMIT))
-        .layer(axum::middleware::from_fn(guard::security_headers))
         .layer(axum::middleware::from_fn_with_state(limiter, guard::rate_limit))
+        // Outermost: a 429 carries the same headers as every other answer.
+        .layer(axum::middleware::from_fn(guard::security_headers))
         .with_state(portal)
 }
 
@@ -124,24 +126,13 @@ pub fn router(portal: Arc<Portal>, limiter: Arc<guard::RateLimiter>) -> Router {
 pub async fn serve(
     addr: SocketAddr,
     portal: Arc<Portal>,
-    limiter: Arc<guard::RateLimiter>,
+    limiter: Arc<rate_limit::RateLimiter>,
     shutdown: CancellationToken,
 ) -> Result<()> {
     let listener = tokio::net::TcpListener::bind(addr)
         .await
         .map_err(|e| Error::Startup(format!("binding the portal to {addr}: {e}")))?;
     tracing::info!(%addr, "serving the portal");
-    let forget = limiter.clone();
-    let stopping = shutdown.clone();
-    tokio::spawn(async move {
-        let mut every = tokio::time::interval(std::time::Duration::from_secs(60));
-        loop {
-            tokio::select! {
-                _ = every.tick() => forget.forget_idle(),
-                () = stopping.cancelled() => return,
-            }
-        }
-    });
     axum::serve(listener, router(portal, limiter).into_make_service_with_connect_info::<SocketAddr>())
         .with_graceful_shutdown(shutdown.cancelled_owned())
         .await

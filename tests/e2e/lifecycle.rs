@@ -1,6 +1,6 @@
 //! The user lifecycle against the real control plane: the credentials Secret and its
 //! garbage collection, automatic and manual invites, phases from the facts in the Secret,
-//! deactivation, lockout and reactivation, and zero writes once settled.
+//! deactivation, lockout and reactivation (zero writes once settled: `settle.rs`).
 //!
 //! Facts the portal will write (password hash, TOTP secret, failed sign-ins) are written
 //! into the Secret directly here, with marker values the log-hygiene check looks for.
@@ -282,41 +282,6 @@ pub fn trials() -> Vec<Trial> {
             ensure!(events.iter().any(|r| r == "Activated"), "no Activated event: {events:?}");
             Ok(())
         }),
-        trial("lifecycle::a_settled_user_gets_zero_writes", |ns| async move {
-            let users = ns.raw::<User>();
-            ns.apply(user_manifest(
-                "settled",
-                json!({"email": email("settled", &ns), "invite": {"policy": "Manual"}}),
-                json!({}),
-            ))
-            .await?;
-            let settled = wait_for(&users, "settled", "reconciled", is_reconciled).await?;
-            let secret_version =
-                ns.api::<Secret>().get("settled-credentials").await?.metadata.resource_version;
-            let mut user_version = settled.metadata.resource_version.clone();
-            for round in 0..3 {
-                let seen = reconciles_of(&ns, "settled");
-                let patch = json!({"metadata": {"annotations": {"example.com/touched": round.to_string()}}});
-                let touched = users.patch("settled", &PatchParams::default(), &Patch::Merge(&patch)).await?;
-                ensure!(
-                    touched.metadata.resource_version != user_version,
-                    "the annotation did not change the object"
-                );
-                user_version = touched.metadata.resource_version.clone();
-                crate::harness::poll_until("reconciled after the annotation", || async {
-                    Ok(reconciles_of(&ns, "settled") > seen)
-                })
-                .await?;
-                let now = users.get("settled").await?;
-                ensure!(
-                    now.metadata.resource_version == user_version,
-                    "round {round}: roster wrote the settled User"
-                );
-            }
-            let secret_now = ns.api::<Secret>().get("settled-credentials").await?.metadata.resource_version;
-            ensure!(secret_now == secret_version, "roster wrote the credentials Secret of a settled User");
-            Ok(())
-        }),
     ]
 }
 
@@ -370,11 +335,4 @@ async fn events_for(ns: &Ns, name: &str) -> anyhow::Result<Vec<String>> {
         .filter(|e| e.regarding.as_ref().and_then(|r| r.name.as_deref()) == Some(name))
         .filter_map(|e| e.reason)
         .collect())
-}
-
-/// How many reconciles of User `ns/name` the shared operator has logged.
-fn reconciles_of(ns: &Ns, name: &str) -> usize {
-    let log = std::fs::read_to_string(&shared().operator_log).unwrap_or_default();
-    let needle = format!("user={}/{name}", ns.name);
-    log.lines().filter(|l| l.contains(&needle) && l.contains("reconciled")).count()
 }

@@ -20,6 +20,8 @@ mod mail;
 mod operator;
 mod portal;
 mod resets;
+mod settle;
+mod signin;
 mod trust;
 
 use std::process::ExitCode;
@@ -40,6 +42,8 @@ fn main() -> ExitCode {
         operator::trials(),
         portal::trials(),
         resets::trials(),
+        settle::trials(),
+        signin::trials(),
         trust::trials(),
     ]
     .into_iter()

@@ -273,17 +273,22 @@ pub fn trials() -> Vec<Trial> {
             .await?;
             let client = reqwest::Client::new();
             let mut statuses = Vec::new();
+            let mut last = None;
             for _ in 0..7 {
-                statuses.push(
-                    client
-                        .get(format!("{}/api/v1/invites/x", operator.portal_url))
-                        .send()
-                        .await?
-                        .status()
-                        .as_u16(),
-                );
+                let response = client.get(format!("{}/api/v1/invites/x", operator.portal_url)).send().await?;
+                statuses.push(response.status().as_u16());
+                last = Some(response);
             }
             ensure!(statuses[..5].iter().all(|s| *s == 404) && statuses[5..] == [429, 429], "{statuses:?}");
+            let refused = last.context("no answer")?;
+            let header =
+                |name: &str| refused.headers().get(name).and_then(|v| v.to_str().ok()).unwrap_or_default();
+            ensure!(
+                header("cache-control") == "no-store" && header("x-frame-options") == "DENY",
+                "429 without the security headers: {:?}",
+                refused.headers()
+            );
+            ensure!(header("retry-after").parse::<u64>().is_ok_and(|s| s >= 1), "{:?}", refused.headers());
             Ok(())
         }),
     ]
