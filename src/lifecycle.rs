@@ -7,6 +7,7 @@ use k8s_openapi::jiff::Timestamp;
 
 use crate::api::conditions::{self, Desired, reasons, status, types};
 use crate::api::{InvitePhase, InvitePolicy, InviteSummary, RequiredAction, UserPhase, UserSpec, UserState};
+use crate::credentials::record::EmailProof;
 use crate::credentials::{CredentialFacts, Lockout, Standing};
 use crate::directory::Conflict;
 
@@ -307,15 +308,22 @@ pub fn decide(facts: &UserFacts<'_>) -> Decision {
             condition(types::PASSWORD_SET, false, reasons::PASSWORD_NOT_SET, "no password set yet")
         },
         mfa,
-        if credentials.email_verified_at.is_some() {
-            condition(
+        match credentials.email_verified(&spec.email) {
+            EmailProof::Verified => condition(
                 types::EMAIL_VERIFIED,
                 true,
                 reasons::LINK_USED,
                 "the person used a link sent to this address",
-            )
-        } else {
-            condition(types::EMAIL_VERIFIED, false, reasons::NOT_VERIFIED, "no emailed link used yet")
+            ),
+            EmailProof::OtherAddress => condition(
+                types::EMAIL_VERIFIED,
+                false,
+                reasons::EMAIL_CHANGED,
+                "spec.email changed since the person used a link sent to their address",
+            ),
+            EmailProof::None => {
+                condition(types::EMAIL_VERIFIED, false, reasons::NOT_VERIFIED, "no emailed link used yet")
+            }
         },
         if locked_out && !deactivated {
             condition(
@@ -752,5 +760,38 @@ mod tests {
         assert_eq!(condition(&locked, types::STALLED).status, "False", "nothing for an admin to do");
         let later = decide_at(until);
         assert_eq!((later.phase, later.locked_until), (UserPhase::Active, None));
+    }
+
+    #[test]
+    fn email_verified_follows_the_address_it_verified() {
+        let mut spec = spec(InvitePolicy::Auto, UserState::Active, false);
+        let verified = CredentialFacts {
+            email_verified_at: Some(at(10)),
+            email_verified_for: Some("jane@example.com".into()),
+            ..creds(true, false, 0)
+        };
+        let reason = |spec: &UserSpec, credentials: &CredentialFacts| {
+            let decision = decide(&UserFacts {
+                spec,
+                credentials: Some(credentials),
+                invites: &[],
+                blocker: None,
+                lockout: Lockout { threshold: 5, duration: None },
+                now: at(1000),
+            });
+            let verified = condition(&decision, types::EMAIL_VERIFIED);
+            (verified.status, verified.reason)
+        };
+        assert_eq!(reason(&spec, &verified), ("True", reasons::LINK_USED));
+        spec.email = "JANE@example.com".into();
+        assert_eq!(reason(&spec, &verified), ("True", reasons::LINK_USED), "case does not matter");
+        spec.email = "jane@elsewhere.example".into();
+        assert_eq!(reason(&spec, &verified), ("False", reasons::EMAIL_CHANGED));
+        let unrecorded = CredentialFacts { email_verified_for: None, ..verified };
+        assert_eq!(
+            reason(&spec, &unrecorded),
+            ("False", reasons::EMAIL_CHANGED),
+            "an address not recorded proves nothing"
+        );
     }
 }

@@ -107,6 +107,16 @@ fn users_map_to_healthy_progressing_suspended_and_degraded() {
             "Degraded",
         ),
         (
+            "locked out for a while",
+            user(
+                "Active",
+                Some("INACTIVE"),
+                vec![ready("False", "LockedOut"), stalled("False", "NotStalled")],
+                2,
+            ),
+            "Degraded",
+        ),
+        (
             "deactivated",
             user("Inactive", Some("INACTIVE"), vec![ready("True", "Deactivated")], 2),
             "Suspended",
@@ -134,6 +144,17 @@ fn invites_and_resets_map_by_phase() {
     let ready = |status, reason| condition("Ready", status, reason);
     let cases = [
         ("Pending", vec![ready("False", "Delivering")], "Progressing"),
+        ("Superseded", vec![ready("True", "Superseded")], "Healthy"),
+        (
+            "Failed",
+            vec![ready("False", "AlreadyOnboarded"), condition("Stalled", "True", "AlreadyOnboarded")],
+            "Degraded",
+        ),
+        (
+            "Pending",
+            vec![ready("False", "DuplicateEmail"), condition("Stalled", "True", "DuplicateEmail")],
+            "Degraded",
+        ),
         (
             "Pending",
             vec![ready("False", "SmtpNotConfigured"), condition("Stalled", "True", "SmtpNotConfigured")],

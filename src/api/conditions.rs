@@ -81,6 +81,8 @@ pub mod reasons {
     pub const LINK_USED: &str = "LinkUsed";
     /// No emailed link used yet.
     pub const NOT_VERIFIED: &str = "NotVerified";
+    /// The verified address is no longer the User's email.
+    pub const EMAIL_CHANGED: &str = "EmailChanged";
     /// Consecutive failed sign-ins reached the threshold.
     pub const TOO_MANY_FAILED_LOGINS: &str = "TooManyFailedLogins";
     /// Sign-ins are not locked.

@@ -70,3 +70,54 @@ pub fn token_terms(secret: &k8s_openapi::api::core::v1::Secret) -> crate::index:
 pub fn token_term(type_: &str, hash: &str) -> String {
     format!("{type_}:{hash}")
 }
+
+#[cfg(test)]
+mod tests {
+    use k8s_openapi::ByteString;
+    use k8s_openapi::api::core::v1::Secret;
+
+    use super::*;
+    use crate::index::Index;
+
+    fn secret(name: &str, type_: &str, current: &str, retired: &str) -> Secret {
+        Secret {
+            metadata: kube::api::ObjectMeta {
+                name: Some(name.into()),
+                namespace: Some("ns".into()),
+                ..Default::default()
+            },
+            type_: Some(type_.into()),
+            data: Some(
+                [(TOKEN_HASH, current), (RETIRED_HASHES, retired)]
+                    .into_iter()
+                    .map(|(k, v)| (k.to_owned(), ByteString(v.as_bytes().to_vec())))
+                    .collect(),
+            ),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn a_token_is_found_by_its_hash_among_many_current_or_retired_and_by_type() {
+        let mut index = Index::default();
+        for n in 0..10_000 {
+            let s = secret(
+                &format!("invite-{n}-token"),
+                INVITE_TOKEN_TYPE,
+                &format!("h{n}"),
+                &format!("old{n}a old{n}b"),
+            );
+            let (value, terms) = token_terms(&s).unwrap();
+            index.set(&format!("ns/invite-{n}-token"), value, terms);
+        }
+        let named = |name: &str| vec![("ns".to_owned(), name.to_owned())];
+        assert_eq!(index.get(&token_term(INVITE_TOKEN_TYPE, "h4242")), named("invite-4242-token"));
+        assert_eq!(index.get(&token_term(INVITE_TOKEN_TYPE, "old17b")), named("invite-17-token"));
+        assert!(index.get(&token_term(RESET_TOKEN_TYPE, "h4242")).is_empty(), "another kind's token");
+        let resent = secret("invite-17-token", INVITE_TOKEN_TYPE, "h17-new", "old17b h17");
+        let (value, terms) = token_terms(&resent).unwrap();
+        index.set("ns/invite-17-token", value, terms);
+        assert!(index.get(&token_term(INVITE_TOKEN_TYPE, "old17a")).is_empty(), "forgotten once dropped");
+        assert!(token_terms(&secret("x", CREDENTIALS_TYPE, "h", "")).is_none(), "only token Secrets");
+    }
+}

@@ -25,6 +25,9 @@ pub const LOCKED_AT: &str = "lockedAt";
 pub const LAST_LOGIN_AT: &str = "lastLoginAt";
 /// Key of when the person proved their mailbox by using an emailed link (RFC 3339).
 pub const EMAIL_VERIFIED_AT: &str = "emailVerifiedAt";
+/// Key of the address (lowercased) that emailed link went to: the verification holds for
+/// that address only.
+pub const EMAIL_VERIFIED_FOR: &str = "emailVerifiedFor";
 /// Key of a TOTP secret shown to the person but not yet confirmed with a code.
 pub const TOTP_PENDING: &str = "totpPending";
 /// Key of the SHA-256 of the invite token onboarding was started with: the link is in use.
@@ -42,6 +45,17 @@ pub const REENROL_TOKEN: &str = "reenrolToken";
 /// Key of the uid of the MfaReset whose link the person re-enrolled through: its link is
 /// spent.
 pub const MFA_REENROLLED_FOR: &str = "mfaReenrolledFor";
+
+/// What the person proved about the User's email address.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum EmailProof {
+    /// No emailed link used yet.
+    None,
+    /// A link sent to this address was used.
+    Verified,
+    /// A link was used, but sent to an address the User no longer has.
+    OtherAddress,
+}
 
 /// The facts a credentials Secret holds that decide a user's phase and its invite's. No
 /// secret material: only whether it exists and when it was set (and the hash of the invite
@@ -64,6 +78,8 @@ pub struct CredentialFacts {
     pub last_login_at: Option<Timestamp>,
     /// When the person proved their mailbox.
     pub email_verified_at: Option<Timestamp>,
+    /// The address (lowercased) they proved.
+    pub email_verified_for: Option<String>,
     /// The hash of the invite token onboarding was started with.
     pub onboarding_token: Option<String>,
     /// When onboarding with that token was completed.
@@ -91,6 +107,7 @@ impl CredentialFacts {
             locked_at: time(LOCKED_AT),
             last_login_at: time(LAST_LOGIN_AT),
             email_verified_at: time(EMAIL_VERIFIED_AT),
+            email_verified_for: text(EMAIL_VERIFIED_FOR).filter(|v| !v.is_empty()).map(str::to_lowercase),
             onboarding_token: text(ONBOARDING_TOKEN).filter(|v| !v.is_empty()).map(str::to_owned),
             onboarding_completed_at: time(ONBOARDING_COMPLETED_AT),
             mfa_reset_uid: text(MFA_RESET_UID).filter(|v| !v.is_empty()).map(str::to_owned),
@@ -107,6 +124,16 @@ impl CredentialFacts {
                 || self.totp_enrolled
                 || !mfa_required
                 || self.mfa_reset_pending())
+    }
+
+    /// Whether the person proved they receive mail at `email` (a proof for another address,
+    /// or for an address not recorded, does not count).
+    pub fn email_verified(&self, email: &str) -> EmailProof {
+        match (&self.email_verified_at, &self.email_verified_for) {
+            (None, _) => EmailProof::None,
+            (Some(_), Some(proven)) if proven.eq_ignore_ascii_case(email.trim()) => EmailProof::Verified,
+            (Some(_), _) => EmailProof::OtherAddress,
+        }
     }
 
     /// A reset cleared the second factor and the person has not enrolled a new one yet.

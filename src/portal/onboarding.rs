@@ -11,8 +11,8 @@ use super::Portal;
 use super::links::{LinkProblem, OpenLink, Stage};
 use crate::api::{Delivery, User};
 use crate::credentials::record::{
-    EMAIL_VERIFIED_AT, FAILED_LOGINS, ONBOARDING_COMPLETED_AT, ONBOARDING_TOKEN, PASSWORD_HASH,
-    PASSWORD_SET_AT, TOTP_ENROLLED_AT, TOTP_LAST_STEP, TOTP_PENDING, TOTP_SECRET,
+    EMAIL_VERIFIED_AT, EMAIL_VERIFIED_FOR, FAILED_LOGINS, ONBOARDING_COMPLETED_AT, ONBOARDING_TOKEN,
+    PASSWORD_HASH, PASSWORD_SET_AT, TOTP_ENROLLED_AT, TOTP_LAST_STEP, TOTP_PENDING, TOTP_SECRET,
 };
 use crate::credentials::{
     CredentialError, CredentialFacts, PolicyViolation, TotpRejected, TotpSecret, otpauth_uri, verify_totp,
@@ -110,6 +110,7 @@ pub async fn set_password(
         ]);
         if proves_mailbox {
             changes.insert(EMAIL_VERIFIED_AT, Some(now.clone()));
+            changes.insert(EMAIL_VERIFIED_FOR, Some(user.email.to_lowercase()));
         }
         match &pending {
             Some(secret) => changes.insert(TOTP_PENDING, Some(secret.to_base32())),

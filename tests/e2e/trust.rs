@@ -13,7 +13,7 @@ use roster::credentials::hash_token;
 use serde_json::{Value, json};
 
 use crate::harness::{Ns, condition, trial, wait_for};
-use crate::invites::{invite, messages_to, phase_of};
+use crate::invites::{invite, message_text, messages_to, phase_of, token_in};
 use crate::lifecycle::{email, phase, set_state, user_manifest, write_facts};
 use crate::portal::{
     PASSWORD, code, expect_link, get, link_token, linked_user, login, next_code, onboard, post,
@@ -199,6 +199,34 @@ pub fn trials() -> Vec<Trial> {
             let (status, _) =
                 post(&format!("/api/v1/invites/{forged}/accept"), json!({"password": PASSWORD})).await?;
             ensure!(status == 404, "a forged token set a password: {status}");
+            Ok(())
+        }),
+        trial("trust::email_verified_follows_the_address_it_verified", |ns| async move {
+            let address = email("mover", &ns);
+            ns.apply(user_manifest(
+                "mover",
+                json!({"email": address, "mfa": {"required": false}}),
+                json!({}),
+            ))
+            .await?;
+            wait_for(&ns.api::<UserInvite>(), "mover-invite", "Sent", |i| phase_of(i) == "Sent").await?;
+            let messages = messages_to(&address).await?;
+            let text = message_text(messages.first().context("no invitation")?).await?;
+            let token = token_in(&text).context("no link in the invitation")?;
+            let (status, body) =
+                post(&format!("/api/v1/invites/{token}/accept"), json!({"password": PASSWORD})).await?;
+            ensure!(status == 200, "{status} {body}");
+            wait_for(&ns.raw::<User>(), "mover", "verified", |u| {
+                condition(u, "EmailVerified")["status"] == "True"
+            })
+            .await?;
+            let moved = json!({"spec": {"email": email("mover-elsewhere", &ns)}});
+            ns.raw::<User>().patch("mover", &PatchParams::default(), &Patch::Merge(&moved)).await?;
+            wait_for(&ns.raw::<User>(), "mover", "no longer verified", |u| {
+                condition(u, "EmailVerified")["status"] == "False"
+                    && condition(u, "EmailVerified")["reason"] == "EmailChanged"
+            })
+            .await?;
             Ok(())
         }),
     ]

@@ -1,4 +1,4 @@
--- Argo CD health of a roster.dev UserInvite: delivered (Sent, Accepted, Expired) is Healthy,
+-- Argo CD health of a roster.dev UserInvite: delivered (Sent, Accepted, Expired, Superseded) is Healthy,
 -- Revoked is Suspended, a stalled one (SMTP refusing, no user) Degraded, the rest Progressing.
 local function condition(type)
   for _, c in ipairs(obj.status.conditions or {}) do
