@@ -66,10 +66,10 @@ up() {
   kubectl create namespace "$NAMESPACE" >/dev/null
   kubectl apply -n "$NAMESPACE" -f examples/
   kubectl wait -n "$NAMESPACE" --for=jsonpath='{.status.observedGeneration}'=1 \
-    users,userinvites,mfaresets --all --timeout=60s >/dev/null
+    users,userinvites,mfaresets,passwordresets --all --timeout=60s >/dev/null
   kubectl wait -n "$NAMESPACE" --for=jsonpath='{.status.phase}'=Sent userinvites --all --timeout=60s >/dev/null
   echo
-  kubectl get -n "$NAMESPACE" users,userinvites,mfaresets -o wide
+  kubectl get -n "$NAMESPACE" users,userinvites,mfaresets,passwordresets -o wide
   local emailed linked
   emailed=$(curl -sf "http://127.0.0.1:$MAILPIT_PORT/api/v1/message/latest" | grep -o "http://127.0.0.1:$PORTAL_PORT/invite/[A-Za-z0-9_-]*" | head -1 || true)
   linked=$(kubectl get secret -n "$NAMESPACE" john-smith-invite-link -o jsonpath='{.data.url}' | base64 -d)

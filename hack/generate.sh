@@ -29,10 +29,9 @@ metadata:
     app.kubernetes.io/part-of: argocd
 data:
 YAML
-  for kind in User UserInvite MfaReset; do
-    lower=$(echo "$kind" | tr '[:upper:]' '[:lower:]')
-    echo "  resource.customizations.health.roster.dev_$kind: |"
-    sed 's/^/    /; s/^    $//' "charts/roster/argocd/$lower.lua"
+  for pair in User:user UserInvite:userinvite MfaReset:reset PasswordReset:reset; do
+    echo "  resource.customizations.health.roster.dev_${pair%%:*}: |"
+    sed 's/^/    /; s/^    $//' "charts/roster/argocd/${pair#*:}.lua"
   done
 } >examples/argocd/argocd-cm.yaml
 

@@ -8,7 +8,7 @@ use serde_json::{Value, json};
 
 const LUA: &str = "lua5.1";
 
-/// The health check of `kind` (`user`, `userinvite`, `mfareset`).
+/// The health check of `kind` (`user`, `userinvite`, `reset` for both resets).
 fn script(kind: &str) -> String {
     let path = Path::new(env!("CARGO_MANIFEST_DIR")).join(format!("charts/roster/argocd/{kind}.lua"));
     std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
@@ -178,7 +178,7 @@ fn invites_and_resets_map_by_phase() {
     for (phase, expected) in [("Pending", "Progressing"), ("Completed", "Healthy"), ("Failed", "Degraded")] {
         let reset =
             json!({"metadata": {}, "status": {"phase": phase, "conditions": [ready("True", "Reset")]}});
-        assert_eq!(health("mfareset", &reset).0, expected, "reset {phase}");
+        assert_eq!(health("reset", &reset).0, expected, "reset {phase}");
     }
-    assert_eq!(health("mfareset", &json!({"metadata": {}})).0, "Progressing", "reset without status");
+    assert_eq!(health("reset", &json!({"metadata": {}})).0, "Progressing", "reset without status");
 }

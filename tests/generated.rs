@@ -40,7 +40,9 @@ fn the_charts_crds_are_crds_roster_yaml_kept_on_uninstall() {
 #[test]
 fn the_argocd_example_carries_the_charts_scripts() {
     let config: Value = serde_norway::from_str(&read("examples/argocd/argocd-cm.yaml")).expect("YAML");
-    for (kind, file) in [("User", "user"), ("UserInvite", "userinvite"), ("MfaReset", "mfareset")] {
+    let kinds =
+        [("User", "user"), ("UserInvite", "userinvite"), ("MfaReset", "reset"), ("PasswordReset", "reset")];
+    for (kind, file) in kinds {
         let key = format!("resource.customizations.health.roster.dev_{kind}");
         assert_eq!(
             config["data"][&key].as_str(),

@@ -75,6 +75,10 @@ pub mod reasons {
     pub const SUPERSEDED: &str = "Superseded";
     /// MfaReset: the person enrolled a new authenticator through the link.
     pub const REENROLLED: &str = "Reenrolled";
+    /// PasswordReset: the link to set a new password was issued and delivered.
+    pub const LINK_ISSUED: &str = "LinkIssued";
+    /// PasswordReset: the person set a new password through the link.
+    pub const PASSWORD_CHANGED: &str = "PasswordChanged";
     /// `mfa.required: false`.
     pub const NOT_REQUIRED: &str = "NotRequired";
     /// The person used an emailed link.

@@ -1,12 +1,11 @@
 //! `MfaReset`: a one-shot, audited reset of a user's second factor.
 
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use kube::{CustomResource, KubeSchema};
-use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use super::LocalObjectReference;
 use super::invite::{Delivery, USER_REF_IMMUTABLE};
+use super::reset::ResetStatus;
 
 /// A request to clear a user's TOTP enrolment once and let them enrol a new authenticator
 /// through a single-use link (valid 24 hours).
@@ -16,7 +15,7 @@ use super::invite::{Delivery, USER_REF_IMMUTABLE};
     version = "v1alpha1",
     kind = "MfaReset",
     namespaced,
-    status = "MfaResetStatus",
+    status = "ResetStatus",
     shortname = "mfar",
     category = "roster",
     validation = Rule::new("size(self.metadata.name) <= 63").message("metadata.name must be at most 63 characters: roster labels the reset's Secrets with it"),
@@ -56,53 +55,4 @@ pub struct MfaResetSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 0, max = 31536000))]
     pub ttl_seconds_after_finished: Option<i64>,
-}
-
-/// What roster observed of a reset.
-#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, KubeSchema)]
-#[serde(rename_all = "camelCase")]
-pub struct MfaResetStatus {
-    /// Pending, Completed or Failed.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub phase: Option<MfaResetPhase>,
-
-    /// The metadata.generation this status describes.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub observed_generation: Option<i64>,
-
-    /// Ready, Reconciling, Stalled and details of the reset.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    #[x_kube(merge_strategy = ListMerge::Map(vec!["type".into()]))]
-    pub conditions: Vec<Condition>,
-
-    /// When the reset finished.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub completed_at: Option<Time>,
-
-    /// When the re-enrolment link stops working.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub expires_at: Option<Time>,
-
-    /// Email deliveries tried for the link (or, for Link delivery, the notification).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub delivery_attempts: Option<u32>,
-
-    /// When the last delivery was tried, for the retry backoff.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub last_attempt_at: Option<Time>,
-
-    /// Link delivery: the Secret with the re-enrolment URL, for admins only.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub link_secret_ref: Option<LocalObjectReference>,
-}
-
-/// Phase of a reset.
-#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, JsonSchema)]
-pub enum MfaResetPhase {
-    /// Not done yet.
-    Pending,
-    /// The enrolment was cleared and the link issued (or there was nothing to reset).
-    Completed,
-    /// The reset cannot be done, e.g. the user does not exist or is inactive.
-    Failed,
 }

@@ -9,11 +9,15 @@
 pub mod conditions;
 mod invite;
 mod mfa_reset;
+mod password_reset;
+mod reset;
 mod schema;
 mod user;
 
 pub use invite::{Delivery, InvitePhase, UserInvite, UserInviteSpec, UserInviteStatus};
-pub use mfa_reset::{MfaReset, MfaResetPhase, MfaResetSpec, MfaResetStatus};
+pub use mfa_reset::{MfaReset, MfaResetSpec};
+pub use password_reset::{PasswordReset, PasswordResetSpec};
+pub use reset::{ResetPhase, ResetStatus};
 pub use user::{
     InvitePolicy, InviteSettings, InviteSummary, MfaSettings, MfaStatus, RequiredAction, User, UserPhase,
     UserSpec, UserState, UserStatus,
@@ -44,7 +48,7 @@ pub fn status_time(at: k8s_openapi::jiff::Timestamp) -> k8s_openapi::apimachiner
 
 /// The CRDs of every kind roster serves, in a stable order.
 pub fn crds() -> Vec<CustomResourceDefinition> {
-    vec![User::crd(), UserInvite::crd(), MfaReset::crd()]
+    vec![User::crd(), UserInvite::crd(), MfaReset::crd(), PasswordReset::crd()]
 }
 
 /// The CRDs as one multi-document YAML stream: what `roster crd` prints and `crds/` holds.

@@ -178,6 +178,8 @@ pub struct Caches {
     pub invites: Store<crate::api::UserInvite>,
     /// MfaResets.
     pub resets: Store<crate::api::MfaReset>,
+    /// PasswordResets.
+    pub password_resets: Store<crate::api::PasswordReset>,
     /// Secrets labelled `app.kubernetes.io/managed-by: roster`.
     pub secrets: Store<k8s_openapi::api::core::v1::Secret>,
     /// Users by email and username (`email:…`, `username:…`, lowercased), oldest first.
@@ -188,6 +190,8 @@ pub struct Caches {
     pub invites_by_user: Shared<Named>,
     /// MfaResets by the user they name.
     pub resets_by_user: Shared<Named>,
+    /// PasswordResets by the user they name.
+    pub password_resets_by_user: Shared<Named>,
 }
 
 impl Caches {
@@ -233,6 +237,11 @@ impl Caches {
     /// The credentials Secret of `user`: only one the User controls holds their credentials.
     pub fn credentials_of(&self, user: &crate::api::User) -> Option<Arc<k8s_openapi::api::core::v1::Secret>> {
         self.owned_secret(user, &crate::controller::names::credentials_secret_name(&user.name_any()))
+    }
+
+    /// The PasswordResets that refer to the User `name` in `namespace`.
+    pub fn password_resets_of(&self, namespace: &str, name: &str) -> Vec<Arc<crate::api::PasswordReset>> {
+        named(&self.password_resets, &self.password_resets_by_user, namespace, name)
     }
 
     /// The User that holds `identifier` in the directory (the oldest of those that have it).

@@ -7,6 +7,8 @@ mod invite;
 mod mail_setup;
 mod mfa_reset;
 pub mod names;
+mod password_reset;
+mod reset;
 mod user;
 
 use std::collections::{BTreeMap, HashMap};
@@ -34,7 +36,7 @@ use cache::Informer;
 pub use mail_setup::{MailSetup, SetupError, Undelivered};
 
 use crate::api::conditions::{self, Desired, reasons, status, types};
-use crate::api::{MfaReset, User, UserInvite};
+use crate::api::{MfaReset, PasswordReset, User, UserInvite};
 use crate::config::RunConfig;
 use crate::credentials::Lockout;
 use crate::directory::{Entry, Identities};
@@ -81,17 +83,19 @@ pub struct Context {
     backoff: Backoff,
 }
 
-/// The watches of the four kinds roster reads; their caches and indexes serve the
+/// The watches of the five kinds roster reads; their caches and indexes serve the
 /// reconcilers and the portal alike.
 pub struct Watches {
     users: Informer<User>,
     invites: Informer<UserInvite>,
     resets: Informer<MfaReset>,
+    password_resets: Informer<PasswordReset>,
     secrets: Informer<Secret>,
     directory: Shared<Entry>,
     tokens: Shared<Named>,
     invites_by_user: Shared<Named>,
     resets_by_user: Shared<Named>,
+    password_resets_by_user: Shared<Named>,
 }
 
 impl Watches {
@@ -102,6 +106,7 @@ impl Watches {
             users: Informer::new(apis(client, namespaces), watcher::Config::default()),
             invites: Informer::new(apis(client, namespaces), watcher::Config::default()),
             resets: Informer::new(apis(client, namespaces), watcher::Config::default()),
+            password_resets: Informer::new(apis(client, namespaces), watcher::Config::default()),
             secrets: Informer::new(
                 apis(client, namespaces),
                 watcher::Config::default().labels(&format!("{MANAGED_BY_LABEL}={MANAGED_BY}")),
@@ -110,6 +115,7 @@ impl Watches {
             tokens: Shared::default(),
             invites_by_user: Shared::default(),
             resets_by_user: Shared::default(),
+            password_resets_by_user: Shared::default(),
         };
         watches.users.follow(watches.directory.follower(|user: &User| {
             let entry = Entry::of(user);
@@ -129,6 +135,12 @@ impl Watches {
                 vec![user_term(&reset.namespace().unwrap_or_default(), &reset.spec.user_ref.name)],
             ))
         }));
+        watches.password_resets.follow(watches.password_resets_by_user.follower(|reset: &PasswordReset| {
+            Some((
+                named(reset),
+                vec![user_term(&reset.namespace().unwrap_or_default(), &reset.spec.user_ref.name)],
+            ))
+        }));
         watches
     }
 
@@ -139,16 +151,19 @@ impl Watches {
                 self.users.ready_signal(),
                 self.invites.ready_signal(),
                 self.resets.ready_signal(),
+                self.password_resets.ready_signal(),
                 self.secrets.ready_signal(),
             ],
             users: self.users.store(),
             invites: self.invites.store(),
             resets: self.resets.store(),
+            password_resets: self.password_resets.store(),
             secrets: self.secrets.store(),
             directory: self.directory.clone(),
             tokens: self.tokens.clone(),
             invites_by_user: self.invites_by_user.clone(),
             resets_by_user: self.resets_by_user.clone(),
+            password_resets_by_user: self.password_resets_by_user.clone(),
         }
     }
 }
@@ -170,7 +185,7 @@ pub async fn run(
     shutdown: CancellationToken,
 ) {
     let caches = watches.caches();
-    let Watches { mut users, mut invites, mut resets, mut secrets, .. } = watches;
+    let Watches { mut users, mut invites, mut resets, mut password_resets, mut secrets, .. } = watches;
     let reporter = Reporter { controller: "roster".into(), instance: std::env::var("POD_NAME").ok() };
     let ctx = Arc::new(Context {
         client: client.clone(),
@@ -214,6 +229,10 @@ pub async fn run(
     let reset_controller = Controller::for_shared_stream(resets.subscribe(), caches.resets.clone())
         .watches_shared_stream(users.subscribe(), of_user(&caches, Caches::resets_of))
         .watches_shared_stream(secrets.subscribe(), of_credentials(&caches, Caches::resets_of));
+    let password_reset_controller =
+        Controller::for_shared_stream(password_resets.subscribe(), caches.password_resets.clone())
+            .watches_shared_stream(users.subscribe(), of_user(&caches, Caches::password_resets_of))
+            .watches_shared_stream(secrets.subscribe(), of_credentials(&caches, Caches::password_resets_of));
     let ready = async {
         tokio::select! {
             true = caches.ready() => {
@@ -237,7 +256,15 @@ pub async fn run(
             drive(
                 reset_controller,
                 "mfareset",
-                mfa_reset::reconcile,
+                reset::reconcile::<MfaReset>,
+                ctx.clone(),
+                settings.clone(),
+                shutdown.clone()
+            ),
+            drive(
+                password_reset_controller,
+                "passwordreset",
+                reset::reconcile::<PasswordReset>,
                 ctx.clone(),
                 settings,
                 shutdown.clone()
@@ -248,7 +275,7 @@ pub async fn run(
     // The watches run until the controllers have stopped.
     tokio::select! {
         _ = controllers => {}
-        _ = futures::future::join4(users.run(), invites.run(), resets.run(), secrets.run()) => {}
+        _ = futures::future::join5(users.run(), invites.run(), resets.run(), password_resets.run(), secrets.run()) => {}
     }
     tracing::info!("controllers stopped");
 }

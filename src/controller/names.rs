@@ -19,6 +19,13 @@ pub const RESET_TOKEN_TYPE: &str = "roster.dev/mfa-reset-token";
 /// Type of an MfaReset's admin-only link Secret.
 pub const RESET_LINK_TYPE: &str = "roster.dev/mfa-reset-link";
 
+/// Label naming the PasswordReset a Secret belongs to.
+pub const PASSWORD_RESET_LABEL: &str = "roster.dev/password-reset";
+/// Type of a PasswordReset's token Secret.
+pub const PASSWORD_RESET_TOKEN_TYPE: &str = "roster.dev/password-reset-token";
+/// Type of a PasswordReset's admin-only link Secret.
+pub const PASSWORD_RESET_LINK_TYPE: &str = "roster.dev/password-reset-link";
+
 /// Key of the token's SHA-256 in `<invite>-token` and `<reset>-token`.
 pub const TOKEN_HASH: &str = "tokenHash";
 /// Key of the issuance (`spec.resend`) the token belongs to.
@@ -55,7 +62,10 @@ pub fn link_secret_name(owner: &str) -> String {
 /// for the token Secrets of invites and resets; `None` for every other Secret.
 pub fn token_terms(secret: &k8s_openapi::api::core::v1::Secret) -> crate::index::Filing<crate::index::Named> {
     use kube::ResourceExt;
-    let type_ = secret.type_.as_deref().filter(|t| [INVITE_TOKEN_TYPE, RESET_TOKEN_TYPE].contains(t))?;
+    let type_ = secret
+        .type_
+        .as_deref()
+        .filter(|t| [INVITE_TOKEN_TYPE, RESET_TOKEN_TYPE, PASSWORD_RESET_TOKEN_TYPE].contains(t))?;
     let data = secret.data.as_ref()?;
     let text = |key: &str| data.get(key).and_then(|v| std::str::from_utf8(&v.0).ok()).unwrap_or_default();
     let terms = text(TOKEN_HASH)

@@ -46,6 +46,19 @@ pub const REENROL_TOKEN: &str = "reenrolToken";
 /// spent.
 pub const MFA_REENROLLED_FOR: &str = "mfaReenrolledFor";
 
+/// Key of the uid of the PasswordReset whose link is open (the newest one issued).
+pub const PASSWORD_RESET_UID: &str = "passwordResetUid";
+/// Key of when that reset was issued (RFC 3339).
+pub const PASSWORD_RESET_AT: &str = "passwordResetAt";
+/// Key of the uid of the PasswordReset whose link set the password: its link is spent.
+pub const PASSWORD_RESET_DONE_FOR: &str = "passwordResetDoneFor";
+/// Key of wrong codes entered through the open PasswordReset's link: at
+/// [`PASSWORD_RESET_MAX_FAILURES`] the link is spent.
+pub const PASSWORD_RESET_FAILURES: &str = "passwordResetFailures";
+/// Wrong codes a password-reset link tolerates before it stops working (a link holder
+/// without the authenticator must not guess codes for a day).
+pub const PASSWORD_RESET_MAX_FAILURES: u32 = 5;
+
 /// What the person proved about the User's email address.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum EmailProof {

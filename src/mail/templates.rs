@@ -9,7 +9,7 @@ use minijinja::Environment;
 /// Languages with built-in templates; the first is the fallback.
 pub const LANGUAGES: [&str; 2] = ["en", "de"];
 
-const BUILT_IN: [(&str, &str); 12] = [
+const BUILT_IN: [(&str, &str); 18] = [
     ("invitation.en.subject.txt", include_str!("templates/invitation.en.subject.txt")),
     ("invitation.en.body.txt", include_str!("templates/invitation.en.body.txt")),
     ("invitation.en.body.html", include_str!("templates/invitation.en.body.html")),
@@ -22,6 +22,12 @@ const BUILT_IN: [(&str, &str); 12] = [
     ("mfa-reset.de.subject.txt", include_str!("templates/mfa-reset.de.subject.txt")),
     ("mfa-reset.de.body.txt", include_str!("templates/mfa-reset.de.body.txt")),
     ("mfa-reset.de.body.html", include_str!("templates/mfa-reset.de.body.html")),
+    ("password-reset.en.subject.txt", include_str!("templates/password-reset.en.subject.txt")),
+    ("password-reset.en.body.txt", include_str!("templates/password-reset.en.body.txt")),
+    ("password-reset.en.body.html", include_str!("templates/password-reset.en.body.html")),
+    ("password-reset.de.subject.txt", include_str!("templates/password-reset.de.subject.txt")),
+    ("password-reset.de.body.txt", include_str!("templates/password-reset.de.body.txt")),
+    ("password-reset.de.body.html", include_str!("templates/password-reset.de.body.html")),
 ];
 
 /// A rendered email.
@@ -48,15 +54,16 @@ pub struct Invitation {
     pub expires: String,
 }
 
-/// What the email about a second-factor reset says. Its `Debug` leaves the link out.
+/// What the email about a reset (of the second factor, or of the password) says. Its
+/// `Debug` leaves the link out.
 #[derive(Clone)]
-pub struct MfaResetNotice {
+pub struct ResetNotice {
     /// The organisation (`--org-name`).
     pub org: String,
     /// How the person is addressed.
     pub name: String,
-    /// The single-use re-enrolment link; `None` when an admin hands it over (the email then
-    /// only tells the person of the reset).
+    /// The single-use link; `None` when an admin hands it over (the email then only tells
+    /// the person of the reset).
     pub link: Option<String>,
     /// When the link expires, formatted for people.
     pub expires: String,
@@ -73,9 +80,9 @@ impl std::fmt::Debug for Invitation {
     }
 }
 
-impl std::fmt::Debug for MfaResetNotice {
+impl std::fmt::Debug for ResetNotice {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("MfaResetNotice")
+        f.debug_struct("ResetNotice")
             .field("org", &self.org)
             .field("name", &self.name)
             .field("link", &self.link.as_ref().map(|_| "<redacted>"))
@@ -128,11 +135,12 @@ impl Templates {
         self.render("invitation", locale, &values)
     }
 
-    /// Renders the notice of a second-factor reset in `locale`.
-    pub fn mfa_reset(
+    /// The notice of a reset: `template` is `mfa-reset` or `password-reset`.
+    pub fn reset(
         &self,
+        template: &str,
         locale: Option<&str>,
-        notice: &MfaResetNotice,
+        notice: &ResetNotice,
     ) -> Result<Rendered, TemplateError> {
         let values = minijinja::context! {
             org => &notice.org,
@@ -140,7 +148,7 @@ impl Templates {
             link => &notice.link,
             expires => &notice.expires,
         };
-        self.render("mfa-reset", locale, &values)
+        self.render(template, locale, &values)
     }
 
     fn render(
@@ -188,12 +196,8 @@ mod tests {
         let link = "https://accounts.example.com/invite/SECRET-TOKEN-123";
         let invitation =
             Invitation { org: "o".into(), name: "n".into(), link: link.into(), expires: "e".into() };
-        let notice = MfaResetNotice {
-            org: "o".into(),
-            name: "n".into(),
-            link: Some(link.into()),
-            expires: "e".into(),
-        };
+        let notice =
+            ResetNotice { org: "o".into(), name: "n".into(), link: Some(link.into()), expires: "e".into() };
         for shown in [format!("{invitation:?}"), format!("{notice:?}")] {
             assert!(!shown.contains("SECRET-TOKEN") && shown.contains("<redacted>"), "{shown}");
         }
@@ -269,17 +273,17 @@ mod tests {
     #[test]
     fn a_reset_notice_carries_the_link_only_when_emailed() {
         let templates = Templates::new(&BTreeMap::new()).unwrap();
-        let mut notice = MfaResetNotice {
+        let mut notice = ResetNotice {
             org: "Example Corp".into(),
             name: "Jane".into(),
             link: Some("https://portal.example.com/mfa-reset/abc".into()),
             expires: "2026-12-24 10:00 UTC".into(),
         };
-        let emailed = templates.mfa_reset(Some("en"), &notice).unwrap();
+        let emailed = templates.reset("mfa-reset", Some("en"), &notice).unwrap();
         assert_eq!(emailed.subject, "Example Corp: your second factor was reset");
         assert!(emailed.text.contains("/mfa-reset/abc") && emailed.html.contains("mfa-reset&#x2f;abc"));
         notice.link = None;
-        let told = templates.mfa_reset(Some("de-DE"), &notice).unwrap();
+        let told = templates.reset("mfa-reset", Some("de-DE"), &notice).unwrap();
         assert!(told.subject.contains("zurückgesetzt") && !told.text.contains("mfa-reset/"), "{}", told.text);
     }
 

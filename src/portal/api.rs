@@ -15,8 +15,8 @@ use serde_json::json;
 use super::links::{self, LinkProblem, Stage};
 use super::login::{LoginOutcome, LoginRequest};
 use super::onboarding::{self, StepError, TotpOffer};
-use super::reenrolment;
 use super::{Portal, login};
+use super::{password_reset, reenrolment};
 use crate::api::User;
 
 /// `POST /api/v1/invites/{token}/accept`.
@@ -187,6 +187,49 @@ pub async fn reset_totp(
         Err(problem_) => return link_problem(problem_),
     };
     match reenrolment::confirm_totp(&portal, &link, &request.code).await {
+        Ok(()) => Json(json!({"phase": "ACTIVE"})).into_response(),
+        Err(e) => step_error(e),
+    }
+}
+
+/// `POST /api/v1/password-resets/{token}`.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NewPasswordRequest {
+    /// The new password.
+    pub password: String,
+    /// A current code, when the user has a second factor.
+    #[serde(default)]
+    pub code: Option<String>,
+}
+
+/// `GET /api/v1/password-resets/{token}`: whether the link can be used, and whether a code
+/// must come with the new password.
+pub async fn password_reset(State(portal): State<Arc<Portal>>, Path(token): Path<String>) -> Response {
+    match password_reset::open(&portal, &token, Timestamp::now()) {
+        Ok(link) => Json(json!({
+            "valid": true,
+            "user": {"email": link.user.spec.email},
+            "expiresAt": link.expires_at.map(|t| t.to_string()),
+            "codeRequired": link.code_required,
+        }))
+        .into_response(),
+        Err(problem_) => link_problem(problem_),
+    }
+}
+
+/// `POST /api/v1/password-resets/{token}`: sets the new password; `{"phase": "ACTIVE"}`.
+pub async fn password_reset_set(
+    State(portal): State<Arc<Portal>>,
+    Path(token): Path<String>,
+    Json(request): Json<NewPasswordRequest>,
+) -> Response {
+    let link = match password_reset::open(&portal, &token, Timestamp::now()) {
+        Ok(link) => link,
+        Err(problem_) => return link_problem(problem_),
+    };
+    let code = request.code.unwrap_or_default();
+    match password_reset::set_password(&portal, &link, &request.password, &code).await {
         Ok(()) => Json(json!({"phase": "ACTIVE"})).into_response(),
         Err(e) => step_error(e),
     }

@@ -13,6 +13,7 @@ pub mod links;
 pub mod login;
 pub mod onboarding;
 pub mod pages;
+pub mod password_reset;
 pub mod rate_limit;
 pub mod reenrolment;
 
@@ -111,6 +112,8 @@ pub fn router(portal: Arc<Portal>, limiter: Arc<rate_limit::RateLimiter>) -> Rou
         .route("/api/v1/mfa-resets/{token}", get(api::reset))
         .route("/api/v1/mfa-resets/{token}/accept", post(api::reset_accept))
         .route("/api/v1/mfa-resets/{token}/totp", post(api::reset_totp))
+        .route("/password-reset/{token}", get(pages::password_reset).post(pages::password_reset_step))
+        .route("/api/v1/password-resets/{token}", get(api::password_reset).post(api::password_reset_set))
         .route("/api/v1/login", post(api::login))
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(api::readyz))

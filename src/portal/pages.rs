@@ -18,13 +18,15 @@ use super::Portal;
 use super::guard::{form_cookie, form_token, form_token_matches};
 use super::links::{self, LinkProblem, OpenLink, Stage};
 use super::onboarding::{self, StepError};
+use super::password_reset::{self, OpenPasswordReset};
 use super::reenrolment::{self, OpenReset};
 use crate::api::User;
 
-const TEMPLATES: [(&str, &str); 6] = [
+const TEMPLATES: [(&str, &str); 7] = [
     ("base.html", include_str!("templates/base.html")),
     ("password.html", include_str!("templates/password.html")),
     ("reset_password.html", include_str!("templates/reset_password.html")),
+    ("new_password.html", include_str!("templates/new_password.html")),
     ("totp.html", include_str!("templates/totp.html")),
     ("done.html", include_str!("templates/done.html")),
     ("problem.html", include_str!("templates/problem.html")),
@@ -204,6 +206,63 @@ pub async fn reset_step(
     }
 }
 
+/// `GET /password-reset/{token}`: the form for a new password.
+pub async fn password_reset(
+    State(portal): State<Arc<Portal>>,
+    Path(token): Path<String>,
+    headers: HeaderMap,
+) -> Response {
+    match password_reset::open(&portal, &token, Timestamp::now()) {
+        Ok(link) => password_reset_page(&portal, &link, &headers, StatusCode::OK, None),
+        Err(problem_) => link_problem(&portal, problem_),
+    }
+}
+
+/// `POST /password-reset/{token}`: the new password (and a code when one is needed).
+pub async fn password_reset_step(
+    State(portal): State<Arc<Portal>>,
+    Path(token): Path<String>,
+    headers: HeaderMap,
+    Form(form): Form<StepForm>,
+) -> Response {
+    if let Some(refused) = forged(&portal, &headers, &form) {
+        return refused;
+    }
+    let link = match password_reset::open(&portal, &token, Timestamp::now()) {
+        Ok(link) => link,
+        Err(problem_) => return link_problem(&portal, problem_),
+    };
+    let unprocessable = |error: &str| {
+        password_reset_page(&portal, &link, &headers, StatusCode::UNPROCESSABLE_ENTITY, Some(error))
+    };
+    if form.password != form.password_confirm {
+        return unprocessable("The two passwords differ.");
+    }
+    match password_reset::set_password(&portal, &link, &form.password, &form.code).await {
+        Ok(()) => done(&portal, &link.user),
+        Err(StepError::Policy(violation)) => unprocessable(&format!("The password {violation}.")),
+        Err(StepError::Code(rejected)) => unprocessable(&code_refused(rejected)),
+        Err(other) => step_failed(&portal, other),
+    }
+}
+
+fn password_reset_page(
+    portal: &Portal,
+    link: &OpenPasswordReset,
+    headers: &HeaderMap,
+    status: StatusCode,
+    error: Option<&str>,
+) -> Response {
+    page(
+        portal,
+        &link.user,
+        Shown::ResetPassword(link.expires_at, link.code_required),
+        headers,
+        status,
+        error,
+    )
+}
+
 fn code_refused(rejected: crate::credentials::TotpRejected) -> String {
     format!("That code did not work ({rejected}). Enter the code the app shows now.")
 }
@@ -230,6 +289,9 @@ enum Shown<'a> {
     NewPassword(Option<Timestamp>),
     /// Confirm the current password (re-enrolment).
     CurrentPassword,
+    /// Choose a new password through a reset link (with the link's expiry), with a code
+    /// when a second factor is enrolled.
+    ResetPassword(Option<Timestamp>, bool),
     /// Set up an authenticator app with this secret.
     Totp(&'a str),
 }
@@ -296,6 +358,16 @@ fn page(
             },
         ),
         Shown::CurrentPassword => portal.pages.render(status, "reset_password.html", common),
+        Shown::ResetPassword(expires, code_required) => portal.pages.render(
+            status,
+            "new_password.html",
+            context! {
+                min_length => portal.policy.min_length,
+                code_required => code_required,
+                expires => expires.map(|t| t.strftime("%Y-%m-%d %H:%M UTC").to_string()),
+                ..common
+            },
+        ),
         Shown::Totp(secret) => {
             let offer = match onboarding::offer(portal, user, secret) {
                 Ok(offer) => offer,

@@ -14,7 +14,7 @@ use super::Portal;
 use super::links::{LinkProblem, Stage, account, find_token, owner};
 use super::login::failure;
 use super::onboarding::{StepError, TotpOffer, caught_up, internal, offer};
-use crate::api::{MfaReset, MfaResetPhase, User, UserState};
+use crate::api::{MfaReset, ResetPhase, User, UserState};
 use crate::controller::names::{RESET_TOKEN_TYPE, TOKEN_EXPIRES_AT};
 use crate::credentials::record::{
     FAILED_LOGINS, LOCKED_AT, MFA_REENROLLED_FOR, MFA_RESET_UID, PASSWORD_HASH, REENROL_TOKEN,
@@ -57,7 +57,7 @@ pub struct ResetLinkFacts<'a> {
     /// The reset's uid.
     pub uid: &'a str,
     /// Its phase.
-    pub phase: Option<MfaResetPhase>,
+    pub phase: Option<ResetPhase>,
     /// When the token expires.
     pub expires_at: Option<Timestamp>,
     /// The user's desired state; `None` when the user is gone.
@@ -94,7 +94,7 @@ pub fn judge(facts: &ResetLinkFacts<'_>, now: Timestamp) -> Result<Stage, LinkPr
     if facts.reenrolled_for == Some(facts.uid) {
         return Err(LinkProblem::Used);
     }
-    if facts.phase == Some(MfaResetPhase::Failed) {
+    if facts.phase == Some(ResetPhase::Failed) {
         return Err(LinkProblem::Revoked);
     }
     if facts.cleared_by != Some(facts.uid) {
@@ -231,7 +231,7 @@ mod tests {
     fn open_link() -> ResetLinkFacts<'static> {
         ResetLinkFacts {
             uid: "r1",
-            phase: Some(MfaResetPhase::Completed),
+            phase: Some(ResetPhase::Completed),
             expires_at: Some(at(1000)),
             user_state: Some(UserState::Active),
             token_hash: "h1",
@@ -252,7 +252,7 @@ mod tests {
         let cases = [
             (ResetLinkFacts { reenrolled_for: Some("r1"), ..open_link() }, LinkProblem::Used),
             (ResetLinkFacts { cleared_by: Some("r2"), ..open_link() }, LinkProblem::Replaced),
-            (ResetLinkFacts { phase: Some(MfaResetPhase::Failed), ..open_link() }, LinkProblem::Revoked),
+            (ResetLinkFacts { phase: Some(ResetPhase::Failed), ..open_link() }, LinkProblem::Revoked),
             (ResetLinkFacts { expires_at: Some(at(5)), ..open_link() }, LinkProblem::Expired),
             (
                 ResetLinkFacts { user_state: Some(UserState::Inactive), ..open_link() },

@@ -12,7 +12,7 @@ use anyhow::{Context as _, bail, ensure};
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::api::Api;
 use libtest_mimic::Trial;
-use roster::api::{MfaReset, User, UserInvite};
+use roster::api::{MfaReset, PasswordReset, User, UserInvite};
 use roster_testenv::{ControlPlane, Mailpit, tool_path};
 use serde_json::json;
 
@@ -326,7 +326,7 @@ fn token_kubeconfig(admin: &Path, token: &str) -> anyhow::Result<String> {
 }
 
 /// Every path that needs a permission: User → emailed invitation → accepted in the portal →
-/// ACTIVE → MfaReset → Completed and deleted; a user deactivated before onboarding and
+/// ACTIVE → MfaReset → Completed and deleted → PasswordReset → Completed and deleted; a user deactivated before onboarding and
 /// reactivated; a handed-over link withdrawn.
 async fn flow(ns: &Ns, mailpit: &Mailpit, operator: &Operator) -> anyhow::Result<()> {
     let address = email("proof", ns);
@@ -364,6 +364,15 @@ async fn flow(ns: &Ns, mailpit: &Mailpit, operator: &Operator) -> anyhow::Result
     ensure!(condition(&reset, "Ready")["reason"] == "Reset", "{}", reset.data["status"]);
     crate::harness::poll_until("the finished reset deleted", || async {
         Ok(ns.raw::<MfaReset>().get_opt("proof-reset").await?.is_none())
+    })
+    .await?;
+    ns.apply(json!({
+        "apiVersion": "roster.dev/v1alpha1", "kind": "PasswordReset", "metadata": {"name": "proof-password"},
+        "spec": {"userRef": {"name": "proof"}, "reason": "rbac proof", "ttlSecondsAfterFinished": 1},
+    }))
+    .await?;
+    crate::harness::poll_until("the finished password reset deleted", || async {
+        Ok(ns.raw::<PasswordReset>().get_opt("proof-password").await?.is_none())
     })
     .await?;
 

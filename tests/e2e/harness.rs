@@ -15,7 +15,7 @@ use kube::discovery::ApiResource;
 use kube::runtime::wait::await_condition;
 use kube::{Client, Resource};
 use libtest_mimic::{Failed, Trial};
-use roster::api::{MfaReset, User, UserInvite};
+use roster::api::{MfaReset, PasswordReset, User, UserInvite};
 use roster_testenv::{ControlPlane, Mailpit, Process, client_for, free_ports};
 use serde::de::DeserializeOwned;
 
@@ -267,6 +267,7 @@ impl Ns {
         out += &dump_kind::<User>(self).await;
         out += &dump_kind::<UserInvite>(self).await;
         out += &dump_kind::<MfaReset>(self).await;
+        out += &dump_kind::<PasswordReset>(self).await;
         let log = std::fs::read_to_string(&shared().operator_log).unwrap_or_default();
         let lines: Vec<&str> = log.lines().collect();
         out += &format!("--- last lines of {} ---\n", shared().operator_log.display());

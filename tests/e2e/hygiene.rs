@@ -68,7 +68,7 @@ fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
     out
 }
 
-/// Every token in an `/invite/` or `/mfa-reset/` link of the messages the shared Mailpit
+/// Every token in an `/invite/`, `/mfa-reset/` or `/password-reset/` link of the messages the shared Mailpit
 /// received.
 fn emailed_tokens() -> anyhow::Result<Vec<String>> {
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
@@ -84,6 +84,7 @@ fn emailed_tokens() -> anyhow::Result<Vec<String>> {
             let text = message["Text"].as_str().unwrap_or_default();
             tokens.extend(crate::invites::token_after(text, "/invite/"));
             tokens.extend(crate::invites::token_after(text, "/mfa-reset/"));
+            tokens.extend(crate::invites::token_after(text, "/password-reset/"));
         }
         Ok(tokens)
     })

@@ -18,6 +18,7 @@ mod invites;
 mod lifecycle;
 mod mail;
 mod operator;
+mod password_resets;
 mod portal;
 mod resets;
 mod settle;
@@ -40,6 +41,7 @@ fn main() -> ExitCode {
         lifecycle::trials(),
         mail::trials(),
         operator::trials(),
+        password_resets::trials(),
         portal::trials(),
         resets::trials(),
         settle::trials(),

@@ -1,5 +1,5 @@
--- Argo CD health of a roster.dev MfaReset: Completed is Healthy, Failed Degraded, the rest
--- Progressing.
+-- Argo CD health of a roster.dev MfaReset or PasswordReset: Completed is Healthy, Failed
+-- Degraded, the rest Progressing.
 local function condition(type)
   for _, c in ipairs(obj.status.conditions or {}) do
     if c.type == type then return c end
