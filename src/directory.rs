@@ -86,6 +86,11 @@ impl Identities {
             _ => vec![entry],
         }
     }
+
+    /// Forgets the User `key` (it was deleted).
+    pub fn forget(&mut self, key: &str) {
+        self.0.remove(key);
+    }
 }
 
 /// Why a User may not take its place in the directory.

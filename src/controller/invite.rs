@@ -23,7 +23,7 @@ use tracing::instrument;
 
 use super::names::{
     INVITE_LABEL, INVITE_LINK_TYPE, INVITE_TOKEN_TYPE, LINK_URL, RETIRED_HASHES, TOKEN_EXPIRES_AT,
-    TOKEN_HASH, TOKEN_ISSUANCE, link_secret_name, token_secret_name,
+    TOKEN_HASH, TOKEN_ISSUANCE, TOKEN_RECIPIENT, link_secret_name, token_secret_name,
 };
 use super::{
     Context, SetupError, Undelivered, apply_owned_secret, apply_status, apply_status_unless_changed, cache,
@@ -423,17 +423,21 @@ async fn deliver(
     }
     let token = Token::generate()?;
     let previous = ctx.caches.owned_secret(invite, &token_secret_name(&name));
+    let mut token_data = BTreeMap::from([
+        (TOKEN_HASH.to_owned(), token.hash()),
+        (TOKEN_ISSUANCE.to_owned(), issuance.to_string()),
+        (TOKEN_EXPIRES_AT.to_owned(), expires.to_string()),
+        (RETIRED_HASHES.to_owned(), retire(previous.as_deref())),
+    ]);
+    if invite.spec.delivery == Delivery::Email {
+        token_data.insert(TOKEN_RECIPIENT.to_owned(), recipient(invite, user).to_lowercase());
+    }
     let written = apply_owned_secret(
         ctx,
         invite,
         &token_secret_name(&name),
         (INVITE_TOKEN_TYPE, INVITE_LABEL),
-        BTreeMap::from([
-            (TOKEN_HASH.to_owned(), token.hash()),
-            (TOKEN_ISSUANCE.to_owned(), issuance.to_string()),
-            (TOKEN_EXPIRES_AT.to_owned(), expires.to_string()),
-            (RETIRED_HASHES.to_owned(), retire(previous.as_deref())),
-        ]),
+        token_data,
     )
     .await;
     let link = format!("{}/invite/{}", ctx.settings.portal_url.trim_end_matches('/'), token.expose());
@@ -573,9 +577,14 @@ async fn send_email(
             },
         )
         .map_err(|e| Undelivered::Setup(SetupError::Templates(e.to_string())))?;
-    let recipient = invite.spec.email.as_deref().unwrap_or(&spec.email);
+    let recipient = recipient(invite, user);
     let message_id = format!("{}.{issuance}", invite.uid().unwrap_or_default());
     mailer.send(recipient, &mail, &message_id).await.map_err(Undelivered::Send)
+}
+
+/// Where an invite's email goes: its own `email`, else the user's.
+fn recipient<'a>(invite: &'a UserInvite, user: &'a User) -> &'a str {
+    invite.spec.email.as_deref().unwrap_or(&user.spec.email)
 }
 
 /// The retired hashes after the token in `previous` (the token Secret as it was) is

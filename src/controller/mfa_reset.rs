@@ -1,6 +1,7 @@
 //! What makes an `MfaReset` one ([`super::reset`] does the rest): it resets an enrolled (or
-//! an already reset) second factor, its claim clears the enrolment, its link (24 h) leads
-//! to re-enrolment, and it stops for a deactivated or locked-out user.
+//! an already reset, or a required but missing) second factor, its claim clears the
+//! enrolment, its link (24 h) leads to (re-)enrolment, and it stops for a deactivated or
+//! locked-out user.
 
 use k8s_openapi::jiff::{SignedDuration, Timestamp};
 
@@ -46,8 +47,13 @@ impl ResetKind for MfaReset {
         self.status.clone().unwrap_or_default()
     }
 
-    fn applies(credentials: &CredentialFacts) -> bool {
-        credentials.totp_enrolled || credentials.mfa_reset_pending()
+    /// An enrolled or already reset second factor — or none at all where one is required
+    /// and the person has a password (onboarded before `mfa.required` was set): the reset's
+    /// link is then how they enrol one, proving their password first.
+    fn applies(user: &User, credentials: &CredentialFacts) -> bool {
+        credentials.totp_enrolled
+            || credentials.mfa_reset_pending()
+            || (user.spec.mfa.required && credentials.password_set)
     }
 
     fn stopped(user: &User, credentials: &CredentialFacts, ctx: &Context) -> bool {

@@ -328,7 +328,16 @@ where
 /// username, now or before this change (they may be blocked by it, or waiting for it to go).
 fn directory_peers(caches: &Caches, identities: &Mutex<Identities>, user: &User) -> Vec<ObjectRef<User>> {
     let me = Entry::of(user);
-    let touched = identities.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).record(me.clone());
+    let touched = {
+        let mut identities = identities.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        let touched = identities.record(me.clone());
+        // A deleted User (gone from the cache, which applies a change before it is handed
+        // on) is forgotten, so that memory follows the Users that exist.
+        if caches.users.get(&ObjectRef::from_obj(user)).is_none() {
+            identities.forget(&me.key);
+        }
+        touched
+    };
     let mut peers: Vec<ObjectRef<User>> = touched
         .iter()
         .flat_map(|entry| entry.terms())

@@ -35,6 +35,9 @@ pub const TOKEN_EXPIRES_AT: &str = "expiresAt";
 /// Key of the hashes of the invite's earlier tokens, space-separated, newest last: the
 /// portal answers 410 (replaced), not 404, for those.
 pub const RETIRED_HASHES: &str = "retiredHashes";
+/// Key of the address (lowercased) an invite's link was emailed to, in `<invite>-token`:
+/// using the link proves that mailbox, and only that one.
+pub const TOKEN_RECIPIENT: &str = "recipient";
 /// Key of the link in `<invite>-link` and `<reset>-link`.
 pub const LINK_URL: &str = "url";
 

@@ -43,7 +43,7 @@ impl ResetKind for PasswordReset {
         self.status.clone().unwrap_or_default()
     }
 
-    fn applies(credentials: &CredentialFacts) -> bool {
+    fn applies(_user: &User, credentials: &CredentialFacts) -> bool {
         credentials.password_set
     }
 

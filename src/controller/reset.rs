@@ -92,7 +92,7 @@ pub(super) trait ResetKind:
     /// Its status as recorded.
     fn status(&self) -> ResetStatus;
     /// Whether the user has anything this kind resets.
-    fn applies(credentials: &CredentialFacts) -> bool;
+    fn applies(user: &User, credentials: &CredentialFacts) -> bool;
     /// Whether the user's standing stops a reset of this kind (deactivated; locked out, for
     /// an MfaReset).
     fn stopped(user: &User, credentials: &CredentialFacts, ctx: &Context) -> bool;
@@ -239,8 +239,9 @@ pub(super) async fn reconcile<K: ResetKind>(reset: Arc<K>, ctx: Arc<Context>) ->
         return finish(&ctx, reset.as_ref(), Step::Fail(reasons::SECRET_NOT_OWNED)).await;
     }
     if user.is_some() && secret.is_none() {
-        // The user's reconciler creates the Secret on its first pass; its event brings us back.
-        return Ok(Action::requeue(Duration::from_secs(1)));
+        // The user's reconciler creates the Secret on its first pass; its event (watched
+        // through the credentials label) brings the reset back.
+        return Ok(Action::await_change());
     }
     let credentials =
         secret.as_ref().map(|s| CredentialFacts::from_data(s.data.as_ref().unwrap_or(&BTreeMap::new())));
@@ -251,7 +252,7 @@ pub(super) async fn reconcile<K: ResetKind>(reset: Arc<K>, ctx: Arc<Context>) ->
                     || ctx.caches.directory_conflict(u, &ctx.settings.allowed_email_domains).is_some(),
                 open: text(secret, K::OPEN_KEY),
                 used: text(secret, K::USED_KEY),
-                applies: K::applies(facts),
+                applies: K::applies(u, facts),
             }
         });
     let created = reset.meta().creation_timestamp.as_ref().map(|t| t.0);

@@ -38,9 +38,10 @@ impl Lockout {
         if failed < self.threshold.max(1) {
             return Standing::Open { failed };
         }
-        match (self.duration, locked_at) {
-            (Some(duration), Some(at)) if now >= at + duration => Standing::Open { failed: 0 },
-            (Some(duration), Some(at)) => Standing::Locked { until: Some(at + duration) },
+        // A start so far ahead that its end overflows (written by hand) locks until an admin acts.
+        match (self.duration, locked_at.and_then(|at| self.duration.and_then(|d| at.checked_add(d).ok()))) {
+            (Some(_), Some(until)) if now >= until => Standing::Open { failed: 0 },
+            (Some(_), Some(until)) => Standing::Locked { until: Some(until) },
             _ => Standing::Locked { until: None },
         }
     }
@@ -82,6 +83,12 @@ mod tests {
         assert_eq!(rule.standing(5, Some(at(100)), at(999)), Standing::Locked { until: Some(at(1000)) });
         assert_eq!(rule.standing(5, Some(at(100)), at(1000)), Standing::Open { failed: 0 }, "ran out");
         assert_eq!(rule.standing(9, None, at(5000)), Standing::Locked { until: None }, "no start recorded");
+        let far = Timestamp::MAX;
+        assert_eq!(
+            rule.standing(5, Some(far), at(0)),
+            Standing::Locked { until: None },
+            "no overflow, no panic"
+        );
     }
 
     #[test]

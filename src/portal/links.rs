@@ -15,7 +15,9 @@ use kube::{Resource, ResourceExt};
 use super::Portal;
 use crate::api::{InvitePhase, User, UserInvite, UserState};
 use crate::controller::Caches;
-use crate::controller::names::{INVITE_TOKEN_TYPE, TOKEN_EXPIRES_AT, TOKEN_HASH, token_term};
+use crate::controller::names::{
+    INVITE_TOKEN_TYPE, TOKEN_EXPIRES_AT, TOKEN_HASH, TOKEN_RECIPIENT, token_secret_name, token_term,
+};
 use crate::credentials::record::{ONBOARDING_COMPLETED_AT, ONBOARDING_TOKEN, TOTP_PENDING};
 use crate::credentials::{CredentialFacts, hash_token, hashes_match};
 use crate::facts::text;
@@ -134,6 +136,8 @@ pub struct OpenLink {
     pub token_hash: String,
     /// When the link expires.
     pub expires_at: Option<Timestamp>,
+    /// The address the link was emailed to (lowercased); `None` for a handed-over link.
+    pub recipient: Option<String>,
     /// The next step.
     pub stage: Stage,
 }
@@ -249,12 +253,14 @@ pub fn open(portal: &Portal, token: &str, now: Timestamp) -> Result<OpenLink, Li
         // The user's Secret is not there yet (the user was just created): not usable yet.
         return Err(LinkProblem::Unknown);
     };
-    Ok(OpenLink { invite, user, credentials, token_hash: hash, expires_at, stage })
+    let recipient = text(&secret, TOKEN_RECIPIENT).map(str::to_lowercase);
+    Ok(OpenLink { invite, user, credentials, token_hash: hash, expires_at, recipient, stage })
 }
 
-/// The object of `store` that controls `secret` — by its controller ownerReference, and
-/// only if that object's uid is the one referenced: a Secret anyone else made (labels and
-/// type copied, or an owner named but not the one that exists) belongs to nothing.
+/// The object of `store` whose token Secret `secret` is — by its controller ownerReference,
+/// only if that object's uid is the one referenced, and only under the name roster gives
+/// that object's token Secret: a Secret anyone else made (labels and type copied, an owner
+/// named but not the one that exists, or another name) belongs to nothing.
 pub fn owner<K>(store: &Store<K>, secret: &Secret) -> Option<Arc<K>>
 where
     K: Resource<DynamicType = ()> + Clone + 'static,
@@ -263,6 +269,9 @@ where
         r.controller == Some(true) && r.kind == K::kind(&()) && r.api_version == K::api_version(&())
     })?;
     let namespace = secret.namespace().unwrap_or_default();
+    if secret.name_any() != token_secret_name(&reference.name) {
+        return None;
+    }
     let found = store.get(&ObjectRef::new(&reference.name).within(&namespace))?;
     (found.uid().as_deref() == Some(reference.uid.as_str())).then_some(found)
 }

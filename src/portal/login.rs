@@ -12,6 +12,7 @@ use kube::ResourceExt;
 use serde::{Deserialize, Serialize};
 
 use super::Portal;
+use super::failures::FailureLog;
 use crate::api::{User, UserState};
 use crate::credentials::record::{
     FAILED_LOGINS, LAST_LOGIN_AT, LOCKED_AT, PASSWORD_HASH, TOTP_LAST_STEP, TOTP_SECRET,
@@ -141,31 +142,37 @@ pub enum Verdict {
     Ignored,
 }
 
-/// Judges one attempt: only right credentials learn that an account is locked or inactive.
+/// Judges one attempt: only right credentials learn that an account is inactive or locked —
+/// and a lock only from password and code: a locked password-only account answers a right
+/// password like a wrong one, or the lock would confirm guesses it no longer counts.
 pub fn verdict(attempt: &Attempt, threshold: u32) -> Verdict {
     let right = attempt.password_ok && (!attempt.totp_required || attempt.totp_step.is_some());
-    let open = match attempt.standing {
-        Standing::Open { failed } if attempt.admitted => Some(failed),
-        _ => None,
-    };
-    match (right, open) {
-        (true, Some(_)) => Verdict::Success { step: attempt.totp_step.filter(|_| attempt.totp_required) },
-        (true, None) => Verdict::Refused,
-        (false, Some(failed)) => {
+    match (right, attempt.standing, attempt.admitted) {
+        (true, Standing::Open { .. }, true) => {
+            Verdict::Success { step: attempt.totp_step.filter(|_| attempt.totp_required) }
+        }
+        (true, Standing::Locked { .. }, true) if !attempt.totp_required => Verdict::Ignored,
+        (true, _, _) => Verdict::Refused,
+        (false, Standing::Open { failed }, true) => {
             let failed = failed.saturating_add(1);
             Verdict::Failure { failed, locks: failed >= threshold }
         }
-        (false, None) => Verdict::Ignored,
+        (false, _, _) => Verdict::Ignored,
     }
 }
 
-/// What a counted failure writes into the credentials Secret as it is now: the new count,
-/// and the lock's start when it reaches the threshold. `None` when the account is locked
-/// already (nothing counts then). Shared by every door that checks a password.
-pub fn failure(current: &Secret, lockout: &Lockout, now: Timestamp) -> Option<(Verdict, Changes)> {
+/// What `count` counted failures write into the credentials Secret as it is now: the new
+/// count, and the lock's start when it reaches the threshold. `None` when the account is
+/// locked already (nothing counts then). Shared by every door that checks a password.
+pub fn failures(
+    current: &Secret,
+    count: u32,
+    lockout: &Lockout,
+    now: Timestamp,
+) -> Option<(Verdict, Changes)> {
     let facts = CredentialFacts::from_data(current.data.as_ref().unwrap_or(&Default::default()));
     let Standing::Open { failed } = lockout.of(&facts, now) else { return None };
-    let failed = failed.saturating_add(1);
+    let failed = failed.saturating_add(count);
     let locks = failed >= lockout.threshold;
     let mut changes = Changes::from([(FAILED_LOGINS, Some(failed.to_string()))]);
     changes.insert(LOCKED_AT, locks.then(|| now.to_string()));
@@ -227,7 +234,7 @@ pub async fn login(portal: &Arc<Portal>, request: &LoginRequest) -> Result<Login
         }
         Verdict::Failure { .. } => {
             portal.metrics.login("denied");
-            record_failure(portal.clone(), user, credentials);
+            FailureLog::record(portal, user, credentials);
             return Ok(LoginOutcome::Denied);
         }
     }
@@ -267,28 +274,6 @@ pub async fn login(portal: &Arc<Portal>, request: &LoginRequest) -> Result<Login
             LoginOutcome::Denied
         }
     })
-}
-
-/// Counts a failed sign-in in the background: the answer does not wait for the write, so a
-/// wrong password for an existing account takes as long as one for an unknown account.
-fn record_failure(portal: Arc<Portal>, user: Arc<User>, credentials: Arc<Secret>) {
-    tokio::spawn(async move {
-        let lockout = portal.lockout;
-        let written = facts::update(&portal.client, &credentials, |current| {
-            failure(current, &lockout, Timestamp::now()).map_or((None, Changes::new()), |(v, c)| (Some(v), c))
-        })
-        .await;
-        match written {
-            Ok((Some(Verdict::Failure { locks: true, .. }), _)) => {
-                portal.metrics.lockout();
-                tracing::warn!(user = %super::who(&user), "locked out after too many failed sign-ins");
-            }
-            Ok(_) => {}
-            Err(error) => {
-                tracing::error!(user = %super::who(&user), %error, "a failed sign-in could not be counted")
-            }
-        }
-    });
 }
 
 /// The TOTP step `code` matches in `credentials`, if it is right and unused.
@@ -355,6 +340,10 @@ mod tests {
         assert_eq!(verdict(&attempt(true, Some(7), locked, true), 5), Verdict::Refused);
         assert_eq!(verdict(&attempt(true, Some(7), OPEN, false), 5), Verdict::Refused, "inactive or refused");
         assert_eq!(verdict(&attempt(true, None, locked, true), 5), Verdict::Ignored, "no code: generic");
+        let password_only = Attempt { totp_required: false, ..attempt(true, None, locked, true) };
+        assert_eq!(verdict(&password_only, 5), Verdict::Ignored, "a lock confirms no password alone");
+        let inactive_password_only = Attempt { totp_required: false, ..attempt(true, None, OPEN, false) };
+        assert_eq!(verdict(&inactive_password_only, 5), Verdict::Refused);
         assert_eq!(verdict(&attempt(false, Some(7), locked, true), 5), Verdict::Ignored);
         assert_eq!(verdict(&attempt(false, Some(7), OPEN, false), 5), Verdict::Ignored, "nothing counted");
     }
@@ -372,14 +361,22 @@ mod tests {
         };
         let rule = Lockout { threshold: 3, duration: Some(k8s_openapi::jiff::SignedDuration::from_mins(15)) };
         let now: Timestamp = "2026-01-01T00:00:00Z".parse().unwrap();
-        let (verdict, changes) = failure(&secret(&[(FAILED_LOGINS, "2")]), &rule, now).unwrap();
+        let (verdict, changes) = failures(&secret(&[(FAILED_LOGINS, "2")]), 1, &rule, now).unwrap();
         assert_eq!(verdict, Verdict::Failure { failed: 3, locks: true });
         assert_eq!(changes[LOCKED_AT].as_deref(), Some("2026-01-01T00:00:00Z"));
-        let (_, changes) = failure(&secret(&[(FAILED_LOGINS, "0")]), &rule, now).unwrap();
+        let (_, changes) = failures(&secret(&[(FAILED_LOGINS, "0")]), 1, &rule, now).unwrap();
         assert_eq!(changes[LOCKED_AT], None);
         let locked = secret(&[(FAILED_LOGINS, "3"), (LOCKED_AT, "2025-12-31T23:59:00Z")]);
-        assert!(failure(&locked, &rule, now).is_none(), "a locked account counts nothing");
+        assert!(failures(&locked, 1, &rule, now).is_none(), "a locked account counts nothing");
         let ran_out = secret(&[(FAILED_LOGINS, "3"), (LOCKED_AT, "2025-12-31T23:00:00Z")]);
-        assert_eq!(failure(&ran_out, &rule, now).unwrap().0, Verdict::Failure { failed: 1, locks: false });
+        assert_eq!(
+            failures(&ran_out, 1, &rule, now).unwrap().0,
+            Verdict::Failure { failed: 1, locks: false }
+        );
+        assert_eq!(
+            failures(&ran_out, 4, &rule, now).unwrap().0,
+            Verdict::Failure { failed: 4, locks: true },
+            "added up"
+        );
     }
 }

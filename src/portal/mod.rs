@@ -8,6 +8,7 @@
 //! those facts into phases and conditions.
 
 pub mod api;
+pub mod failures;
 pub mod guard;
 pub mod links;
 pub mod login;
@@ -59,6 +60,8 @@ pub struct Portal {
     pub dummy_hash: String,
     /// The HTML pages.
     pub pages: pages::Pages,
+    /// Failed sign-ins waiting to be counted.
+    pub failures: failures::FailureLog,
 }
 
 impl Portal {
@@ -89,6 +92,7 @@ impl Portal {
             https: portal_url.starts_with("https://"),
             dummy_hash,
             pages: pages::Pages::new().map_err(|e| Error::Startup(e.to_string()))?,
+            failures: failures::FailureLog::default(),
         })
     }
 }

@@ -9,7 +9,7 @@ use kube::ResourceExt;
 
 use super::Portal;
 use super::links::{LinkProblem, OpenLink, Stage};
-use crate::api::{Delivery, User};
+use crate::api::User;
 use crate::credentials::record::{
     EMAIL_VERIFIED_AT, EMAIL_VERIFIED_FOR, FAILED_LOGINS, ONBOARDING_COMPLETED_AT, ONBOARDING_TOKEN,
     PASSWORD_HASH, PASSWORD_SET_AT, TOTP_ENROLLED_AT, TOTP_LAST_STEP, TOTP_PENDING, TOTP_SECRET,
@@ -91,8 +91,8 @@ pub async fn set_password(
     })?;
     let pending = user.mfa.required.then(TotpSecret::generate).transpose().map_err(internal)?;
     let now = Timestamp::now().to_string();
-    let proves_mailbox = link.invite.spec.delivery == Delivery::Email
-        && link.invite.spec.email.as_deref().is_none_or(|to| to.eq_ignore_ascii_case(&user.email));
+    // The link proves the mailbox it was emailed to — if that is still the user's address.
+    let proved = link.recipient.clone().filter(|to| to.eq_ignore_ascii_case(user.email.trim()));
     let written = facts::update(&portal.client, &link.credentials, |current| {
         if text(current, ONBOARDING_TOKEN) == Some(link.token_hash.as_str()) {
             return (Err(StepError::AlreadyDone), Changes::new());
@@ -108,9 +108,9 @@ pub async fn set_password(
             (ONBOARDING_TOKEN, Some(link.token_hash.clone())),
             (FAILED_LOGINS, Some("0".to_owned())),
         ]);
-        if proves_mailbox {
+        if let Some(address) = &proved {
             changes.insert(EMAIL_VERIFIED_AT, Some(now.clone()));
-            changes.insert(EMAIL_VERIFIED_FOR, Some(user.email.to_lowercase()));
+            changes.insert(EMAIL_VERIFIED_FOR, Some(address.clone()));
         }
         match &pending {
             Some(secret) => changes.insert(TOTP_PENDING, Some(secret.to_base32())),

@@ -60,7 +60,7 @@ impl RateLimiter {
             .flat_map(|v| v.split(','))
             .collect::<Vec<_>>();
         for hop in hops.iter().rev() {
-            let Ok(address) = hop.trim().parse::<IpAddr>() else { return client };
+            let Some(address) = parse_hop(hop) else { return client };
             client = address;
             if !self.trusts(client) {
                 return client;
@@ -92,6 +92,13 @@ impl RateLimiter {
     pub fn clients(&self) -> usize {
         self.buckets.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).len()
     }
+}
+
+/// An `X-Forwarded-For` entry's address: bare, or with a port (`192.0.2.1:4711`,
+/// `[2001:db8::1]:4711`), as proxies write them.
+fn parse_hop(hop: &str) -> Option<IpAddr> {
+    let hop = hop.trim();
+    hop.parse::<IpAddr>().ok().or_else(|| hop.parse::<std::net::SocketAddr>().ok().map(|s| s.ip()))
 }
 
 /// An IPv4-mapped IPv6 address as the IPv4 address it is.
@@ -170,6 +177,12 @@ mod tests {
         assert_eq!(limiter.client(ip("10.0.0.1"), &chain), ip("203.0.113.9"), "right-most untrusted");
         assert_eq!(limiter.client(ip("198.51.100.7"), &chain), ip("198.51.100.7"), "an untrusted peer");
         assert_eq!(limiter.client(ip("10.0.0.1"), &headers(&["junk"])), ip("10.0.0.1"));
+        assert_eq!(
+            limiter.client(ip("10.0.0.1"), &headers(&["203.0.113.9:4711"])),
+            ip("203.0.113.9"),
+            "with a port"
+        );
+        assert_eq!(limiter.client(ip("10.0.0.1"), &headers(&["[2001:db8::7]:443"])), ip("2001:db8::7"));
         assert_eq!(limiter.client(ip("10.0.0.1"), &HeaderMap::new()), ip("10.0.0.1"));
         assert_eq!(limiter.client(ip("10.0.0.1"), &headers(&["10.2.2.2"])), ip("10.2.2.2"), "all trusted");
         let none = RateLimiter::new(1, Vec::new());

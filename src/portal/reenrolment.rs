@@ -12,7 +12,7 @@ use kube::ResourceExt;
 
 use super::Portal;
 use super::links::{LinkProblem, Stage, account, find_token, owner};
-use super::login::failure;
+use super::login::failures;
 use super::onboarding::{StepError, TotpOffer, caught_up, internal, offer};
 use crate::api::{MfaReset, ResetPhase, User, UserState};
 use crate::controller::names::{RESET_TOKEN_TYPE, TOKEN_EXPIRES_AT};
@@ -162,12 +162,20 @@ pub async fn prove_password(
     };
     let pending = TotpSecret::generate().map_err(internal)?.to_base32();
     let lockout = portal.lockout;
+    let uid = link.reset.uid().unwrap_or_default();
     let written = facts::update(&portal.client, &link.credentials, |current| {
+        // Decided on the Secret as it is now: a lock or a newer reset may have come meanwhile.
+        // A wrong password is only ever "wrong" (counted unless locked): it learns no state.
         if !right || text(current, PASSWORD_HASH) != stored.as_deref() {
-            return match failure(current, &lockout, Timestamp::now()) {
-                Some((_, changes)) => (Err(StepError::WrongPassword), changes),
-                None => (Err(StepError::Link(LinkProblem::UserInactive)), Changes::new()),
-            };
+            let counted = failures(current, 1, &lockout, Timestamp::now()).map(|(_, changes)| changes);
+            return (Err(StepError::WrongPassword), counted.unwrap_or_default());
+        }
+        let facts = CredentialFacts::from_data(current.data.as_ref().unwrap_or(&Default::default()));
+        if lockout.of(&facts, Timestamp::now()).is_locked() {
+            return (Err(StepError::Link(LinkProblem::UserInactive)), Changes::new());
+        }
+        if text(current, MFA_RESET_UID) != Some(uid.as_str()) {
+            return (Err(StepError::Link(LinkProblem::Replaced)), Changes::new());
         }
         let changes = Changes::from([
             (TOTP_PENDING, Some(pending.clone())),

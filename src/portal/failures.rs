@@ -1,0 +1,106 @@
+//! Failed sign-ins counted after the answer, so that a wrong password for an existing account
+//! takes as long as one for an unknown account — with one writer per account that adds up
+//! what arrived meanwhile (no count lost to conflicts between concurrent writes), and a
+//! bounded number of accounts in flight.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use k8s_openapi::api::core::v1::Secret;
+use k8s_openapi::jiff::Timestamp;
+
+use super::Portal;
+use super::login::{Verdict, failures};
+use crate::api::User;
+use crate::facts::{self, Changes};
+
+/// Accounts whose failures may be waiting to be written at once; beyond, a failure is
+/// logged and not counted (the per-client rate limit keeps this out of reach).
+pub const MAX_ACCOUNTS: usize = 10_000;
+/// Tries of one write before its failures are given up (logged).
+const TRIES: u32 = 3;
+
+/// Failures per credentials Secret (`namespace/name`) not yet written.
+#[derive(Default)]
+pub struct FailureLog(Mutex<HashMap<String, u32>>);
+
+impl FailureLog {
+    /// Counts one failed sign-in of `user`: adds it to the account's pending failures and,
+    /// unless a writer for the account is running, starts one.
+    pub fn record(portal: &Arc<Portal>, user: Arc<User>, credentials: Arc<Secret>) {
+        let key = crate::index::object_key(credentials.as_ref());
+        {
+            let mut pending = portal.failures.0.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+            if let Some(count) = pending.get_mut(&key) {
+                *count = count.saturating_add(1);
+                return;
+            }
+            if pending.len() >= MAX_ACCOUNTS {
+                tracing::warn!(user = %super::who(&user), "too many accounts with failed sign-ins in flight; one not counted");
+                return;
+            }
+            pending.insert(key.clone(), 1);
+        }
+        let portal = portal.clone();
+        tokio::spawn(async move {
+            while let Some(count) = portal.failures.take(&key) {
+                write(&portal, &user, &credentials, count).await;
+            }
+        });
+    }
+
+    /// The failures pending for `key`, reset to none; `None` (and `key` forgotten) when there
+    /// are none left: the writer stops.
+    fn take(&self, key: &str) -> Option<u32> {
+        let mut pending = self.0.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        match pending.get_mut(key) {
+            Some(count) if *count > 0 => Some(std::mem::take(count)),
+            _ => {
+                pending.remove(key);
+                None
+            }
+        }
+    }
+}
+
+/// Writes `count` failures into the account's credentials Secret (re-read and decided again
+/// on conflict), a few tries with a pause between.
+async fn write(portal: &Portal, user: &User, credentials: &Secret, count: u32) {
+    let lockout = portal.lockout;
+    for attempt in 1..=TRIES {
+        let written = facts::update(&portal.client, credentials, |current| {
+            failures(current, count, &lockout, Timestamp::now())
+                .map_or((None, Changes::new()), |(v, c)| (Some(v), c))
+        })
+        .await;
+        match written {
+            Ok((Some(Verdict::Failure { locks: true, .. }), _)) => {
+                portal.metrics.lockout();
+                tracing::warn!(user = %super::who(user), "locked out after too many failed sign-ins");
+                return;
+            }
+            Ok(_) => return,
+            Err(error) if attempt == TRIES => {
+                tracing::error!(user = %super::who(user), %error, failures = count, "failed sign-ins could not be counted");
+            }
+            Err(_) => tokio::time::sleep(Duration::from_millis(200 * u64::from(attempt))).await,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn failures_arriving_meanwhile_are_added_up_and_the_writer_then_stops() {
+        let log = FailureLog::default();
+        log.0.lock().unwrap().insert("ns/a-credentials".into(), 1);
+        assert_eq!(log.take("ns/a-credentials"), Some(1));
+        *log.0.lock().unwrap().get_mut("ns/a-credentials").unwrap() += 3;
+        assert_eq!(log.take("ns/a-credentials"), Some(3), "three arrived while the first was written");
+        assert_eq!(log.take("ns/a-credentials"), None);
+        assert!(log.0.lock().unwrap().is_empty(), "the account is forgotten once written");
+    }
+}
