@@ -79,6 +79,8 @@ pub mod reasons {
     pub const LINK_ISSUED: &str = "LinkIssued";
     /// PasswordReset: the person set a new password through the link.
     pub const PASSWORD_CHANGED: &str = "PasswordChanged";
+    /// PasswordReset: the user must prove a second factor and has none enrolled.
+    pub const SECOND_FACTOR_MISSING: &str = "SecondFactorMissing";
     /// `mfa.required: false`.
     pub const NOT_REQUIRED: &str = "NotRequired";
     /// The person used an emailed link.

@@ -53,12 +53,14 @@ impl ResetKind for MfaReset {
     fn applies(user: &User, credentials: &CredentialFacts) -> bool {
         credentials.totp_enrolled
             || credentials.mfa_reset_pending()
-            || (user.spec.mfa.required && credentials.password_set)
+            || (user.spec.mfa.required
+                && credentials.password_set
+                && credentials.onboarding_completed_at.is_some())
     }
 
-    fn stopped(user: &User, credentials: &CredentialFacts, ctx: &Context) -> bool {
-        user.spec.state == UserState::Inactive
-            || ctx.settings.lockout.of(credentials, Timestamp::now()).is_locked()
+    fn stops(user: &User, credentials: &CredentialFacts, ctx: &Context) -> Option<&'static str> {
+        let locked = ctx.settings.lockout.of(credentials, Timestamp::now()).is_locked();
+        (user.spec.state == UserState::Inactive || locked).then_some(reasons::USER_INACTIVE)
     }
 
     fn claim(now: &str) -> Changes {

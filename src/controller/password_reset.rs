@@ -1,7 +1,8 @@
-//! What makes a `PasswordReset` one ([`super::reset`] does the rest): it applies to a user
-//! who has a password, its claim only records which reset's link is open (the old password
-//! keeps working until the person sets a new one), its link lives `spec.ttl`, and it stops
-//! only for a deactivated user — a locked-out person is exactly who needs it.
+//! What makes a `PasswordReset` one ([`super::reset`] does the rest): it applies to a person
+//! who finished onboarding, its claim only records which reset's link is open (the old
+//! password keeps working until the person sets a new one), its link lives `spec.ttl`, and
+//! it stops for a deactivated user or one without the second factor the link must be
+//! proven with — not for a locked-out person, who is exactly who needs it.
 
 use k8s_openapi::jiff::SignedDuration;
 
@@ -43,12 +44,21 @@ impl ResetKind for PasswordReset {
         self.status.clone().unwrap_or_default()
     }
 
-    fn applies(_user: &User, credentials: &CredentialFacts) -> bool {
-        credentials.password_set
+    /// A person who finished onboarding (mid-onboarding, their invite link is the way).
+    fn applies(user: &User, credentials: &CredentialFacts) -> bool {
+        credentials.onboarded(user.spec.mfa.required)
     }
 
-    fn stopped(user: &User, _credentials: &CredentialFacts, _ctx: &Context) -> bool {
-        user.spec.state == UserState::Inactive
+    /// A deactivated user; and one who has, or should have, a second factor but has none
+    /// enrolled — nothing would prove who holds the link (with an MfaReset's link, it would
+    /// open the account alone).
+    fn stops(user: &User, credentials: &CredentialFacts, _ctx: &Context) -> Option<&'static str> {
+        if user.spec.state == UserState::Inactive {
+            return Some(reasons::USER_INACTIVE);
+        }
+        let needs_code = user.spec.mfa.required || credentials.mfa_reset_pending();
+        (needs_code && !credentials.totp_enrolled && Self::applies(user, credentials))
+            .then_some(reasons::SECOND_FACTOR_MISSING)
     }
 
     fn claim(now: &str) -> Changes {

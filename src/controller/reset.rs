@@ -93,9 +93,9 @@ pub(super) trait ResetKind:
     fn status(&self) -> ResetStatus;
     /// Whether the user has anything this kind resets.
     fn applies(user: &User, credentials: &CredentialFacts) -> bool;
-    /// Whether the user's standing stops a reset of this kind (deactivated; locked out, for
-    /// an MfaReset).
-    fn stopped(user: &User, credentials: &CredentialFacts, ctx: &Context) -> bool;
+    /// Why the user's standing stops a reset of this kind, as a reason (deactivated; locked
+    /// out, for an MfaReset; no second factor to prove, for a PasswordReset).
+    fn stops(user: &User, credentials: &CredentialFacts, ctx: &Context) -> Option<&'static str>;
     /// What claiming the credentials writes besides [`Self::OPEN_KEY`] (e.g. clearing TOTP).
     fn claim(now: &str) -> Changes;
     /// Ready's message once the link is issued.
@@ -141,8 +141,8 @@ pub(super) enum Step {
 /// The user, as a reset sees it.
 #[derive(Clone, Debug, Default)]
 pub(super) struct UserView<'a> {
-    /// Deactivated, locked out (for an MfaReset) or refused by the directory.
-    pub inactive: bool,
+    /// Why the reset may not proceed (the user is deactivated, refused by the directory, …).
+    pub stop: Option<&'static str>,
     /// The reset of this kind whose link is open (it claimed the credentials last).
     pub open: Option<&'a str>,
     /// The reset of this kind whose link was used.
@@ -187,8 +187,8 @@ pub(super) fn decide(
             _ => Step::Fail(reasons::USER_NOT_FOUND),
         };
     };
-    if user.inactive {
-        return Step::Fail(reasons::USER_INACTIVE);
+    if let Some(reason) = user.stop {
+        return Step::Fail(reason);
     }
     if mine(user.used) {
         return Step::AlreadyUsed;
@@ -248,8 +248,11 @@ pub(super) async fn reconcile<K: ResetKind>(reset: Arc<K>, ctx: Arc<Context>) ->
     let view =
         user.as_deref().zip(credentials.as_ref()).zip(secret.as_deref()).map(|((u, facts), secret)| {
             UserView {
-                inactive: K::stopped(u, facts, &ctx)
-                    || ctx.caches.directory_conflict(u, &ctx.settings.allowed_email_domains).is_some(),
+                stop: K::stops(u, facts, &ctx).or_else(|| {
+                    ctx.caches
+                        .directory_conflict(u, &ctx.settings.allowed_email_domains)
+                        .map(|_| reasons::USER_INACTIVE)
+                }),
                 open: text(secret, K::OPEN_KEY),
                 used: text(secret, K::USED_KEY),
                 applies: K::applies(u, facts),
@@ -297,7 +300,12 @@ async fn finish<K: ResetKind>(ctx: &Context, reset: &K, step: Step) -> Result<Ac
             match link {
                 LinkFate::Used => used::<K>(),
                 LinkFate::Superseded => {
-                    delete_owned_secret(ctx, reset, &link_secret_name(&reset.name_any())).await?;
+                    // Only one roster made (labelled, so cached) is there to delete: no GET on
+                    // every later event.
+                    let link = link_secret_name(&reset.name_any());
+                    if ctx.caches.owned_secret(reset, &link).is_some() {
+                        delete_owned_secret(ctx, reset, &link).await?;
+                    }
                     summary(
                         cond(
                             types::READY,
@@ -316,14 +324,15 @@ async fn finish<K: ResetKind>(ctx: &Context, reset: &K, step: Step) -> Result<Ac
             status.phase = Some(ResetPhase::Failed);
             status.completed_at = Some(now.clone());
             let user = reset.spec().user;
-            let message = if reason == reasons::USER_NOT_FOUND {
-                format!("the User {user} does not exist")
-            } else if reason == reasons::SECRET_NOT_OWNED {
-                format!("the User {user}'s credentials Secret is not roster's; see the User's status")
-            } else {
-                format!(
-                    "the User {user} is deactivated, locked out or refused by the directory; see its status"
-                )
+            let message = match reason {
+                reasons::USER_NOT_FOUND => format!("the User {user} does not exist"),
+                reasons::SECRET_NOT_OWNED => {
+                    format!("the User {user}'s credentials Secret is not roster's; see the User's status")
+                }
+                reasons::SECOND_FACTOR_MISSING => format!(
+                    "the User {user} must prove a second factor and has none enrolled; reset the second factor (MfaReset) first"
+                ),
+                _ => format!("the User {user} may not be reset now (see its status)"),
             };
             summary(cond(types::READY, status::FALSE, reason, message), false, Some(reason))
         }
@@ -567,7 +576,7 @@ async fn notify<K: ResetKind>(
     let mail = templates
         .reset(K::TEMPLATE, user.spec.locale.as_deref(), &notice)
         .map_err(|e| Undelivered::Setup(super::SetupError::Templates(e.to_string())))?;
-    let message_id = format!("{}.{}.{attempt}", reset.uid().unwrap_or_default(), K::PATH);
+    let message_id = format!("{}.reset.{attempt}", reset.uid().unwrap_or_default());
     mailer.send(&user.spec.email, &mail, &message_id).await.map_err(Undelivered::Send)
 }
 
@@ -581,7 +590,7 @@ mod tests {
 
     /// A user with something to reset, whose credentials name `open` and `used`.
     fn view<'a>(open: Option<&'a str>, used: Option<&'a str>) -> Option<UserView<'a>> {
-        Some(UserView { inactive: false, open, used, applies: true })
+        Some(UserView { stop: None, open, used, applies: true })
     }
 
     fn finished(phase: ResetPhase, completed: i64, issued: bool) -> ResetStatus {
@@ -622,7 +631,7 @@ mod tests {
             decide("r1", &pending, None, Some(at(95)), None, at(105)),
             Step::Fail(reasons::USER_NOT_FOUND)
         );
-        let inactive = Some(UserView { inactive: true, ..view(None, None).unwrap() });
+        let inactive = Some(UserView { stop: Some(reasons::USER_INACTIVE), ..view(None, None).unwrap() });
         assert_eq!(decide("r1", &pending, None, None, inactive, at(100)), Step::Fail(reasons::USER_INACTIVE));
         let never = Some(UserView::default());
         assert_eq!(decide("r1", &pending, None, None, never, at(100)), Step::NothingToReset);

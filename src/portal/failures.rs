@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use k8s_openapi::api::core::v1::Secret;
 use k8s_openapi::jiff::Timestamp;
+use kube::runtime::reflector::ObjectRef;
 
 use super::Portal;
 use super::login::{Verdict, failures};
@@ -45,7 +46,9 @@ impl FailureLog {
         let portal = portal.clone();
         tokio::spawn(async move {
             while let Some(count) = portal.failures.take(&key) {
-                write(&portal, &user, &credentials, count).await;
+                // The cache's copy: usually current, so a batch seldom meets a conflict.
+                let latest = portal.caches.secrets.get(&ObjectRef::from_obj(credentials.as_ref()));
+                write(&portal, &user, latest.as_deref().unwrap_or(&credentials), count).await;
             }
         });
     }

@@ -43,6 +43,8 @@ pub enum LinkProblem {
     /// The directory refuses the account (its email or username belongs to another User,
     /// or its email's domain is not allowed).
     Refused,
+    /// A password-reset link for an account whose second factor is due but not enrolled.
+    SecondFactorMissing,
     /// The account is deactivated.
     UserInactive,
     /// roster is starting and has not read the cluster yet.
@@ -56,6 +58,7 @@ impl LinkProblem {
             Self::Unknown => StatusCode::NOT_FOUND,
             Self::UserInactive => StatusCode::FORBIDDEN,
             Self::Starting => StatusCode::SERVICE_UNAVAILABLE,
+            Self::SecondFactorMissing => StatusCode::CONFLICT,
             _ => StatusCode::GONE,
         }
     }
@@ -70,6 +73,7 @@ impl LinkProblem {
             Self::Replaced => "replaced",
             Self::Superseded => "superseded",
             Self::Refused => "refused",
+            Self::SecondFactorMissing => "secondFactorMissing",
             Self::UserInactive => "userInactive",
             Self::Starting => "notReady",
         }
@@ -94,6 +98,9 @@ impl LinkProblem {
             }
             Self::Refused => {
                 "This account cannot be set up until your administrator resolves a conflict with another account."
+            }
+            Self::SecondFactorMissing => {
+                "This link needs a code from your authenticator app, and none is set up. Ask your administrator to reset your second factor first, then use that link."
             }
             Self::UserInactive => "This account is deactivated. Ask your administrator to reactivate it.",
             Self::Starting => "The portal is starting. Try again in a moment.",

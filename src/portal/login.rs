@@ -142,16 +142,16 @@ pub enum Verdict {
     Ignored,
 }
 
-/// Judges one attempt: only right credentials learn that an account is inactive or locked —
-/// and a lock only from password and code: a locked password-only account answers a right
-/// password like a wrong one, or the lock would confirm guesses it no longer counts.
+/// Judges one attempt: only password and code learn that an account is inactive, locked or
+/// refused. A password alone never does: such an account counts no failures, so a 403 for
+/// the right password would confirm guesses without limit.
 pub fn verdict(attempt: &Attempt, threshold: u32) -> Verdict {
     let right = attempt.password_ok && (!attempt.totp_required || attempt.totp_step.is_some());
     match (right, attempt.standing, attempt.admitted) {
         (true, Standing::Open { .. }, true) => {
             Verdict::Success { step: attempt.totp_step.filter(|_| attempt.totp_required) }
         }
-        (true, Standing::Locked { .. }, true) if !attempt.totp_required => Verdict::Ignored,
+        (true, _, _) if !attempt.totp_required => Verdict::Ignored,
         (true, _, _) => Verdict::Refused,
         (false, Standing::Open { failed }, true) => {
             let failed = failed.saturating_add(1);
@@ -343,7 +343,7 @@ mod tests {
         let password_only = Attempt { totp_required: false, ..attempt(true, None, locked, true) };
         assert_eq!(verdict(&password_only, 5), Verdict::Ignored, "a lock confirms no password alone");
         let inactive_password_only = Attempt { totp_required: false, ..attempt(true, None, OPEN, false) };
-        assert_eq!(verdict(&inactive_password_only, 5), Verdict::Refused);
+        assert_eq!(verdict(&inactive_password_only, 5), Verdict::Ignored, "nor does deactivation");
         assert_eq!(verdict(&attempt(false, Some(7), locked, true), 5), Verdict::Ignored);
         assert_eq!(verdict(&attempt(false, Some(7), OPEN, false), 5), Verdict::Ignored, "nothing counted");
     }

@@ -83,12 +83,7 @@ pub async fn set_password(
         return Err(StepError::AlreadyDone);
     }
     let user = &link.user.spec;
-    let username = user.username.clone().unwrap_or_else(|| link.user.name_any());
-    portal.policy.check(password, &username, &user.email).map_err(StepError::Policy)?;
-    let hash = portal.hasher.hash(password).await.map_err(|e| match e {
-        CredentialError::Busy => StepError::Busy,
-        other => internal(other),
-    })?;
+    let hash = new_password_hash(portal, &link.user, password).await?;
     let pending = user.mfa.required.then(TotpSecret::generate).transpose().map_err(internal)?;
     let now = Timestamp::now().to_string();
     // The link proves the mailbox it was emailed to — if that is still the user's address.
@@ -158,6 +153,22 @@ pub async fn confirm_totp(portal: &Portal, link: &OpenLink, code: &str) -> Resul
     caught_up(portal, &link.credentials, written).await?;
     completed(portal, link);
     Ok(())
+}
+
+/// The hash of a new password for `user`, once it passes the policy: every door that sets a
+/// password (onboarding, a password reset) goes through here.
+pub(super) async fn new_password_hash(
+    portal: &Portal,
+    user: &User,
+    password: &str,
+) -> Result<String, StepError> {
+    let spec = &user.spec;
+    let username = spec.username.clone().unwrap_or_else(|| user.name_any());
+    portal.policy.check(password, &username, &spec.email).map_err(StepError::Policy)?;
+    portal.hasher.hash(password).await.map_err(|e| match e {
+        CredentialError::Busy => StepError::Busy,
+        other => internal(other),
+    })
 }
 
 /// The step's verdict, once the watch cache shows what it wrote.

@@ -92,6 +92,7 @@ fn link_problem(portal: &Portal, problem_: LinkProblem) -> Response {
         LinkProblem::Replaced => "This invitation was replaced",
         LinkProblem::Superseded => "Your account is already set up",
         LinkProblem::Refused => "This account cannot be set up yet",
+        LinkProblem::SecondFactorMissing => "A second factor is needed first",
         LinkProblem::UserInactive => "This account is deactivated",
         LinkProblem::Starting => "Starting up",
     };

@@ -13,14 +13,14 @@ use kube::ResourceExt;
 
 use super::Portal;
 use super::links::{LinkProblem, account, find_token, owner};
-use super::onboarding::{StepError, caught_up, internal};
+use super::onboarding::{StepError, caught_up, internal, new_password_hash};
 use crate::api::{PasswordReset, ResetPhase, User, UserState};
 use crate::controller::names::{PASSWORD_RESET_TOKEN_TYPE, TOKEN_EXPIRES_AT};
 use crate::credentials::record::{
     FAILED_LOGINS, LOCKED_AT, PASSWORD_HASH, PASSWORD_RESET_DONE_FOR, PASSWORD_RESET_FAILURES,
     PASSWORD_RESET_MAX_FAILURES, PASSWORD_RESET_UID, PASSWORD_SET_AT, TOTP_LAST_STEP, TOTP_SECRET,
 };
-use crate::credentials::{CredentialError, TotpSecret, verify_totp};
+use crate::credentials::{CredentialFacts, TotpSecret, verify_totp};
 use crate::facts::{self, Changes, text};
 
 /// A password-reset link that can be used. Its `Debug` leaves the credentials Secret out.
@@ -118,8 +118,21 @@ pub fn open(portal: &Portal, token: &str, now: Timestamp) -> Result<OpenPassword
         failures: failures(&credentials),
     };
     judge(&facts, now)?;
-    let code_required = text(&credentials, TOTP_SECRET).is_some();
+    let progress = CredentialFacts::from_data(credentials.data.as_ref().unwrap_or(&Default::default()));
+    let code_required = needs_code(&user, &progress);
+    if code_required && !progress.totp_enrolled {
+        // A second factor is due but none is enrolled (an MfaReset cleared it, or it was
+        // never set up): nothing here proves who holds the link. Re-enrol it first.
+        return Err(LinkProblem::SecondFactorMissing);
+    }
     Ok(OpenPasswordReset { reset, user, credentials, expires_at, code_required })
+}
+
+/// Whether a new password through a reset link must come with a current code: whenever the
+/// user has, or should have, a second factor — a link alone must not open such an account,
+/// not even between an MfaReset's claim and the person's re-enrolment.
+pub fn needs_code(user: &User, credentials: &CredentialFacts) -> bool {
+    user.spec.mfa.required || credentials.totp_enrolled || credentials.mfa_reset_pending()
 }
 
 fn failures(credentials: &Secret) -> u32 {
@@ -134,8 +147,9 @@ fn step(credentials: &Secret, code: &str, unix: u64) -> Result<u64, StepError> {
     verify_totp(&secret, code, unix, last).map_err(StepError::Code)
 }
 
-/// Sets the new password, proving a current code when a second factor is enrolled. A wrong
-/// code counts against the link (at [`PASSWORD_RESET_MAX_FAILURES`] it stops working).
+/// Sets the new password, proving a current code when a second factor is enrolled (the
+/// password is checked and hashed first, so every attempt costs the same). A wrong code
+/// counts against the link (at [`PASSWORD_RESET_MAX_FAILURES`] it stops working).
 pub async fn set_password(
     portal: &Portal,
     link: &OpenPasswordReset,
@@ -144,39 +158,34 @@ pub async fn set_password(
 ) -> Result<(), StepError> {
     let uid = link.reset.uid().unwrap_or_default();
     let unix = u64::try_from(Timestamp::now().as_second()).unwrap_or(0);
-    if link.code_required && step(&link.credentials, code, unix).is_err() {
-        // Counted on the Secret as it is now; the same code is judged again there.
-        let written =
-            facts::update(&portal.client, &link.credentials, |current| match step(current, code, unix) {
-                Ok(_) => (Ok(()), Changes::new()),
-                Err(error) => {
-                    let failed = (failures(current) + 1).to_string();
-                    (Err(error), Changes::from([(PASSWORD_RESET_FAILURES, Some(failed))]))
-                }
-            })
-            .await
-            .map_err(internal)?;
-        caught_up(portal, &link.credentials, written).await?;
-    }
-    let spec = &link.user.spec;
-    let username = spec.username.clone().unwrap_or_else(|| link.user.name_any());
-    portal.policy.check(password, &username, &spec.email).map_err(StepError::Policy)?;
-    let hash = portal.hasher.hash(password).await.map_err(|e| match e {
-        CredentialError::Busy => StepError::Busy,
-        other => internal(other),
-    })?;
+    let hash = new_password_hash(portal, &link.user, password).await?;
     let now = Timestamp::now().to_string();
+    let needs = link.code_required;
+    // One decision on the Secret as it is now, under its resourceVersion: the link may have
+    // been used or replaced, the code spent, or the wrong codes used up, meanwhile — so every
+    // code is judged once, and the cap on wrong codes holds however many requests race.
     let written = facts::update(&portal.client, &link.credentials, |current| {
-        // Decided again on the Secret as it is now: the link may have been used or replaced,
-        // and the code spent, in the meantime.
         if text(current, PASSWORD_RESET_DONE_FOR) == Some(uid.as_str()) {
             return (Err(StepError::Link(LinkProblem::Used)), Changes::new());
         }
-        if text(current, PASSWORD_RESET_UID) != Some(uid.as_str())
-            || failures(current) >= PASSWORD_RESET_MAX_FAILURES
-        {
+        if text(current, PASSWORD_RESET_UID) != Some(uid.as_str()) {
             return (Err(StepError::Link(LinkProblem::Replaced)), Changes::new());
         }
+        if failures(current) >= PASSWORD_RESET_MAX_FAILURES {
+            return (Err(StepError::Link(LinkProblem::Revoked)), Changes::new());
+        }
+        let enrolled = text(current, TOTP_SECRET).is_some();
+        if needs && !enrolled {
+            return (Err(StepError::Link(LinkProblem::SecondFactorMissing)), Changes::new());
+        }
+        let step = match enrolled.then(|| step(current, code, unix)) {
+            Some(Err(error)) => {
+                let failed = (failures(current) + 1).to_string();
+                return (Err(error), Changes::from([(PASSWORD_RESET_FAILURES, Some(failed))]));
+            }
+            Some(Ok(step)) => Some(step),
+            None => None,
+        };
         let mut changes = Changes::from([
             (PASSWORD_HASH, Some(hash.clone())),
             (PASSWORD_SET_AT, Some(now.clone())),
@@ -185,11 +194,8 @@ pub async fn set_password(
             (PASSWORD_RESET_DONE_FOR, Some(uid.clone())),
             (PASSWORD_RESET_FAILURES, None),
         ]);
-        if text(current, TOTP_SECRET).is_some() {
-            match step(current, code, unix) {
-                Ok(step) => changes.insert(TOTP_LAST_STEP, Some(step.to_string())),
-                Err(error) => return (Err(error), Changes::new()),
-            };
+        if let Some(step) = step {
+            changes.insert(TOTP_LAST_STEP, Some(step.to_string()));
         }
         (Ok(()), changes)
     })

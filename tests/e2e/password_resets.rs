@@ -16,6 +16,7 @@ use crate::harness::{Ns, condition, trial, wait_for};
 use crate::invites::{message_text, messages_to, token_after};
 use crate::lifecycle::{email, phase, user_manifest};
 use crate::portal::{PASSWORD, get, login, next_code, onboard, post};
+use crate::resets::link_secret_token;
 
 /// The password the reset sets; the log check looks for PASSWORD only, so this one is
 /// checked here against the stored hash instead.
@@ -76,7 +77,7 @@ pub fn trials() -> Vec<Trial> {
             let address = email("plain", &ns);
             ns.apply(reset("plain-first", "plain", "Link")).await?;
             wait_for(&ns.raw::<PasswordReset>(), "plain-first", "Completed", completed).await?;
-            let first = link_secret_token(&ns, "plain-first").await?;
+            let first = link_secret_token(&ns, "plain-first", "/password-reset/").await?;
             let notices = messages_to(&address).await?;
             let notice = message_text(notices.first().context("no notice email")?).await?;
             ensure!(!notice.contains("/password-reset/"), "the notice carries the link: {notice}");
@@ -93,7 +94,7 @@ pub fn trials() -> Vec<Trial> {
                 ns.api::<Secret>().get_opt("plain-first-link").await?.is_none(),
                 "the superseded link is still in its Secret"
             );
-            let second = link_secret_token(&ns, "plain-second").await?;
+            let second = link_secret_token(&ns, "plain-second", "/password-reset/").await?;
             let (status, body) =
                 post(&format!("/api/v1/password-resets/{second}"), json!({"password": NEW_PASSWORD})).await?;
             ensure!(status == 200, "{status} {body}");
@@ -114,6 +115,44 @@ pub fn trials() -> Vec<Trial> {
             ensure!(condition(&nothing, "Ready")["reason"] == "NothingToReset", "{}", nothing.data["status"]);
             Ok(())
         }),
+        trial(
+            "password_resets::a_reset_second_factor_leaves_no_link_that_opens_the_account_alone",
+            |ns| async move {
+                // A password-reset link, then an MfaReset clearing the authenticator: together
+                // they must not open the account with the mailbox alone.
+                onboard(&ns, "both", json!({})).await?;
+                ns.apply(reset("both-password", "both", "Link")).await?;
+                wait_for(&ns.raw::<PasswordReset>(), "both-password", "Completed", completed).await?;
+                let token = link_secret_token(&ns, "both-password", "/password-reset/").await?;
+                ns.apply(json!({
+                "apiVersion": "roster.dev/v1alpha1", "kind": "MfaReset", "metadata": {"name": "both-phone"},
+                "spec": {"userRef": {"name": "both"}, "reason": "lost phone"},
+            }))
+            .await?;
+                wait_for(&ns.raw::<User>(), "both", "second factor cleared", |u| {
+                    condition(u, "MfaEnrolled")["reason"] == "ResetRequested"
+                })
+                .await?;
+                let path = format!("/api/v1/password-resets/{token}");
+                crate::harness::poll_until("the link refuses without a second factor", || async {
+                    Ok(get(&path).await?.1["error"] == "secondFactorMissing")
+                })
+                .await?;
+                let (status, body) = post(&path, json!({"password": NEW_PASSWORD})).await?;
+                ensure!(status == 409 && body["error"] == "secondFactorMissing", "{status} {body}");
+                ns.apply(reset("both-again", "both", "Email")).await?;
+                let refused = wait_for(&ns.raw::<PasswordReset>(), "both-again", "Failed", |r| {
+                    r.data["status"]["phase"] == "Failed"
+                })
+                .await?;
+                ensure!(
+                    condition(&refused, "Ready")["reason"] == "SecondFactorMissing",
+                    "{}",
+                    refused.data["status"]
+                );
+                ensure_password(&ns, "both", PASSWORD, NEW_PASSWORD).await
+            },
+        ),
     ]
 }
 
@@ -147,10 +186,4 @@ async fn emailed_token(address: &str) -> anyhow::Result<String> {
         }
     }
     anyhow::bail!("no password-reset link emailed to {address}")
-}
-
-async fn link_secret_token(ns: &Ns, reset: &str) -> anyhow::Result<String> {
-    let secret = ns.api::<Secret>().get(&format!("{reset}-link")).await?;
-    let url = String::from_utf8(secret.data.unwrap_or_default().get("url").context("no url")?.0.clone())?;
-    token_after(&url, "/password-reset/").context("no token in the link")
 }

@@ -169,7 +169,7 @@ pub fn trials() -> Vec<Trial> {
                 let address = email("twice", &ns);
                 ns.apply(reset("twice-first", "twice", "lost phone", "Link")).await?;
                 wait_for(&ns.raw::<MfaReset>(), "twice-first", "Completed", completed).await?;
-                let first = link_secret_token(&ns, "twice-first").await?;
+                let first = link_secret_token(&ns, "twice-first", "/mfa-reset/").await?;
                 let notices = messages_to(&address).await?;
                 ensure!(notices.len() == 1, "expected one notice for Link delivery, found {}", notices.len());
                 let notice = message_text(&notices[0]).await?;
@@ -180,7 +180,7 @@ pub fn trials() -> Vec<Trial> {
 
                 ns.apply(reset("twice-second", "twice", "lost phone again", "Link")).await?;
                 wait_for(&ns.raw::<MfaReset>(), "twice-second", "Completed", completed).await?;
-                let second = link_secret_token(&ns, "twice-second").await?;
+                let second = link_secret_token(&ns, "twice-second", "/mfa-reset/").await?;
                 wait_for(&ns.raw::<MfaReset>(), "twice-first", "Superseded", |r| {
                     condition(r, "Ready")["reason"] == "Superseded"
                 })
@@ -276,10 +276,11 @@ async fn emailed_reset_token(address: &str) -> anyhow::Result<String> {
     anyhow::bail!("no re-enrolment link emailed to {address}")
 }
 
-async fn link_secret_token(ns: &Ns, reset: &str) -> anyhow::Result<String> {
+/// The token in the admin-only link Secret of the reset `reset`, whose links start with `path`.
+pub async fn link_secret_token(ns: &Ns, reset: &str, path: &str) -> anyhow::Result<String> {
     let secret = ns.api::<Secret>().get(&format!("{reset}-link")).await?;
     let url = String::from_utf8(secret.data.unwrap_or_default().get("url").context("no url")?.0.clone())?;
-    token_after(&url, "/mfa-reset/").context("no token in the link")
+    token_after(&url, path).context("no token in the link")
 }
 
 /// The note of the newest Event with `reason` about the object `name`.
