@@ -58,7 +58,7 @@ impl ResetKind for MfaReset {
                 && credentials.onboarding_completed_at.is_some())
     }
 
-    fn stops(user: &User, credentials: &CredentialFacts, ctx: &Context) -> Option<&'static str> {
+    fn stops(&self, user: &User, credentials: &CredentialFacts, ctx: &Context) -> Option<&'static str> {
         let locked = ctx.settings.lockout.of(credentials, Timestamp::now()).is_locked();
         (user.spec.state == UserState::Inactive || locked).then_some(reasons::USER_INACTIVE)
     }

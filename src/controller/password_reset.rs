@@ -49,15 +49,17 @@ impl ResetKind for PasswordReset {
         credentials.onboarded(user.spec.mfa.required)
     }
 
-    /// A deactivated user; and one who has, or should have, a second factor but has none
-    /// enrolled — nothing would prove who holds the link (with an MfaReset's link, it would
-    /// open the account alone).
-    fn stops(user: &User, credentials: &CredentialFacts, _ctx: &Context) -> Option<&'static str> {
+    /// A deactivated user; and, for an emailed link, one who has or should have a second
+    /// factor but has none enrolled — nothing would prove who holds the link (with an
+    /// MfaReset's emailed link, the mailbox alone would open the account). A handed-over link
+    /// (`delivery: Link`) is the admin vouching for the person, e.g. one who lost their phone
+    /// and forgot their password.
+    fn stops(&self, user: &User, credentials: &CredentialFacts, _ctx: &Context) -> Option<&'static str> {
         if user.spec.state == UserState::Inactive {
             return Some(reasons::USER_INACTIVE);
         }
-        let needs_code = user.spec.mfa.required || credentials.mfa_reset_pending();
-        (needs_code && !credentials.totp_enrolled && Self::applies(user, credentials))
+        let unproven = credentials.second_factor_due(user.spec.mfa.required) && !credentials.totp_enrolled;
+        (unproven && self.spec.delivery == Delivery::Email && Self::applies(user, credentials))
             .then_some(reasons::SECOND_FACTOR_MISSING)
     }
 

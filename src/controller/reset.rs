@@ -95,7 +95,7 @@ pub(super) trait ResetKind:
     fn applies(user: &User, credentials: &CredentialFacts) -> bool;
     /// Why the user's standing stops a reset of this kind, as a reason (deactivated; locked
     /// out, for an MfaReset; no second factor to prove, for a PasswordReset).
-    fn stops(user: &User, credentials: &CredentialFacts, ctx: &Context) -> Option<&'static str>;
+    fn stops(&self, user: &User, credentials: &CredentialFacts, ctx: &Context) -> Option<&'static str>;
     /// What claiming the credentials writes besides [`Self::OPEN_KEY`] (e.g. clearing TOTP).
     fn claim(now: &str) -> Changes;
     /// Ready's message once the link is issued.
@@ -248,7 +248,7 @@ pub(super) async fn reconcile<K: ResetKind>(reset: Arc<K>, ctx: Arc<Context>) ->
     let view =
         user.as_deref().zip(credentials.as_ref()).zip(secret.as_deref()).map(|((u, facts), secret)| {
             UserView {
-                stop: K::stops(u, facts, &ctx).or_else(|| {
+                stop: reset.stops(u, facts, &ctx).or_else(|| {
                     ctx.caches
                         .directory_conflict(u, &ctx.settings.allowed_email_domains)
                         .map(|_| reasons::USER_INACTIVE)

@@ -149,6 +149,13 @@ impl CredentialFacts {
         }
     }
 
+    /// Whether the person has, or should have, a second factor: then an emailed reset link
+    /// must come with a current code — a link alone must not open such an account, not even
+    /// between an MfaReset's claim and the person's re-enrolment.
+    pub fn second_factor_due(&self, mfa_required: bool) -> bool {
+        mfa_required || self.totp_enrolled || self.mfa_reset_pending()
+    }
+
     /// A reset cleared the second factor and the person has not enrolled a new one yet.
     pub fn mfa_reset_pending(&self) -> bool {
         !self.totp_enrolled && self.mfa_reset_uid.is_some() && self.mfa_reenrolled_for != self.mfa_reset_uid

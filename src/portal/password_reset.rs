@@ -14,7 +14,7 @@ use kube::ResourceExt;
 use super::Portal;
 use super::links::{LinkProblem, account, find_token, owner};
 use super::onboarding::{StepError, caught_up, internal, new_password_hash};
-use crate::api::{PasswordReset, ResetPhase, User, UserState};
+use crate::api::{Delivery, PasswordReset, ResetPhase, User, UserState};
 use crate::controller::names::{PASSWORD_RESET_TOKEN_TYPE, TOKEN_EXPIRES_AT};
 use crate::credentials::record::{
     FAILED_LOGINS, LOCKED_AT, PASSWORD_HASH, PASSWORD_RESET_DONE_FOR, PASSWORD_RESET_FAILURES,
@@ -119,20 +119,15 @@ pub fn open(portal: &Portal, token: &str, now: Timestamp) -> Result<OpenPassword
     };
     judge(&facts, now)?;
     let progress = CredentialFacts::from_data(credentials.data.as_ref().unwrap_or(&Default::default()));
-    let code_required = needs_code(&user, &progress);
-    if code_required && !progress.totp_enrolled {
-        // A second factor is due but none is enrolled (an MfaReset cleared it, or it was
-        // never set up): nothing here proves who holds the link. Re-enrol it first.
+    // A second factor due but not enrolled (an MfaReset cleared it, or it was never set up):
+    // an emailed link proves nothing then; a handed-over one is the admin vouching.
+    let vouched = reset.spec.delivery == Delivery::Link;
+    let unproven = progress.second_factor_due(user.spec.mfa.required) && !progress.totp_enrolled;
+    if unproven && !vouched {
         return Err(LinkProblem::SecondFactorMissing);
     }
+    let code_required = progress.totp_enrolled;
     Ok(OpenPasswordReset { reset, user, credentials, expires_at, code_required })
-}
-
-/// Whether a new password through a reset link must come with a current code: whenever the
-/// user has, or should have, a second factor — a link alone must not open such an account,
-/// not even between an MfaReset's claim and the person's re-enrolment.
-pub fn needs_code(user: &User, credentials: &CredentialFacts) -> bool {
-    user.spec.mfa.required || credentials.totp_enrolled || credentials.mfa_reset_pending()
 }
 
 fn failures(credentials: &Secret) -> u32 {
@@ -161,6 +156,7 @@ pub async fn set_password(
     let hash = new_password_hash(portal, &link.user, password).await?;
     let now = Timestamp::now().to_string();
     let needs = link.code_required;
+    let vouched = link.reset.spec.delivery == Delivery::Link;
     // One decision on the Secret as it is now, under its resourceVersion: the link may have
     // been used or replaced, the code spent, or the wrong codes used up, meanwhile — so every
     // code is judged once, and the cap on wrong codes holds however many requests race.
@@ -175,7 +171,7 @@ pub async fn set_password(
             return (Err(StepError::Link(LinkProblem::Revoked)), Changes::new());
         }
         let enrolled = text(current, TOTP_SECRET).is_some();
-        if needs && !enrolled {
+        if needs && !enrolled && !vouched {
             return (Err(StepError::Link(LinkProblem::SecondFactorMissing)), Changes::new());
         }
         let step = match enrolled.then(|| step(current, code, unix)) {

@@ -116,25 +116,26 @@ pub fn trials() -> Vec<Trial> {
             Ok(())
         }),
         trial(
-            "password_resets::a_reset_second_factor_leaves_no_link_that_opens_the_account_alone",
+            "password_resets::an_emailed_link_never_opens_an_account_alone_a_vouched_one_recovers_a_lost_phone",
             |ns| async move {
-                // A password-reset link, then an MfaReset clearing the authenticator: together
-                // they must not open the account with the mailbox alone.
+                // An emailed password-reset link, then an MfaReset clearing the authenticator:
+                // together they must not open the account with the mailbox alone.
                 onboard(&ns, "both", json!({})).await?;
-                ns.apply(reset("both-password", "both", "Link")).await?;
+                let address = email("both", &ns);
+                ns.apply(reset("both-password", "both", "Email")).await?;
                 wait_for(&ns.raw::<PasswordReset>(), "both-password", "Completed", completed).await?;
-                let token = link_secret_token(&ns, "both-password", "/password-reset/").await?;
+                let token = emailed_link(&address, "/password-reset/").await?;
                 ns.apply(json!({
-                "apiVersion": "roster.dev/v1alpha1", "kind": "MfaReset", "metadata": {"name": "both-phone"},
-                "spec": {"userRef": {"name": "both"}, "reason": "lost phone"},
-            }))
-            .await?;
+                    "apiVersion": "roster.dev/v1alpha1", "kind": "MfaReset", "metadata": {"name": "both-phone"},
+                    "spec": {"userRef": {"name": "both"}, "reason": "lost phone", "delivery": "Email"},
+                }))
+                .await?;
                 wait_for(&ns.raw::<User>(), "both", "second factor cleared", |u| {
                     condition(u, "MfaEnrolled")["reason"] == "ResetRequested"
                 })
                 .await?;
                 let path = format!("/api/v1/password-resets/{token}");
-                crate::harness::poll_until("the link refuses without a second factor", || async {
+                crate::harness::poll_until("the emailed link refuses without a second factor", || async {
                     Ok(get(&path).await?.1["error"] == "secondFactorMissing")
                 })
                 .await?;
@@ -145,12 +146,26 @@ pub fn trials() -> Vec<Trial> {
                     r.data["status"]["phase"] == "Failed"
                 })
                 .await?;
-                ensure!(
-                    condition(&refused, "Ready")["reason"] == "SecondFactorMissing",
-                    "{}",
-                    refused.data["status"]
-                );
-                ensure_password(&ns, "both", PASSWORD, NEW_PASSWORD).await
+                let reason = condition(&refused, "Ready")["reason"].clone();
+                ensure!(reason == "SecondFactorMissing", "{}", refused.data["status"]);
+                ensure_password(&ns, "both", PASSWORD, NEW_PASSWORD).await?;
+
+                // Lost phone and forgotten password: an admin who confirmed who the person is
+                // hands over a password-reset link (delivery: Link), then the re-enrolment
+                // link takes the new password.
+                ns.apply(reset("both-vouched", "both", "Link")).await?;
+                wait_for(&ns.raw::<PasswordReset>(), "both-vouched", "Completed", completed).await?;
+                let vouched = link_secret_token(&ns, "both-vouched", "/password-reset/").await?;
+                let path = format!("/api/v1/password-resets/{vouched}");
+                let (status, body) = get(&path).await?;
+                ensure!(status == 200 && body["codeRequired"] == false, "{status} {body}");
+                let (status, body) = post(&path, json!({"password": NEW_PASSWORD})).await?;
+                ensure!(status == 200, "{status} {body}");
+                let phone = emailed_link(&address, "/mfa-reset/").await?;
+                let accept = format!("/api/v1/mfa-resets/{phone}/accept");
+                let (status, body) = post(&accept, json!({"password": NEW_PASSWORD})).await?;
+                ensure!(status == 200, "the new password does not open the re-enrolment: {status} {body}");
+                Ok(())
             },
         ),
     ]
@@ -180,10 +195,15 @@ async fn ensure_password(ns: &Ns, user: &str, now: &str, before: &str) -> anyhow
 
 /// The token of the password-reset link in an email to `address`.
 async fn emailed_token(address: &str) -> anyhow::Result<String> {
+    emailed_link(address, "/password-reset/").await
+}
+
+/// The token of the first link under `path` in an email to `address`.
+async fn emailed_link(address: &str, path: &str) -> anyhow::Result<String> {
     for message in messages_to(address).await? {
-        if let Some(token) = token_after(&message_text(&message).await?, "/password-reset/") {
+        if let Some(token) = token_after(&message_text(&message).await?, path) {
             return Ok(token);
         }
     }
-    anyhow::bail!("no password-reset link emailed to {address}")
+    anyhow::bail!("no {path} link emailed to {address}")
 }
