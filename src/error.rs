@@ -32,6 +32,14 @@ pub enum Error {
         /// `namespace/name`.
         secret: String,
     },
+    /// An email could not be sent (retried with backoff).
+    #[error("sending {what}: {reason}")]
+    Mail {
+        /// Which email.
+        what: &'static str,
+        /// Why not (the SMTP server's reply or the setup problem; never a link).
+        reason: String,
+    },
     /// A credential could not be made (e.g. the OS random number generator failed).
     #[error(transparent)]
     Credentials(#[from] crate::credentials::CredentialError),
@@ -53,6 +61,7 @@ impl Error {
             Error::Kube { .. } => "kube_api",
             Error::MissingUid { .. } => "missing_uid",
             Error::SecretNotOwned { .. } => "secret_not_owned",
+            Error::Mail { .. } => "mail",
             Error::Credentials(_) => "credentials",
             Error::Facts(_) => "facts",
             Error::Render(_) => "render",

@@ -68,6 +68,8 @@ pub struct Decision {
     pub ensure_auto_invite: bool,
     /// roster should reset the failed-login count (the admin deactivated the user).
     pub clear_lockout: bool,
+    /// roster should email a link that verifies the user's changed address.
+    pub verify_email: bool,
     /// When a temporary lock ends (`None` when not locked, or locked until an admin acts).
     pub locked_until: Option<Timestamp>,
     /// When the facts change by themselves (an invite expires, a lock ends): reconcile
@@ -319,7 +321,7 @@ pub fn decide(facts: &UserFacts<'_>) -> Decision {
                 types::EMAIL_VERIFIED,
                 false,
                 reasons::EMAIL_CHANGED,
-                "spec.email changed since the person used a link sent to their address",
+                "spec.email changed since the person used a link sent to their address; with invite.policy Auto, a link to confirm the new one is emailed to it",
             ),
             EmailProof::None => {
                 condition(types::EMAIL_VERIFIED, false, reasons::NOT_VERIFIED, "no emailed link used yet")
@@ -357,6 +359,11 @@ pub fn decide(facts: &UserFacts<'_>) -> Decision {
             && !credentials.password_set
             && facts.credentials.is_some(),
         clear_lockout: deactivated && (credentials.failed_logins > 0 || credentials.locked_at.is_some()),
+        verify_email: spec.invite.policy == InvitePolicy::Auto
+            && !deactivated
+            && facts.blocker.is_none()
+            && credentials.onboarded(spec.mfa.required)
+            && credentials.email_verified(&spec.email) == EmailProof::OtherAddress,
         locked_until: locked_until.filter(|_| !deactivated),
         recheck_at,
     }

@@ -10,6 +10,7 @@ pub mod names;
 mod password_reset;
 mod reset;
 mod user;
+mod verification;
 
 use std::collections::{BTreeMap, HashMap};
 use std::fmt::Debug;

@@ -26,6 +26,11 @@ pub const PASSWORD_RESET_TOKEN_TYPE: &str = "roster.dev/password-reset-token";
 /// Type of a PasswordReset's admin-only link Secret.
 pub const PASSWORD_RESET_LINK_TYPE: &str = "roster.dev/password-reset-link";
 
+/// Type of a user's email-verification token Secret (`<user>-email-verification`).
+pub const EMAIL_VERIFICATION_TYPE: &str = "roster.dev/email-verification-token";
+/// Key of when an email-verification link was sent (RFC 3339).
+pub const TOKEN_SENT_AT: &str = "sentAt";
+
 /// Key of the token's SHA-256 in `<invite>-token` and `<reset>-token`.
 pub const TOKEN_HASH: &str = "tokenHash";
 /// Key of the issuance (`spec.resend`) the token belongs to.
@@ -56,6 +61,11 @@ pub fn token_secret_name(owner: &str) -> String {
     format!("{owner}-token")
 }
 
+/// Name of a user's email-verification token Secret.
+pub fn verification_secret_name(user: &str) -> String {
+    format!("{user}-email-verification")
+}
+
 /// Name of an invite's or reset's admin-only link Secret.
 pub fn link_secret_name(owner: &str) -> String {
     format!("{owner}-link")
@@ -65,10 +75,9 @@ pub fn link_secret_name(owner: &str) -> String {
 /// for the token Secrets of invites and resets; `None` for every other Secret.
 pub fn token_terms(secret: &k8s_openapi::api::core::v1::Secret) -> crate::index::Filing<crate::index::Named> {
     use kube::ResourceExt;
-    let type_ = secret
-        .type_
-        .as_deref()
-        .filter(|t| [INVITE_TOKEN_TYPE, RESET_TOKEN_TYPE, PASSWORD_RESET_TOKEN_TYPE].contains(t))?;
+    let type_ = secret.type_.as_deref().filter(|t| {
+        [INVITE_TOKEN_TYPE, RESET_TOKEN_TYPE, PASSWORD_RESET_TOKEN_TYPE, EMAIL_VERIFICATION_TYPE].contains(t)
+    })?;
     let data = secret.data.as_ref()?;
     let text = |key: &str| data.get(key).and_then(|v| std::str::from_utf8(&v.0).ok()).unwrap_or_default();
     let terms = text(TOKEN_HASH)

@@ -574,7 +574,7 @@ async fn notify<K: ResetKind>(
         expires: expires.strftime("%Y-%m-%d %H:%M UTC").to_string(),
     };
     let mail = templates
-        .reset(K::TEMPLATE, user.spec.locale.as_deref(), &notice)
+        .notice(K::TEMPLATE, user.spec.locale.as_deref(), &notice)
         .map_err(|e| Undelivered::Setup(super::SetupError::Templates(e.to_string())))?;
     let message_id = format!("{}.reset.{attempt}", reset.uid().unwrap_or_default());
     mailer.send(&user.spec.email, &mail, &message_id).await.map_err(Undelivered::Send)

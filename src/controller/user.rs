@@ -77,6 +77,8 @@ pub(super) async fn reconcile(user: Arc<User>, ctx: Arc<Context>) -> Result<Acti
     if decision.ensure_auto_invite {
         ensure_auto_invite(&ctx, &user).await?;
     }
+    let verification_due =
+        if decision.verify_email { super::verification::ensure_sent(&ctx, &user).await? } else { None };
     if decision.clear_lockout
         && let Some(secret) = &secret
     {
@@ -125,7 +127,7 @@ pub(super) async fn reconcile(user: Arc<User>, ctx: Arc<Context>) -> Result<Acti
         announce(&ctx, &user, previous.phase, &status).await;
     }
 
-    Ok(requeue_at(decision.recheck_at, now.0))
+    Ok(requeue_at(decision.recheck_at.into_iter().chain(verification_due).min(), now.0))
 }
 
 /// A transition time kept on status: `now` when the phase just became `phase`, else what

@@ -9,7 +9,7 @@ use minijinja::Environment;
 /// Languages with built-in templates; the first is the fallback.
 pub const LANGUAGES: [&str; 2] = ["en", "de"];
 
-const BUILT_IN: [(&str, &str); 18] = [
+const BUILT_IN: [(&str, &str); 24] = [
     ("invitation.en.subject.txt", include_str!("templates/invitation.en.subject.txt")),
     ("invitation.en.body.txt", include_str!("templates/invitation.en.body.txt")),
     ("invitation.en.body.html", include_str!("templates/invitation.en.body.html")),
@@ -28,6 +28,12 @@ const BUILT_IN: [(&str, &str); 18] = [
     ("password-reset.de.subject.txt", include_str!("templates/password-reset.de.subject.txt")),
     ("password-reset.de.body.txt", include_str!("templates/password-reset.de.body.txt")),
     ("password-reset.de.body.html", include_str!("templates/password-reset.de.body.html")),
+    ("verify-email.en.subject.txt", include_str!("templates/verify-email.en.subject.txt")),
+    ("verify-email.en.body.txt", include_str!("templates/verify-email.en.body.txt")),
+    ("verify-email.en.body.html", include_str!("templates/verify-email.en.body.html")),
+    ("verify-email.de.subject.txt", include_str!("templates/verify-email.de.subject.txt")),
+    ("verify-email.de.body.txt", include_str!("templates/verify-email.de.body.txt")),
+    ("verify-email.de.body.html", include_str!("templates/verify-email.de.body.html")),
 ];
 
 /// A rendered email.
@@ -135,8 +141,9 @@ impl Templates {
         self.render("invitation", locale, &values)
     }
 
-    /// The notice of a reset: `template` is `mfa-reset` or `password-reset`.
-    pub fn reset(
+    /// A notice with a single-use link: `template` is `mfa-reset`, `password-reset` or
+    /// `verify-email`.
+    pub fn notice(
         &self,
         template: &str,
         locale: Option<&str>,
@@ -279,11 +286,11 @@ mod tests {
             link: Some("https://portal.example.com/mfa-reset/abc".into()),
             expires: "2026-12-24 10:00 UTC".into(),
         };
-        let emailed = templates.reset("mfa-reset", Some("en"), &notice).unwrap();
+        let emailed = templates.notice("mfa-reset", Some("en"), &notice).unwrap();
         assert_eq!(emailed.subject, "Example Corp: your second factor was reset");
         assert!(emailed.text.contains("/mfa-reset/abc") && emailed.html.contains("mfa-reset&#x2f;abc"));
         notice.link = None;
-        let told = templates.reset("mfa-reset", Some("de-DE"), &notice).unwrap();
+        let told = templates.notice("mfa-reset", Some("de-DE"), &notice).unwrap();
         assert!(told.subject.contains("zurückgesetzt") && !told.text.contains("mfa-reset/"), "{}", told.text);
     }
 

@@ -16,7 +16,7 @@ use super::links::{self, LinkProblem, Stage};
 use super::login::{LoginOutcome, LoginRequest};
 use super::onboarding::{self, StepError, TotpOffer};
 use super::{Portal, login};
-use super::{password_reset, reenrolment};
+use super::{password_reset, reenrolment, verification};
 use crate::api::User;
 
 /// `POST /api/v1/invites/{token}/accept`.
@@ -231,6 +231,26 @@ pub async fn password_reset_set(
     let code = request.code.unwrap_or_default();
     match password_reset::set_password(&portal, &link, &request.password, &code).await {
         Ok(()) => Json(json!({"phase": "ACTIVE"})).into_response(),
+        Err(e) => step_error(e),
+    }
+}
+
+/// `GET /api/v1/email-verifications/{token}`: whether the link can be used, for which address.
+pub async fn verification(State(portal): State<Arc<Portal>>, Path(token): Path<String>) -> Response {
+    match verification::open(&portal, &token, Timestamp::now()) {
+        Ok(link) => Json(json!({"valid": true, "email": link.address})).into_response(),
+        Err(problem_) => link_problem(problem_),
+    }
+}
+
+/// `POST /api/v1/email-verifications/{token}`: marks the address verified.
+pub async fn verify(State(portal): State<Arc<Portal>>, Path(token): Path<String>) -> Response {
+    let link = match verification::open(&portal, &token, Timestamp::now()) {
+        Ok(link) => link,
+        Err(problem_) => return link_problem(problem_),
+    };
+    match verification::verify(&portal, &link).await {
+        Ok(()) => Json(json!({"verified": link.address})).into_response(),
         Err(e) => step_error(e),
     }
 }

@@ -272,13 +272,21 @@ pub fn owner<K>(store: &Store<K>, secret: &Secret) -> Option<Arc<K>>
 where
     K: Resource<DynamicType = ()> + Clone + 'static,
 {
+    owner_named(store, secret, token_secret_name)
+}
+
+/// [`owner`], for a token Secret that `name_of` names after its owner.
+pub fn owner_named<K>(store: &Store<K>, secret: &Secret, name_of: fn(&str) -> String) -> Option<Arc<K>>
+where
+    K: Resource<DynamicType = ()> + Clone + 'static,
+{
     let reference = secret.owner_references().iter().find(|r| {
         r.controller == Some(true) && r.kind == K::kind(&()) && r.api_version == K::api_version(&())
     })?;
-    let namespace = secret.namespace().unwrap_or_default();
-    if secret.name_any() != token_secret_name(&reference.name) {
+    if secret.name_any() != name_of(&reference.name) {
         return None;
     }
+    let namespace = secret.namespace().unwrap_or_default();
     let found = store.get(&ObjectRef::new(&reference.name).within(&namespace))?;
     (found.uid().as_deref() == Some(reference.uid.as_str())).then_some(found)
 }

@@ -17,6 +17,7 @@ pub mod pages;
 pub mod password_reset;
 pub mod rate_limit;
 pub mod reenrolment;
+pub mod verification;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -118,6 +119,8 @@ pub fn router(portal: Arc<Portal>, limiter: Arc<rate_limit::RateLimiter>) -> Rou
         .route("/api/v1/mfa-resets/{token}/totp", post(api::reset_totp))
         .route("/password-reset/{token}", get(pages::password_reset).post(pages::password_reset_step))
         .route("/api/v1/password-resets/{token}", get(api::password_reset).post(api::password_reset_set))
+        .route("/verify-email/{token}", get(pages::verification).post(pages::verification_step))
+        .route("/api/v1/email-verifications/{token}", get(api::verification).post(api::verify))
         .route("/api/v1/login", post(api::login))
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(api::readyz))

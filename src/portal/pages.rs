@@ -20,13 +20,15 @@ use super::links::{self, LinkProblem, OpenLink, Stage};
 use super::onboarding::{self, StepError};
 use super::password_reset::{self, OpenPasswordReset};
 use super::reenrolment::{self, OpenReset};
+use super::verification;
 use crate::api::User;
 
-const TEMPLATES: [(&str, &str); 7] = [
+const TEMPLATES: [(&str, &str); 8] = [
     ("base.html", include_str!("templates/base.html")),
     ("password.html", include_str!("templates/password.html")),
     ("reset_password.html", include_str!("templates/reset_password.html")),
     ("new_password.html", include_str!("templates/new_password.html")),
+    ("verify_email.html", include_str!("templates/verify_email.html")),
     ("totp.html", include_str!("templates/totp.html")),
     ("done.html", include_str!("templates/done.html")),
     ("problem.html", include_str!("templates/problem.html")),
@@ -262,6 +264,53 @@ fn password_reset_page(
         status,
         error,
     )
+}
+
+/// `GET /verify-email/{token}`: asks for a click (nothing changes on GET).
+pub async fn verification(
+    State(portal): State<Arc<Portal>>,
+    Path(token): Path<String>,
+    headers: HeaderMap,
+) -> Response {
+    match verification::open(&portal, &token, Timestamp::now()) {
+        Ok(link) => verification_page(&portal, &link.address, &headers, false),
+        Err(problem_) => link_problem(&portal, problem_),
+    }
+}
+
+/// `POST /verify-email/{token}`: marks the address verified.
+pub async fn verification_step(
+    State(portal): State<Arc<Portal>>,
+    Path(token): Path<String>,
+    headers: HeaderMap,
+    Form(form): Form<StepForm>,
+) -> Response {
+    if let Some(refused) = forged(&portal, &headers, &form) {
+        return refused;
+    }
+    let link = match verification::open(&portal, &token, Timestamp::now()) {
+        Ok(link) => link,
+        Err(problem_) => return link_problem(&portal, problem_),
+    };
+    match verification::verify(&portal, &link).await {
+        Ok(()) => verification_page(&portal, &link.address, &headers, true),
+        Err(other) => step_failed(&portal, other),
+    }
+}
+
+fn verification_page(portal: &Portal, address: &str, headers: &HeaderMap, done: bool) -> Response {
+    let Ok(form_token) = form_token(headers) else {
+        return problem(portal, StatusCode::INTERNAL_SERVER_ERROR, "Something went wrong", "Try again.");
+    };
+    let mut response = portal.pages.render(
+        StatusCode::OK,
+        "verify_email.html",
+        context! { org => &portal.org_name, root => "../", email => address, form_token => &form_token, done => done },
+    );
+    if let Ok(cookie) = HeaderValue::from_str(&form_cookie(&form_token, portal.https)) {
+        response.headers_mut().append(header::SET_COOKIE, cookie);
+    }
+    response
 }
 
 fn code_refused(rejected: crate::credentials::TotpRejected) -> String {

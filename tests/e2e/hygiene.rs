@@ -85,6 +85,7 @@ fn emailed_tokens() -> anyhow::Result<Vec<String>> {
             tokens.extend(crate::invites::token_after(text, "/invite/"));
             tokens.extend(crate::invites::token_after(text, "/mfa-reset/"));
             tokens.extend(crate::invites::token_after(text, "/password-reset/"));
+            tokens.extend(crate::invites::token_after(text, "/verify-email/"));
         }
         Ok(tokens)
     })

@@ -13,7 +13,7 @@ use roster::credentials::hash_token;
 use serde_json::{Value, json};
 
 use crate::harness::{Ns, condition, trial, wait_for};
-use crate::invites::{invite, message_text, messages_to, phase_of, token_in};
+use crate::invites::{invite, message_text, messages_to, phase_of, token_after, token_in};
 use crate::lifecycle::{email, phase, set_state, user_manifest, write_facts};
 use crate::portal::{
     PASSWORD, code, expect_link, get, link_token, linked_user, login, next_code, onboard, post,
@@ -223,13 +223,40 @@ pub fn trials() -> Vec<Trial> {
                 condition(u, "EmailVerified")["status"] == "True"
             })
             .await?;
-            let moved = json!({"spec": {"email": email("mover-elsewhere", &ns)}});
+            let elsewhere = email("mover-elsewhere", &ns);
+            let moved = json!({"spec": {"email": elsewhere}});
             ns.raw::<User>().patch("mover", &PatchParams::default(), &Patch::Merge(&moved)).await?;
             wait_for(&ns.raw::<User>(), "mover", "no longer verified", |u| {
                 condition(u, "EmailVerified")["status"] == "False"
                     && condition(u, "EmailVerified")["reason"] == "EmailChanged"
             })
             .await?;
+
+            // A link to the new address confirms it, and changes nothing else.
+            crate::harness::poll_until("a verification email to the new address", || async {
+                Ok(!messages_to(&elsewhere).await?.is_empty())
+            })
+            .await?;
+            let messages = messages_to(&elsewhere).await?;
+            let text = message_text(messages.first().context("no message")?).await?;
+            let token = token_after(&text, "/verify-email/").context("no verification link")?;
+            let path = format!("/api/v1/email-verifications/{token}");
+            let (status, body) = get(&path).await?;
+            ensure!(status == 200 && body["email"] == elsewhere, "{status} {body}");
+            let before = ns.api::<Secret>().get("mover-credentials").await?.data.unwrap_or_default();
+            let (status, body) = post(&path, json!({})).await?;
+            ensure!(status == 200 && body["verified"] == elsewhere, "{status} {body}");
+            wait_for(&ns.raw::<User>(), "mover", "verified again", |u| {
+                condition(u, "EmailVerified")["status"] == "True"
+            })
+            .await?;
+            let after = ns.api::<Secret>().get("mover-credentials").await?.data.unwrap_or_default();
+            ensure!(
+                after.get("passwordHash") == before.get("passwordHash"),
+                "the verification changed the password"
+            );
+            let (status, body) = get(&path).await?;
+            ensure!(status == 410 && body["error"] == "used", "{status} {body}");
             Ok(())
         }),
     ]
