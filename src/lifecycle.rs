@@ -363,6 +363,9 @@ pub fn decide(facts: &UserFacts<'_>) -> Decision {
             && !deactivated
             && facts.blocker.is_none()
             && credentials.onboarded(spec.mfa.required)
+            // Only a change from a recorded address: a proof from before addresses were
+            // recorded sends nothing (no mass email on upgrade).
+            && credentials.email_verified_for.is_some()
             && credentials.email_verified(&spec.email) == EmailProof::OtherAddress,
         locked_until: locked_until.filter(|_| !deactivated),
         recheck_at,

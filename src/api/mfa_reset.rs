@@ -46,8 +46,9 @@ pub struct MfaResetSpec {
     pub reason: String,
 
     /// Email: roster emails the re-enrolment link. Link: roster stores it in the Secret
-    /// <name>-link for an admin to hand over.
+    /// <name>-link for an admin to hand over. Immutable.
     #[serde(default)]
+    #[x_kube(validation = Rule::new("self == oldSelf").message("delivery is immutable; create a new MfaReset instead"))]
     pub delivery: Delivery,
 
     /// Seconds after the reset finishes before roster deletes it, like a Job's field of the

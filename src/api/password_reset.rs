@@ -56,8 +56,9 @@ pub struct PasswordResetSpec {
 
     /// Email: roster emails the link to the user's address. Link: roster stores it in the
     /// Secret <name>-link for an admin to hand over, and emails the person that a reset was
-    /// issued.
+    /// issued. Immutable.
     #[serde(default)]
+    #[x_kube(validation = Rule::new("self == oldSelf").message("delivery is immutable; create a new PasswordReset instead"))]
     pub delivery: Delivery,
 
     /// How long the link works, as a duration such as 24h or 30m, between 1m and 168h (7

@@ -49,17 +49,17 @@ impl ResetKind for PasswordReset {
         credentials.onboarded(user.spec.mfa.required)
     }
 
-    /// A deactivated user; and, for an emailed link, one who has or should have a second
-    /// factor but has none enrolled — nothing would prove who holds the link (with an
-    /// MfaReset's emailed link, the mailbox alone would open the account). A handed-over link
-    /// (`delivery: Link`) is the admin vouching for the person, e.g. one who lost their phone
-    /// and forgot their password.
+    /// A deactivated user; and one who has or should have a second factor but has none
+    /// enrolled — nothing would prove who holds the link (with an MfaReset's emailed link,
+    /// the mailbox alone would open the account) — unless the link is handed over
+    /// (`delivery: Link`, immutable: the admin vouching) while an MfaReset is open: the
+    /// person lost their phone and forgot their password.
     fn stops(&self, user: &User, credentials: &CredentialFacts, _ctx: &Context) -> Option<&'static str> {
         if user.spec.state == UserState::Inactive {
             return Some(reasons::USER_INACTIVE);
         }
-        let unproven = credentials.second_factor_due(user.spec.mfa.required) && !credentials.totp_enrolled;
-        (unproven && self.spec.delivery == Delivery::Email && Self::applies(user, credentials))
+        let vouched = self.spec.delivery == Delivery::Link;
+        (credentials.reset_link_unproven(user.spec.mfa.required, vouched) && Self::applies(user, credentials))
             .then_some(reasons::SECOND_FACTOR_MISSING)
     }
 

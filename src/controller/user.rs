@@ -77,8 +77,7 @@ pub(super) async fn reconcile(user: Arc<User>, ctx: Arc<Context>) -> Result<Acti
     if decision.ensure_auto_invite {
         ensure_auto_invite(&ctx, &user).await?;
     }
-    let verification_due =
-        if decision.verify_email { super::verification::ensure_sent(&ctx, &user).await? } else { None };
+
     if decision.clear_lockout
         && let Some(secret) = &secret
     {
@@ -122,6 +121,9 @@ pub(super) async fn reconcile(user: Arc<User>, ctx: Arc<Context>) -> Result<Acti
     if changed {
         apply_status(&ctx, user.as_ref(), &status).await?;
     }
+    // After the status write: a delivery problem is retried, and never keeps status stale.
+    let verification_due =
+        if decision.verify_email { super::verification::ensure_sent(&ctx, &user).await? } else { None };
     tracing::debug!(phase = %decision.phase, wrote_status = changed, "reconciled");
     if previous.phase != Some(decision.phase) {
         announce(&ctx, &user, previous.phase, &status).await;

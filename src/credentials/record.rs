@@ -156,6 +156,13 @@ impl CredentialFacts {
         mfa_required || self.totp_enrolled || self.mfa_reset_pending()
     }
 
+    /// Whether a password-reset link may set a password without a code: when a second factor
+    /// is due but none is enrolled, only a handed-over link (`vouched`: the admin confirmed
+    /// who the person is) while an MfaReset is open (lost phone and forgotten password).
+    pub fn reset_link_unproven(&self, mfa_required: bool, vouched: bool) -> bool {
+        self.second_factor_due(mfa_required) && !self.totp_enrolled && !(vouched && self.mfa_reset_pending())
+    }
+
     /// A reset cleared the second factor and the person has not enrolled a new one yet.
     pub fn mfa_reset_pending(&self) -> bool {
         !self.totp_enrolled && self.mfa_reset_uid.is_some() && self.mfa_reenrolled_for != self.mfa_reset_uid

@@ -122,8 +122,7 @@ pub fn open(portal: &Portal, token: &str, now: Timestamp) -> Result<OpenPassword
     // A second factor due but not enrolled (an MfaReset cleared it, or it was never set up):
     // an emailed link proves nothing then; a handed-over one is the admin vouching.
     let vouched = reset.spec.delivery == Delivery::Link;
-    let unproven = progress.second_factor_due(user.spec.mfa.required) && !progress.totp_enrolled;
-    if unproven && !vouched {
+    if progress.reset_link_unproven(user.spec.mfa.required, vouched) {
         return Err(LinkProblem::SecondFactorMissing);
     }
     let code_required = progress.totp_enrolled;
@@ -155,8 +154,8 @@ pub async fn set_password(
     let unix = u64::try_from(Timestamp::now().as_second()).unwrap_or(0);
     let hash = new_password_hash(portal, &link.user, password).await?;
     let now = Timestamp::now().to_string();
-    let needs = link.code_required;
     let vouched = link.reset.spec.delivery == Delivery::Link;
+    let mfa_required = link.user.spec.mfa.required;
     // One decision on the Secret as it is now, under its resourceVersion: the link may have
     // been used or replaced, the code spent, or the wrong codes used up, meanwhile — so every
     // code is judged once, and the cap on wrong codes holds however many requests race.
@@ -170,10 +169,11 @@ pub async fn set_password(
         if failures(current) >= PASSWORD_RESET_MAX_FAILURES {
             return (Err(StepError::Link(LinkProblem::Revoked)), Changes::new());
         }
-        let enrolled = text(current, TOTP_SECRET).is_some();
-        if needs && !enrolled && !vouched {
+        let facts = CredentialFacts::from_data(current.data.as_ref().unwrap_or(&Default::default()));
+        if facts.reset_link_unproven(mfa_required, vouched) {
             return (Err(StepError::Link(LinkProblem::SecondFactorMissing)), Changes::new());
         }
+        let enrolled = facts.totp_enrolled;
         let step = match enrolled.then(|| step(current, code, unix)) {
             Some(Err(error)) => {
                 let failed = (failures(current) + 1).to_string();

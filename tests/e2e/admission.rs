@@ -90,7 +90,23 @@ pub fn trials() -> Vec<Trial> {
             ns.apply(reset(json!({"userRef": {"name": "jane"}, "reason": "lost phone"}))).await?;
             let refused =
                 ns.raw::<MfaReset>().patch("example", &PatchParams::default(), &Patch::Merge(&change)).await;
-            expect_message(refused, &["spec.userRef", "immutable"])
+            expect_message(refused, &["spec.userRef", "immutable"])?;
+            // A reset's delivery is fixed too: an emailed link must not turn into a handed-over
+            // (vouched) one after it went out.
+            let handed = json!({"spec": {"delivery": "Link"}});
+            let refused =
+                ns.raw::<MfaReset>().patch("example", &PatchParams::default(), &Patch::Merge(&handed)).await;
+            expect_message(refused, &["spec.delivery", "immutable"])?;
+            ns.apply(json!({
+                "apiVersion": "roster.dev/v1alpha1", "kind": "PasswordReset", "metadata": {"name": "example"},
+                "spec": {"userRef": {"name": "jane"}, "reason": "forgot"},
+            }))
+            .await?;
+            let refused = ns
+                .raw::<roster::api::PasswordReset>()
+                .patch("example", &PatchParams::default(), &Patch::Merge(&handed))
+                .await;
+            expect_message(refused, &["spec.delivery", "immutable"])
         }),
         trial("admission::resend_only_increases", |ns| async move {
             ns.apply(invite(json!({"userRef": {"name": "jane"}, "resend": 2}))).await?;

@@ -238,6 +238,7 @@ pub fn trials() -> Vec<Trial> {
             })
             .await?;
             let messages = messages_to(&elsewhere).await?;
+            ensure!(messages.len() == 1, "{} verification emails to the new address", messages.len());
             let text = message_text(messages.first().context("no message")?).await?;
             let token = token_after(&text, "/verify-email/").context("no verification link")?;
             let path = format!("/api/v1/email-verifications/{token}");
