@@ -229,10 +229,10 @@ pub(super) async fn reconcile(invite: Arc<UserInvite>, ctx: Arc<Context>) -> Res
     let credentials = user.as_ref().and_then(|u| ctx.caches.credentials_of(u));
     let accepted_at = accepted_at(&ctx, &invite, credentials.as_deref());
     let person = Person {
-        onboarded: user.as_ref().zip(credentials.as_ref()).is_some_and(|(u, c)| {
-            CredentialFacts::from_data(c.data.as_ref().unwrap_or(&BTreeMap::new()))
-                .onboarded(u.spec.mfa.required)
-        }),
+        onboarded: user
+            .as_ref()
+            .zip(credentials.as_ref())
+            .is_some_and(|(u, c)| CredentialFacts::of(c).onboarded(u.spec.mfa.required)),
         refused: user
             .as_ref()
             .and_then(|u| ctx.caches.directory_conflict(u, &ctx.settings.allowed_email_domains)),
@@ -617,7 +617,7 @@ async fn withdraw_link(ctx: &Context, invite: &UserInvite) -> Result<()> {
 /// control count.
 fn accepted_at(ctx: &Context, invite: &UserInvite, credentials: Option<&Secret>) -> Option<Timestamp> {
     let token = ctx.caches.owned_secret(invite, &token_secret_name(&invite.name_any()))?;
-    let onboarding = CredentialFacts::from_data(credentials?.data.as_ref().unwrap_or(&BTreeMap::new()));
+    let onboarding = CredentialFacts::of(credentials?);
     let current = text(&token, TOKEN_HASH)?;
     (onboarding.onboarding_token.as_deref() == Some(current))
         .then_some(onboarding.onboarding_completed_at)

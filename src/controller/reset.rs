@@ -243,8 +243,7 @@ pub(super) async fn reconcile<K: ResetKind>(reset: Arc<K>, ctx: Arc<Context>) ->
         // through the credentials label) brings the reset back.
         return Ok(Action::await_change());
     }
-    let credentials =
-        secret.as_ref().map(|s| CredentialFacts::from_data(s.data.as_ref().unwrap_or(&BTreeMap::new())));
+    let credentials = secret.as_ref().map(|s| CredentialFacts::of(s));
     let view =
         user.as_deref().zip(credentials.as_ref()).zip(secret.as_deref()).map(|((u, facts), secret)| {
             UserView {

@@ -54,9 +54,7 @@ pub(super) async fn reconcile(user: Arc<User>, ctx: Arc<Context>) -> Result<Acti
 
     // The credentials Secret exists from the first reconcile on; roster never overwrites it.
     let credentials = match (&secret, owned) {
-        (Some(secret), Some(true)) => {
-            Some(CredentialFacts::from_data(secret.data.as_ref().unwrap_or(&BTreeMap::new())))
-        }
+        (Some(secret), Some(true)) => Some(CredentialFacts::of(secret)),
         (None, _) => {
             let secrets: Api<Secret> = Api::namespaced(ctx.client.clone(), &namespace);
             create_if_absent(&secrets, &credentials_secret(&user, &secret_name)?).await?;

@@ -104,6 +104,11 @@ pub struct CredentialFacts {
 }
 
 impl CredentialFacts {
+    /// Reads the facts from a credentials Secret (one without data has none).
+    pub fn of(secret: &k8s_openapi::api::core::v1::Secret) -> Self {
+        secret.data.as_ref().map(Self::from_data).unwrap_or_default()
+    }
+
     /// Reads the facts from a Secret's `data`. Unreadable values count as absent (a
     /// damaged timestamp must not make a set password look unset, so presence is read from
     /// the secret keys themselves).

@@ -238,7 +238,7 @@ pub fn open(portal: &Portal, token: &str, now: Timestamp) -> Result<OpenLink, Li
     let (user, credentials) = account(caches, &namespace, &invite.spec.user_ref.name);
     let empty = Secret { data: Some(BTreeMap::new()), ..Default::default() };
     let progress = credentials.as_deref().unwrap_or(&empty);
-    let progress_facts = CredentialFacts::from_data(progress.data.as_ref().unwrap_or(&BTreeMap::new()));
+    let progress_facts = CredentialFacts::of(progress);
     let expires_at = text(&secret, TOKEN_EXPIRES_AT).and_then(|t| t.parse().ok());
     let mfa_required = user.as_ref().is_none_or(|u| u.spec.mfa.required);
     let facts = LinkFacts {

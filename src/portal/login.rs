@@ -170,7 +170,7 @@ pub fn failures(
     lockout: &Lockout,
     now: Timestamp,
 ) -> Option<(Verdict, Changes)> {
-    let facts = CredentialFacts::from_data(current.data.as_ref().unwrap_or(&Default::default()));
+    let facts = CredentialFacts::of(current);
     let Standing::Open { failed } = lockout.of(&facts, now) else { return None };
     let failed = failed.saturating_add(count);
     let locks = failed >= lockout.threshold;
@@ -212,7 +212,7 @@ pub async fn login(portal: &Arc<Portal>, request: &LoginRequest) -> Result<Login
     let unix = u64::try_from(now.as_second()).unwrap_or(0);
     let lockout = portal.lockout;
     let judge = move |current: &Secret| {
-        let facts = CredentialFacts::from_data(current.data.as_ref().unwrap_or(&Default::default()));
+        let facts = CredentialFacts::of(current);
         let attempt = Attempt {
             password_ok: password_ok && text(current, PASSWORD_HASH) == stored.as_deref(),
             totp_required,

@@ -93,7 +93,7 @@ pub async fn set_password(
             return (Err(StepError::AlreadyDone), Changes::new());
         }
         // Decided again on the Secret as it is now: another link may have finished first.
-        let now_facts = CredentialFacts::from_data(current.data.as_ref().unwrap_or(&Default::default()));
+        let now_facts = CredentialFacts::of(current);
         if now_facts.onboarded(user.mfa.required) {
             return (Err(StepError::Link(LinkProblem::Superseded)), Changes::new());
         }

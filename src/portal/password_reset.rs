@@ -118,7 +118,7 @@ pub fn open(portal: &Portal, token: &str, now: Timestamp) -> Result<OpenPassword
         failures: failures(&credentials),
     };
     judge(&facts, now)?;
-    let progress = CredentialFacts::from_data(credentials.data.as_ref().unwrap_or(&Default::default()));
+    let progress = CredentialFacts::of(&credentials);
     // A second factor due but not enrolled (an MfaReset cleared it, or it was never set up):
     // an emailed link proves nothing then; a handed-over one is the admin vouching.
     let vouched = reset.spec.delivery == Delivery::Link;
@@ -169,7 +169,7 @@ pub async fn set_password(
         if failures(current) >= PASSWORD_RESET_MAX_FAILURES {
             return (Err(StepError::Link(LinkProblem::Revoked)), Changes::new());
         }
-        let facts = CredentialFacts::from_data(current.data.as_ref().unwrap_or(&Default::default()));
+        let facts = CredentialFacts::of(current);
         if facts.reset_link_unproven(mfa_required, vouched) {
             return (Err(StepError::Link(LinkProblem::SecondFactorMissing)), Changes::new());
         }

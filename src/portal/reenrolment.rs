@@ -125,7 +125,7 @@ pub fn open(portal: &Portal, token: &str, now: Timestamp) -> Result<OpenReset, L
     let (user, credentials) = account(caches, &namespace, &reset.spec.user_ref.name);
     let (Some(user), Some(credentials)) = (user, credentials) else { return Err(LinkProblem::Revoked) };
     let expires_at = text(&secret, TOKEN_EXPIRES_AT).and_then(|t| t.parse().ok());
-    let progress = CredentialFacts::from_data(credentials.data.as_ref().unwrap_or(&Default::default()));
+    let progress = CredentialFacts::of(&credentials);
     let facts = ResetLinkFacts {
         uid: &uid,
         phase: reset.status.as_ref().and_then(|s| s.phase),
@@ -170,7 +170,7 @@ pub async fn prove_password(
             let counted = failures(current, 1, &lockout, Timestamp::now()).map(|(_, changes)| changes);
             return (Err(StepError::WrongPassword), counted.unwrap_or_default());
         }
-        let facts = CredentialFacts::from_data(current.data.as_ref().unwrap_or(&Default::default()));
+        let facts = CredentialFacts::of(current);
         if lockout.of(&facts, Timestamp::now()).is_locked() {
             return (Err(StepError::Link(LinkProblem::UserInactive)), Changes::new());
         }
