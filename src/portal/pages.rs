@@ -302,15 +302,12 @@ fn verification_page(portal: &Portal, address: &str, headers: &HeaderMap, done: 
     let Ok(form_token) = form_token(headers) else {
         return problem(portal, StatusCode::INTERNAL_SERVER_ERROR, "Something went wrong", "Try again.");
     };
-    let mut response = portal.pages.render(
+    let response = portal.pages.render(
         StatusCode::OK,
         "verify_email.html",
         context! { org => &portal.org_name, root => "../", email => address, form_token => &form_token, done => done },
     );
-    if let Ok(cookie) = HeaderValue::from_str(&form_cookie(&form_token, portal.https)) {
-        response.headers_mut().append(header::SET_COOKIE, cookie);
-    }
-    response
+    with_form_cookie(portal, response, &form_token)
 }
 
 fn code_refused(rejected: crate::credentials::TotpRejected) -> String {
@@ -396,7 +393,7 @@ fn page(
         form_token => &form_token,
         error => error,
     };
-    let mut response = match shown {
+    let response = match shown {
         Shown::NewPassword(expires) => portal.pages.render(
             status,
             "password.html",
@@ -438,7 +435,12 @@ fn page(
             )
         }
     };
-    if let Ok(cookie) = HeaderValue::from_str(&form_cookie(&form_token, portal.https)) {
+    with_form_cookie(portal, response, &form_token)
+}
+
+/// `response` with the cookie that hands `form_token` to the browser (its forms post it back).
+fn with_form_cookie(portal: &Portal, mut response: Response, form_token: &str) -> Response {
+    if let Ok(cookie) = HeaderValue::from_str(&form_cookie(form_token, portal.https)) {
         response.headers_mut().append(header::SET_COOKIE, cookie);
     }
     response

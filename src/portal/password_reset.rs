@@ -115,7 +115,7 @@ pub fn open(portal: &Portal, token: &str, now: Timestamp) -> Result<OpenPassword
         refused: caches.directory_conflict(&user, &portal.allowed_email_domains).is_some(),
         open: text(&credentials, PASSWORD_RESET_UID),
         used: text(&credentials, PASSWORD_RESET_DONE_FOR),
-        failures: failures(&credentials),
+        failures: wrong_codes(&credentials),
     };
     judge(&facts, now)?;
     let progress = CredentialFacts::of(&credentials);
@@ -129,7 +129,7 @@ pub fn open(portal: &Portal, token: &str, now: Timestamp) -> Result<OpenPassword
     Ok(OpenPasswordReset { reset, user, credentials, expires_at, code_required })
 }
 
-fn failures(credentials: &Secret) -> u32 {
+fn wrong_codes(credentials: &Secret) -> u32 {
     text(credentials, PASSWORD_RESET_FAILURES).and_then(|v| v.parse().ok()).unwrap_or(0)
 }
 
@@ -166,7 +166,7 @@ pub async fn set_password(
         if text(current, PASSWORD_RESET_UID) != Some(uid.as_str()) {
             return (Err(StepError::Link(LinkProblem::Replaced)), Changes::new());
         }
-        if failures(current) >= PASSWORD_RESET_MAX_FAILURES {
+        if wrong_codes(current) >= PASSWORD_RESET_MAX_FAILURES {
             return (Err(StepError::Link(LinkProblem::Revoked)), Changes::new());
         }
         let facts = CredentialFacts::of(current);
@@ -176,7 +176,7 @@ pub async fn set_password(
         let enrolled = facts.totp_enrolled;
         let step = match enrolled.then(|| step(current, code, unix)) {
             Some(Err(error)) => {
-                let failed = (failures(current) + 1).to_string();
+                let failed = (wrong_codes(current) + 1).to_string();
                 return (Err(error), Changes::from([(PASSWORD_RESET_FAILURES, Some(failed))]));
             }
             Some(Ok(step)) => Some(step),
