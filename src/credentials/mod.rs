@@ -13,7 +13,7 @@ pub use lockout::{Lockout, Standing};
 pub use password::{Argon2Settings, PasswordHasher};
 pub use policy::{PasswordPolicy, PolicyViolation};
 pub use record::CredentialFacts;
-pub use token::{Token, hash_token, hashes_match, token_matches};
+pub use token::{Token, hash_token, hashes_match};
 pub use totp::{TotpRejected, TotpSecret, otpauth_uri, verify_totp};
 
 /// Why a credential operation failed; never contains the secret it worked on.
