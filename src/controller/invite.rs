@@ -22,11 +22,11 @@ use kube::runtime::reflector::ObjectRef;
 use tracing::instrument;
 
 use super::names::{
-    INVITE_LABEL, INVITE_LINK_TYPE, INVITE_TOKEN_TYPE, LINK_URL, RETIRED_HASHES, TOKEN_EXPIRES_AT,
-    TOKEN_HASH, TOKEN_ISSUANCE, TOKEN_RECIPIENT, link_secret_name, token_secret_name,
+    INVITE_LABEL, INVITE_LINK_TYPE, INVITE_TOKEN_TYPE, RETIRED_HASHES, TOKEN_EXPIRES_AT, TOKEN_HASH,
+    TOKEN_ISSUANCE, TOKEN_RECIPIENT, link_secret_name, token_secret_name,
 };
 use super::{
-    Context, SetupError, Undelivered, apply_owned_secret, apply_status, apply_status_unless_changed, cache,
+    Context, SetupError, Undelivered, apply_link_secrets, apply_status, apply_status_unless_changed, cache,
     delete_owned_secret, now, publish, requeue_at,
 };
 use crate::api::conditions::{self, Desired, reasons, status, types};
@@ -432,23 +432,10 @@ async fn deliver(
     if invite.spec.delivery == Delivery::Email {
         token_data.insert(TOKEN_RECIPIENT.to_owned(), recipient(invite, user).to_lowercase());
     }
-    let written = apply_owned_secret(
-        ctx,
-        invite,
-        &token_secret_name(&name),
-        (INVITE_TOKEN_TYPE, INVITE_LABEL),
-        token_data,
-    )
-    .await;
     let link = format!("{}/invite/{}", ctx.settings.portal_url.trim_end_matches('/'), token.expose());
-    let written = match (written, invite.spec.delivery) {
-        (Ok(()), Delivery::Link) => {
-            let data = BTreeMap::from([(LINK_URL.to_owned(), link.clone())]);
-            apply_owned_secret(ctx, invite, &link_secret_name(&name), (INVITE_LINK_TYPE, INVITE_LABEL), data)
-                .await
-        }
-        (written, _) => written,
-    };
+    let handed_over = (invite.spec.delivery == Delivery::Link).then_some(link.as_str());
+    let types = (INVITE_TOKEN_TYPE, INVITE_LINK_TYPE, INVITE_LABEL);
+    let written = apply_link_secrets(ctx, invite, types, token_data, handed_over).await;
     if let Err(Error::SecretNotOwned { secret }) = &written {
         // An admin must rename the invite or remove the look-alike; tried again with backoff.
         let message = format!("the Secret {secret} exists and is not this invite's: roster leaves it alone");

@@ -632,6 +632,28 @@ where
     }
 }
 
+/// Writes the Secrets of a link `owner` issues: `<owner>-token` (`token_type`, with
+/// `token_data`) and, for a handed-over link, `<owner>-link` (`link_type`, the URL) — each
+/// only as [`apply_owned_secret`] allows.
+async fn apply_link_secrets<O>(
+    ctx: &Context,
+    owner: &O,
+    (token_type, link_type, label): (&str, &str, &str),
+    token_data: BTreeMap<String, String>,
+    handed_over: Option<&str>,
+) -> Result<()>
+where
+    O: Resource<DynamicType = ()>,
+{
+    let name = owner.name_any();
+    apply_owned_secret(ctx, owner, &names::token_secret_name(&name), (token_type, label), token_data).await?;
+    if let Some(url) = handed_over {
+        let data = BTreeMap::from([(names::LINK_URL.to_owned(), url.to_owned())]);
+        apply_owned_secret(ctx, owner, &names::link_secret_name(&name), (link_type, label), data).await?;
+    }
+    Ok(())
+}
+
 /// Deletes the Secret `name` if `owner` controls it (an absent one is fine). A Secret of
 /// that name that anyone else made is left alone: roster deletes only what it owns, and the
 /// uid precondition makes sure the Secret deleted is the one checked.

@@ -26,11 +26,9 @@ use kube::{Resource, ResourceExt};
 use tracing::instrument;
 
 use super::invite::{addressed_as, cond, delivery_backoff};
-use super::names::{
-    LINK_URL, TOKEN_EXPIRES_AT, TOKEN_HASH, credentials_secret_name, link_secret_name, token_secret_name,
-};
+use super::names::{TOKEN_EXPIRES_AT, TOKEN_HASH, credentials_secret_name, link_secret_name};
 use super::{
-    Context, Undelivered, apply_owned_secret, apply_status, apply_status_unless_changed, cache,
+    Context, Undelivered, apply_link_secrets, apply_status, apply_status_unless_changed, cache,
     delete_owned_secret, now, publish, requeue_at,
 };
 use crate::api::conditions::{self, Desired, reasons, status, types};
@@ -467,24 +465,13 @@ async fn deliver<K: ResetKind>(
     }
     let token = Token::generate()?;
     let link = format!("{}/{}/{}", ctx.settings.portal_url.trim_end_matches('/'), K::PATH, token.expose());
-    let written = async {
-        apply_owned_secret(
-            ctx,
-            reset,
-            &token_secret_name(&name),
-            (K::TOKEN_TYPE, K::LABEL),
-            BTreeMap::from([
-                (TOKEN_HASH.to_owned(), token.hash()),
-                (TOKEN_EXPIRES_AT.to_owned(), expires.to_string()),
-            ]),
-        )
-        .await?;
-        if spec.delivery == Delivery::Link {
-            let data = BTreeMap::from([(LINK_URL.to_owned(), link.clone())]);
-            apply_owned_secret(ctx, reset, &link_secret_name(&name), (K::LINK_TYPE, K::LABEL), data).await?;
-        }
-        Ok(())
-    };
+    let token_data = BTreeMap::from([
+        (TOKEN_HASH.to_owned(), token.hash()),
+        (TOKEN_EXPIRES_AT.to_owned(), expires.to_string()),
+    ]);
+    let handed_over = (spec.delivery == Delivery::Link).then_some(link.as_str());
+    let written =
+        apply_link_secrets(ctx, reset, (K::TOKEN_TYPE, K::LINK_TYPE, K::LABEL), token_data, handed_over);
     match written.await {
         Ok(()) => {}
         Err(Error::SecretNotOwned { secret }) => {
