@@ -9,3 +9,5 @@ hack/install-test-tools.sh >/dev/null
 cargo fmt --all --check
 cargo clippy --workspace --all-targets --locked -- -D warnings
 cargo test --workspace --locked
+# The benchmark at a small N, on the test build: it keeps working (figures are for people).
+BENCH_PROFILE=dev hack/bench.sh 200 --signin-seconds 5 --lookup-seconds 3

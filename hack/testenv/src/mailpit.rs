@@ -23,8 +23,15 @@ pub struct Mailpit {
 
 impl Mailpit {
     /// Starts Mailpit with its data and log under `dir`; `chaos` enables its chaos API (to
-    /// make SMTP fail on purpose). Returns once both ports accept connections.
+    /// make SMTP fail on purpose). Returns once both ports accept connections. It keeps its
+    /// newest 500 messages.
     pub async fn start(dir: &Path, name: &str, chaos: bool) -> Result<Self> {
+        Self::start_keeping(dir, name, chaos, 500).await
+    }
+
+    /// Starts Mailpit like [`Mailpit::start`], keeping its newest `max` messages (a
+    /// benchmark counts thousands).
+    pub async fn start_keeping(dir: &Path, name: &str, chaos: bool, max: usize) -> Result<Self> {
         let program = tool_path("mailpit")?;
         std::fs::create_dir_all(dir).map_err(crate::io(format!("creating {}", dir.display())))?;
         let [smtp_port, http_port] = free_ports()?;
@@ -33,6 +40,7 @@ impl Mailpit {
             format!("--listen=127.0.0.1:{http_port}"),
             format!("--database={}", dir.join(format!("{name}.db")).display()),
             "--quiet".to_owned(),
+            format!("--max={max}"),
             // Any login is accepted (and none): roster's SMTP credentials can be exercised.
             "--smtp-auth-accept-any".to_owned(),
             "--smtp-auth-allow-insecure".to_owned(),

@@ -1,0 +1,140 @@
+//! The floor: a client with no logic that makes, for each of N Users, only the writes
+//! onboarding cannot avoid — the credentials Secret, the UserInvite, its token Secret, the
+//! invite's and the User's status, one Event — and sends one email, at roster's
+//! concurrency. roster's onboarding time is reported as a multiple of this one.
+
+use std::time::{Duration, Instant};
+
+use anyhow::Context as _;
+use futures::StreamExt;
+use k8s_openapi::api::core::v1::Secret;
+use kube::api::{Api, Patch, PatchParams, PostParams};
+use kube::runtime::events::{Event, EventType, Recorder, Reporter};
+use kube::{Client, Resource, ResourceExt};
+use lettre::message::{Mailbox as Address, MultiPart};
+use lettre::{AsyncSmtpTransport, AsyncTransport, Message, Tokio1Executor};
+use roster::api::{User, UserInvite};
+use roster::credentials::Token;
+use serde::Serialize;
+use tokio::sync::mpsc;
+
+use crate::mailbox::Mailbox;
+
+/// What the floor took.
+#[derive(Clone, Debug, Serialize)]
+pub struct Floor {
+    /// Seconds from the first User's creation until every user's writes were made and
+    /// Mailpit held N messages.
+    pub total_s: f64,
+    /// Workers making the writes.
+    pub workers: usize,
+    /// Write requests per user, beyond the User.
+    pub writes_per_user: usize,
+}
+
+/// Writes per user the floor makes beyond the User: credentials Secret, UserInvite, token
+/// Secret, invite status, User status, Event.
+const WRITES_PER_USER: usize = 6;
+
+/// Runs the floor for `n` Users in `namespace`.
+pub async fn run(
+    client: &Client,
+    namespace: &str,
+    n: usize,
+    creators: usize,
+    workers: usize,
+    smtp_port: u16,
+    mailbox: &Mailbox,
+) -> anyhow::Result<Floor> {
+    let smtp = AsyncSmtpTransport::<Tokio1Executor>::builder_dangerous("127.0.0.1").port(smtp_port).build();
+    let recorder = Recorder::new(client.clone(), Reporter { controller: "floor".into(), instance: None });
+    let started = Instant::now();
+    let (created, users) = mpsc::channel(creators * 4);
+    let creation = crate::onboarding::create(client, namespace, n, creators, Some(created));
+    let onboarding = tokio_stream(users).for_each_concurrent(workers, |user| {
+        let (client, smtp, recorder) = (client.clone(), smtp.clone(), recorder.clone());
+        async move {
+            if let Err(error) = onboard(&client, &smtp, &recorder, &user).await {
+                eprintln!("floor: {}: {error:#}", user.name_any());
+            }
+        }
+    });
+    let (created, ()) = futures::join!(creation, onboarding);
+    created?;
+    mailbox.wait_for(n, Duration::from_secs(120)).await?;
+    Ok(Floor { total_s: started.elapsed().as_secs_f64(), workers, writes_per_user: WRITES_PER_USER })
+}
+
+fn tokio_stream<T>(mut receiver: mpsc::Receiver<T>) -> impl futures::Stream<Item = T> {
+    futures::stream::poll_fn(move |cx| receiver.poll_recv(cx))
+}
+
+async fn onboard(
+    client: &Client,
+    smtp: &AsyncSmtpTransport<Tokio1Executor>,
+    recorder: &Recorder,
+    user: &User,
+) -> anyhow::Result<()> {
+    let namespace = user.namespace().unwrap_or_default();
+    let name = user.name_any();
+    let secrets: Api<Secret> = Api::namespaced(client.clone(), &namespace);
+    let invites: Api<UserInvite> = Api::namespaced(client.clone(), &namespace);
+    let users: Api<User> = Api::namespaced(client.clone(), &namespace);
+    let create = PostParams::default();
+
+    let mut credentials: Secret = serde_json::from_value(serde_json::json!({
+        "metadata": {"name": format!("{name}-credentials"), "labels": {"app.kubernetes.io/managed-by": "floor"}},
+        "type": "roster.dev/credentials",
+    }))?;
+    credentials.metadata.owner_references = user.controller_owner_ref(&()).map(|r| vec![r]);
+    secrets.create(&create, &credentials).await.context("credentials Secret")?;
+
+    let mut invite: UserInvite = serde_json::from_value(serde_json::json!({
+        "apiVersion": "roster.dev/v1alpha1", "kind": "UserInvite",
+        "metadata": {"name": format!("{name}-invite")},
+        "spec": {"userRef": {"name": name}},
+    }))?;
+    invite.metadata.owner_references = user.controller_owner_ref(&()).map(|r| vec![r]);
+    let invite = invites.create(&create, &invite).await.context("UserInvite")?;
+
+    let token = Token::generate()?;
+    let mut token_secret: Secret = serde_json::from_value(serde_json::json!({
+        "metadata": {"name": format!("{name}-invite-token")},
+        "type": "roster.dev/invite-token",
+        "stringData": {"tokenHash": token.hash()},
+    }))?;
+    token_secret.metadata.owner_references = invite.controller_owner_ref(&()).map(|r| vec![r]);
+    secrets.create(&create, &token_secret).await.context("token Secret")?;
+
+    let link = format!("http://127.0.0.1/invite/{}", token.expose());
+    let message = Message::builder()
+        .from("Example Corp <no-reply@example.com>".parse::<Address>()?)
+        .to(format!("{name}@example.com").parse::<Address>()?)
+        .subject("You are invited to Example Corp")
+        .multipart(MultiPart::alternative_plain_html(
+            format!("Hello {name},\n\nSet up your account: {link}\n\nThe link expires in 30 days.\n"),
+            format!("<p>Hello {name},</p><p><a href=\"{link}\">Set up your account</a></p><p>The link expires in 30 days.</p>"),
+        ))?;
+    smtp.send(message).await.context("sending")?;
+
+    let sent = serde_json::json!({"status": {"phase": "Sent"}});
+    invites
+        .patch_status(&invite.name_any(), &PatchParams::default(), &Patch::Merge(&sent))
+        .await
+        .context("invite status")?;
+    let pending = serde_json::json!({"status": {"phase": "PENDING"}});
+    users
+        .patch_status(&name, &PatchParams::default(), &Patch::Merge(&pending))
+        .await
+        .context("User status")?;
+
+    let event = Event {
+        type_: EventType::Normal,
+        reason: "Invited".into(),
+        note: Some("an invitation was delivered".into()),
+        action: "Reconcile".into(),
+        secondary: None,
+    };
+    recorder.publish(&event, &user.object_ref(&())).await.context("Event")?;
+    Ok(())
+}
