@@ -34,6 +34,8 @@ pub struct InviteFact {
     pub expires_at: Option<Timestamp>,
     /// When it was created, to pick the current one.
     pub created: Option<Timestamp>,
+    /// Its reconciler reports a problem delivering it (its Delivered condition is False).
+    pub failing: bool,
 }
 
 /// Everything the lifecycle depends on.
@@ -75,6 +77,10 @@ pub struct Decision {
     /// When the facts change by themselves (an invite expires, a lock ends): reconcile
     /// again then.
     pub recheck_at: Option<Timestamp>,
+    /// roster's own work is about to move the user on: the automatic invite is being
+    /// created or delivered, with no problem reported. A status never written waits for
+    /// where it settles (one write per new user, not NEW and then PENDING).
+    pub settling: bool,
 }
 
 /// Where the invitations stand, from the user's point of view.
@@ -298,6 +304,10 @@ pub fn decide(facts: &UserFacts<'_>) -> Decision {
         condition(types::MFA_ENROLLED, false, reasons::NOT_REQUIRED, "mfa.required is false")
     };
 
+    let settling = phase == UserPhase::New
+        && reconciling
+        && facts.blocker.is_none()
+        && !facts.invites.iter().any(|i| i.failing);
     let [reconciling, stalled] = conditions::kstatus(reconciling, stalled);
     let conditions = vec![
         ready,
@@ -369,6 +379,7 @@ pub fn decide(facts: &UserFacts<'_>) -> Decision {
             && credentials.email_verified(&spec.email) == EmailProof::OtherAddress,
         locked_until: locked_until.filter(|_| !deactivated),
         recheck_at,
+        settling,
     }
 }
 
@@ -419,7 +430,13 @@ mod tests {
     }
 
     fn invite(phase: Option<InvitePhase>, expires: Option<i64>) -> InviteFact {
-        InviteFact { name: "jane-invite".into(), phase, expires_at: expires.map(at), created: Some(at(1)) }
+        InviteFact {
+            name: "jane-invite".into(),
+            phase,
+            expires_at: expires.map(at),
+            created: Some(at(1)),
+            failing: false,
+        }
     }
 
     fn creds(password: bool, totp: bool, failed: u32) -> CredentialFacts {
@@ -713,6 +730,30 @@ mod tests {
             ready: ("", ""),
         };
         assert!(!run(&case).ensure_auto_invite);
+    }
+
+    #[test]
+    fn a_new_user_settles_while_its_invitation_is_on_its_way_and_not_when_it_is_stuck() {
+        let case = |policy, invites: Vec<InviteFact>, blocker: Option<Blocker>| Case {
+            name: "",
+            spec: spec(policy, UserState::Active, true),
+            credentials: creds(false, false, 0),
+            invites,
+            blocker,
+            phase: UserPhase::New,
+            ready: ("", ""),
+        };
+        let failing = InviteFact { failing: true, ..invite(Some(InvitePhase::Pending), None) };
+        let taken = Blocker::CredentialsSecretTaken { name: "jane-credentials".into() };
+        let settling = |c: &Case| run(c).settling;
+        assert!(settling(&case(InvitePolicy::Auto, vec![], None)), "the invite is being created");
+        assert!(settling(&case(InvitePolicy::Auto, vec![invite(None, None)], None)), "not reconciled yet");
+        assert!(settling(&case(InvitePolicy::Auto, vec![invite(Some(InvitePhase::Pending), None)], None)));
+        assert!(!settling(&case(InvitePolicy::Auto, vec![failing], None)), "delivery reports a problem");
+        assert!(!settling(&case(InvitePolicy::Auto, vec![], Some(taken))), "an admin must act");
+        assert!(!settling(&case(InvitePolicy::Manual, vec![], None)), "waiting for an admin");
+        let sent = invite(Some(InvitePhase::Sent), Some(5000));
+        assert!(!settling(&case(InvitePolicy::Auto, vec![sent], None)), "PENDING is where it settles");
     }
 
     #[test]

@@ -3,6 +3,7 @@
 //! caches, bounded concurrency, graceful shutdown, metrics) and the per-object retry backoff.
 
 mod cache;
+mod expectations;
 mod invite;
 mod mail_setup;
 mod mfa_reset;
@@ -81,6 +82,8 @@ pub struct Context {
     pub settings: Settings,
     /// SMTP transport and email templates, as the cluster says now.
     pub mail: MailSetup,
+    /// What this process created that the caches may not show yet.
+    expectations: expectations::Expectations,
     backoff: Backoff,
 }
 
@@ -205,6 +208,7 @@ pub async fn run(
             config.templates_configmap.clone(),
             templates,
         ),
+        expectations: Default::default(),
         backoff: Backoff::default(),
     });
     let settings = controller::Config::default().concurrency(config.concurrency);
@@ -493,27 +497,47 @@ where
 }
 
 /// Creates `obj` unless an object of that name exists: deterministic names make creation
-/// idempotent across retries and restarts. Returns whether it was created.
-async fn create_if_absent<K>(api: &Api<K>, obj: &K) -> Result<bool>
+/// idempotent across retries and restarts. `cached` says whether the watch cache holds it
+/// already; one this process created moments ago, which the cache does not show yet, is not
+/// asked for again. Returns whether it was created.
+async fn create_unless_known<K>(ctx: &Context, obj: &K, cached: bool) -> Result<bool>
 where
-    K: Resource<DynamicType = ()> + Clone + DeserializeOwned + Serialize + Debug,
+    K: Resource<DynamicType = (), Scope = kube::core::NamespaceResourceScope>
+        + Clone
+        + DeserializeOwned
+        + Serialize
+        + Debug,
 {
-    match api
+    let key = object_key(obj);
+    if cached {
+        ctx.expectations.seen(&key);
+        return Ok(false);
+    }
+    if ctx.expectations.awaited(&key) {
+        return Ok(false);
+    }
+    let api: Api<K> = Api::namespaced(ctx.client.clone(), &obj.namespace().unwrap_or_default());
+    let created = match api
         .create(
             &kube::api::PostParams { field_manager: Some(FIELD_MANAGER.into()), ..Default::default() },
             obj,
         )
         .await
     {
-        Ok(_) => Ok(true),
-        Err(kube::Error::Api(status)) if status.code == 409 => Ok(false),
-        Err(source) => Err(Error::Kube {
-            action: "creating",
-            kind: K::kind(&()).into_owned(),
-            object: cache::key(obj),
-            source: Box::new(source),
-        }),
-    }
+        Ok(_) => true,
+        Err(kube::Error::Api(status)) if status.code == 409 => false,
+        Err(source) => {
+            return Err(Error::Kube {
+                action: "creating",
+                kind: K::kind(&()).into_owned(),
+                object: cache::key(obj),
+                source: Box::new(source),
+            });
+        }
+    };
+    // Either way the object exists: the cache will show it.
+    ctx.expectations.created(key);
+    Ok(created)
 }
 
 /// Server-side applies `status` to `obj`'s status subresource as the sole owner of status.

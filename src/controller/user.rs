@@ -17,7 +17,7 @@ use kube::runtime::reflector::ObjectRef;
 use tracing::instrument;
 
 use super::names::{CREDENTIALS_TYPE, USER_LABEL, auto_invite_name, credentials_secret_name};
-use super::{Context, apply_status, cache, create_if_absent, now, owned_meta, publish, requeue_at};
+use super::{Context, apply_status, cache, create_unless_known, now, owned_meta, publish, requeue_at};
 use crate::api::conditions::{self, reasons, types};
 use crate::api::status_time;
 use crate::api::{
@@ -56,8 +56,7 @@ pub(super) async fn reconcile(user: Arc<User>, ctx: Arc<Context>) -> Result<Acti
     let credentials = match (&secret, owned) {
         (Some(secret), Some(true)) => Some(CredentialFacts::of(secret)),
         (None, _) => {
-            let secrets: Api<Secret> = Api::namespaced(ctx.client.clone(), &namespace);
-            create_if_absent(&secrets, &credentials_secret(&user, &secret_name)?).await?;
+            create_unless_known(&ctx, &credentials_secret(&user, &secret_name)?, false).await?;
             Some(CredentialFacts::default())
         }
         (Some(_), _) => None,
@@ -115,7 +114,8 @@ pub(super) async fn reconcile(user: Arc<User>, ctx: Arc<Context>) -> Result<Acti
         locked_until: decision.locked_until.map(status_time),
         failed_login_attempts: Some(facts.failed_logins),
     };
-    let changed = status != previous;
+    // A new user's first status is the one it settles in (see `Decision::settling`).
+    let changed = status != previous && !(decision.settling && previous.phase.is_none());
     if changed {
         apply_status(&ctx, user.as_ref(), &status).await?;
     }
@@ -149,6 +149,9 @@ fn invite_fact(invite: &UserInvite) -> InviteFact {
         phase: status.and_then(|s| s.phase),
         expires_at: status.and_then(|s| s.expires_at.as_ref()).map(|t| t.0),
         created: invite.metadata.creation_timestamp.as_ref().map(|t| t.0),
+        failing: status.is_some_and(|s| {
+            s.conditions.iter().any(|c| c.type_ == types::DELIVERED && c.status == conditions::status::FALSE)
+        }),
     }
 }
 
@@ -184,12 +187,12 @@ async fn ensure_auto_invite(ctx: &Context, user: &User) -> Result<()> {
     let namespace = user.namespace().unwrap_or_default();
     let name = auto_invite_name(&user.name_any());
     let api: Api<UserInvite> = Api::namespaced(ctx.client.clone(), &namespace);
-    match ctx.caches.invites.get(&ObjectRef::new(&name).within(&namespace)) {
-        None => {
-            if create_if_absent(&api, &auto_invite(user)?).await? {
-                tracing::info!(invite = %name, "created the automatic invite");
-            }
-        }
+    let cached = ctx.caches.invites.get(&ObjectRef::new(&name).within(&namespace));
+    if create_unless_known(ctx, &auto_invite(user)?, cached.is_some()).await? {
+        tracing::info!(invite = %name, "created the automatic invite");
+    }
+    match cached {
+        None => {}
         Some(invite) => {
             let status = invite.status.clone().unwrap_or_default();
             let settled = status.observed_resend == Some(invite.spec.resend);

@@ -72,7 +72,10 @@ impl Snapshot {
 
     /// Write requests on those kinds.
     pub fn writes(&self) -> f64 {
-        self.ours().filter(|(key, _)| WRITES.contains(&key.verb.as_str())).map(|(_, v)| v).sum()
+        self.ours()
+            .filter(|(key, _)| WRITES.contains(&key.verb.as_str()))
+            .map(|(_, v)| v)
+            .fold(0.0, |a, b| a + b)
     }
 
     /// Write requests answered 409 Conflict.
@@ -80,7 +83,7 @@ impl Snapshot {
         self.ours()
             .filter(|(key, _)| WRITES.contains(&key.verb.as_str()) && key.code == "409")
             .map(|(_, v)| v)
-            .sum()
+            .fold(0.0, |a, b| a + b)
     }
 
     /// Every counter on those kinds, for the report.
