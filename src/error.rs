@@ -32,6 +32,12 @@ pub enum Error {
         /// `namespace/name`.
         secret: String,
     },
+    /// Someone else wrote the object between roster's read and its write (retried).
+    #[error("{object} changed while roster was writing it; trying again")]
+    Conflict {
+        /// `namespace/name`.
+        object: String,
+    },
     /// An email could not be sent (retried with backoff).
     #[error("sending {what}: {reason}")]
     Mail {
@@ -61,6 +67,7 @@ impl Error {
             Error::Kube { .. } => "kube_api",
             Error::MissingUid { .. } => "missing_uid",
             Error::SecretNotOwned { .. } => "secret_not_owned",
+            Error::Conflict { .. } => "conflict",
             Error::Mail { .. } => "mail",
             Error::Credentials(_) => "credentials",
             Error::Facts(_) => "facts",

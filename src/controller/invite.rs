@@ -3,9 +3,11 @@
 //! `<invite>-link` Secret), and keeps the phase: Pending → Sent → Expired, Revoked when the
 //! user is deactivated, Failed when the SMTP server refuses the message.
 //!
-//! Delivery is at-least-once: the attempt is recorded on status, then the email sent, then
-//! the result recorded. A crash between sending and recording the result sends again (with
-//! a new token; the first link then no longer works) — the only window for a duplicate.
+//! Delivery is at-least-once: the attempt is claimed by writing its token Secret (created,
+//! or updated at the version the decision was made on, so one writer wins), then the email
+//! sent, then the result recorded on status — two writes per delivery. A crash between
+//! sending and recording the result sends again once the claim is a minute old (with a new
+//! token; the first link then no longer works) — the only window for a duplicate.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -22,12 +24,12 @@ use kube::runtime::reflector::ObjectRef;
 use tracing::instrument;
 
 use super::names::{
-    INVITE_LABEL, INVITE_LINK_TYPE, INVITE_TOKEN_TYPE, RETIRED_HASHES, TOKEN_EXPIRES_AT, TOKEN_HASH,
-    TOKEN_ISSUANCE, TOKEN_RECIPIENT, link_secret_name, token_secret_name,
+    INVITE_LABEL, INVITE_LINK_TYPE, INVITE_TOKEN_TYPE, RETIRED_HASHES, TOKEN_ATTEMPT, TOKEN_ATTEMPT_AT,
+    TOKEN_EXPIRES_AT, TOKEN_HASH, TOKEN_ISSUANCE, TOKEN_RECIPIENT, link_secret_name, token_secret_name,
 };
 use super::{
-    Context, SetupError, Undelivered, apply_link_secrets, apply_status, apply_status_unless_changed, cache,
-    delete_owned_secret, now, publish, requeue_at,
+    Context, SetupError, Undelivered, apply_owned_secret, apply_status, cache, delete_owned_secret, now,
+    publish, read_secret, requeue_at, write_owned_secret,
 };
 use crate::api::conditions::{self, Desired, reasons, status, types};
 use crate::api::status_time;
@@ -84,6 +86,29 @@ pub(super) struct Person {
 /// How long an attempt without a recorded result is presumed still running.
 const ATTEMPT_TIMEOUT: SignedDuration = SignedDuration::from_secs(60);
 
+/// The delivery attempt the invite's token Secret was last written for: the claim of that
+/// attempt, whose result status may not record yet (still sending, or the sender crashed).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) struct Claim {
+    /// The issuance (`spec.resend`) it belongs to.
+    pub issuance: u32,
+    /// The attempt, 1-based.
+    pub attempt: u32,
+    /// When it was claimed.
+    pub at: Timestamp,
+}
+
+impl Claim {
+    /// The claim recorded in a token Secret (`None` for one written before claims were).
+    pub(super) fn of(token: &Secret) -> Option<Self> {
+        Some(Self {
+            issuance: text(token, TOKEN_ISSUANCE)?.parse().ok()?,
+            attempt: text(token, TOKEN_ATTEMPT)?.parse().ok()?,
+            at: text(token, TOKEN_ATTEMPT_AT)?.parse().ok()?,
+        })
+    }
+}
+
 /// Delay before delivery attempt `attempts + 1`: 1 s after the first, doubling, at most 10
 /// minutes.
 pub(super) fn delivery_backoff(attempts: u32) -> SignedDuration {
@@ -92,13 +117,14 @@ pub(super) fn delivery_backoff(attempts: u32) -> SignedDuration {
 }
 
 /// Decides the next step from the user's state, the person's standing, the invite's spec
-/// and status, when the person completed onboarding with the current link (if they did),
-/// and now.
+/// and status, the last attempt claimed in its token Secret, when the person completed
+/// onboarding with the current link (if they did), and now.
 pub(super) fn decide(
     user_state: Option<UserState>,
     person: &Person,
     resend: u32,
     status: &UserInviteStatus,
+    claim: Option<Claim>,
     accepted_at: Option<Timestamp>,
     now: Timestamp,
 ) -> Step {
@@ -124,6 +150,18 @@ pub(super) fn decide(
     if undelivered && let Some(conflict) = &person.refused {
         return Step::Hold(conflict.clone());
     }
+    // An attempt claimed for this issuance whose result status does not show: it is still
+    // sending (here or in another replica), or its sender crashed. It gets the time one SMTP
+    // exchange may take before the next attempt.
+    let recorded = if new_issuance { 0 } else { status.delivery_attempts.unwrap_or(0) };
+    if undelivered && let Some(claim) = claim.filter(|c| c.issuance == resend && c.attempt > recorded) {
+        let retry_at = claim.at + ATTEMPT_TIMEOUT;
+        return if now < retry_at {
+            Step::Wait(Some(retry_at))
+        } else {
+            Step::Deliver { issuance: resend, attempts: claim.attempt }
+        };
+    }
     if new_issuance {
         return Step::Deliver { issuance: resend, attempts: 0 };
     }
@@ -136,8 +174,8 @@ pub(super) fn decide(
             expiry => Step::Wait(expiry),
         },
         None | Some(InvitePhase::Pending) => {
-            // An attempt still in flight (here or in another replica) has no result yet:
-            // give it the time one SMTP exchange may take before trying again.
+            // An attempt recorded on status by an earlier version of roster, still in
+            // flight: the same patience.
             let in_flight =
                 status.conditions.iter().any(|c| c.type_ == types::DELIVERED && c.status == status::UNKNOWN);
             let wait = if in_flight { ATTEMPT_TIMEOUT } else { delivery_backoff(attempts) };
@@ -237,11 +275,13 @@ pub(super) async fn reconcile(invite: Arc<UserInvite>, ctx: Arc<Context>) -> Res
             .as_ref()
             .and_then(|u| ctx.caches.directory_conflict(u, &ctx.settings.allowed_email_domains)),
     };
+    let claim = ctx.caches.owned_secret(invite.as_ref(), &token_secret_name(&invite.name_any()));
     let step = decide(
         user.as_ref().map(|u| u.spec.state),
         &person,
         invite.spec.resend,
         &previous,
+        claim.as_deref().and_then(Claim::of),
         accepted_at,
         now.0,
     );
@@ -331,8 +371,9 @@ pub(super) async fn reconcile(invite: Arc<UserInvite>, ctx: Arc<Context>) -> Res
         }
         Step::Deliver { .. } => {
             let Some(user) = user else { return Ok(Action::await_change()) };
-            // The cache may lag roster's own last write: decide again on the object as the
-            // API server has it, and record the attempt only if it is still that version.
+            // The cache may lag roster's own last writes: decide again on the invite and its
+            // token Secret as the API server has them, and claim the attempt only at the
+            // token Secret's version read here.
             let api: Api<UserInvite> = Api::namespaced(ctx.client.clone(), &namespace);
             let fresh = api.get(&invite.name_any()).await.map_err(|source| Error::Kube {
                 action: "reading",
@@ -340,13 +381,23 @@ pub(super) async fn reconcile(invite: Arc<UserInvite>, ctx: Arc<Context>) -> Res
                 object: cache::key(invite.as_ref()),
                 source: Box::new(source),
             })?;
+            let token = read_secret(&ctx, &fresh, &token_secret_name(&fresh.name_any())).await?;
+            // Only roster's own token Secret claims anything.
+            let fresh_claim = token.as_ref().filter(|t| cache::controlled_by(*t, &fresh)).and_then(Claim::of);
             let fresh_status = fresh.status.clone().unwrap_or_default();
-            let Step::Deliver { issuance, attempts } =
-                decide(Some(user.spec.state), &person, fresh.spec.resend, &fresh_status, accepted_at, now.0)
-            else {
+            let Step::Deliver { issuance, attempts } = decide(
+                Some(user.spec.state),
+                &person,
+                fresh.spec.resend,
+                &fresh_status,
+                fresh_claim,
+                accepted_at,
+                now.0,
+            ) else {
                 return Ok(Action::requeue(Duration::from_secs(1)));
             };
-            let Some(outcome) = deliver(&ctx, &fresh, &user, issuance, attempts, &now).await? else {
+            let attempt = Attempt { issuance, attempts, token: token.as_ref() };
+            let Some(outcome) = deliver(&ctx, &fresh, &user, attempt, &now).await? else {
                 return Ok(Action::requeue(Duration::from_secs(1)));
             };
             if let Some(delivered) = outcome.conditions.iter().find(|c| c.type_ == types::DELIVERED) {
@@ -381,23 +432,27 @@ struct Outcome {
     requeue: Option<Timestamp>,
 }
 
-/// One delivery attempt: new token (hash stored), attempt recorded, link delivered.
-/// `None` when another writer changed the invite first (e.g. a second replica): nothing
-/// was sent.
+/// The attempt to make: for which issuance, after how many, over which token Secret (as
+/// read just before).
+struct Attempt<'a> {
+    issuance: u32,
+    attempts: u32,
+    token: Option<&'a Secret>,
+}
+
+/// One delivery attempt: new token (hash stored) claiming the attempt, link delivered.
+/// `None` when another writer claimed it first (e.g. a second replica): nothing was sent.
 async fn deliver(
     ctx: &Context,
     invite: &UserInvite,
     user: &User,
-    issuance: u32,
-    attempts: u32,
+    Attempt { issuance, attempts, token: previous }: Attempt<'_>,
     now: &Time,
 ) -> Result<Option<Outcome>> {
     let name = invite.name_any();
     let ttl = SignedDuration::try_from(std::time::Duration::from(invite.spec.ttl))
         .unwrap_or(SignedDuration::from_hours(720));
     let expires = now.0 + ttl;
-    // Record the attempt before anything else: it is what a second replica, or this one
-    // after a crash, sees.
     let mut status = invite.status.clone().unwrap_or_default();
     status.phase = Some(InvitePhase::Pending);
     status.observed_resend = Some(issuance);
@@ -406,37 +461,34 @@ async fn deliver(
     status.sent_at = None;
     status.expires_at = None;
     status.observed_generation = invite.metadata.generation;
-    let attempt_conditions = conditions_for(
-        InvitePhase::Pending,
-        cond(
-            types::DELIVERED,
-            status::UNKNOWN,
-            reasons::DELIVERING,
-            format!("delivery attempt {}", attempts + 1),
-        ),
-        None,
-    );
-    status.conditions =
-        conditions::merge(&status.conditions, &attempt_conditions, invite.metadata.generation, now);
-    if !apply_status_unless_changed(ctx, invite, &status).await? {
-        return Ok(None);
-    }
     let token = Token::generate()?;
-    let previous = ctx.caches.owned_secret(invite, &token_secret_name(&name));
     let mut token_data = BTreeMap::from([
         (TOKEN_HASH.to_owned(), token.hash()),
         (TOKEN_ISSUANCE.to_owned(), issuance.to_string()),
+        (TOKEN_ATTEMPT.to_owned(), (attempts + 1).to_string()),
+        (TOKEN_ATTEMPT_AT.to_owned(), now.0.to_string()),
         (TOKEN_EXPIRES_AT.to_owned(), expires.to_string()),
-        (RETIRED_HASHES.to_owned(), retire(previous.as_deref())),
+        (RETIRED_HASHES.to_owned(), retire(previous)),
     ]);
     if invite.spec.delivery == Delivery::Email {
         token_data.insert(TOKEN_RECIPIENT.to_owned(), recipient(invite, user).to_lowercase());
     }
     let link = format!("{}/invite/{}", ctx.settings.portal_url.trim_end_matches('/'), token.expose());
-    let handed_over = (invite.spec.delivery == Delivery::Link).then_some(link.as_str());
-    let types = (INVITE_TOKEN_TYPE, INVITE_LINK_TYPE, INVITE_LABEL);
-    let written = apply_link_secrets(ctx, invite, types, token_data, handed_over).await;
-    if let Err(Error::SecretNotOwned { secret }) = &written {
+    let token_name = token_secret_name(&name);
+    let claimed =
+        write_owned_secret(ctx, invite, &token_name, (INVITE_TOKEN_TYPE, INVITE_LABEL), token_data, previous)
+            .await;
+    let claimed = match claimed {
+        Ok(false) => return Ok(None),
+        Ok(true) if invite.spec.delivery == Delivery::Link => {
+            let data = BTreeMap::from([(super::names::LINK_URL.to_owned(), link.clone())]);
+            apply_owned_secret(ctx, invite, &link_secret_name(&name), (INVITE_LINK_TYPE, INVITE_LABEL), data)
+                .await
+        }
+        Ok(true) => Ok(()),
+        Err(error) => Err(error),
+    };
+    if let Err(Error::SecretNotOwned { secret }) = &claimed {
         // An admin must rename the invite or remove the look-alike; tried again with backoff.
         let message = format!("the Secret {secret} exists and is not this invite's: roster leaves it alone");
         let reason = reasons::SECRET_NOT_OWNED;
@@ -450,7 +502,7 @@ async fn deliver(
             requeue: Some(now.0 + delivery_backoff(attempts + 1)),
         }));
     }
-    written?;
+    claimed?;
     let result = match invite.spec.delivery {
         Delivery::Link => {
             status.link_secret_ref = Some(LocalObjectReference { name: link_secret_name(&name) });
@@ -754,7 +806,11 @@ mod tests {
             ),
         ];
         for (name, user, resend, status, expected) in cases {
-            assert_eq!(decide(user, &Person::default(), resend, &status, None, at(100)), expected, "{name}");
+            assert_eq!(
+                decide(user, &Person::default(), resend, &status, None, None, at(100)),
+                expected,
+                "{name}"
+            );
         }
     }
 
@@ -762,20 +818,26 @@ mod tests {
     fn onboarding_with_the_current_link_accepts_the_invite() {
         let sent = status(Some(InvitePhase::Sent), Some(0), 1, Some(10), Some(500));
         let active = Some(UserState::Active);
-        assert_eq!(decide(active, &Person::default(), 0, &sent, Some(at(50)), at(100)), Step::Accept(at(50)));
+        assert_eq!(
+            decide(active, &Person::default(), 0, &sent, None, Some(at(50)), at(100)),
+            Step::Accept(at(50))
+        );
         let expired_meanwhile = status(Some(InvitePhase::Sent), Some(0), 1, Some(10), Some(90));
         assert_eq!(
-            decide(active, &Person::default(), 0, &expired_meanwhile, Some(at(50)), at(100)),
+            decide(active, &Person::default(), 0, &expired_meanwhile, None, Some(at(50)), at(100)),
             Step::Accept(at(50))
         );
         let accepted = status(Some(InvitePhase::Accepted), Some(0), 1, Some(10), Some(500));
-        assert_eq!(decide(active, &Person::default(), 0, &accepted, Some(at(50)), at(100)), Step::Wait(None));
         assert_eq!(
-            decide(Some(UserState::Inactive), &Person::default(), 0, &accepted, Some(at(50)), at(100)),
+            decide(active, &Person::default(), 0, &accepted, None, Some(at(50)), at(100)),
             Step::Wait(None)
         );
         assert_eq!(
-            decide(active, &Person::default(), 1, &accepted, Some(at(50)), at(100)),
+            decide(Some(UserState::Inactive), &Person::default(), 0, &accepted, None, Some(at(50)), at(100)),
+            Step::Wait(None)
+        );
+        assert_eq!(
+            decide(active, &Person::default(), 1, &accepted, None, Some(at(50)), at(100)),
             Step::Deliver { issuance: 1, attempts: 0 },
             "a resend after acceptance issues anew"
         );
@@ -803,13 +865,53 @@ mod tests {
         let mut in_flight = status(Some(InvitePhase::Pending), Some(0), 1, Some(99), None);
         in_flight.conditions[0].status = status::UNKNOWN.into();
         assert_eq!(
-            decide(Some(UserState::Active), &Person::default(), 0, &in_flight, None, at(100)),
+            decide(Some(UserState::Active), &Person::default(), 0, &in_flight, None, None, at(100)),
             Step::Wait(Some(at(159)))
         );
         assert_eq!(
-            decide(Some(UserState::Active), &Person::default(), 0, &in_flight, None, at(160)),
+            decide(Some(UserState::Active), &Person::default(), 0, &in_flight, None, None, at(160)),
             Step::Deliver { issuance: 0, attempts: 1 }
         );
+    }
+
+    #[test]
+    fn a_claimed_attempt_without_a_result_waits_a_minute_then_is_made_again() {
+        let active = Some(UserState::Active);
+        let claim = |issuance, attempt| Some(Claim { issuance, attempt, at: at(99) });
+        let fresh = status(None, None, 0, None, None);
+        let decide_at = |status: &UserInviteStatus, resend, claim, now| {
+            decide(active, &Person::default(), resend, status, claim, None, at(now))
+        };
+        assert_eq!(decide_at(&fresh, 0, claim(0, 1), 100), Step::Wait(Some(at(159))), "still sending");
+        assert_eq!(decide_at(&fresh, 0, claim(0, 1), 160), Step::Deliver { issuance: 0, attempts: 1 });
+        let sent = status(Some(InvitePhase::Sent), Some(0), 1, Some(99), Some(500));
+        assert_eq!(
+            decide_at(&sent, 0, claim(0, 1), 100),
+            Step::Wait(Some(at(500))),
+            "its result is recorded"
+        );
+        assert_eq!(
+            decide_at(&sent, 1, claim(0, 1), 100),
+            Step::Deliver { issuance: 1, attempts: 0 },
+            "a claim of an earlier issuance holds nothing back"
+        );
+        assert_eq!(decide_at(&sent, 1, claim(1, 1), 100), Step::Wait(Some(at(159))), "the resend is sending");
+        let failed_once = status(Some(InvitePhase::Pending), Some(0), 1, Some(99), None);
+        assert_eq!(
+            decide_at(&failed_once, 0, claim(0, 2), 120),
+            Step::Wait(Some(at(159))),
+            "a retry claimed after a failure"
+        );
+        let secret = Secret {
+            data: Some(BTreeMap::from([
+                (TOKEN_ISSUANCE.to_owned(), ByteString(b"2".to_vec())),
+                (TOKEN_ATTEMPT.to_owned(), ByteString(b"3".to_vec())),
+                (TOKEN_ATTEMPT_AT.to_owned(), ByteString(at(99).to_string().into_bytes())),
+            ])),
+            ..Default::default()
+        };
+        assert_eq!(Claim::of(&secret), Some(Claim { issuance: 2, attempt: 3, at: at(99) }));
+        assert_eq!(Claim::of(&Secret::default()), None, "a token Secret from before claims");
     }
 
     #[test]

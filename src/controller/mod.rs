@@ -614,20 +614,50 @@ async fn apply_owned_secret<O>(
     ctx: &Context,
     owner: &O,
     name: &str,
-    (type_, label): (&str, &str),
+    kind: (&str, &str),
     data: BTreeMap<String, String>,
 ) -> Result<()>
 where
     O: Resource<DynamicType = ()>,
 {
+    let existing = read_secret(ctx, owner, name).await?;
+    if write_owned_secret(ctx, owner, name, kind, data, existing.as_ref()).await? {
+        Ok(())
+    } else {
+        Err(Error::Conflict { object: format!("{}/{name}", owner.namespace().unwrap_or_default()) })
+    }
+}
+
+/// The Secret `name` in `owner`'s namespace as the API server has it now.
+async fn read_secret<O: Resource>(ctx: &Context, owner: &O, name: &str) -> Result<Option<Secret>> {
+    let namespace = owner.namespace().unwrap_or_default();
+    Api::<Secret>::namespaced(ctx.client.clone(), &namespace).get_opt(name).await.map_err(|source| {
+        Error::Kube {
+            action: "reading",
+            kind: "Secret".into(),
+            object: format!("{namespace}/{name}"),
+            source: Box::new(source),
+        }
+    })
+}
+
+/// Writes the Secret `name` for `owner` over `existing` (as read just before): created when
+/// there was none, else updated only if `owner` controls it ([`Error::SecretNotOwned`]
+/// otherwise) and only at the version read. `false` when someone else created or changed
+/// it meanwhile: nothing was written.
+async fn write_owned_secret<O>(
+    ctx: &Context,
+    owner: &O,
+    name: &str,
+    (type_, label): (&str, &str),
+    data: BTreeMap<String, String>,
+    existing: Option<&Secret>,
+) -> Result<bool>
+where
+    O: Resource<DynamicType = ()>,
+{
     let namespace = owner.namespace().unwrap_or_default();
     let object = format!("{namespace}/{name}");
-    let kube_error = |action, source| Error::Kube {
-        action,
-        kind: "Secret".into(),
-        object: object.clone(),
-        source: Box::new(source),
-    };
     let api = Api::<Secret>::namespaced(ctx.client.clone(), &namespace);
     let mut secret = Secret {
         metadata: owned_meta(owner, name, (label, owner.name_any()))?,
@@ -635,24 +665,32 @@ where
         data: Some(data.into_iter().map(|(k, v)| (k, k8s_openapi::ByteString(v.into_bytes()))).collect()),
         ..Default::default()
     };
-    match api.get_opt(name).await.map_err(|e| kube_error("reading", e))? {
+    let written = match existing {
+        // Created, never applied over: one made meanwhile by anyone else is a conflict.
         None => {
-            // Created, never applied over: one made meanwhile by anyone else is a conflict.
             let params =
                 kube::api::PostParams { field_manager: Some(FIELD_MANAGER.into()), ..Default::default() };
-            api.create(&params, &secret).await.map(drop).map_err(|e| kube_error("creating", e))
+            api.create(&params, &secret).await.map(drop)
         }
-        Some(existing) if !cache::controlled_by(&existing, owner) => {
-            Err(Error::SecretNotOwned { secret: object })
+        Some(existing) if !cache::controlled_by(existing, owner) => {
+            return Err(Error::SecretNotOwned { secret: object });
         }
         Some(existing) => {
-            // Only the version just checked is written.
             secret.metadata.resource_version = existing.resource_version();
             api.patch(name, &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(&secret))
                 .await
                 .map(drop)
-                .map_err(|e| kube_error("writing", e))
         }
+    };
+    match written {
+        Ok(()) => Ok(true),
+        Err(kube::Error::Api(status)) if status.code == 409 => Ok(false),
+        Err(source) => Err(Error::Kube {
+            action: if existing.is_some() { "writing" } else { "creating" },
+            kind: "Secret".into(),
+            object,
+            source: Box::new(source),
+        }),
     }
 }
 

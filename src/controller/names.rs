@@ -35,6 +35,11 @@ pub const TOKEN_SENT_AT: &str = "sentAt";
 pub const TOKEN_HASH: &str = "tokenHash";
 /// Key of the issuance (`spec.resend`) the token belongs to.
 pub const TOKEN_ISSUANCE: &str = "issuance";
+/// Key of the delivery attempt (1-based, per issuance) the token was issued for, in
+/// `<invite>-token`: writing it claims the attempt (see the invite reconciler).
+pub const TOKEN_ATTEMPT: &str = "attempt";
+/// Key of when that attempt was claimed (RFC 3339).
+pub const TOKEN_ATTEMPT_AT: &str = "attemptAt";
 /// Key of the token's expiry (RFC 3339), in `<invite>-token` and `<reset>-token`.
 pub const TOKEN_EXPIRES_AT: &str = "expiresAt";
 /// Key of the hashes of the invite's earlier tokens, space-separated, newest last: the
