@@ -51,9 +51,15 @@ pub struct UserFacts<'a> {
     pub blocker: Option<Blocker>,
     /// How failed sign-ins lock the user.
     pub lockout: Lockout,
+    /// When the User was created.
+    pub created: Option<Timestamp>,
     /// The time of this reconcile.
     pub now: Timestamp,
 }
+
+/// How long a new user's first status may wait for its invitation's delivery: beyond it,
+/// `NEW` is written (a backlog, or something roster cannot see holds delivery up).
+pub const SETTLE_LIMIT: k8s_openapi::jiff::SignedDuration = k8s_openapi::jiff::SignedDuration::from_mins(10);
 
 /// What the lifecycle decided.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -304,10 +310,12 @@ pub fn decide(facts: &UserFacts<'_>) -> Decision {
         condition(types::MFA_ENROLLED, false, reasons::NOT_REQUIRED, "mfa.required is false")
     };
 
+    let settle_by = facts.created.and_then(|created| created.checked_add(SETTLE_LIMIT).ok());
     let settling = phase == UserPhase::New
         && reconciling
         && facts.blocker.is_none()
-        && !facts.invites.iter().any(|i| i.failing);
+        && !facts.invites.iter().any(|i| i.failing)
+        && settle_by.is_some_and(|by| facts.now < by);
     let [reconciling, stalled] = conditions::kstatus(reconciling, stalled);
     let conditions = vec![
         ready,
@@ -355,6 +363,7 @@ pub fn decide(facts: &UserFacts<'_>) -> Decision {
         .filter(|i| i.phase == Some(InvitePhase::Sent))
         .filter_map(|i| i.expires_at)
         .chain(locked_until.filter(|_| !deactivated))
+        .chain(settle_by.filter(|_| settling))
         .filter(|e| *e > facts.now)
         .min();
 
@@ -458,15 +467,20 @@ mod tests {
         ready: (&'static str, &'static str),
     }
 
-    fn run(case: &Case) -> Decision {
-        decide(&UserFacts {
+    fn facts_of(case: &Case) -> UserFacts<'_> {
+        UserFacts {
             spec: &case.spec,
             credentials: Some(&case.credentials),
             invites: &case.invites,
             blocker: case.blocker.clone(),
             lockout: Lockout { threshold: 5, duration: None },
+            created: Some(at(900)),
             now: at(1000),
-        })
+        }
+    }
+
+    fn run(case: &Case) -> Decision {
+        decide(&facts_of(case))
     }
 
     fn condition<'a>(decision: &'a Decision, type_: &str) -> &'a Desired {
@@ -754,6 +768,11 @@ mod tests {
         assert!(!settling(&case(InvitePolicy::Manual, vec![], None)), "waiting for an admin");
         let sent = invite(Some(InvitePhase::Sent), Some(5000));
         assert!(!settling(&case(InvitePolicy::Auto, vec![sent], None)), "PENDING is where it settles");
+        let new = case(InvitePolicy::Auto, vec![], None);
+        let decision = run(&new);
+        assert_eq!(decision.recheck_at, Some(at(900) + SETTLE_LIMIT), "NEW is written at the limit");
+        let late = decide(&UserFacts { now: at(900) + SETTLE_LIMIT, ..facts_of(&new) });
+        assert!(!late.settling, "after the limit the user shows NEW");
     }
 
     #[test]
@@ -798,6 +817,7 @@ mod tests {
                     threshold: 5,
                     duration: Some(k8s_openapi::jiff::SignedDuration::from_mins(15)),
                 },
+                created: None,
                 now,
             })
         };
@@ -828,6 +848,7 @@ mod tests {
                 invites: &[],
                 blocker: None,
                 lockout: Lockout { threshold: 5, duration: None },
+                created: None,
                 now: at(1000),
             });
             let verified = condition(&decision, types::EMAIL_VERIFIED);

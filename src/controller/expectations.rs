@@ -12,16 +12,24 @@ const PATIENCE: Duration = Duration::from_secs(30);
 /// Entries beyond which expired ones are swept on the next creation.
 const SWEEP_ABOVE: usize = 1024;
 
-/// Creations not yet seen in the cache, by `kind/namespace/name`.
+/// Creations not yet seen in the cache, by `kind/namespace/name/owner-uid` (a User deleted
+/// and made again is a new owner), and the size that triggers the next sweep.
 #[derive(Default)]
-pub struct Expectations(Mutex<HashMap<String, Instant>>);
+pub struct Expectations(Mutex<(HashMap<String, Instant>, usize)>);
+
+/// How long a reconcile that found a creation awaited comes back, in case its watch event
+/// never comes (the object was deleted at once).
+pub const RECHECK: Duration = PATIENCE;
 
 impl Expectations {
-    /// Records that `key` was just created.
+    /// Records that `key` was just created. Expired entries are swept when the map has
+    /// doubled since the last sweep, so sweeping costs O(1) per creation on average.
     pub fn created(&self, key: String) {
-        let mut created = self.0.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
-        if created.len() >= SWEEP_ABOVE {
+        let mut guard = self.0.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        let (created, sweep_at) = &mut *guard;
+        if created.len() >= (*sweep_at).max(SWEEP_ABOVE) {
             created.retain(|_, at| at.elapsed() < PATIENCE);
+            *sweep_at = created.len() * 2;
         }
         created.insert(key, Instant::now());
     }
@@ -29,7 +37,8 @@ impl Expectations {
     /// Whether `key`, absent from the cache, was created here moments ago: its watch event
     /// is on its way.
     pub fn awaited(&self, key: &str) -> bool {
-        let mut created = self.0.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        let mut guard = self.0.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        let created = &mut guard.0;
         match created.get(key) {
             Some(at) if at.elapsed() < PATIENCE => true,
             Some(_) => {
@@ -42,12 +51,12 @@ impl Expectations {
 
     /// The cache shows `key`: nothing is awaited any more.
     pub fn seen(&self, key: &str) {
-        self.0.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).remove(key);
+        self.0.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).0.remove(key);
     }
 
     #[cfg(test)]
     fn len(&self) -> usize {
-        self.0.lock().unwrap().len()
+        self.0.lock().unwrap().0.len()
     }
 }
 
@@ -72,7 +81,7 @@ mod tests {
         let expectations = Expectations::default();
         let long_ago = Instant::now().checked_sub(PATIENCE * 2).unwrap();
         for i in 0..=SWEEP_ABOVE {
-            expectations.0.lock().unwrap().insert(format!("Secret/ns/{i}"), long_ago);
+            expectations.0.lock().unwrap().0.insert(format!("Secret/ns/{i}"), long_ago);
         }
         assert!(!expectations.awaited("Secret/ns/0"), "the cache is believed again");
         expectations.created("Secret/ns/new".into());

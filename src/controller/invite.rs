@@ -28,8 +28,8 @@ use super::names::{
     TOKEN_EXPIRES_AT, TOKEN_HASH, TOKEN_ISSUANCE, TOKEN_RECIPIENT, link_secret_name, token_secret_name,
 };
 use super::{
-    Context, SetupError, Undelivered, apply_owned_secret, apply_status, cache, delete_owned_secret, now,
-    publish, read_secret, requeue_at, write_owned_secret,
+    Context, SetupError, Undelivered, apply_owned_secret, apply_status, apply_status_unless_changed, cache,
+    delete_owned_secret, now, publish, read_secret, requeue_at, write_owned_secret,
 };
 use crate::api::conditions::{self, Desired, reasons, status, types};
 use crate::api::status_time;
@@ -85,6 +85,9 @@ pub(super) struct Person {
 
 /// How long an attempt without a recorded result is presumed still running.
 const ATTEMPT_TIMEOUT: SignedDuration = SignedDuration::from_secs(60);
+/// How far ahead of this clock a claim's time may be (another replica's clock): a claim
+/// from further in the future is no claim (it would hold delivery back indefinitely).
+const CLOCK_SKEW: SignedDuration = SignedDuration::from_secs(60);
 
 /// The delivery attempt the invite's token Secret was last written for: the claim of that
 /// attempt, whose result status may not record yet (still sending, or the sender crashed).
@@ -154,8 +157,10 @@ pub(super) fn decide(
     // sending (here or in another replica), or its sender crashed. It gets the time one SMTP
     // exchange may take before the next attempt.
     let recorded = if new_issuance { 0 } else { status.delivery_attempts.unwrap_or(0) };
-    if undelivered && let Some(claim) = claim.filter(|c| c.issuance == resend && c.attempt > recorded) {
-        let retry_at = claim.at + ATTEMPT_TIMEOUT;
+    let believable = |c: &Claim| now.checked_add(CLOCK_SKEW).is_ok_and(|latest| c.at <= latest);
+    let claimed = claim.filter(|c| c.issuance == resend && c.attempt > recorded && believable(c));
+    if undelivered && let Some(claim) = claimed {
+        let retry_at = claim.at.checked_add(ATTEMPT_TIMEOUT).unwrap_or(Timestamp::MAX);
         return if now < retry_at {
             Step::Wait(Some(retry_at))
         } else {
@@ -287,6 +292,9 @@ pub(super) async fn reconcile(invite: Arc<UserInvite>, ctx: Arc<Context>) -> Res
     );
     let mut status = UserInviteStatus { observed_generation: invite.metadata.generation, ..previous.clone() };
     let mut requeue = None;
+    // Only the status of a delivery is decided on the API server's copy; every other step
+    // on the cache's, which may lag roster's own last write: written only at that version.
+    let mut decided_on_cache = true;
     let delivered_now = |reason, message: &str| cond(types::DELIVERED, status::TRUE, reason, message);
     let desired = match step {
         Step::UserMissing => {
@@ -410,6 +418,7 @@ pub(super) async fn reconcile(invite: Arc<UserInvite>, ctx: Arc<Context>) -> Res
             }
             status = outcome.status;
             requeue = outcome.requeue;
+            decided_on_cache = false;
             outcome.conditions
         }
     };
@@ -417,7 +426,13 @@ pub(super) async fn reconcile(invite: Arc<UserInvite>, ctx: Arc<Context>) -> Res
         status.conditions = conditions::merge(&status.conditions, &desired, invite.metadata.generation, &now);
     }
     if status != previous {
-        apply_status(&ctx, invite.as_ref(), &status).await?;
+        if !decided_on_cache {
+            // The email went out: its result is recorded whatever changed meanwhile.
+            apply_status(&ctx, invite.as_ref(), &status).await?;
+        } else if !apply_status_unless_changed(&ctx, invite.as_ref(), &status).await? {
+            // The cache was behind: the change on its way triggers the next reconcile.
+            return Ok(Action::requeue(Duration::from_secs(1)));
+        }
     }
     if status.phase == Some(InvitePhase::Revoked) && previous.phase != Some(InvitePhase::Revoked) {
         let note = format!("the invitation for {} was revoked", invite.spec.user_ref.name);
@@ -456,7 +471,7 @@ async fn deliver(
     let mut status = invite.status.clone().unwrap_or_default();
     status.phase = Some(InvitePhase::Pending);
     status.observed_resend = Some(issuance);
-    status.delivery_attempts = Some(attempts + 1);
+    status.delivery_attempts = Some(attempts.saturating_add(1));
     status.last_attempt_at = Some(now.clone());
     status.sent_at = None;
     status.expires_at = None;
@@ -465,7 +480,7 @@ async fn deliver(
     let mut token_data = BTreeMap::from([
         (TOKEN_HASH.to_owned(), token.hash()),
         (TOKEN_ISSUANCE.to_owned(), issuance.to_string()),
-        (TOKEN_ATTEMPT.to_owned(), (attempts + 1).to_string()),
+        (TOKEN_ATTEMPT.to_owned(), (attempts.saturating_add(1)).to_string()),
         (TOKEN_ATTEMPT_AT.to_owned(), now.0.to_string()),
         (TOKEN_EXPIRES_AT.to_owned(), expires.to_string()),
         (RETIRED_HASHES.to_owned(), retire(previous)),
@@ -499,7 +514,7 @@ async fn deliver(
                 cond(types::DELIVERED, status::FALSE, reason, message),
                 Some(reason),
             ),
-            requeue: Some(now.0 + delivery_backoff(attempts + 1)),
+            requeue: Some(now.0 + delivery_backoff(attempts.saturating_add(1))),
         }));
     }
     claimed?;
@@ -513,7 +528,7 @@ async fn deliver(
         }
     };
     drop(token);
-    let next_try = now.0 + delivery_backoff(attempts + 1);
+    let next_try = now.0 + delivery_backoff(attempts.saturating_add(1));
     Ok(Some(match result {
         Ok(reason) => {
             ctx.metrics.email(if reason == reasons::EMAIL_SENT { "sent" } else { "link" });
@@ -912,6 +927,12 @@ mod tests {
         };
         assert_eq!(Claim::of(&secret), Some(Claim { issuance: 2, attempt: 3, at: at(99) }));
         assert_eq!(Claim::of(&Secret::default()), None, "a token Secret from before claims");
+        let forged = Some(Claim { issuance: 0, attempt: u32::MAX, at: Timestamp::MAX });
+        assert_eq!(
+            decide_at(&fresh, 0, forged, 100),
+            Step::Deliver { issuance: 0, attempts: 0 },
+            "a claim from the future is no claim"
+        );
     }
 
     #[test]

@@ -499,8 +499,8 @@ where
 /// Creates `obj` unless an object of that name exists: deterministic names make creation
 /// idempotent across retries and restarts. `cached` says whether the watch cache holds it
 /// already; one this process created moments ago, which the cache does not show yet, is not
-/// asked for again. Returns whether it was created.
-async fn create_unless_known<K>(ctx: &Context, obj: &K, cached: bool) -> Result<bool>
+/// asked for again.
+async fn create_unless_known<K>(ctx: &Context, obj: &K, cached: bool) -> Result<Creation>
 where
     K: Resource<DynamicType = (), Scope = kube::core::NamespaceResourceScope>
         + Clone
@@ -508,13 +508,14 @@ where
         + Serialize
         + Debug,
 {
-    let key = object_key(obj);
+    let owner = obj.owner_references().first().map(|r| r.uid.as_str()).unwrap_or_default();
+    let key = format!("{}/{owner}", object_key(obj));
     if cached {
         ctx.expectations.seen(&key);
-        return Ok(false);
+        return Ok(Creation::Present);
     }
     if ctx.expectations.awaited(&key) {
-        return Ok(false);
+        return Ok(Creation::Awaited);
     }
     let api: Api<K> = Api::namespaced(ctx.client.clone(), &obj.namespace().unwrap_or_default());
     let created = match api
@@ -537,7 +538,19 @@ where
     };
     // Either way the object exists: the cache will show it.
     ctx.expectations.created(key);
-    Ok(created)
+    Ok(if created { Creation::Created } else { Creation::Present })
+}
+
+/// What [`create_unless_known`] found.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Creation {
+    /// Created now.
+    Created,
+    /// It exists.
+    Present,
+    /// Created moments ago, not in the cache yet: reconcile again after
+    /// [`expectations::RECHECK`] unless its watch event comes first.
+    Awaited,
 }
 
 /// Server-side applies `status` to `obj`'s status subresource as the sole owner of status.

@@ -17,7 +17,9 @@ use kube::runtime::reflector::ObjectRef;
 use tracing::instrument;
 
 use super::names::{CREDENTIALS_TYPE, USER_LABEL, auto_invite_name, credentials_secret_name};
-use super::{Context, apply_status, cache, create_unless_known, now, owned_meta, publish, requeue_at};
+use super::{
+    Context, Creation, apply_status, cache, create_unless_known, now, owned_meta, publish, requeue_at,
+};
 use crate::api::conditions::{self, reasons, types};
 use crate::api::status_time;
 use crate::api::{
@@ -52,11 +54,14 @@ pub(super) async fn reconcile(user: Arc<User>, ctx: Arc<Context>) -> Result<Acti
             (owned == Some(false)).then(|| Blocker::CredentialsSecretTaken { name: secret_name.clone() })
         });
 
+    // Creations the cache does not show yet: reconcile again if their events never come.
+    let mut awaited = false;
     // The credentials Secret exists from the first reconcile on; roster never overwrites it.
     let credentials = match (&secret, owned) {
         (Some(secret), Some(true)) => Some(CredentialFacts::of(secret)),
         (None, _) => {
-            create_unless_known(&ctx, &credentials_secret(&user, &secret_name)?, false).await?;
+            awaited |= create_unless_known(&ctx, &credentials_secret(&user, &secret_name)?, false).await?
+                == Creation::Awaited;
             Some(CredentialFacts::default())
         }
         (Some(_), _) => None,
@@ -68,11 +73,12 @@ pub(super) async fn reconcile(user: Arc<User>, ctx: Arc<Context>) -> Result<Acti
         invites: &invites,
         blocker,
         lockout: ctx.settings.lockout,
+        created: user.metadata.creation_timestamp.as_ref().map(|t| t.0),
         now: now.0,
     });
 
     if decision.ensure_auto_invite {
-        ensure_auto_invite(&ctx, &user).await?;
+        awaited |= ensure_auto_invite(&ctx, &user).await? == Creation::Awaited;
     }
 
     if decision.clear_lockout
@@ -127,7 +133,8 @@ pub(super) async fn reconcile(user: Arc<User>, ctx: Arc<Context>) -> Result<Acti
         announce(&ctx, &user, previous.phase, &status).await;
     }
 
-    Ok(requeue_at(decision.recheck_at.into_iter().chain(verification_due).min(), now.0))
+    let recheck = awaited.then(|| now.0 + super::expectations::RECHECK);
+    Ok(requeue_at(decision.recheck_at.into_iter().chain(verification_due).chain(recheck).min(), now.0))
 }
 
 /// A transition time kept on status: `now` when the phase just became `phase`, else what
@@ -183,12 +190,13 @@ fn auto_invite(user: &User) -> Result<UserInvite> {
 /// Makes sure the automatic invite exists and can deliver: created when absent, resent
 /// (`spec.resend` increased) when it was revoked — e.g. the user was deactivated before
 /// onboarding and is active again. A resend already asked for is not asked for again.
-async fn ensure_auto_invite(ctx: &Context, user: &User) -> Result<()> {
+async fn ensure_auto_invite(ctx: &Context, user: &User) -> Result<Creation> {
     let namespace = user.namespace().unwrap_or_default();
     let name = auto_invite_name(&user.name_any());
     let api: Api<UserInvite> = Api::namespaced(ctx.client.clone(), &namespace);
     let cached = ctx.caches.invites.get(&ObjectRef::new(&name).within(&namespace));
-    if create_unless_known(ctx, &auto_invite(user)?, cached.is_some()).await? {
+    let creation = create_unless_known(ctx, &auto_invite(user)?, cached.is_some()).await?;
+    if creation == Creation::Created {
         tracing::info!(invite = %name, "created the automatic invite");
     }
     match cached {
@@ -220,7 +228,7 @@ async fn ensure_auto_invite(ctx: &Context, user: &User) -> Result<()> {
             }
         }
     }
-    Ok(())
+    Ok(creation)
 }
 
 /// Resets the failed-login count, with the Secret's resourceVersion as precondition so that

@@ -51,16 +51,20 @@ pub async fn run(
     let started = Instant::now();
     let (created, users) = mpsc::channel(creators * 4);
     let creation = crate::onboarding::create(client, namespace, n, creators, Some(created));
+    let failures = std::sync::atomic::AtomicUsize::new(0);
     let onboarding = tokio_stream(users).for_each_concurrent(workers, |user| {
-        let (client, smtp, recorder) = (client.clone(), smtp.clone(), recorder.clone());
+        let (client, smtp, recorder, failures) = (client.clone(), smtp.clone(), recorder.clone(), &failures);
         async move {
             if let Err(error) = onboard(&client, &smtp, &recorder, &user).await {
                 eprintln!("floor: {}: {error:#}", user.name_any());
+                failures.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             }
         }
     });
     let (created, ()) = futures::join!(creation, onboarding);
     created?;
+    let failed = failures.load(std::sync::atomic::Ordering::Relaxed);
+    anyhow::ensure!(failed == 0, "the floor failed for {failed} users: its time would mean nothing");
     mailbox.wait_for(n, Duration::from_secs(120)).await?;
     Ok(Floor { total_s: started.elapsed().as_secs_f64(), workers, writes_per_user: WRITES_PER_USER })
 }

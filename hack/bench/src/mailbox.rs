@@ -49,7 +49,7 @@ struct Address {
 
 impl Mailbox {
     pub fn new(base: &str) -> Self {
-        Self { http: reqwest::Client::new(), base: base.trim_end_matches('/').to_owned() }
+        Self { http: crate::http_client(), base: base.trim_end_matches('/').to_owned() }
     }
 
     async fn page(&self, start: usize, limit: usize) -> anyhow::Result<Page> {

@@ -80,7 +80,7 @@ impl Operator {
             process,
             metrics_url: format!("http://127.0.0.1:{metrics}"),
             portal_url,
-            http: reqwest::Client::new(),
+            http: crate::http_client(),
         };
         loop {
             operator.process.check_running()?;

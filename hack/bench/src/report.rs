@@ -224,6 +224,9 @@ impl Figures {
         let d = &self.deliveries;
         ensure!(d.recipients == self.users && d.duplicates == 0, "not exactly one email per user: {d:?}");
         ensure!(self.idle_writes == 0.0, "{} writes after a restart with nothing to do", self.idle_writes);
+        let t = &self.traffic;
+        ensure!(t.writes_per_user <= 6.0, "{:.2} write requests per user (at most 6)", t.writes_per_user);
+        ensure!(t.conflicts == 0.0, "{} conflicts (409) in an uncontended batch", t.conflicts);
         ensure!(
             self.lookups.statuses.keys().all(|s| *s == 404),
             "random tokens answered {:?}",

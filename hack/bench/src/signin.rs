@@ -32,7 +32,7 @@ pub struct Signin {
 
 /// `GET /api/v1/invites/{random}` from `clients` clients for `duration`.
 pub async fn lookups(portal: &str, clients: usize, duration: Duration) -> anyhow::Result<Load> {
-    let http = reqwest::Client::new();
+    let http = crate::http_client();
     let portal = portal.to_owned();
     Ok(load::run(clients, duration, move |_| {
         let (http, portal) = (http.clone(), portal.clone());
@@ -61,7 +61,7 @@ pub async fn run(
     for i in 0..clients {
         prepare(client, namespace, &format!("signin-{i}"), &hash).await?;
     }
-    let http = reqwest::Client::new();
+    let http = crate::http_client();
     let url = format!("{portal}/api/v1/login");
     let body = |i: usize| serde_json::json!({"username": format!("signin-{i}"), "password": PASSWORD});
     // Each account answers 200 before the clock starts: the portal's cache holds its hash.
