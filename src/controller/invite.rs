@@ -270,7 +270,9 @@ pub(super) async fn reconcile(invite: Arc<UserInvite>, ctx: Arc<Context>) -> Res
     let previous = invite.status.clone().unwrap_or_default();
     let now = now();
     let credentials = user.as_ref().and_then(|u| ctx.caches.credentials_of(u));
-    let accepted_at = accepted_at(&ctx, &invite, credentials.as_deref());
+    // The token Secret, if the invite controls it: the current token and the last claim.
+    let token = ctx.caches.owned_secret(invite.as_ref(), &token_secret_name(&invite.name_any()));
+    let accepted_at = accepted_at(token.as_deref(), credentials.as_deref());
     let person = Person {
         onboarded: user
             .as_ref()
@@ -280,13 +282,12 @@ pub(super) async fn reconcile(invite: Arc<UserInvite>, ctx: Arc<Context>) -> Res
             .as_ref()
             .and_then(|u| ctx.caches.directory_conflict(u, &ctx.settings.allowed_email_domains)),
     };
-    let claim = ctx.caches.owned_secret(invite.as_ref(), &token_secret_name(&invite.name_any()));
     let step = decide(
         user.as_ref().map(|u| u.spec.state),
         &person,
         invite.spec.resend,
         &previous,
-        claim.as_deref().and_then(Claim::of),
+        token.as_deref().and_then(Claim::of),
         accepted_at,
         now.0,
     );
@@ -668,11 +669,12 @@ async fn withdraw_link(ctx: &Context, invite: &UserInvite) -> Result<()> {
 
 /// When the person completed onboarding with the invite's current token, as the user's
 /// credentials Secret records it (the portal writes it there). Only Secrets their owners
-/// control count.
-fn accepted_at(ctx: &Context, invite: &UserInvite, credentials: Option<&Secret>) -> Option<Timestamp> {
-    let token = ctx.caches.owned_secret(invite, &token_secret_name(&invite.name_any()))?;
+/// control count: the caller passes the invite's own token Secret and the user's own
+/// credentials Secret.
+fn accepted_at(token: Option<&Secret>, credentials: Option<&Secret>) -> Option<Timestamp> {
+    let token = token?;
     let onboarding = CredentialFacts::of(credentials?);
-    let current = text(&token, TOKEN_HASH)?;
+    let current = text(token, TOKEN_HASH)?;
     (onboarding.onboarding_token.as_deref() == Some(current))
         .then_some(onboarding.onboarding_completed_at)
         .flatten()
