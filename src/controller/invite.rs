@@ -29,7 +29,7 @@ use super::names::{
 };
 use super::{
     Context, SetupError, Undelivered, apply_owned_secret, apply_status, apply_status_unless_changed, cache,
-    delete_owned_secret, now, publish, read_secret, requeue_at, write_owned_secret,
+    delete_owned_secret, now, publish, requeue_at, write_owned_secret,
 };
 use crate::api::conditions::{self, Desired, reasons, status, types};
 use crate::api::status_time;
@@ -380,9 +380,9 @@ pub(super) async fn reconcile(invite: Arc<UserInvite>, ctx: Arc<Context>) -> Res
         }
         Step::Deliver { .. } => {
             let Some(user) = user else { return Ok(Action::await_change()) };
-            // The cache may lag roster's own last writes: decide again on the invite and its
-            // token Secret as the API server has them, and claim the attempt only at the
-            // token Secret's version read here.
+            // The cache may lag roster's own last writes: decide again on the invite as the
+            // API server has it, and claim the attempt only at the cached token Secret's
+            // version — a cache that is behind makes the claim conflict, and nothing is sent.
             let api: Api<UserInvite> = Api::namespaced(ctx.client.clone(), &namespace);
             let fresh = api.get(&invite.name_any()).await.map_err(|source| Error::Kube {
                 action: "reading",
@@ -390,9 +390,10 @@ pub(super) async fn reconcile(invite: Arc<UserInvite>, ctx: Arc<Context>) -> Res
                 object: cache::key(invite.as_ref()),
                 source: Box::new(source),
             })?;
-            let token = read_secret(&ctx, &fresh, &token_secret_name(&fresh.name_any())).await?;
-            // Only roster's own token Secret claims anything.
-            let fresh_claim = token.as_ref().filter(|t| cache::controlled_by(*t, &fresh)).and_then(Claim::of);
+            if fresh.uid() != invite.uid() {
+                return Ok(Action::requeue(Duration::from_secs(1)));
+            }
+            let fresh_claim = token.as_deref().and_then(Claim::of);
             let fresh_status = fresh.status.clone().unwrap_or_default();
             let Step::Deliver { issuance, attempts } = decide(
                 Some(user.spec.state),
@@ -405,7 +406,7 @@ pub(super) async fn reconcile(invite: Arc<UserInvite>, ctx: Arc<Context>) -> Res
             ) else {
                 return Ok(Action::requeue(Duration::from_secs(1)));
             };
-            let attempt = Attempt { issuance, attempts, token: token.as_ref() };
+            let attempt = Attempt { issuance, attempts, token: token.as_deref() };
             let Some(outcome) = deliver(&ctx, &fresh, &user, attempt, &now).await? else {
                 return Ok(Action::requeue(Duration::from_secs(1)));
             };
@@ -449,7 +450,7 @@ struct Outcome {
 }
 
 /// The attempt to make: for which issuance, after how many, over which token Secret (as
-/// read just before).
+/// cached, controlled by the invite).
 struct Attempt<'a> {
     issuance: u32,
     attempts: u32,

@@ -1,14 +1,22 @@
 //! What sending an email needs, as the cluster says now: the SMTP settings from the Secret
 //! `--smtp-secret` names, and the templates — built in, overridden by the ConfigMap
-//! `--templates-configmap` names. Both are read when an email is about to be sent and rebuilt
-//! only when the object's resourceVersion changed, so an admin's fix reaches the next
-//! delivery attempt without a restart.
+//! `--templates-configmap` names. Both are kept current by a watch of that one object (so an
+//! email costs no read from the API server) and rebuilt only when the object's
+//! resourceVersion changed, so an admin's fix reaches the next delivery attempt without a
+//! restart. Until a watch has listed its object, it is read with a GET instead.
 
+use std::fmt::Debug;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 
+use futures::future::BoxFuture;
+use futures::{FutureExt, StreamExt};
 use k8s_openapi::api::core::v1::{ConfigMap, Secret};
 use kube::api::Api;
-use kube::{Client, ResourceExt};
+use kube::runtime::reflector::{self, ObjectRef, Store};
+use kube::runtime::{WatchStreamExt, watcher};
+use kube::{Client, Resource, ResourceExt};
+use serde::de::DeserializeOwned;
 use tokio::sync::Mutex;
 
 use crate::api::conditions::reasons;
@@ -48,38 +56,40 @@ pub enum Undelivered {
 
 /// The SMTP transport and templates, each rebuilt when its source object changes.
 pub struct MailSetup {
-    client: Client,
-    smtp_secret: Option<ObjectName>,
-    templates_configmap: Option<ObjectName>,
+    smtp_secret: Option<Watched<Secret>>,
+    templates_configmap: Option<Watched<ConfigMap>>,
     built_in: Arc<Templates>,
     mailer: Mutex<Option<(String, Mailer)>>,
     templates: Mutex<Option<(String, Arc<Templates>)>>,
 }
 
 impl MailSetup {
-    /// Reads the named Secret and ConfigMap on demand; `built_in` serves when no ConfigMap
-    /// is named.
+    /// Watches the named Secret and ConfigMap (the returned future runs the watches until
+    /// dropped); `built_in` serves when no ConfigMap is named.
     pub fn new(
         client: Client,
         smtp_secret: Option<ObjectName>,
         templates_configmap: Option<ObjectName>,
         built_in: Templates,
-    ) -> Self {
-        Self {
-            client,
+    ) -> (Self, BoxFuture<'static, ()>) {
+        let (smtp_secret, smtp_watch) = Watched::start(&client, smtp_secret);
+        let (templates_configmap, templates_watch) = Watched::start(&client, templates_configmap);
+        let setup = Self {
             smtp_secret,
             templates_configmap,
             built_in: Arc::new(built_in),
             mailer: Mutex::new(None),
             templates: Mutex::new(None),
-        }
+        };
+        (setup, futures::future::join(smtp_watch, templates_watch).map(drop).boxed())
     }
 
     /// A mailer for the SMTP Secret as it is now.
     pub async fn mailer(&self) -> Result<Mailer, SetupError> {
-        let reference =
+        let watched =
             self.smtp_secret.as_ref().ok_or_else(|| SetupError::Smtp("--smtp-secret is not set".into()))?;
-        let secret: Secret = get(&self.client, reference).await.map_err(SetupError::Smtp)?;
+        let reference = &watched.reference;
+        let secret = watched.get().await.map_err(SetupError::Smtp)?;
         let version = secret.resource_version().unwrap_or_default();
         let mut cached = self.mailer.lock().await;
         if let Some((seen, mailer)) = cached.as_ref()
@@ -87,7 +97,7 @@ impl MailSetup {
         {
             return Ok(mailer.clone());
         }
-        let settings = SmtpSettings::from_secret_data(&secret.data.unwrap_or_default())
+        let settings = SmtpSettings::from_secret_data(&secret.data.clone().unwrap_or_default())
             .map_err(|e| SetupError::Smtp(format!("Secret {reference}: {e}")))?;
         let mailer = Mailer::new(&settings).map_err(|e| SetupError::Smtp(e.to_string()))?;
         *cached = Some((version, mailer.clone()));
@@ -97,10 +107,11 @@ impl MailSetup {
     /// The templates as the ConfigMap says now (its keys are template names, e.g.
     /// `invitation.fr.subject.txt`), or the built-in ones when none is named.
     pub async fn templates(&self) -> Result<Arc<Templates>, SetupError> {
-        let Some(reference) = self.templates_configmap.as_ref() else {
+        let Some(watched) = self.templates_configmap.as_ref() else {
             return Ok(self.built_in.clone());
         };
-        let map: ConfigMap = get(&self.client, reference).await.map_err(SetupError::Templates)?;
+        let reference = &watched.reference;
+        let map = watched.get().await.map_err(SetupError::Templates)?;
         let version = map.resource_version().unwrap_or_default();
         let mut cached = self.templates.lock().await;
         if let Some((seen, templates)) = cached.as_ref()
@@ -109,7 +120,7 @@ impl MailSetup {
             return Ok(templates.clone());
         }
         let templates = Arc::new(
-            Templates::new(&map.data.unwrap_or_default())
+            Templates::new(&map.data.clone().unwrap_or_default())
                 .map_err(|e| SetupError::Templates(format!("ConfigMap {reference}: {e}")))?,
         );
         *cached = Some((version, templates.clone()));
@@ -117,19 +128,64 @@ impl MailSetup {
     }
 }
 
-/// GETs one object; the error names it and says what went wrong.
-async fn get<K>(client: &Client, reference: &ObjectName) -> Result<K, String>
+/// One named object kept current by a watch on its name (`metadata.name` field selector,
+/// which RBAC authorizes against `resourceNames`).
+struct Watched<K: Resource<DynamicType = ()> + 'static> {
+    reference: ObjectName,
+    client: Client,
+    store: Store<K>,
+    listed: Arc<AtomicBool>,
+}
+
+impl<K> Watched<K>
 where
-    K: kube::Resource<DynamicType = (), Scope = kube::core::NamespaceResourceScope>
+    K: Resource<DynamicType = (), Scope = kube::core::NamespaceResourceScope>
         + Clone
-        + serde::de::DeserializeOwned
-        + std::fmt::Debug,
+        + DeserializeOwned
+        + Debug
+        + Send
+        + Sync
+        + 'static,
 {
-    let kind = K::kind(&());
-    Api::<K>::namespaced(client.clone(), &reference.namespace).get(&reference.name).await.map_err(|e| match e
-    {
-        kube::Error::Api(status) if status.code == 404 => format!("{kind} {reference} does not exist"),
-        kube::Error::Api(status) => format!("reading {kind} {reference}: {}", status.message),
-        other => format!("reading {kind} {reference}: {other}"),
-    })
+    /// The watch of `reference` (none when it is `None`) and the future that runs it.
+    fn start(client: &Client, reference: Option<ObjectName>) -> (Option<Self>, BoxFuture<'static, ()>) {
+        let Some(reference) = reference else { return (None, futures::future::pending().boxed()) };
+        let (store, writer) = reflector::store();
+        let listed = Arc::new(AtomicBool::new(false));
+        let api = Api::<K>::namespaced(client.clone(), &reference.namespace);
+        let config = watcher::Config::default().fields(&format!("metadata.name={}", reference.name));
+        let done = listed.clone();
+        let kind = K::kind(&()).into_owned();
+        let watch = reflector::reflector(writer, watcher(api, config).default_backoff())
+            .for_each(move |event| {
+                match event {
+                    Ok(watcher::Event::InitDone) => done.store(true, Ordering::Release),
+                    Ok(_) => {}
+                    // The error names the object, never a value from it.
+                    Err(error) => {
+                        tracing::warn!(%kind, %error, "watching a settings object failed; retrying")
+                    }
+                }
+                futures::future::ready(())
+            })
+            .boxed();
+        (Some(Self { reference, client: client.clone(), store, listed }), watch)
+    }
+
+    /// The object as the watch last saw it, or — before the watch has listed it — as a GET
+    /// returns it. The error names the object and says what went wrong.
+    async fn get(&self) -> Result<Arc<K>, String> {
+        let kind = K::kind(&());
+        let reference = &self.reference;
+        if self.listed.load(Ordering::Acquire) {
+            let key = ObjectRef::new(&reference.name).within(&reference.namespace);
+            return self.store.get(&key).ok_or_else(|| format!("{kind} {reference} does not exist"));
+        }
+        let api = Api::<K>::namespaced(self.client.clone(), &reference.namespace);
+        api.get(&reference.name).await.map(Arc::new).map_err(|e| match e {
+            kube::Error::Api(status) if status.code == 404 => format!("{kind} {reference} does not exist"),
+            kube::Error::Api(status) => format!("reading {kind} {reference}: {}", status.message),
+            other => format!("reading {kind} {reference}: {other}"),
+        })
+    }
 }

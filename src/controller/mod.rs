@@ -190,6 +190,12 @@ pub async fn run(
 ) {
     let caches = watches.caches();
     let Watches { mut users, mut invites, mut resets, mut password_resets, mut secrets, .. } = watches;
+    let (mail, mail_watches) = MailSetup::new(
+        client.clone(),
+        config.smtp_secret.clone(),
+        config.templates_configmap.clone(),
+        templates,
+    );
     let reporter = Reporter { controller: "roster".into(), instance: std::env::var("POD_NAME").ok() };
     let ctx = Arc::new(Context {
         client: client.clone(),
@@ -202,12 +208,7 @@ pub async fn run(
             portal_url: config.portal_url.clone(),
             org_name: config.org_name.clone(),
         },
-        mail: MailSetup::new(
-            client.clone(),
-            config.smtp_secret.clone(),
-            config.templates_configmap.clone(),
-            templates,
-        ),
+        mail,
         expectations: Default::default(),
         backoff: Backoff::default(),
     });
@@ -281,6 +282,7 @@ pub async fn run(
     tokio::select! {
         _ = controllers => {}
         _ = futures::future::join5(users.run(), invites.run(), resets.run(), password_resets.run(), secrets.run()) => {}
+        () = mail_watches => {}
     }
     tracing::info!("controllers stopped");
 }
@@ -654,10 +656,12 @@ async fn read_secret<O: Resource>(ctx: &Context, owner: &O, name: &str) -> Resul
     })
 }
 
-/// Writes the Secret `name` for `owner` over `existing` (as read just before): created when
-/// there was none, else updated only if `owner` controls it ([`Error::SecretNotOwned`]
-/// otherwise) and only at the version read. `false` when someone else created or changed
-/// it meanwhile: nothing was written.
+/// Writes the Secret `name` for `owner` over `existing` (as last seen, read or cached):
+/// created when there was none, else updated only if `owner` controls it
+/// ([`Error::SecretNotOwned`] otherwise) and only at the version seen. `false` when `owner`'s
+/// Secret was created or changed meanwhile (e.g. the cache was behind): nothing was written.
+/// A Secret of that name that `owner` does not control is found by a read only when the
+/// create conflicts, so the usual path costs one request.
 async fn write_owned_secret<O>(
     ctx: &Context,
     owner: &O,
@@ -697,6 +701,14 @@ where
     };
     match written {
         Ok(()) => Ok(true),
+        Err(kube::Error::Api(status)) if status.code == 409 && existing.is_none() => {
+            match read_secret(ctx, owner, name).await? {
+                Some(found) if !cache::controlled_by(&found, owner) => {
+                    Err(Error::SecretNotOwned { secret: object })
+                }
+                _ => Ok(false),
+            }
+        }
         Err(kube::Error::Api(status)) if status.code == 409 => Ok(false),
         Err(source) => Err(Error::Kube {
             action: if existing.is_some() { "writing" } else { "creating" },

@@ -160,6 +160,17 @@ pub fn trials() -> Vec<Trial> {
             .await?;
             ensure_untouched(&secrets, "squatted-link").await?;
 
+            // The same for the token Secret, which roster writes without reading it first
+            // (from its cache, where a foreign Secret does not show): reported, not overwritten.
+            secrets.create(&PostParams::default(), &foreign("squatted-token-token")?).await?;
+            ns.apply(invite("squatted-token", json!({"userRef": {"name": "squatter"}}))).await?;
+            wait_for(&ns.raw::<UserInvite>(), "squatted-token", "SecretNotOwned", |i| {
+                condition(i, "Ready")["reason"] == "SecretNotOwned"
+                    && condition(i, "Stalled")["status"] == "True"
+            })
+            .await?;
+            ensure_untouched(&secrets, "squatted-token-token").await?;
+
             // A superseded MfaReset must not delete a Secret <reset>-link it never made.
             onboard(&ns, "phoneless", json!({})).await?;
             secrets.create(&PostParams::default(), &foreign("phoneless-first-link")?).await?;
