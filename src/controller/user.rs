@@ -54,16 +54,10 @@ pub(super) async fn reconcile(user: Arc<User>, ctx: Arc<Context>) -> Result<Acti
             (owned == Some(false)).then(|| Blocker::CredentialsSecretTaken { name: secret_name.clone() })
         });
 
-    // Creations the cache does not show yet: reconcile again if their events never come.
-    let mut awaited = false;
     // The credentials Secret exists from the first reconcile on; roster never overwrites it.
     let credentials = match (&secret, owned) {
         (Some(secret), Some(true)) => Some(CredentialFacts::of(secret)),
-        (None, _) => {
-            awaited |= create_unless_known(&ctx, &credentials_secret(&user, &secret_name)?, false).await?
-                == Creation::Awaited;
-            Some(CredentialFacts::default())
-        }
+        (None, _) => Some(CredentialFacts::default()),
         (Some(_), _) => None,
     };
 
@@ -77,9 +71,23 @@ pub(super) async fn reconcile(user: Arc<User>, ctx: Arc<Context>) -> Result<Acti
         now: now.0,
     });
 
-    if decision.ensure_auto_invite {
-        awaited |= ensure_auto_invite(&ctx, &user).await? == Creation::Awaited;
-    }
+    // The credentials Secret and the automatic invite are independent: created together.
+    let (credentials_created, invite_created) = futures::try_join!(
+        async {
+            match secret {
+                None => create_unless_known(&ctx, &credentials_secret(&user, &secret_name)?, false).await,
+                Some(_) => Ok(Creation::Present),
+            }
+        },
+        async {
+            match decision.ensure_auto_invite {
+                true => ensure_auto_invite(&ctx, &user).await,
+                false => Ok(Creation::Present),
+            }
+        },
+    )?;
+    // Creations the cache does not show yet: reconcile again if their events never come.
+    let awaited = credentials_created == Creation::Awaited || invite_created == Creation::Awaited;
 
     if decision.clear_lockout
         && let Some(secret) = &secret
