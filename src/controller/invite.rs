@@ -373,9 +373,15 @@ pub(super) async fn reconcile(invite: Arc<UserInvite>, ctx: Arc<Context>) -> Res
             )
         }
         Step::Wait(at) => {
-            // Nothing changed: the conditions stay as the last step left them.
+            // Nothing changed: the conditions stay as the last step left them. An invite
+            // with no status yet has its first attempt under way (or the cache has not
+            // shown its result yet): nothing to write until that attempt records it.
             requeue = at;
-            status.conditions = conditions::restamp(&previous.conditions, invite.metadata.generation);
+            if previous == UserInviteStatus::default() {
+                status = previous.clone();
+            } else {
+                status.conditions = conditions::restamp(&previous.conditions, invite.metadata.generation);
+            }
             Vec::new()
         }
         Step::Deliver { .. } => {

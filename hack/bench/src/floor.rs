@@ -1,6 +1,7 @@
 //! The floor: a client with no logic that makes, for each of N Users, only the writes
 //! onboarding cannot avoid — the credentials Secret, the UserInvite, its token Secret, the
-//! invite's and the User's status, one Event — and sends one email, at roster's
+//! invite's and the User's status (the same conditions and fields roster writes, by
+//! server-side apply as roster does), one Event — and sends one email, at roster's
 //! concurrency. roster's onboarding time is reported as a multiple of this one.
 
 use std::time::{Duration, Instant};
@@ -121,16 +122,44 @@ async fn onboard(
         ))?;
     smtp.send(message).await.context("sending")?;
 
-    let sent = serde_json::json!({"status": {"phase": "Sent"}});
-    invites
-        .patch_status(&invite.name_any(), &PatchParams::default(), &Patch::Merge(&sent))
-        .await
-        .context("invite status")?;
-    let pending = serde_json::json!({"status": {"phase": "PENDING"}});
-    users
-        .patch_status(&name, &PatchParams::default(), &Patch::Merge(&pending))
-        .await
-        .context("User status")?;
+    // The statuses roster writes, in shape and size, by server-side apply as roster does.
+    let apply = PatchParams::apply("floor").force();
+    let now = k8s_openapi::jiff::Timestamp::now().to_string();
+    let generation = invite.metadata.generation;
+    let sent = serde_json::json!({
+        "apiVersion": "roster.dev/v1alpha1", "kind": "UserInvite",
+        "status": {
+            "phase": "Sent", "observedGeneration": generation, "observedResend": 0,
+            "deliveryAttempts": 1, "lastAttemptAt": now, "sentAt": now, "expiresAt": now,
+            "conditions": [
+                condition("Ready", "True", "InviteSent", "waiting for the person to use the link", &now, generation),
+                condition("Reconciling", "False", "Reconciled", "roster has done all it can for this generation", &now, generation),
+                condition("Stalled", "False", "NotStalled", "nothing needs an admin", &now, generation),
+                condition("Delivered", "True", "EmailSent", "the invitation email was accepted by the SMTP server", &now, generation),
+            ],
+        }
+    });
+    invites.patch_status(&invite.name_any(), &apply, &Patch::Apply(&sent)).await.context("invite status")?;
+    let generation = user.metadata.generation;
+    let pending = serde_json::json!({
+        "apiVersion": "roster.dev/v1alpha1", "kind": "User",
+        "status": {
+            "phase": "PENDING", "observedGeneration": generation,
+            "credentialsSecretRef": {"name": format!("{name}-credentials")},
+            "invite": {"name": invite.name_any(), "expiresAt": now},
+            "failedLoginAttempts": 0,
+            "conditions": [
+                condition("Ready", "True", "AwaitingUser", "waiting for the person to finish onboarding", &now, generation),
+                condition("Reconciling", "False", "Reconciled", "roster has done all it can for this generation", &now, generation),
+                condition("Stalled", "False", "NotStalled", "nothing needs an admin", &now, generation),
+                condition("Invited", "True", "InviteSent", "an invitation link was delivered", &now, generation),
+                condition("PasswordSet", "False", "PasswordNotSet", "no password set yet", &now, generation),
+                condition("MfaEnrolled", "False", "NotEnrolled", "no authenticator enrolled yet", &now, generation),
+                condition("EmailVerified", "False", "NotVerified", "no emailed link used yet", &now, generation),
+            ],
+        }
+    });
+    users.patch_status(&name, &apply, &Patch::Apply(&pending)).await.context("User status")?;
 
     let event = Event {
         type_: EventType::Normal,
@@ -141,4 +170,19 @@ async fn onboard(
     };
     recorder.publish(&event, &user.object_ref(&())).await.context("Event")?;
     Ok(())
+}
+
+/// One status condition, as roster writes them.
+fn condition(
+    type_: &str,
+    status: &str,
+    reason: &str,
+    message: &str,
+    now: &str,
+    generation: Option<i64>,
+) -> serde_json::Value {
+    serde_json::json!({
+        "type": type_, "status": status, "reason": reason, "message": message,
+        "lastTransitionTime": now, "observedGeneration": generation,
+    })
 }
