@@ -186,6 +186,14 @@ impl Figures {
             "p99 < 4 × verification",
             Some(s.load.p99_ms < 4.0 * s.verify_ms),
         );
+        // Little's law: C closed-loop clients served at most at the floor rate wait C ÷ rate
+        // on average, so with 4 × cores clients the mean alone is ≥ 4 × one verification.
+        row(
+            "  least possible mean: clients ÷ floor rate",
+            format!("{:.0} ms ({} clients)", s.clients as f64 * 1000.0 / s.floor_per_second, s.clients),
+            "",
+            None,
+        );
         row("  sign-in answers by status", format!("{:?}", s.load.statuses), "", None);
         let l = &self.lookups;
         row(

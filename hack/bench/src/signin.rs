@@ -28,6 +28,8 @@ pub struct Signin {
     pub verify_ms: f64,
     /// cores ÷ one verification: sign-ins per second no implementation can beat.
     pub floor_per_second: f64,
+    /// Concurrent clients (closed loop: each sends its next request when answered).
+    pub clients: usize,
 }
 
 /// `GET /api/v1/invites/{random}` from `clients` clients for `duration`.
@@ -83,7 +85,7 @@ pub async fn run(
         async move { http.post(url).json(&body).send().await.map_or(0, |r| r.status().as_u16()) }
     })
     .await;
-    Ok(Signin { load, verify_ms, floor_per_second: cores as f64 * 1000.0 / verify_ms })
+    Ok(Signin { load, verify_ms, floor_per_second: cores as f64 * 1000.0 / verify_ms, clients })
 }
 
 /// The median time of one verification, ms.
