@@ -3,6 +3,7 @@
 //! caches, bounded concurrency, graceful shutdown, metrics) and the per-object retry backoff.
 
 mod cache;
+mod events;
 mod expectations;
 mod invite;
 mod mail_setup;
@@ -25,7 +26,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, ObjectMeta, Time
 use k8s_openapi::jiff::Timestamp;
 use kube::api::{Api, Patch, PatchParams};
 use kube::runtime::controller::{self, Action, Controller};
-use kube::runtime::events::{Event, EventType, Recorder, Reporter};
+use kube::runtime::events::{Event, EventType, Reporter};
 use kube::runtime::reflector::ObjectRef;
 use kube::runtime::watcher;
 use kube::{Client, Resource, ResourceExt};
@@ -77,7 +78,7 @@ pub struct Context {
     /// Where reconciles are counted.
     pub metrics: Arc<Metrics>,
     /// Publishes Kubernetes Events.
-    pub recorder: Recorder,
+    pub events: events::Events,
     /// What the reconcilers act on.
     pub settings: Settings,
     /// SMTP transport and email templates, as the cluster says now.
@@ -201,7 +202,7 @@ pub async fn run(
         client: client.clone(),
         caches: caches.clone(),
         metrics,
-        recorder: Recorder::new(client.clone(), reporter),
+        events: events::Events::new(client.clone(), reporter),
         settings: Settings {
             lockout: config.lockout(),
             allowed_email_domains: config.allowed_email_domains.clone(),
@@ -493,7 +494,7 @@ where
 {
     let event =
         Event { type_, reason: reason.into(), note: Some(note), action: action.into(), secondary: None };
-    if let Err(error) = ctx.recorder.publish(&event, &obj.object_ref(&())).await {
+    if let Err(error) = ctx.events.publish(&event, &obj.object_ref(&())).await {
         tracing::warn!(object = %cache::key(obj), reason, %error, "publishing an event failed");
     }
 }
