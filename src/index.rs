@@ -3,7 +3,8 @@
 //! object. The reconcilers, their watch mappers and the portal share them, so that no event,
 //! reconcile or request grows with the directory.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::HashMap;
+use std::collections::hash_map::Entry;
 use std::sync::{Arc, RwLock};
 
 use kube::runtime::watcher;
@@ -11,9 +12,11 @@ use kube::{Resource, ResourceExt};
 
 /// A multi-map from terms (e.g. `email:jane@example.com`) to the objects that carry them,
 /// in the values' order, and from each object to its terms (to forget them when it changes).
+/// A term's objects are a sorted `Vec`: almost every term has one, which a `Vec` holds in
+/// exactly its size, where a B-tree node has room for eleven.
 #[derive(Debug)]
 pub struct Index<V> {
-    by_term: HashMap<String, BTreeSet<V>>,
+    by_term: HashMap<String, Vec<V>>,
     by_object: HashMap<String, (V, Vec<String>)>,
 }
 
@@ -29,7 +32,16 @@ impl<V: Ord + Clone> Index<V> {
     pub fn set(&mut self, object: &str, value: V, terms: Vec<String>) {
         self.remove(object);
         for term in &terms {
-            self.by_term.entry(term.clone()).or_default().insert(value.clone());
+            match self.by_term.entry(term.clone()) {
+                // Allocated for exactly one: most terms never get a second.
+                Entry::Vacant(vacant) => drop(vacant.insert(vec![value.clone()])),
+                Entry::Occupied(mut occupied) => {
+                    let values = occupied.get_mut();
+                    if let Err(at) = values.binary_search(&value) {
+                        values.insert(at, value.clone());
+                    }
+                }
+            }
         }
         self.by_object.insert(object.to_owned(), (value, terms));
     }
@@ -39,7 +51,9 @@ impl<V: Ord + Clone> Index<V> {
         let Some((value, terms)) = self.by_object.remove(object) else { return };
         for term in terms {
             if let Some(values) = self.by_term.get_mut(&term) {
-                values.remove(&value);
+                if let Ok(at) = values.binary_search(&value) {
+                    values.remove(at);
+                }
                 if values.is_empty() {
                     self.by_term.remove(&term);
                 }
@@ -49,7 +63,7 @@ impl<V: Ord + Clone> Index<V> {
 
     /// The objects carrying `term`, in order.
     pub fn get(&self, term: &str) -> Vec<V> {
-        self.by_term.get(term).map(|values| values.iter().cloned().collect()).unwrap_or_default()
+        self.by_term.get(term).cloned().unwrap_or_default()
     }
 
     /// The first (least) object carrying `term`.

@@ -48,8 +48,8 @@ where
     K: Resource<DynamicType = ()> + Clone + DeserializeOwned + Debug + Send + Sync + 'static,
 {
     /// A cache of what `apis` list under `config`: one API per watched namespace (named
-    /// with it), or one for all namespaces (named `None`). Objects are cached without
-    /// managedFields, which roster never reads.
+    /// with it), or one for all namespaces (named `None`). Objects are cached without what
+    /// roster never reads (see `trim`).
     pub fn new(apis: Vec<(Option<String>, Api<K>)>, config: watcher::Config) -> Self {
         let (reader, writer) = reflector::store();
         Self {
@@ -97,7 +97,7 @@ where
         let watches = apis.into_iter().enumerate().map(|(index, (namespace, api))| {
             watcher(api, config.clone())
                 .default_backoff()
-                .modify(|obj: &mut K| obj.managed_fields_mut().clear())
+                .modify(trim)
                 .map(move |event| (index, namespace.clone(), event))
                 .boxed()
         });
@@ -152,6 +152,17 @@ where
         }
     }
 }
+
+/// What roster never reads is not cached: managedFields, and the copy of the whole object
+/// that `kubectl apply` (client-side) and tools like it keep in an annotation — at 10,000
+/// Users from Git, that copy alone would double the cache.
+fn trim<K: Resource>(obj: &mut K) {
+    obj.managed_fields_mut().clear();
+    obj.annotations_mut().remove(LAST_APPLIED);
+}
+
+/// The annotation client-side apply keeps the last applied object in.
+const LAST_APPLIED: &str = "kubectl.kubernetes.io/last-applied-configuration";
 
 /// Marks the store ready for kube-runtime's controllers (which wait for it), keeping its
 /// content: the store's own readiness is only set by the end of a list, which would replace
@@ -283,4 +294,27 @@ pub fn controlled_by(obj: &impl Resource, owner: &impl Resource) -> bool {
 /// `namespace/name` of an object, for logs and messages.
 pub fn key<K: Resource>(obj: &K) -> String {
     format!("{}/{}", obj.namespace().unwrap_or_default(), obj.name_any())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_cache_keeps_neither_managed_fields_nor_the_last_applied_copy() {
+        let mut user: crate::api::User = serde_json::from_value(serde_json::json!({
+            "apiVersion": "roster.dev/v1alpha1", "kind": "User",
+            "metadata": {
+                "name": "jane", "namespace": "team",
+                "annotations": {LAST_APPLIED: "{\"spec\":{}}", "team.example/owner": "platform"},
+                "managedFields": [{"manager": "kubectl", "operation": "Update"}],
+            },
+            "spec": {"email": "jane@example.com", "username": "jane"},
+        }))
+        .unwrap();
+        trim(&mut user);
+        assert!(user.metadata.managed_fields.as_ref().is_none_or(Vec::is_empty));
+        let kept: Vec<&String> = user.annotations().keys().collect();
+        assert_eq!(kept, ["team.example/owner"], "other annotations stay");
+    }
 }
