@@ -156,7 +156,7 @@ where
 /// What roster never reads is not cached: managedFields, and the copy of the whole object
 /// that `kubectl apply` (client-side) and tools like it keep in an annotation — at 10,000
 /// Users from Git, that copy alone would double the cache.
-fn trim<K: Resource>(obj: &mut K) {
+pub(super) fn trim<K: Resource>(obj: &mut K) {
     obj.managed_fields_mut().clear();
     obj.annotations_mut().remove(LAST_APPLIED);
 }

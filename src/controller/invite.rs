@@ -29,7 +29,7 @@ use super::names::{
 };
 use super::{
     Context, SetupError, Undelivered, apply_owned_secret, apply_status, apply_status_unless_changed, cache,
-    delete_owned_secret, now, publish, requeue_at, write_owned_secret,
+    delete_owned_secret, now, publish, read_secret, requeue_at, write_owned_secret,
 };
 use crate::api::conditions::{self, Desired, reasons, status, types};
 use crate::api::status_time;
@@ -372,16 +372,15 @@ pub(super) async fn reconcile(invite: Arc<UserInvite>, ctx: Arc<Context>) -> Res
                 None,
             )
         }
+        Step::Wait(at) if previous == UserInviteStatus::default() => {
+            // No status yet: the first attempt is under way (or the cache has not shown its
+            // result yet); nothing to write until that attempt records it.
+            return Ok(requeue_at(at, now.0));
+        }
         Step::Wait(at) => {
-            // Nothing changed: the conditions stay as the last step left them. An invite
-            // with no status yet has its first attempt under way (or the cache has not
-            // shown its result yet): nothing to write until that attempt records it.
+            // Nothing changed: the conditions stay as the last step left them.
             requeue = at;
-            if previous == UserInviteStatus::default() {
-                status = previous.clone();
-            } else {
-                status.conditions = conditions::restamp(&previous.conditions, invite.metadata.generation);
-            }
+            status.conditions = conditions::restamp(&previous.conditions, invite.metadata.generation);
             Vec::new()
         }
         Step::Deliver { .. } => {
@@ -389,6 +388,8 @@ pub(super) async fn reconcile(invite: Arc<UserInvite>, ctx: Arc<Context>) -> Res
             // The cache may lag roster's own last writes: decide again on the invite as the
             // API server has it, and claim the attempt only at the cached token Secret's
             // version — a cache that is behind makes the claim conflict, and nothing is sent.
+            // Each way of finding the cache behind is retried with the object's backoff.
+            let behind = || Error::Conflict { object: cache::key(invite.as_ref()) };
             let api: Api<UserInvite> = Api::namespaced(ctx.client.clone(), &namespace);
             let fresh = api.get(&invite.name_any()).await.map_err(|source| Error::Kube {
                 action: "reading",
@@ -397,24 +398,38 @@ pub(super) async fn reconcile(invite: Arc<UserInvite>, ctx: Arc<Context>) -> Res
                 source: Box::new(source),
             })?;
             if fresh.uid() != invite.uid() {
-                return Ok(Action::requeue(Duration::from_secs(1)));
+                return Err(behind());
             }
-            let fresh_claim = token.as_deref().and_then(Claim::of);
             let fresh_status = fresh.status.clone().unwrap_or_default();
-            let Step::Deliver { issuance, attempts } = decide(
-                Some(user.spec.state),
-                &person,
-                fresh.spec.resend,
-                &fresh_status,
-                fresh_claim,
-                accepted_at,
-                now.0,
-            ) else {
-                return Ok(Action::requeue(Duration::from_secs(1)));
-            };
-            let attempt = Attempt { issuance, attempts, token: token.as_deref() };
-            let Some(outcome) = deliver(&ctx, &fresh, &user, attempt, &now).await? else {
-                return Ok(Action::requeue(Duration::from_secs(1)));
+            // When the cache shows no token Secret and creating one conflicts, the API
+            // server's is decided on once more: the cache was behind, or the Secret lost the
+            // label the cache selects on (writing it puts the label back).
+            let mut seen: Option<Secret> = token.as_deref().cloned();
+            let mut may_read = seen.is_none();
+            let outcome = loop {
+                let Step::Deliver { issuance, attempts } = decide(
+                    Some(user.spec.state),
+                    &person,
+                    fresh.spec.resend,
+                    &fresh_status,
+                    seen.as_ref().and_then(Claim::of),
+                    accepted_at,
+                    now.0,
+                ) else {
+                    return Err(behind());
+                };
+                let attempt = Attempt { issuance, attempts, token: seen.as_ref() };
+                match deliver(&ctx, &fresh, &user, attempt, &now).await? {
+                    Some(outcome) => break outcome,
+                    None if may_read => {
+                        may_read = false;
+                        let name = token_secret_name(&fresh.name_any());
+                        seen = read_secret(&ctx, &fresh, &name)
+                            .await?
+                            .filter(|t| cache::controlled_by(t, &fresh));
+                    }
+                    None => return Err(behind()),
+                }
             };
             if let Some(delivered) = outcome.conditions.iter().find(|c| c.type_ == types::DELIVERED) {
                 if delivered.status == status::TRUE {

@@ -3,8 +3,9 @@
 //! `--templates-configmap` names. Both are kept current by a watch of that one object (so an
 //! email costs no read from the API server) and rebuilt only when the object's
 //! resourceVersion changed, so an admin's fix reaches the next delivery attempt without a
-//! restart. Until a watch has listed its object, it is read with a GET instead.
+//! restart. Until a watch has listed its object (again, after a watch error), a GET reads it.
 
+use std::collections::BTreeMap;
 use std::fmt::Debug;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -97,7 +98,7 @@ impl MailSetup {
         {
             return Ok(mailer.clone());
         }
-        let settings = SmtpSettings::from_secret_data(&secret.data.clone().unwrap_or_default())
+        let settings = SmtpSettings::from_secret_data(secret.data.as_ref().unwrap_or(&BTreeMap::new()))
             .map_err(|e| SetupError::Smtp(format!("Secret {reference}: {e}")))?;
         let mailer = Mailer::new(&settings).map_err(|e| SetupError::Smtp(e.to_string()))?;
         *cached = Some((version, mailer.clone()));
@@ -120,7 +121,7 @@ impl MailSetup {
             return Ok(templates.clone());
         }
         let templates = Arc::new(
-            Templates::new(&map.data.clone().unwrap_or_default())
+            Templates::new(map.data.as_ref().unwrap_or(&BTreeMap::new()))
                 .map_err(|e| SetupError::Templates(format!("ConfigMap {reference}: {e}")))?,
         );
         *cached = Some((version, templates.clone()));
@@ -156,19 +157,22 @@ where
         let config = watcher::Config::default().fields(&format!("metadata.name={}", reference.name));
         let done = listed.clone();
         let kind = K::kind(&()).into_owned();
-        let watch = reflector::reflector(writer, watcher(api, config).default_backoff())
-            .for_each(move |event| {
-                match event {
-                    Ok(watcher::Event::InitDone) => done.store(true, Ordering::Release),
-                    Ok(_) => {}
-                    // The error names the object, never a value from it.
-                    Err(error) => {
-                        tracing::warn!(%kind, %error, "watching a settings object failed; retrying")
+        let watch =
+            reflector::reflector(writer, watcher(api, config).default_backoff().modify(super::cache::trim))
+                .for_each(move |event| {
+                    match event {
+                        Ok(watcher::Event::InitDone) => done.store(true, Ordering::Release),
+                        Ok(_) => {}
+                        // Until the watch has listed again, its copy may be stale: read instead.
+                        Err(error) => {
+                            done.store(false, Ordering::Release);
+                            // The error names the object, never a value from it.
+                            tracing::warn!(%kind, %error, "watching a settings object failed; retrying");
+                        }
                     }
-                }
-                futures::future::ready(())
-            })
-            .boxed();
+                    futures::future::ready(())
+                })
+                .boxed();
         (Some(Self { reference, client: client.clone(), store, listed }), watch)
     }
 

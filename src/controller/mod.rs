@@ -3,7 +3,7 @@
 //! caches, bounded concurrency, graceful shutdown, metrics) and the per-object retry backoff.
 
 mod cache;
-mod events;
+pub mod events;
 mod expectations;
 mod invite;
 mod mail_setup;
@@ -704,7 +704,7 @@ where
         Ok(()) => Ok(true),
         Err(kube::Error::Api(status)) if status.code == 409 && existing.is_none() => {
             match read_secret(ctx, owner, name).await? {
-                Some(found) if !cache::controlled_by(&found, owner) => {
+                Some(found) if !cache::controlled_by(&found, owner) && !of_predecessor(&found, owner) => {
                     Err(Error::SecretNotOwned { secret: object })
                 }
                 _ => Ok(false),
@@ -718,6 +718,13 @@ where
             source: Box::new(source),
         }),
     }
+}
+
+/// Whether `secret` is controlled by an earlier object of `owner`'s kind and name (deleted and
+/// created again): garbage collection removes it, so it is waited for, not reported.
+fn of_predecessor<O: Resource<DynamicType = ()>>(secret: &Secret, owner: &O) -> bool {
+    let (kind, name) = (O::kind(&()), owner.name_any());
+    secret.owner_references().iter().any(|r| r.controller == Some(true) && r.kind == kind && r.name == name)
 }
 
 /// Writes the Secrets of a link `owner` issues: `<owner>-token` (`token_type`, with

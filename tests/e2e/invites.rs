@@ -131,6 +131,47 @@ pub fn trials() -> Vec<Trial> {
             ensure!(hash_token(&first) != stored, "the old token still matches");
             Ok(())
         }),
+        trial(
+            "invites::a_token_secret_that_lost_its_label_is_found_written_and_labelled_again",
+            |ns| async move {
+                // The cache selects roster's Secrets by label: one whose label an admin removed is
+                // invisible to it, and must neither stop deliveries nor loop.
+                let address = email("relabel", &ns);
+                ns.apply(user_manifest("relabel", json!({"email": address}), json!({}))).await?;
+                let invites = ns.api::<UserInvite>();
+                wait_for(&invites, "relabel-invite", "Sent", |i| phase_of(i) == "Sent").await?;
+                let first = token_in(&message_text(&messages_to(&address).await?[0]).await?)
+                    .context("no first token")?;
+                let secrets = ns.api::<Secret>();
+                let merge = |patch: Value| kube::api::Patch::Merge(patch);
+                let unlabel = json!({"metadata": {"labels": {"app.kubernetes.io/managed-by": null}}});
+                secrets.patch("relabel-invite-token", &Default::default(), &merge(unlabel)).await?;
+                let bump = json!({"spec": {"resend": 1}});
+                invites.patch("relabel-invite", &Default::default(), &merge(bump)).await?;
+                wait_for(&invites, "relabel-invite", "resent", |i| {
+                    phase_of(i) == "Sent" && i.status.as_ref().and_then(|s| s.observed_resend) == Some(1)
+                })
+                .await?;
+                let labels = secrets.get("relabel-invite-token").await?.metadata.labels.unwrap_or_default();
+                ensure!(
+                    labels.get("app.kubernetes.io/managed-by").map(String::as_str) == Some("roster"),
+                    "the token Secret was not labelled again: {labels:?}"
+                );
+                let messages = messages_to(&address).await?;
+                ensure!(messages.len() == 2, "expected two messages, found {}", messages.len());
+                let mut tokens = Vec::new();
+                for message in &messages {
+                    tokens.push(token_in(&message_text(message).await?).context("no token")?);
+                }
+                let second =
+                    tokens.into_iter().find(|t| *t != first).context("the resend reused the old token")?;
+                ensure!(
+                    hash_token(&second) == stored_hash(&ns, "relabel-invite").await?,
+                    "the new token is not stored"
+                );
+                Ok(())
+            },
+        ),
         trial("invites::deleting_the_user_revokes_its_invites", |ns| async move {
             let address = email("leaver", &ns);
             ns.apply(user_manifest(
