@@ -10,11 +10,12 @@ use anyhow::Context as _;
 use futures::StreamExt;
 use k8s_openapi::api::core::v1::Secret;
 use kube::api::{Api, Patch, PatchParams, PostParams};
-use kube::runtime::events::{Event, EventType, Recorder, Reporter};
+use kube::runtime::events::{Event, EventType, Reporter};
 use kube::{Client, Resource, ResourceExt};
 use lettre::message::{Mailbox as Address, MultiPart};
 use lettre::{AsyncSmtpTransport, AsyncTransport, Message, Tokio1Executor};
 use roster::api::{User, UserInvite};
+use roster::controller::events::Events;
 use roster::credentials::Token;
 use serde::Serialize;
 use tokio::sync::mpsc;
@@ -48,7 +49,8 @@ pub async fn run(
     mailbox: &Mailbox,
 ) -> anyhow::Result<Floor> {
     let smtp = AsyncSmtpTransport::<Tokio1Executor>::builder_dangerous("127.0.0.1").port(smtp_port).build();
-    let recorder = Recorder::new(client.clone(), Reporter { controller: "floor".into(), instance: None });
+    // roster's own publisher: kube's Recorder scans every Event it sent on each publish.
+    let recorder = Events::new(client.clone(), Reporter { controller: "floor".into(), instance: None });
     let started = Instant::now();
     let (created, users) = mpsc::channel(creators * 4);
     let creation = crate::onboarding::create(client, namespace, n, creators, Some(created));
@@ -77,7 +79,7 @@ fn tokio_stream<T>(mut receiver: mpsc::Receiver<T>) -> impl futures::Stream<Item
 async fn onboard(
     client: &Client,
     smtp: &AsyncSmtpTransport<Tokio1Executor>,
-    recorder: &Recorder,
+    recorder: &Events,
     user: &User,
 ) -> anyhow::Result<()> {
     let namespace = user.namespace().unwrap_or_default();
@@ -92,7 +94,6 @@ async fn onboard(
         "type": "roster.dev/credentials",
     }))?;
     credentials.metadata.owner_references = user.controller_owner_ref(&()).map(|r| vec![r]);
-    secrets.create(&create, &credentials).await.context("credentials Secret")?;
 
     let mut invite: UserInvite = serde_json::from_value(serde_json::json!({
         "apiVersion": "roster.dev/v1alpha1", "kind": "UserInvite",
@@ -100,7 +101,11 @@ async fn onboard(
         "spec": {"userRef": {"name": name}},
     }))?;
     invite.metadata.owner_references = user.controller_owner_ref(&()).map(|r| vec![r]);
-    let invite = invites.create(&create, &invite).await.context("UserInvite")?;
+    // Independent, so created together, as roster does.
+    let (_, invite) = futures::try_join!(
+        async { secrets.create(&create, &credentials).await.context("credentials Secret") },
+        async { invites.create(&create, &invite).await.context("UserInvite") },
+    )?;
 
     let token = Token::generate()?;
     let mut token_secret: Secret = serde_json::from_value(serde_json::json!({
