@@ -118,14 +118,7 @@ pub fn trials() -> Vec<Trial> {
                 phase_of(i) == "Sent" && i.status.as_ref().and_then(|s| s.observed_resend) == Some(1)
             })
             .await?;
-            let messages = messages_to(&address).await?;
-            ensure!(messages.len() == 2, "expected a second message, found {}", messages.len());
-            let mut tokens = Vec::new();
-            for message in &messages {
-                tokens.push(token_in(&message_text(message).await?).context("no token")?);
-            }
-            let second =
-                tokens.into_iter().find(|t| *t != first).context("the resend reused the old token")?;
+            let second = resent_token(&address, &first).await?;
             let stored = stored_hash(&ns, "again-invite").await?;
             ensure!(hash_token(&second) == stored, "the new token is not the stored one");
             ensure!(hash_token(&first) != stored, "the old token still matches");
@@ -157,14 +150,7 @@ pub fn trials() -> Vec<Trial> {
                     labels.get("app.kubernetes.io/managed-by").map(String::as_str) == Some("roster"),
                     "the token Secret was not labelled again: {labels:?}"
                 );
-                let messages = messages_to(&address).await?;
-                ensure!(messages.len() == 2, "expected two messages, found {}", messages.len());
-                let mut tokens = Vec::new();
-                for message in &messages {
-                    tokens.push(token_in(&message_text(message).await?).context("no token")?);
-                }
-                let second =
-                    tokens.into_iter().find(|t| *t != first).context("the resend reused the old token")?;
+                let second = resent_token(&address, &first).await?;
                 ensure!(
                     hash_token(&second) == stored_hash(&ns, "relabel-invite").await?,
                     "the new token is not stored"
@@ -292,4 +278,15 @@ async fn stored_hash(ns: &Ns, invite: &str) -> anyhow::Result<String> {
     let secret = ns.api::<Secret>().get(&format!("{invite}-token")).await?;
     let data = secret.data.unwrap_or_default();
     Ok(String::from_utf8(data.get("tokenHash").context("no tokenHash")?.0.clone())?)
+}
+
+/// The token of the second of exactly two messages to `address`, the one that is not `first`.
+async fn resent_token(address: &str, first: &str) -> anyhow::Result<String> {
+    let messages = messages_to(address).await?;
+    ensure!(messages.len() == 2, "expected a second message, found {}", messages.len());
+    let mut tokens = Vec::new();
+    for message in &messages {
+        tokens.push(token_in(&message_text(message).await?).context("no token")?);
+    }
+    tokens.into_iter().find(|t| t != first).context("the resend reused the old token")
 }
