@@ -101,17 +101,25 @@ fn link_problem(portal: &Portal, problem_: LinkProblem) -> Response {
     problem(portal, problem_.status(), title, problem_.message())
 }
 
-/// The form that stops other sites from posting: refused unless it carries the browser's
-/// own form token.
-fn forged(portal: &Portal, headers: &HeaderMap, form: &StepForm) -> Option<Response> {
-    (!form_token_matches(headers, &form.form_token)).then(|| {
-        problem(
+/// The link a step's form was posted to, opened with `open`: only for a form the browser's
+/// own page sent (its form token matches the cookie — other sites cannot post), else the
+/// page to answer with.
+fn open_posted<L>(
+    portal: &Portal,
+    headers: &HeaderMap,
+    form: &StepForm,
+    token: &str,
+    open: fn(&Portal, &str, Timestamp) -> Result<L, LinkProblem>,
+) -> Result<L, Box<Response>> {
+    if !form_token_matches(headers, &form.form_token) {
+        return Err(Box::new(problem(
             portal,
             StatusCode::FORBIDDEN,
             "This form has expired",
             "Reload the page and try again. (Cookies must be allowed for this site.)",
-        )
-    })
+        )));
+    }
+    open(portal, token, Timestamp::now()).map_err(|problem_| Box::new(link_problem(portal, problem_)))
 }
 
 /// `GET /invite/{token}`: the step the link is at.
@@ -133,12 +141,9 @@ pub async fn invite_step(
     headers: HeaderMap,
     Form(form): Form<StepForm>,
 ) -> Response {
-    if let Some(refused) = forged(&portal, &headers, &form) {
-        return refused;
-    }
-    let link = match links::open(&portal, &token, Timestamp::now()) {
+    let link = match open_posted(&portal, &headers, &form, &token, links::open) {
         Ok(link) => link,
-        Err(problem_) => return link_problem(&portal, problem_),
+        Err(refused) => return *refused,
     };
     let again = Redirect::to(&token).into_response();
     let unprocessable =
@@ -180,12 +185,9 @@ pub async fn reset_step(
     headers: HeaderMap,
     Form(form): Form<StepForm>,
 ) -> Response {
-    if let Some(refused) = forged(&portal, &headers, &form) {
-        return refused;
-    }
-    let link = match reenrolment::open(&portal, &token, Timestamp::now()) {
+    let link = match open_posted(&portal, &headers, &form, &token, reenrolment::open) {
         Ok(link) => link,
-        Err(problem_) => return link_problem(&portal, problem_),
+        Err(refused) => return *refused,
     };
     let again = Redirect::to(&token).into_response();
     let unprocessable = |status, error: &str| reset_page(&portal, &link, &headers, status, Some(error));
@@ -228,12 +230,9 @@ pub async fn password_reset_step(
     headers: HeaderMap,
     Form(form): Form<StepForm>,
 ) -> Response {
-    if let Some(refused) = forged(&portal, &headers, &form) {
-        return refused;
-    }
-    let link = match password_reset::open(&portal, &token, Timestamp::now()) {
+    let link = match open_posted(&portal, &headers, &form, &token, password_reset::open) {
         Ok(link) => link,
-        Err(problem_) => return link_problem(&portal, problem_),
+        Err(refused) => return *refused,
     };
     let unprocessable = |error: &str| {
         password_reset_page(&portal, &link, &headers, StatusCode::UNPROCESSABLE_ENTITY, Some(error))
@@ -285,12 +284,9 @@ pub async fn verification_step(
     headers: HeaderMap,
     Form(form): Form<StepForm>,
 ) -> Response {
-    if let Some(refused) = forged(&portal, &headers, &form) {
-        return refused;
-    }
-    let link = match verification::open(&portal, &token, Timestamp::now()) {
+    let link = match open_posted(&portal, &headers, &form, &token, verification::open) {
         Ok(link) => link,
-        Err(problem_) => return link_problem(&portal, problem_),
+        Err(refused) => return *refused,
     };
     match verification::verify(&portal, &link).await {
         Ok(()) => verification_page(&portal, &link.address, &headers, true),
