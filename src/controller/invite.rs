@@ -28,7 +28,7 @@ use super::names::{
     TOKEN_EXPIRES_AT, TOKEN_HASH, TOKEN_ISSUANCE, TOKEN_RECIPIENT, link_secret_name, token_secret_name,
 };
 use super::{
-    Context, SetupError, Undelivered, apply_owned_secret, apply_status, apply_status_unless_changed, cache,
+    Context, SetupError, Undelivered, apply_link_secret, apply_status, apply_status_unless_changed, cache,
     delete_owned_secret, now, publish, read_secret, requeue_at, write_owned_secret,
 };
 use crate::api::conditions::{self, Desired, reasons, status, types};
@@ -295,7 +295,7 @@ pub(super) async fn reconcile(invite: Arc<UserInvite>, ctx: Arc<Context>) -> Res
     let mut requeue = None;
     // Only the status of a delivery is decided on the API server's copy; every other step
     // on the cache's, which may lag roster's own last write: written only at that version.
-    let mut decided_on_cache = true;
+    let delivering = matches!(step, Step::Deliver { .. });
     let delivered_now = |reason, message: &str| cond(types::DELIVERED, status::TRUE, reason, message);
     let desired = match step {
         Step::UserMissing => {
@@ -441,7 +441,6 @@ pub(super) async fn reconcile(invite: Arc<UserInvite>, ctx: Arc<Context>) -> Res
             }
             status = outcome.status;
             requeue = outcome.requeue;
-            decided_on_cache = false;
             outcome.conditions
         }
     };
@@ -449,7 +448,7 @@ pub(super) async fn reconcile(invite: Arc<UserInvite>, ctx: Arc<Context>) -> Res
         status.conditions = conditions::merge(&status.conditions, &desired, invite.metadata.generation, &now);
     }
     if status != previous {
-        if !decided_on_cache {
+        if delivering {
             // The email went out: its result is recorded whatever changed meanwhile.
             apply_status(&ctx, invite.as_ref(), &status).await?;
         } else if !apply_status_unless_changed(&ctx, invite.as_ref(), &status).await? {
@@ -519,9 +518,7 @@ async fn deliver(
     let claimed = match claimed {
         Ok(false) => return Ok(None),
         Ok(true) if invite.spec.delivery == Delivery::Link => {
-            let data = BTreeMap::from([(super::names::LINK_URL.to_owned(), link.clone())]);
-            apply_owned_secret(ctx, invite, &link_secret_name(&name), (INVITE_LINK_TYPE, INVITE_LABEL), data)
-                .await
+            apply_link_secret(ctx, invite, (INVITE_LINK_TYPE, INVITE_LABEL), &link).await
         }
         Ok(true) => Ok(()),
         Err(error) => Err(error),

@@ -743,10 +743,25 @@ where
     let name = owner.name_any();
     apply_owned_secret(ctx, owner, &names::token_secret_name(&name), (token_type, label), token_data).await?;
     if let Some(url) = handed_over {
-        let data = BTreeMap::from([(names::LINK_URL.to_owned(), url.to_owned())]);
-        apply_owned_secret(ctx, owner, &names::link_secret_name(&name), (link_type, label), data).await?;
+        apply_link_secret(ctx, owner, (link_type, label), url).await?;
     }
     Ok(())
+}
+
+/// Writes `<owner>-link` (`link_type`), the handed-over link's URL for admins, as
+/// [`apply_owned_secret`] allows.
+async fn apply_link_secret<O>(
+    ctx: &Context,
+    owner: &O,
+    (link_type, label): (&str, &str),
+    url: &str,
+) -> Result<()>
+where
+    O: Resource<DynamicType = ()>,
+{
+    let data = BTreeMap::from([(names::LINK_URL.to_owned(), url.to_owned())]);
+    apply_owned_secret(ctx, owner, &names::link_secret_name(&owner.name_any()), (link_type, label), data)
+        .await
 }
 
 /// Deletes the Secret `name` if `owner` controls it (an absent one is fine). A Secret of
