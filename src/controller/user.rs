@@ -80,9 +80,10 @@ pub(super) async fn reconcile(user: Arc<User>, ctx: Arc<Context>) -> Result<Acti
             }
         },
         async {
-            match decision.ensure_auto_invite {
-                true => ensure_auto_invite(&ctx, &user).await,
-                false => Ok(Creation::Present),
+            if decision.ensure_auto_invite {
+                ensure_auto_invite(&ctx, &user).await
+            } else {
+                Ok(Creation::Present)
             }
         },
     )?;
@@ -207,34 +208,29 @@ async fn ensure_auto_invite(ctx: &Context, user: &User) -> Result<Creation> {
     if creation == Creation::Created {
         tracing::info!(invite = %name, "created the automatic invite");
     }
-    match cached {
-        None => {}
-        Some(invite) => {
-            let status = invite.status.clone().unwrap_or_default();
-            let settled = status.observed_resend == Some(invite.spec.resend);
-            if status.phase == Some(InvitePhase::Revoked)
-                && settled
-                && cache::controlled_by(invite.as_ref(), user)
-            {
-                let patch = serde_json::json!({
-                    "metadata": {"resourceVersion": invite.resource_version()},
-                    "spec": {"resend": invite.spec.resend + 1},
-                });
-                api.patch(
-                    &name,
-                    &PatchParams { field_manager: Some(super::FIELD_MANAGER.into()), ..Default::default() },
-                    &Patch::Merge(&patch),
-                )
-                .await
-                .map_err(|source| Error::Kube {
-                    action: "resending",
-                    kind: "UserInvite".into(),
-                    object: format!("{namespace}/{name}"),
-                    source: Box::new(source),
-                })?;
-                tracing::info!(invite = %name, "resending the revoked automatic invite");
-            }
-        }
+    if let Some(invite) = cached
+        && invite.status.as_ref().is_some_and(|s| {
+            s.phase == Some(InvitePhase::Revoked) && s.observed_resend == Some(invite.spec.resend)
+        })
+        && cache::controlled_by(invite.as_ref(), user)
+    {
+        let patch = serde_json::json!({
+            "metadata": {"resourceVersion": invite.resource_version()},
+            "spec": {"resend": invite.spec.resend + 1},
+        });
+        api.patch(
+            &name,
+            &PatchParams { field_manager: Some(super::FIELD_MANAGER.into()), ..Default::default() },
+            &Patch::Merge(&patch),
+        )
+        .await
+        .map_err(|source| Error::Kube {
+            action: "resending",
+            kind: "UserInvite".into(),
+            object: format!("{namespace}/{name}"),
+            source: Box::new(source),
+        })?;
+        tracing::info!(invite = %name, "resending the revoked automatic invite");
     }
     Ok(creation)
 }
