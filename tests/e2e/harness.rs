@@ -16,7 +16,7 @@ use kube::runtime::wait::await_condition;
 use kube::{Client, Resource};
 use libtest_mimic::{Failed, Trial};
 use roster::api::{MfaReset, PasswordReset, User, UserInvite};
-use roster_testenv::{ControlPlane, Mailpit, Process, client_for, free_ports};
+use roster_testenv::{ControlPlane, Mailpit, Process, Roster, client_for};
 use serde::de::DeserializeOwned;
 
 /// How long a test waits for any one condition.
@@ -119,13 +119,7 @@ impl Operator {
         name: &str,
         extra: &[&str],
     ) -> anyhow::Result<Self> {
-        let [port, portal] = free_ports()?;
-        let portal_url = format!("http://127.0.0.1:{portal}");
         let mut args = vec![
-            "run".to_owned(),
-            format!("--metrics-addr=127.0.0.1:{port}"),
-            format!("--portal-addr=127.0.0.1:{portal}"),
-            format!("--portal-url={portal_url}"),
             // The tests share one client address; the rate-limit test runs its own operator.
             "--portal-rate-limit=100000".to_owned(),
             // Fast hashing: the tests exercise the flow, not argon2's cost.
@@ -140,28 +134,11 @@ impl Operator {
         let flag = |arg: &str| arg.split('=').next().unwrap_or_default().to_owned();
         args.retain(|arg| !extra.iter().any(|e| flag(e) == flag(arg)));
         args.extend(extra.iter().map(|s| (*s).to_owned()));
-        let kubeconfig = kubeconfig.display().to_string();
-        let process = Process::spawn(
-            name,
-            Path::new(env!("CARGO_BIN_EXE_roster")),
-            &args,
-            &[("KUBECONFIG", kubeconfig.as_str()), ("NO_COLOR", "1")],
-            log_dir,
-        )?;
-        let mut operator = Self { process, url: format!("http://127.0.0.1:{port}"), portal_url };
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
-        loop {
-            operator.process.check_running()?;
-            if let Ok(response) = reqwest::get(format!("{}/readyz", operator.url)).await
-                && response.status().is_success()
-            {
-                return Ok(operator);
-            }
-            if tokio::time::Instant::now() > deadline {
-                return Err(operator.process.not_ready("GET /readyz not 200 within 60s".into()).into());
-            }
-            tokio::time::sleep(POLL_INTERVAL).await;
-        }
+        let binary = Path::new(env!("CARGO_BIN_EXE_roster"));
+        let env = [("NO_COLOR", "1")];
+        let started =
+            Roster::start(binary, kubeconfig, (log_dir, name), &args, &env, Duration::from_secs(60)).await?;
+        Ok(Self { process: started.process, url: started.metrics_url, portal_url: started.portal_url })
     }
 }
 

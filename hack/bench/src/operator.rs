@@ -6,7 +6,7 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, bail};
-use roster_testenv::{Process, free_ports};
+use roster_testenv::{Process, Roster};
 use serde::Serialize;
 
 /// How long the operator may take to answer `/readyz`.
@@ -64,38 +64,15 @@ impl Operator {
         name: &str,
         extra: &[String],
     ) -> anyhow::Result<(Self, Duration)> {
-        let [metrics, portal] = free_ports()?;
-        let portal_url = format!("http://127.0.0.1:{portal}");
-        let mut args = vec![
-            "run".to_owned(),
-            format!("--metrics-addr=127.0.0.1:{metrics}"),
-            format!("--portal-addr=127.0.0.1:{portal}"),
-            format!("--portal-url={portal_url}"),
-        ];
-        args.extend(extra.iter().cloned());
-        let kubeconfig = kubeconfig.display().to_string();
-        let started = Instant::now();
-        let process = Process::spawn(name, binary, &args, &[("KUBECONFIG", kubeconfig.as_str())], log_dir)?;
-        let mut operator = Self {
-            process,
-            metrics_url: format!("http://127.0.0.1:{metrics}"),
-            portal_url,
+        let started =
+            Roster::start(binary, kubeconfig, (log_dir, name), extra, &[], STARTUP_DEADLINE).await?;
+        let operator = Self {
+            process: started.process,
+            metrics_url: started.metrics_url,
+            portal_url: started.portal_url,
             http: crate::http_client(),
         };
-        loop {
-            operator.process.check_running()?;
-            let ready = operator.http.get(format!("{}/readyz", operator.metrics_url)).send().await;
-            if ready.is_ok_and(|r| r.status().is_success()) {
-                return Ok((operator, started.elapsed()));
-            }
-            if started.elapsed() > STARTUP_DEADLINE {
-                return Err(operator
-                    .process
-                    .not_ready(format!("no /readyz within {STARTUP_DEADLINE:?}"))
-                    .into());
-            }
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
+        Ok((operator, started.startup))
     }
 
     /// The reconcile counters from the operator's metrics.

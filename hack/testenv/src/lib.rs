@@ -1,7 +1,7 @@
 //! roster's test environment: a real Kubernetes control plane (etcd, kube-apiserver with RBAC,
 //! kube-controller-manager with only its garbage-collector and namespace controllers) started
 //! on free loopback ports — what controller-runtime calls envtest — for the tests and the
-//! local demo, and Mailpit as a real SMTP server. The binaries come from
+//! local demo, Mailpit as a real SMTP server, and roster itself on free ports. The binaries come from
 //! `hack/install-test-tools.sh`.
 //!
 //! Every process is started with a parent-death signal, and stopped when the
@@ -12,11 +12,13 @@ mod control_plane;
 mod mailpit;
 mod pki;
 mod process;
+mod roster;
 mod tools;
 
 pub use control_plane::{ControlPlane, client_for, free_ports};
 pub use mailpit::Mailpit;
 pub use process::Process;
+pub use roster::Roster;
 pub use tools::tool_path;
 
 /// What can go wrong while starting or using the test environment.
