@@ -91,18 +91,12 @@ impl MailSetup {
             self.smtp_secret.as_ref().ok_or_else(|| SetupError::Smtp("--smtp-secret is not set".into()))?;
         let reference = &watched.reference;
         let secret = watched.get().await.map_err(SetupError::Smtp)?;
-        let version = secret.resource_version().unwrap_or_default();
-        let mut cached = self.mailer.lock().await;
-        if let Some((seen, mailer)) = cached.as_ref()
-            && *seen == version
-        {
-            return Ok(mailer.clone());
-        }
-        let settings = SmtpSettings::from_secret_data(secret.data.as_ref().unwrap_or(&BTreeMap::new()))
-            .map_err(|e| SetupError::Smtp(format!("Secret {reference}: {e}")))?;
-        let mailer = Mailer::new(&settings).map_err(|e| SetupError::Smtp(e.to_string()))?;
-        *cached = Some((version, mailer.clone()));
-        Ok(mailer)
+        rebuilt(&self.mailer, secret.as_ref(), || {
+            let settings = SmtpSettings::from_secret_data(secret.data.as_ref().unwrap_or(&BTreeMap::new()))
+                .map_err(|e| SetupError::Smtp(format!("Secret {reference}: {e}")))?;
+            Mailer::new(&settings).map_err(|e| SetupError::Smtp(e.to_string()))
+        })
+        .await
     }
 
     /// The templates as the ConfigMap says now (its keys are template names, e.g.
@@ -113,20 +107,32 @@ impl MailSetup {
         };
         let reference = &watched.reference;
         let map = watched.get().await.map_err(SetupError::Templates)?;
-        let version = map.resource_version().unwrap_or_default();
-        let mut cached = self.templates.lock().await;
-        if let Some((seen, templates)) = cached.as_ref()
-            && *seen == version
-        {
-            return Ok(templates.clone());
-        }
-        let templates = Arc::new(
+        rebuilt(&self.templates, map.as_ref(), || {
             Templates::new(map.data.as_ref().unwrap_or(&BTreeMap::new()))
-                .map_err(|e| SetupError::Templates(format!("ConfigMap {reference}: {e}")))?,
-        );
-        *cached = Some((version, templates.clone()));
-        Ok(templates)
+                .map(Arc::new)
+                .map_err(|e| SetupError::Templates(format!("ConfigMap {reference}: {e}")))
+        })
+        .await
     }
+}
+
+/// What was built from `source` at its resourceVersion: kept in `slot` and built again by
+/// `build` only when the version changed.
+async fn rebuilt<T: Clone>(
+    slot: &Mutex<Option<(String, T)>>,
+    source: &impl Resource,
+    build: impl FnOnce() -> Result<T, SetupError>,
+) -> Result<T, SetupError> {
+    let version = source.resource_version().unwrap_or_default();
+    let mut cached = slot.lock().await;
+    if let Some((seen, built)) = cached.as_ref()
+        && *seen == version
+    {
+        return Ok(built.clone());
+    }
+    let built = build()?;
+    *cached = Some((version, built.clone()));
+    Ok(built)
 }
 
 /// One named object kept current by a watch on its name (`metadata.name` field selector,
