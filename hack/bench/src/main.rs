@@ -75,6 +75,7 @@ async fn main() -> anyhow::Result<()> {
     let cores = std::thread::available_parallelism().map_or(1, usize::from);
     eprintln!("roster-bench: N = {n}, {cores} cores, work under {}", work.display());
 
+    let argon2 = signin::Argon2Floor::measure().await?;
     let crds = roster::api::crds_yaml()?;
     let plane = ControlPlane::start(&work.join("control-plane"), &crds).await?;
     // Both runs' messages, with room to spare: a duplicate must not push one out.
@@ -129,6 +130,7 @@ async fn main() -> anyhow::Result<()> {
         clients,
         cores,
         Duration::from_secs(args.signin_seconds),
+        &argon2,
     )
     .await?;
 
