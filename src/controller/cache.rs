@@ -102,6 +102,12 @@ where
                 .boxed()
         });
         let mut events = futures::stream::select_all(watches);
+        // kube's controllers wait for their store to be ready before they reconcile, and a
+        // store turns ready only when a list replaces its whole content. It is marked ready
+        // here, empty, and filled object by object: the reconcilers wait for every cache's
+        // list themselves (`Caches::ready`), and no copy of the whole cache is made.
+        writer.apply_watcher_event(&watcher::Event::Init);
+        writer.apply_watcher_event(&watcher::Event::InitDone);
         let count = events.len();
         let mut listing: Vec<Option<HashSet<ObjectRef<K>>>> = vec![None; count];
         let mut listed = vec![false; count];
@@ -121,7 +127,6 @@ where
                     let seen = listing[index].take().unwrap_or_default();
                     listed[index] = true;
                     if listed.iter().all(|done| *done) && !*ready.borrow() {
-                        mark_ready(&mut writer, &reader);
                         ready.send_replace(true);
                     }
                     // Objects deleted while the watch was down.
@@ -138,12 +143,19 @@ where
                 }
             };
             for event in changed {
+                crate::memory::note_work();
                 for follower in &mut followers {
                     follower(&event);
                 }
                 writer.apply_watcher_event(&event);
-                let (watcher::Event::Apply(obj) | watcher::Event::Delete(obj)) = event else { continue };
-                let obj = Arc::new(obj);
+                let obj = match event {
+                    // The store's copy: subscribers share it instead of holding another.
+                    watcher::Event::Apply(obj) => {
+                        reader.get(&ObjectRef::from_obj(&obj)).unwrap_or_else(|| Arc::new(obj))
+                    }
+                    watcher::Event::Delete(obj) => Arc::new(obj),
+                    _ => continue,
+                };
                 for subscriber in &mut subscribers {
                     // A subscriber only goes away when its controller stopped.
                     let _ = subscriber.send(obj.clone()).await;
@@ -163,20 +175,6 @@ pub(super) fn trim<K: Resource>(obj: &mut K) {
 
 /// The annotation client-side apply keeps the last applied object in.
 const LAST_APPLIED: &str = "kubectl.kubernetes.io/last-applied-configuration";
-
-/// Marks the store ready for kube-runtime's controllers (which wait for it), keeping its
-/// content: the store's own readiness is only set by the end of a list, which would replace
-/// the content with that list's.
-fn mark_ready<K>(writer: &mut Writer<K>, reader: &Store<K>)
-where
-    K: Resource<DynamicType = ()> + Clone + 'static,
-{
-    writer.apply_watcher_event(&watcher::Event::Init);
-    for obj in reader.state() {
-        writer.apply_watcher_event(&watcher::Event::InitApply(obj.as_ref().clone()));
-    }
-    writer.apply_watcher_event(&watcher::Event::InitDone);
-}
 
 /// The caches every reconcile reads instead of the API server.
 #[derive(Clone)]
