@@ -80,8 +80,10 @@ pub struct Decision {
     pub verify_email: bool,
     /// When a temporary lock ends (`None` when not locked, or locked until an admin acts).
     pub locked_until: Option<Timestamp>,
-    /// When the facts change by themselves (an invite expires, a lock ends): reconcile
-    /// again then.
+    /// When the facts change by themselves (a lock ends, the settling limit passes):
+    /// reconcile again then. An invite's expiry is not among them: the invite's own
+    /// controller marks it Expired at that moment, and the change wakes the User — one
+    /// timer per person, not two, at 10,000 people waiting to onboard.
     pub recheck_at: Option<Timestamp>,
     /// roster's own work is about to move the user on: the automatic invite is being
     /// created or delivered, with no problem reported. A status never written waits for
@@ -357,12 +359,9 @@ pub fn decide(facts: &UserFacts<'_>) -> Decision {
         },
     ];
 
-    let recheck_at = facts
-        .invites
-        .iter()
-        .filter(|i| i.phase == Some(InvitePhase::Sent))
-        .filter_map(|i| i.expires_at)
-        .chain(locked_until.filter(|_| !deactivated))
+    let recheck_at = locked_until
+        .filter(|_| !deactivated)
+        .into_iter()
         .chain(settle_by.filter(|_| settling))
         .filter(|e| *e > facts.now)
         .min();
@@ -776,7 +775,7 @@ mod tests {
     }
 
     #[test]
-    fn recheck_at_the_next_expiry_of_a_sent_invite() {
+    fn an_invites_expiry_is_left_to_the_invite() {
         let case = Case {
             name: "",
             spec: spec(InvitePolicy::Auto, UserState::Active, true),
@@ -789,7 +788,8 @@ mod tests {
             phase: UserPhase::Pending,
             ready: ("", ""),
         };
-        assert_eq!(run(&case).recheck_at, Some(at(1500)));
+        // The invite controller marks it Expired then, which reconciles the User.
+        assert_eq!(run(&case).recheck_at, None);
     }
 
     #[test]
