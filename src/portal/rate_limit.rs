@@ -4,7 +4,6 @@
 //! only through proxies named trusted: the right-most address not among them.
 
 use std::net::IpAddr;
-use std::num::NonZeroUsize;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
@@ -19,6 +18,9 @@ pub const MAX_CLIENTS: usize = 65_536;
 pub struct RateLimiter {
     /// Per client key, the bucket's theoretical arrival time.
     buckets: Mutex<LruCache<IpAddr, Instant>>,
+    /// Most clients remembered; the map grows to it as clients come (`LruCache::new`
+    /// would allocate room for all of them, 2 MiB, up front).
+    capacity: usize,
     /// Time one request costs.
     interval: Duration,
     /// How far ahead of now a client may run (the burst).
@@ -38,7 +40,8 @@ impl RateLimiter {
         let per_minute = per_minute.max(1);
         let interval = Duration::from_secs(60) / per_minute;
         Self {
-            buckets: Mutex::new(LruCache::new(NonZeroUsize::new(capacity).unwrap_or(NonZeroUsize::MIN))),
+            buckets: Mutex::new(LruCache::unbounded()),
+            capacity: capacity.max(1),
             interval,
             tolerance: interval * (per_minute - 1),
             trusted,
@@ -78,7 +81,11 @@ impl RateLimiter {
     /// it is empty.
     pub fn check(&self, client: IpAddr, now: Instant) -> Result<(), Duration> {
         let mut buckets = self.buckets.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
-        let bucket = buckets.get_or_insert_mut(key(client), || now);
+        let client = key(client);
+        if buckets.len() >= self.capacity && !buckets.contains(&client) {
+            buckets.pop_lru();
+        }
+        let bucket = buckets.get_or_insert_mut(client, || now);
         let arrival = (*bucket).max(now);
         let ahead = arrival.saturating_duration_since(now);
         if ahead > self.tolerance {
