@@ -74,6 +74,8 @@ async fn run(config: RunConfig) -> roster::Result<()> {
         on_signal.cancel();
     });
 
+    tokio::spawn(roster::memory::release_after_bursts(shutdown.clone()));
+
     let watches = controller::Watches::new(&client, &config.watch_namespaces);
     let portal = Arc::new(
         Portal::new(

@@ -387,6 +387,7 @@ async fn drive<K, F, Fut>(
                     let started = Instant::now();
                     let result = reconcile(obj, ctx.clone()).await;
                     ctx.metrics.reconciled(name, started.elapsed());
+                    crate::memory::note_work();
                     if result.is_ok() {
                         ctx.backoff.reset(&key);
                     }
