@@ -17,8 +17,7 @@
 //! - [`portal`]: the self-service portal (onboarding pages, the JSON API, sign-in).
 //!
 //! Errors are one [`Error`] enum; every failure path in a reconcile ends in it.
-// One call into the C allocator (`memory`) is the only unsafe code, and says why.
-#![deny(unsafe_code)]
+#![forbid(unsafe_code)]
 
 pub mod api;
 pub mod config;

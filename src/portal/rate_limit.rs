@@ -19,7 +19,7 @@ pub struct RateLimiter {
     /// Per client key, the bucket's theoretical arrival time.
     buckets: Mutex<LruCache<IpAddr, Instant>>,
     /// Most clients remembered; the map grows to it as clients come (`LruCache::new`
-    /// would allocate room for all of them, 2 MiB, up front).
+    /// would allocate its table for all of them up front, 2 MiB before the first request).
     capacity: usize,
     /// Time one request costs.
     interval: Duration,
