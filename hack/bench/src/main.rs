@@ -53,7 +53,7 @@ struct Args {
     creators: usize,
     /// roster's `--concurrency` (reconciles per controller); the floor runs twice as many
     /// workers, one set per controller that onboarding involves (User and UserInvite).
-    #[arg(long, default_value_t = 4)]
+    #[arg(long, default_value_t = 8)]
     concurrency: usize,
     /// Seconds of sign-in load.
     #[arg(long, default_value_t = 20)]
