@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 
 use tokio_util::sync::CancellationToken;
 
-/// Units of work done since start: cache changes and reconciles.
+/// Units of work done since start: cache changes, reconciles and password checks.
 static WORK: AtomicU64 = AtomicU64::new(0);
 
 /// How long the work count must stand still before memory is trimmed.
@@ -26,7 +26,8 @@ const QUIET: Duration = Duration::from_secs(1);
 /// Least time between two trims.
 const SPACING: Duration = Duration::from_secs(5);
 
-/// Counts one unit of work (a cache change applied, a reconcile finished).
+/// Counts one unit of work (a cache change applied, a reconcile finished, a password
+/// checked).
 pub fn note_work() {
     WORK.fetch_add(1, Ordering::Relaxed);
 }

@@ -95,6 +95,9 @@ impl PasswordHasher {
                 acquired.map_err(|e| CredentialError::Blocking(e.to_string()))?
             }
         };
+        // Sign-in traffic is work too: memory is not trimmed under it, which would give
+        // back the hash's freed 19 MiB only for the next check to fault it in again.
+        crate::memory::note_work();
         tokio::task::spawn_blocking(move || {
             let result = work();
             drop(permit);
