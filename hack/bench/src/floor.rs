@@ -139,7 +139,7 @@ async fn onboard(
             "conditions": [
                 condition("Ready", "True", "InviteSent", "waiting for the person to use the link", &now, generation),
                 condition("Reconciling", "False", "Reconciled", "roster has done all it can for this generation", &now, generation),
-                condition("Stalled", "False", "NotStalled", "nothing needs an admin", &now, generation),
+                condition("Stalled", "False", "NotStalled", "nothing waits on an admin", &now, generation),
                 condition("Delivered", "True", "EmailSent", "the invitation email was accepted by the SMTP server", &now, generation),
             ],
         }
@@ -156,7 +156,7 @@ async fn onboard(
             "conditions": [
                 condition("Ready", "True", "AwaitingUser", "waiting for the person to finish onboarding", &now, generation),
                 condition("Reconciling", "False", "Reconciled", "roster has done all it can for this generation", &now, generation),
-                condition("Stalled", "False", "NotStalled", "nothing needs an admin", &now, generation),
+                condition("Stalled", "False", "NotStalled", "nothing waits on an admin", &now, generation),
                 condition("Invited", "True", "InviteSent", "an invitation link was delivered", &now, generation),
                 condition("PasswordSet", "False", "PasswordNotSet", "no password set yet", &now, generation),
                 condition("MfaEnrolled", "False", "NotEnrolled", "no authenticator enrolled yet", &now, generation),
