@@ -1,7 +1,8 @@
 //! roster: a Kubernetes operator that manages people's accounts.
 //!
 //! Map of the crate:
-//! - [`api`]: the custom resources (`User`, `UserInvite`, `MfaReset`), their schemas and
+//! - [`api`]: the custom resources (`User`, `UserInvite`, `MfaReset`, `PasswordReset`,
+//!   `OidcClient`), their schemas and
 //!   admission rules, condition types and reasons. Types only, no I/O.
 //! - [`controller`]: one reconciler per kind and the context they share.
 //! - [`credentials`]: argon2id passwords, the password policy, TOTP and link tokens (pure).
@@ -15,6 +16,8 @@
 //! - [`health`]: the metrics port (`/healthz`, `/readyz`, `/metrics`).
 //! - [`memory`]: memory freed by a burst of work goes back to the operating system.
 //! - [`portal`]: the self-service portal (onboarding pages, the JSON API, sign-in).
+//! - [`registration`]: what an `OidcClient` registration means: client IDs, redirect URIs,
+//!   whom a client admits (pure).
 //!
 //! Errors are one [`Error`] enum; every failure path in a reconcile ends in it.
 #![forbid(unsafe_code)]
@@ -31,6 +34,7 @@ pub mod lifecycle;
 pub mod mail;
 pub mod memory;
 pub mod portal;
+pub mod registration;
 pub mod telemetry;
 
 mod error;

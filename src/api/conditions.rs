@@ -127,6 +127,18 @@ pub mod reasons {
     pub const EXPIRED: &str = "Expired";
     /// Invite: the person used the link.
     pub const ACCEPTED: &str = "Accepted";
+    /// OidcClient: people can sign in through it.
+    pub const REGISTERED: &str = "Registered";
+    /// OidcClient: roster runs without `--issuer-url`, so it serves no OpenID Connect.
+    pub const ISSUER_NOT_CONFIGURED: &str = "IssuerNotConfigured";
+    /// OidcClient: a redirect URI is not one roster may send codes to.
+    pub const INVALID_REDIRECT_URI: &str = "InvalidRedirectURI";
+    /// OidcClient: a post-logout redirect URI is not one roster may send people to.
+    pub const INVALID_POST_LOGOUT_REDIRECT_URI: &str = "InvalidPostLogoutRedirectURI";
+    /// OidcClient: the Secret `secretRef` names does not exist.
+    pub const SECRET_NOT_FOUND: &str = "SecretNotFound";
+    /// OidcClient: the Secret `secretRef` names has no usable `clientSecret`.
+    pub const SECRET_INVALID: &str = "SecretInvalid";
 }
 
 /// `True`, `False` or `Unknown`, as Kubernetes spells them.

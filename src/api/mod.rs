@@ -9,6 +9,7 @@
 pub mod conditions;
 mod invite;
 mod mfa_reset;
+mod oidc_client;
 mod password_reset;
 mod reset;
 mod schema;
@@ -16,6 +17,9 @@ mod user;
 
 pub use invite::{Delivery, InvitePhase, UserInvite, UserInviteSpec, UserInviteStatus};
 pub use mfa_reset::{MfaReset, MfaResetSpec};
+pub use oidc_client::{
+    OidcClient, OidcClientSpec, OidcClientStatus, Scope, SigningAlgorithm, TokenLifetimes,
+};
 pub use password_reset::{PasswordReset, PasswordResetSpec};
 pub use reset::{ResetPhase, ResetStatus};
 pub use user::{
@@ -48,7 +52,7 @@ pub fn status_time(at: k8s_openapi::jiff::Timestamp) -> k8s_openapi::apimachiner
 
 /// The CRDs of every kind roster serves, in a stable order.
 pub fn crds() -> Vec<CustomResourceDefinition> {
-    vec![User::crd(), UserInvite::crd(), MfaReset::crd(), PasswordReset::crd()]
+    vec![User::crd(), UserInvite::crd(), MfaReset::crd(), PasswordReset::crd(), OidcClient::crd()]
 }
 
 /// The CRDs as one multi-document YAML stream: what `roster crd` prints and `crds/` holds.

@@ -1,0 +1,223 @@
+//! What an `OidcClient` registration means, decided once for the controller that reports
+//! it and the issuer that honours it: the client ID, which redirect URIs are sound and which
+//! one a request may use, how strong a client secret must be, and which people a client
+//! admits. Pure.
+
+use url::{Host, Url};
+
+use crate::api::{OidcClientSpec, User};
+
+/// Fewest characters a client secret may have: 32 random characters are beyond guessing
+/// through a rate-limited token endpoint; roster generates 43 (32 random bytes).
+pub const MIN_SECRET_LEN: usize = 32;
+
+/// The client ID of the OidcClient `name` in `namespace`: `<namespace>.<name>`. A namespace
+/// name has no dots, so the ID names exactly one client, and a client in one namespace can
+/// never take another namespace's ID.
+pub fn client_id(namespace: &str, name: &str) -> String {
+    format!("{namespace}.{name}")
+}
+
+/// The namespace and name a client ID names (see [`client_id`]).
+pub fn parse_client_id(id: &str) -> Option<(&str, &str)> {
+    id.split_once('.').filter(|(namespace, name)| !namespace.is_empty() && !name.is_empty())
+}
+
+/// Why a registration cannot be served.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum Invalid {
+    /// A redirect URI is not one roster may send codes to.
+    #[error("redirect URI {uri:?} {problem}")]
+    RedirectUri {
+        /// The URI as declared.
+        uri: String,
+        /// What is wrong with it.
+        problem: &'static str,
+    },
+    /// A post-logout redirect URI is not one roster may send people to.
+    #[error("post-logout redirect URI {uri:?} {problem}")]
+    PostLogoutRedirectUri {
+        /// The URI as declared.
+        uri: String,
+        /// What is wrong with it.
+        problem: &'static str,
+    },
+}
+
+impl Invalid {
+    /// The condition reason for it.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            Self::RedirectUri { .. } => crate::api::conditions::reasons::INVALID_REDIRECT_URI,
+            Self::PostLogoutRedirectUri { .. } => {
+                crate::api::conditions::reasons::INVALID_POST_LOGOUT_REDIRECT_URI
+            }
+        }
+    }
+}
+
+/// Checks what admission checks too (the CRD's CEL rules), for objects that predate them or
+/// a rule the API server's URL parser reads differently.
+pub fn validate(spec: &OidcClientSpec) -> Result<(), Invalid> {
+    for uri in &spec.redirect_uris {
+        sound_uri(uri).map_err(|problem| Invalid::RedirectUri { uri: uri.clone(), problem })?;
+    }
+    for uri in &spec.post_logout_redirect_uris {
+        sound_uri(uri).map_err(|problem| Invalid::PostLogoutRedirectUri { uri: uri.clone(), problem })?;
+    }
+    Ok(())
+}
+
+/// A URI roster may send a person to: absolute, https (http only on a loopback host), with a
+/// host, no user info and no fragment.
+fn sound_uri(uri: &str) -> Result<Url, &'static str> {
+    let url = Url::parse(uri).map_err(|_| "is not an absolute URL")?;
+    if url.fragment().is_some() {
+        return Err("has a #fragment");
+    }
+    if !url.username().is_empty() || url.password().is_some() {
+        return Err("carries a user name or password");
+    }
+    match (url.scheme(), url.host()) {
+        (_, None) => Err("has no host"),
+        ("https", Some(_)) => Ok(url),
+        ("http", Some(host)) if is_loopback(&host) => Ok(url),
+        ("http", Some(_)) => Err("uses http on a host other than localhost, 127.0.0.1 or [::1]"),
+        _ => Err("is neither https nor http"),
+    }
+}
+
+/// Whether `host` is this machine: `localhost` or a loopback address.
+pub fn is_loopback(host: &Host<&str>) -> bool {
+    match host {
+        Host::Domain(name) => name.eq_ignore_ascii_case("localhost"),
+        Host::Ipv4(ip) => ip.is_loopback(),
+        Host::Ipv6(ip) => ip.is_loopback(),
+    }
+}
+
+/// Whether a request may send its answer to `requested`: one of `registered`, character for
+/// character — except that for an http loopback URI any port is allowed, as RFC 8252 §7.3
+/// asks (a CLI listens on whatever port is free).
+pub fn redirect_allowed(registered: &[String], requested: &str) -> bool {
+    if registered.iter().any(|uri| uri == requested) {
+        return true;
+    }
+    let Ok(asked) = sound_uri(requested) else {
+        return false;
+    };
+    if asked.scheme() != "http" {
+        return false;
+    }
+    registered.iter().filter_map(|uri| sound_uri(uri).ok()).any(|known| {
+        known.scheme() == "http"
+            && known.host() == asked.host()
+            && known.path() == asked.path()
+            && known.query() == asked.query()
+    })
+}
+
+/// Whether the client `spec` in `namespace` admits `user`: a User of its own namespace, or
+/// of one `userNamespaces` names, in one of `allowedGroups` when any are named.
+pub fn admits(spec: &OidcClientSpec, namespace: &str, user: &User) -> bool {
+    let home = user.metadata.namespace.as_deref().unwrap_or_default();
+    let namespace_ok = if spec.user_namespaces.is_empty() {
+        home == namespace
+    } else {
+        spec.user_namespaces.iter().any(|n| n == home)
+    };
+    let group_ok = spec.allowed_groups.is_empty()
+        || user.spec.groups.iter().any(|group| spec.allowed_groups.contains(group));
+    namespace_ok && group_ok
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn spec(redirects: &[&str]) -> OidcClientSpec {
+        serde_json::from_value(serde_json::json!({"redirectUris": redirects})).unwrap()
+    }
+
+    fn user(namespace: &str, groups: &[&str]) -> User {
+        let mut user = User::new(
+            "ada",
+            serde_json::from_value(serde_json::json!({"email": "ada@example.com"})).unwrap(),
+        );
+        user.metadata.namespace = Some(namespace.into());
+        user.spec.groups = groups.iter().map(|g| (*g).to_owned()).collect();
+        user
+    }
+
+    #[test]
+    fn client_ids_name_one_client() {
+        assert_eq!(client_id("team-a", "argo.cd"), "team-a.argo.cd");
+        assert_eq!(parse_client_id("team-a.argo.cd"), Some(("team-a", "argo.cd")));
+        for bad in ["argo", ".argo", "team-a.", ""] {
+            assert_eq!(parse_client_id(bad), None, "{bad}");
+        }
+    }
+
+    #[test]
+    fn sound_redirect_uris_are_https_or_loopback_http() {
+        for good in [
+            "https://argocd.example.com/auth/callback",
+            "https://grafana.example.com:8443/login/generic_oauth?x=1",
+            "http://localhost:8000",
+            "http://127.0.0.1:18000/callback",
+            "http://[::1]/cb",
+        ] {
+            assert!(validate(&spec(&[good])).is_ok(), "{good}");
+        }
+        let cases = [
+            ("http://argocd.example.com/cb", "uses http on a host other than localhost, 127.0.0.1 or [::1]"),
+            ("https://argocd.example.com/cb#top", "has a #fragment"),
+            ("/auth/callback", "is not an absolute URL"),
+            ("https://user:pw@example.com/cb", "carries a user name or password"),
+            ("javascript:alert(1)", "has no host"),
+            ("ftp://example.com/cb", "is neither https nor http"),
+        ];
+        for (uri, problem) in cases {
+            let error = validate(&spec(&[uri])).unwrap_err();
+            assert_eq!(error, Invalid::RedirectUri { uri: uri.into(), problem }, "{uri}");
+            assert_eq!(error.reason(), "InvalidRedirectURI");
+        }
+        let mut logout = spec(&["https://ok.example.com/cb"]);
+        logout.post_logout_redirect_uris = vec!["http://evil.example.com/".into()];
+        assert_eq!(validate(&logout).unwrap_err().reason(), "InvalidPostLogoutRedirectURI");
+    }
+
+    #[test]
+    fn a_redirect_must_match_exactly_except_a_loopback_port() {
+        let registered = vec!["https://app.example.com/cb".to_owned(), "http://127.0.0.1:8000/cb".to_owned()];
+        assert!(redirect_allowed(&registered, "https://app.example.com/cb"));
+        assert!(redirect_allowed(&registered, "http://127.0.0.1:51234/cb"));
+        for refused in [
+            "https://app.example.com/cb/",
+            "https://app.example.com/cb?next=/",
+            "https://APP.example.com/cb",
+            "https://app.example.com:443/cb",
+            "https://app.example.com.evil.net/cb",
+            "https://app.example.com/cb#x",
+            "http://localhost:51234/cb",
+            "http://127.0.0.1:8000/other",
+            "https://127.0.0.1:8000/cb",
+            "",
+        ] {
+            assert!(!redirect_allowed(&registered, refused), "{refused}");
+        }
+    }
+
+    #[test]
+    fn a_client_admits_its_namespace_or_the_named_ones_and_the_allowed_groups() {
+        let mut client = spec(&["https://a.example.com/cb"]);
+        assert!(admits(&client, "team-a", &user("team-a", &[])));
+        assert!(!admits(&client, "team-a", &user("team-b", &[])));
+        client.user_namespaces = vec!["team-b".into()];
+        assert!(admits(&client, "team-a", &user("team-b", &[])));
+        assert!(!admits(&client, "team-a", &user("team-a", &[])), "naming others replaces its own");
+        client.allowed_groups = vec!["ops".into()];
+        assert!(!admits(&client, "team-a", &user("team-b", &["dev"])));
+        assert!(admits(&client, "team-a", &user("team-b", &["dev", "ops"])));
+    }
+}
