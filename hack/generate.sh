@@ -29,7 +29,7 @@ metadata:
     app.kubernetes.io/part-of: argocd
 data:
 YAML
-  for pair in User:user UserInvite:userinvite MfaReset:reset PasswordReset:reset; do
+  for pair in User:user UserInvite:userinvite MfaReset:reset PasswordReset:reset OidcClient:oidcclient; do
     echo "  resource.customizations.health.roster.dev_${pair%%:*}: |"
     sed 's/^/    /; s/^    $//' "charts/roster/argocd/${pair#*:}.lua"
   done

@@ -102,6 +102,12 @@ pub struct RunConfig {
     #[arg(long, env = "ROSTER_PORTAL_URL", default_value = "http://localhost:8081")]
     pub portal_url: String,
 
+    /// The OpenID Connect issuer's URL, as relying parties reach roster (e.g.
+    /// https://id.example.com): https, or http on localhost for a demo. Unset: roster serves
+    /// no OpenID Connect and every OidcClient reports IssuerNotConfigured.
+    #[arg(long, env = "ROSTER_ISSUER_URL", value_parser = parse_issuer)]
+    pub issuer_url: Option<IssuerUrl>,
+
     /// The organisation's name, shown in emails and the portal.
     #[arg(long, env = "ROSTER_ORG_NAME", default_value = "roster")]
     pub org_name: String,
@@ -168,6 +174,35 @@ impl RunConfig {
     }
 }
 
+/// An issuer URL (`--issuer-url`): https, or http on a loopback host; no query, fragment or
+/// user info; without a trailing slash, as the `iss` claim and discovery compare it exactly.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct IssuerUrl(String);
+
+impl std::fmt::Display for IssuerUrl {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+fn parse_issuer(text: &str) -> Result<IssuerUrl, String> {
+    let url = url::Url::parse(text).map_err(|e| format!("{text:?} is not an absolute URL: {e}"))?;
+    let loopback = url.host().is_some_and(|host| crate::registration::is_loopback(&host));
+    match url.scheme() {
+        "https" if url.host().is_some() => {}
+        "http" if loopback => {}
+        _ => return Err(format!("{text:?} must be https (http only on localhost, 127.0.0.1 or [::1])")),
+    }
+    if url.query().is_some()
+        || url.fragment().is_some()
+        || !url.username().is_empty()
+        || url.password().is_some()
+    {
+        return Err(format!("{text:?} must have no query, fragment or user info"));
+    }
+    Ok(IssuerUrl(url.as_str().trim_end_matches('/').to_owned()))
+}
+
 /// A Go-style duration (`15m`, `1h30m`, `0`), at most a year.
 fn parse_duration(text: &str) -> Result<std::time::Duration, String> {
     let parsed: kube::core::Duration =
@@ -190,6 +225,25 @@ mod tests {
         assert_eq!(parsed.to_string(), "roster-system/smtp");
         for bad in ["smtp", "/smtp", "roster-system/", "a/b/c"] {
             assert!(bad.parse::<ObjectName>().is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn issuers_are_https_or_loopback_http_without_a_trailing_slash() {
+        assert_eq!(parse_issuer("https://id.example.com/").unwrap().to_string(), "https://id.example.com");
+        assert_eq!(
+            parse_issuer("https://example.com/roster").unwrap().to_string(),
+            "https://example.com/roster"
+        );
+        assert_eq!(parse_issuer("http://127.0.0.1:8081").unwrap().to_string(), "http://127.0.0.1:8081");
+        for bad in [
+            "http://id.example.com",
+            "id.example.com",
+            "https://id.example.com/?a=1",
+            "https://u@id.example.com",
+            "https://id.example.com/#x",
+        ] {
+            assert!(parse_issuer(bad).is_err(), "{bad}");
         }
     }
 

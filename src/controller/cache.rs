@@ -189,6 +189,8 @@ pub struct Caches {
     pub resets: Store<crate::api::MfaReset>,
     /// PasswordResets.
     pub password_resets: Store<crate::api::PasswordReset>,
+    /// OidcClients.
+    pub oidc_clients: Store<crate::api::OidcClient>,
     /// Secrets labelled `app.kubernetes.io/managed-by: roster`.
     pub secrets: Store<k8s_openapi::api::core::v1::Secret>,
     /// Users by email and username (`email:…`, `username:…`, lowercased), oldest first.

@@ -9,6 +9,7 @@ mod invite;
 mod mail_setup;
 mod mfa_reset;
 pub mod names;
+mod oidc_client;
 mod password_reset;
 mod reset;
 mod user;
@@ -39,7 +40,7 @@ use cache::Informer;
 pub use mail_setup::{MailSetup, SetupError, Undelivered};
 
 use crate::api::conditions::{self, Desired, reasons, status, types};
-use crate::api::{MfaReset, PasswordReset, User, UserInvite};
+use crate::api::{MfaReset, OidcClient, PasswordReset, User, UserInvite};
 use crate::config::RunConfig;
 use crate::credentials::Lockout;
 use crate::directory::{Entry, Identities};
@@ -67,6 +68,8 @@ pub struct Settings {
     pub portal_url: String,
     /// The organisation's name, for emails.
     pub org_name: String,
+    /// The OpenID Connect issuer's URL (`--issuer-url`); none: no OpenID Connect.
+    pub issuer_url: Option<String>,
 }
 
 /// What every reconcile can reach.
@@ -88,13 +91,14 @@ pub struct Context {
     backoff: Backoff,
 }
 
-/// The watches of the five kinds roster reads; their caches and indexes serve the
+/// The watches of the six kinds roster reads; their caches and indexes serve the
 /// reconcilers and the portal alike.
 pub struct Watches {
     users: Informer<User>,
     invites: Informer<UserInvite>,
     resets: Informer<MfaReset>,
     password_resets: Informer<PasswordReset>,
+    oidc_clients: Informer<OidcClient>,
     secrets: Informer<Secret>,
     directory: Shared<Entry>,
     tokens: Shared<Named>,
@@ -112,6 +116,7 @@ impl Watches {
             invites: Informer::new(apis(client, namespaces), watcher::Config::default()),
             resets: Informer::new(apis(client, namespaces), watcher::Config::default()),
             password_resets: Informer::new(apis(client, namespaces), watcher::Config::default()),
+            oidc_clients: Informer::new(apis(client, namespaces), watcher::Config::default()),
             secrets: Informer::new(
                 apis(client, namespaces),
                 watcher::Config::default().labels(&format!("{MANAGED_BY_LABEL}={MANAGED_BY}")),
@@ -157,12 +162,14 @@ impl Watches {
                 self.invites.ready_signal(),
                 self.resets.ready_signal(),
                 self.password_resets.ready_signal(),
+                self.oidc_clients.ready_signal(),
                 self.secrets.ready_signal(),
             ],
             users: self.users.store(),
             invites: self.invites.store(),
             resets: self.resets.store(),
             password_resets: self.password_resets.store(),
+            oidc_clients: self.oidc_clients.store(),
             secrets: self.secrets.store(),
             directory: self.directory.clone(),
             tokens: self.tokens.clone(),
@@ -190,7 +197,15 @@ pub async fn run(
     shutdown: CancellationToken,
 ) {
     let caches = watches.caches();
-    let Watches { mut users, mut invites, mut resets, mut password_resets, mut secrets, .. } = watches;
+    let Watches {
+        mut users,
+        mut invites,
+        mut resets,
+        mut password_resets,
+        mut oidc_clients,
+        mut secrets,
+        ..
+    } = watches;
     let (mail, mail_watches) = MailSetup::new(
         client.clone(),
         config.smtp_secret.clone(),
@@ -208,6 +223,7 @@ pub async fn run(
             allowed_email_domains: config.allowed_email_domains.clone(),
             portal_url: config.portal_url.clone(),
             org_name: config.org_name.clone(),
+            issuer_url: config.issuer_url.as_ref().map(ToString::to_string),
         },
         mail,
         expectations: Default::default(),
@@ -240,6 +256,9 @@ pub async fn run(
         Controller::for_shared_stream(password_resets.subscribe(), caches.password_resets.clone())
             .watches_shared_stream(users.subscribe(), of_user(&caches, Caches::password_resets_of))
             .watches_shared_stream(secrets.subscribe(), of_credentials(&caches, Caches::password_resets_of));
+    let oidc_client_controller =
+        Controller::for_shared_stream(oidc_clients.subscribe(), caches.oidc_clients.clone())
+            .owns_shared_stream(secrets.subscribe());
     let ready = async {
         tokio::select! {
             true = caches.ready() => {
@@ -273,6 +292,14 @@ pub async fn run(
                 "passwordreset",
                 reset::reconcile::<PasswordReset>,
                 ctx.clone(),
+                settings.clone(),
+                shutdown.clone()
+            ),
+            drive(
+                oidc_client_controller,
+                "oidcclient",
+                oidc_client::reconcile,
+                ctx.clone(),
                 settings,
                 shutdown.clone()
             ),
@@ -282,7 +309,16 @@ pub async fn run(
     // The watches run until the controllers have stopped.
     tokio::select! {
         _ = controllers => {}
-        _ = futures::future::join5(users.run(), invites.run(), resets.run(), password_resets.run(), secrets.run()) => {}
+        _ = async {
+            futures::join!(
+                users.run(),
+                invites.run(),
+                resets.run(),
+                password_resets.run(),
+                oidc_clients.run(),
+                secrets.run()
+            )
+        } => {}
         () = mail_watches => {}
     }
     tracing::info!("controllers stopped");

@@ -26,6 +26,15 @@ pub const PASSWORD_RESET_TOKEN_TYPE: &str = "roster.dev/password-reset-token";
 /// Type of a PasswordReset's admin-only link Secret.
 pub const PASSWORD_RESET_LINK_TYPE: &str = "roster.dev/password-reset-link";
 
+/// Label naming the OidcClient a Secret belongs to.
+pub const OIDC_CLIENT_LABEL: &str = "roster.dev/oidc-client";
+/// Type of the Secret holding a confidential OidcClient's generated credentials.
+pub const OIDC_CLIENT_TYPE: &str = "roster.dev/oidc-client";
+/// Key of the client ID in an OidcClient's Secret.
+pub const CLIENT_ID: &str = "clientID";
+/// Key of the client secret in an OidcClient's Secret (generated, or named by `secretRef`).
+pub const CLIENT_SECRET: &str = "clientSecret";
+
 /// Type of a user's email-verification token Secret (`<user>-email-verification`).
 pub const EMAIL_VERIFICATION_TYPE: &str = "roster.dev/email-verification-token";
 /// Key of when an email-verification link was sent (RFC 3339).
@@ -50,6 +59,11 @@ pub const RETIRED_HASHES: &str = "retiredHashes";
 pub const TOKEN_RECIPIENT: &str = "recipient";
 /// Key of the link in `<invite>-link` and `<reset>-link`.
 pub const LINK_URL: &str = "url";
+
+/// Name of the Secret roster generates for a confidential OidcClient.
+pub fn oidc_secret_name(client: &str) -> String {
+    format!("{client}-oidc")
+}
 
 /// Name of a user's credentials Secret.
 pub fn credentials_secret_name(user: &str) -> String {

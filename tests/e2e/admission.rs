@@ -4,7 +4,7 @@
 use anyhow::{Context as _, bail, ensure};
 use kube::api::{Patch, PatchParams, PostParams};
 use libtest_mimic::Trial;
-use roster::api::{MfaReset, User, UserInvite};
+use roster::api::{MfaReset, OidcClient, User, UserInvite};
 use serde_json::{Value, json};
 
 use crate::harness::{Ns, trial};
@@ -115,6 +115,50 @@ pub fn trials() -> Vec<Trial> {
                 ns.raw::<UserInvite>().patch("example", &PatchParams::default(), &Patch::Merge(&lower)).await;
             expect_message(refused, &["spec.resend", "only be increased"])
         }),
+        trial("admission::oidc_clients_are_checked_field_by_field", |ns| async move {
+            let app = "https://app.example.com/cb";
+            for uri in [
+                "http://app.example.com/cb",
+                "https://app.example.com/cb#top",
+                "/cb",
+                "ftp://app.example.com/cb",
+            ] {
+                let spec = json!({"redirectUris": [uri]});
+                expect_rejected(&ns, oidc(spec), &["spec.redirectUris", "absolute https URL"]).await?;
+            }
+            expect_rejected(&ns, oidc(json!({"redirectUris": []})), &["spec.redirectUris"]).await?;
+            let uris: Vec<String> = (0..17).map(|i| format!("https://app.example.com/{i}")).collect();
+            expect_rejected(&ns, oidc(json!({"redirectUris": uris})), &["spec.redirectUris", "Too many"])
+                .await?;
+            let spec = json!({"redirectUris": [app], "postLogoutRedirectUris": ["http://app.example.com/"]});
+            expect_rejected(&ns, oidc(spec), &["spec.postLogoutRedirectUris", "absolute https URL"]).await?;
+            let spec = json!({"redirectUris": [app], "public": true, "secretRef": {"name": "mine"}});
+            expect_rejected(&ns, oidc(spec), &["a public client has no secret"]).await?;
+            let spec = json!({"redirectUris": [app], "scopes": ["openid", "admin"]});
+            expect_rejected(&ns, oidc(spec), &["spec.scopes", "Unsupported value", "admin"]).await?;
+            let spec = json!({"redirectUris": [app], "tokenLifetimes": {"refreshToken": "9000h"}});
+            expect_rejected(&ns, oidc(spec), &["spec.tokenLifetimes.refreshToken", "between 1m and 2160h"])
+                .await?;
+            let spec = json!({"redirectUris": [app], "userNamespaces": ["Team_A"]});
+            expect_rejected(&ns, oidc(spec), &["spec.userNamespaces", "namespace name"]).await?;
+            let mut long = oidc(json!({"redirectUris": [app]}));
+            long["metadata"]["name"] = json!("n".repeat(59));
+            expect_rejected(&ns, long, &["metadata.name must be at most 58 characters"]).await?;
+
+            // A CLI on the person's machine: loopback http; every default filled in.
+            let created = ns
+                .apply(oidc(json!({"redirectUris": ["http://127.0.0.1:8000/callback"], "public": true})))
+                .await?;
+            let spec = &created.data["spec"];
+            ensure!(
+                spec["idTokenSigningAlg"] == "RS256"
+                    && spec["scopes"] == json!(["openid", "email", "profile", "groups", "offline_access"])
+                    && spec["tokenLifetimes"]
+                        == json!({"accessToken": "1h", "idToken": "1h", "refreshToken": "720h"}),
+                "OidcClient defaults: {spec}"
+            );
+            Ok(())
+        }),
         trial("admission::defaults_are_applied", |ns| async move {
             let created = ns.apply(user(json!({"email": "a@example.com"}))).await?;
             let spec = &created.data["spec"];
@@ -143,6 +187,10 @@ fn invite(spec: Value) -> Value {
     json!({"apiVersion": "roster.dev/v1alpha1", "kind": "UserInvite", "metadata": {"name": "example"}, "spec": spec})
 }
 
+fn oidc(spec: Value) -> Value {
+    json!({"apiVersion": "roster.dev/v1alpha1", "kind": "OidcClient", "metadata": {"name": "example"}, "spec": spec})
+}
+
 fn reset(spec: Value) -> Value {
     json!({"apiVersion": "roster.dev/v1alpha1", "kind": "MfaReset", "metadata": {"name": "example"}, "spec": spec})
 }
@@ -154,6 +202,7 @@ async fn expect_rejected(ns: &Ns, manifest: Value, needles: &[&str]) -> anyhow::
     let api = match object_kind(&object) {
         "User" => ns.raw::<User>(),
         "UserInvite" => ns.raw::<UserInvite>(),
+        "OidcClient" => ns.raw::<OidcClient>(),
         _ => ns.raw::<MfaReset>(),
     };
     let created = api.create(&PostParams::default(), &object).await;

@@ -12,7 +12,7 @@ use anyhow::{Context as _, bail, ensure};
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::api::Api;
 use libtest_mimic::Trial;
-use roster::api::{MfaReset, PasswordReset, User, UserInvite};
+use roster::api::{MfaReset, OidcClient, PasswordReset, User, UserInvite};
 use roster_testenv::{ControlPlane, Mailpit, tool_path};
 use serde_json::json;
 
@@ -326,7 +326,8 @@ fn token_kubeconfig(admin: &Path, token: &str) -> anyhow::Result<String> {
 }
 
 /// Every path that needs a permission: User → emailed invitation → accepted in the portal →
-/// ACTIVE → MfaReset → Completed and deleted → PasswordReset → Completed and deleted; a user deactivated before onboarding and
+/// ACTIVE → MfaReset → Completed and deleted → PasswordReset → Completed and deleted; an
+/// OidcClient's secret generated and removed; a user deactivated before onboarding and
 /// reactivated; a handed-over link withdrawn.
 async fn flow(ns: &Ns, mailpit: &Mailpit, operator: &Operator) -> anyhow::Result<()> {
     let address = email("proof", ns);
@@ -373,6 +374,24 @@ async fn flow(ns: &Ns, mailpit: &Mailpit, operator: &Operator) -> anyhow::Result
     .await?;
     crate::harness::poll_until("the finished password reset deleted", || async {
         Ok(ns.raw::<PasswordReset>().get_opt("proof-password").await?.is_none())
+    })
+    .await?;
+
+    // An application's client: its secret generated, then deleted when it turns public.
+    let app = |public: bool| {
+        json!({
+            "apiVersion": "roster.dev/v1alpha1", "kind": "OidcClient", "metadata": {"name": "proof-app"},
+            "spec": {"redirectUris": ["https://app.example.com/cb"], "public": public},
+        })
+    };
+    ns.apply(app(false)).await?;
+    wait_for(&ns.raw::<OidcClient>(), "proof-app", "its Secret", |c| {
+        c.data["status"]["secretRef"]["name"] == "proof-app-oidc"
+    })
+    .await?;
+    ns.apply(app(true)).await?;
+    crate::harness::poll_until("the unused client Secret deleted", || async {
+        Ok(ns.api::<k8s_openapi::api::core::v1::Secret>().get_opt("proof-app-oidc").await?.is_none())
     })
     .await?;
 

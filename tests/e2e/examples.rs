@@ -5,7 +5,7 @@ use std::path::PathBuf;
 
 use anyhow::{Context as _, bail, ensure};
 use libtest_mimic::Trial;
-use roster::api::{MfaReset, PasswordReset, User, UserInvite};
+use roster::api::{MfaReset, OidcClient, PasswordReset, User, UserInvite};
 use serde::Deserialize;
 
 use crate::harness::{is_reconciled, repo_path, trial, wait_for};
@@ -22,7 +22,7 @@ pub fn trials() -> Vec<Trial> {
             ns.apply(document.clone()).await.with_context(|| format!("applying {}", file.display()))?;
             kinds.push(kind);
         }
-        for kind in ["User", "UserInvite", "MfaReset", "PasswordReset"] {
+        for kind in ["User", "UserInvite", "MfaReset", "PasswordReset", "OidcClient"] {
             ensure!(kinds.iter().any(|k| k == kind), "examples/ has no {kind}");
         }
         for (_, document) in &documents {
@@ -31,6 +31,7 @@ pub fn trials() -> Vec<Trial> {
                 Some("User") => ns.raw::<User>(),
                 Some("UserInvite") => ns.raw::<UserInvite>(),
                 Some("PasswordReset") => ns.raw::<PasswordReset>(),
+                Some("OidcClient") => ns.raw::<OidcClient>(),
                 _ => ns.raw::<MfaReset>(),
             };
             wait_for(&api, name, "reconciled", is_reconciled).await?;
@@ -64,6 +65,7 @@ fn parse_typed(kind: &str, document: &serde_json::Value) -> anyhow::Result<()> {
         "UserInvite" => drop(UserInvite::deserialize(document)?),
         "MfaReset" => drop(MfaReset::deserialize(document)?),
         "PasswordReset" => drop(PasswordReset::deserialize(document)?),
+        "OidcClient" => drop(OidcClient::deserialize(document)?),
         other => bail!("unexpected kind {other:?}"),
     }
     Ok(())

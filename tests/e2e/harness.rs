@@ -102,6 +102,9 @@ pub fn repo_path(relative: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join(relative)
 }
 
+/// The `--issuer-url` operators under test run with.
+pub const ISSUER: &str = "https://id.example.test";
+
 /// A `roster run` process against the test control plane.
 pub struct Operator {
     pub process: Process,
@@ -128,6 +131,7 @@ impl Operator {
             format!("--allowed-email-domains={ALLOWED_DOMAIN}"),
             format!("--smtp-secret={}/{}", SMTP_SECRET.0, SMTP_SECRET.1),
             "--org-name=Example Corp".to_owned(),
+            format!("--issuer-url={ISSUER}"),
             "--log-level=info,roster=debug".to_owned(),
         ];
         // A flag given in `extra` replaces the default (clap refuses a flag given twice).

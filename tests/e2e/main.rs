@@ -17,6 +17,7 @@ mod hygiene;
 mod invites;
 mod lifecycle;
 mod mail;
+mod oidc_clients;
 mod operator;
 mod password_resets;
 mod portal;
@@ -40,6 +41,7 @@ fn main() -> ExitCode {
         invites::trials(),
         lifecycle::trials(),
         mail::trials(),
+        oidc_clients::trials(),
         operator::trials(),
         password_resets::trials(),
         portal::trials(),

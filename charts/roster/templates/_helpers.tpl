@@ -30,7 +30,7 @@ writes) — the e2e RBAC proof compares them with what the API server's audit lo
 used, both ways. */}}
 {{- define "roster.rules" -}}
 - apiGroups: [roster.dev]
-  resources: [users]
+  resources: [users, oidcclients]
   verbs: [list, watch]
 - apiGroups: [roster.dev]
   resources: [userinvites]
@@ -39,7 +39,7 @@ used, both ways. */}}
   resources: [mfaresets, passwordresets]
   verbs: [list, watch, delete]
 - apiGroups: [roster.dev]
-  resources: [users/status, userinvites/status, mfaresets/status, passwordresets/status]
+  resources: [users/status, userinvites/status, mfaresets/status, passwordresets/status, oidcclients/status]
   verbs: [patch]
 - apiGroups: [""]
   resources: [secrets]
