@@ -108,6 +108,12 @@ pub struct RunConfig {
     #[arg(long, env = "ROSTER_ISSUER_URL", value_parser = parse_issuer)]
     pub issuer_url: Option<IssuerUrl>,
 
+    /// Namespaces whose OidcClients may admit other namespaces' Users (`userNamespaces`),
+    /// comma-separated. Elsewhere a client that names another namespace reports
+    /// UserNamespacesNotAllowed: a namespace admin cannot reach another tenant's people.
+    #[arg(long, env = "ROSTER_OIDC_TRUSTED_NAMESPACES", value_delimiter = ',')]
+    pub oidc_trusted_namespaces: Vec<String>,
+
     /// The organisation's name, shown in emails and the portal.
     #[arg(long, env = "ROSTER_ORG_NAME", default_value = "roster")]
     pub org_name: String,

@@ -42,6 +42,14 @@ pub enum Invalid {
         /// What is wrong with it.
         problem: &'static str,
     },
+    /// The client names other namespaces' Users, and its namespace is not trusted with that.
+    #[error(
+        "userNamespaces names {namespace}, but only clients in the namespaces --oidc-trusted-namespaces lists may admit other namespaces' Users"
+    )]
+    UserNamespaces {
+        /// The first other namespace named.
+        namespace: String,
+    },
 }
 
 impl Invalid {
@@ -52,13 +60,21 @@ impl Invalid {
             Self::PostLogoutRedirectUri { .. } => {
                 crate::api::conditions::reasons::INVALID_POST_LOGOUT_REDIRECT_URI
             }
+            Self::UserNamespaces { .. } => crate::api::conditions::reasons::USER_NAMESPACES_NOT_ALLOWED,
         }
     }
 }
 
 /// Checks what admission checks too (the CRD's CEL rules), for objects that predate them or
-/// a rule the API server's URL parser reads differently.
-pub fn validate(spec: &OidcClientSpec) -> Result<(), Invalid> {
+/// a rule the API server's URL parser reads differently; and that a client in `namespace`
+/// names other namespaces' Users only if `namespace` is one of `trusted` — a namespace
+/// admin must not reach another tenant's people.
+pub fn validate(spec: &OidcClientSpec, namespace: &str, trusted: &[String]) -> Result<(), Invalid> {
+    if !trusted.iter().any(|t| t == namespace)
+        && let Some(other) = spec.user_namespaces.iter().find(|n| *n != namespace)
+    {
+        return Err(Invalid::UserNamespaces { namespace: other.clone() });
+    }
     for uri in &spec.redirect_uris {
         sound_uri(uri).map_err(|problem| Invalid::RedirectUri { uri: uri.clone(), problem })?;
     }
@@ -87,29 +103,32 @@ fn sound_uri(uri: &str) -> Result<Url, &'static str> {
     }
 }
 
-/// Whether `host` is this machine: `localhost` or a loopback address.
+/// Whether `host` is this machine as admission accepts it: `localhost`, `127.0.0.1` or
+/// `[::1]` exactly (not the rest of 127/8 or `localhost.`, which the CRD's rule refuses).
 pub fn is_loopback(host: &Host<&str>) -> bool {
     match host {
-        Host::Domain(name) => name.eq_ignore_ascii_case("localhost"),
-        Host::Ipv4(ip) => ip.is_loopback(),
-        Host::Ipv6(ip) => ip.is_loopback(),
+        Host::Domain(name) => *name == "localhost",
+        Host::Ipv4(ip) => *ip == std::net::Ipv4Addr::LOCALHOST,
+        Host::Ipv6(ip) => *ip == std::net::Ipv6Addr::LOCALHOST,
     }
 }
 
-/// Whether a request may send its answer to `requested`: one of `registered`, character for
-/// character — except that for an http loopback URI any port is allowed, as RFC 8252 §7.3
-/// asks (a CLI listens on whatever port is free).
+/// Whether a request may send its answer to `requested`: one of the sound URIs in
+/// `registered`, character for character — except that for an http loopback URI any port is
+/// allowed, as RFC 8252 §7.3 asks (a CLI listens on whatever port is free). An unsound
+/// registered URI (one admission would refuse today) matches nothing.
 pub fn redirect_allowed(registered: &[String], requested: &str) -> bool {
-    if registered.iter().any(|uri| uri == requested) {
-        return true;
-    }
     let Ok(asked) = sound_uri(requested) else {
         return false;
     };
+    let sound = registered.iter().filter(|uri| sound_uri(uri).is_ok());
+    if sound.clone().any(|uri| uri == requested) {
+        return true;
+    }
     if asked.scheme() != "http" {
         return false;
     }
-    registered.iter().filter_map(|uri| sound_uri(uri).ok()).any(|known| {
+    sound.filter_map(|uri| sound_uri(uri).ok()).any(|known| {
         known.scheme() == "http"
             && known.host() == asked.host()
             && known.path() == asked.path()
@@ -167,7 +186,7 @@ mod tests {
             "http://127.0.0.1:18000/callback",
             "http://[::1]/cb",
         ] {
-            assert!(validate(&spec(&[good])).is_ok(), "{good}");
+            assert!(validate(&spec(&[good]), "team-a", &[]).is_ok(), "{good}");
         }
         let cases = [
             ("http://argocd.example.com/cb", "uses http on a host other than localhost, 127.0.0.1 or [::1]"),
@@ -176,20 +195,41 @@ mod tests {
             ("https://user:pw@example.com/cb", "carries a user name or password"),
             ("javascript:alert(1)", "has no host"),
             ("ftp://example.com/cb", "is neither https nor http"),
+            ("http://127.0.0.2/cb", "uses http on a host other than localhost, 127.0.0.1 or [::1]"),
+            ("http://localhost./cb", "uses http on a host other than localhost, 127.0.0.1 or [::1]"),
+            ("https://app.example.com@evil.example.net/cb", "carries a user name or password"),
         ];
         for (uri, problem) in cases {
-            let error = validate(&spec(&[uri])).unwrap_err();
+            let error = validate(&spec(&[uri]), "team-a", &[]).unwrap_err();
             assert_eq!(error, Invalid::RedirectUri { uri: uri.into(), problem }, "{uri}");
             assert_eq!(error.reason(), "InvalidRedirectURI");
         }
         let mut logout = spec(&["https://ok.example.com/cb"]);
         logout.post_logout_redirect_uris = vec!["http://evil.example.com/".into()];
-        assert_eq!(validate(&logout).unwrap_err().reason(), "InvalidPostLogoutRedirectURI");
+        assert_eq!(validate(&logout, "team-a", &[]).unwrap_err().reason(), "InvalidPostLogoutRedirectURI");
+    }
+
+    #[test]
+    fn only_a_trusted_namespace_may_admit_other_namespaces_users() {
+        let mut client = spec(&["https://a.example.com/cb"]);
+        client.user_namespaces = vec!["team-a".into()];
+        assert!(validate(&client, "team-a", &[]).is_ok(), "its own namespace, named");
+        client.user_namespaces.push("team-b".into());
+        let refused = validate(&client, "team-a", &[]).unwrap_err();
+        assert_eq!(refused, Invalid::UserNamespaces { namespace: "team-b".into() });
+        assert_eq!(refused.reason(), "UserNamespacesNotAllowed");
+        assert!(validate(&client, "team-a", &["identity".into()]).is_err());
+        assert!(validate(&client, "identity", &["identity".into()]).is_ok());
     }
 
     #[test]
     fn a_redirect_must_match_exactly_except_a_loopback_port() {
-        let registered = vec!["https://app.example.com/cb".to_owned(), "http://127.0.0.1:8000/cb".to_owned()];
+        // The last was registered before admission refused it: it matches nothing.
+        let registered = vec![
+            "https://app.example.com/cb".to_owned(),
+            "http://127.0.0.1:8000/cb".to_owned(),
+            "http://evil.example.net/cb".to_owned(),
+        ];
         assert!(redirect_allowed(&registered, "https://app.example.com/cb"));
         assert!(redirect_allowed(&registered, "http://127.0.0.1:51234/cb"));
         for refused in [
@@ -200,6 +240,7 @@ mod tests {
             "https://app.example.com.evil.net/cb",
             "https://app.example.com/cb#x",
             "http://localhost:51234/cb",
+            "http://evil.example.net/cb",
             "http://127.0.0.1:8000/other",
             "https://127.0.0.1:8000/cb",
             "",

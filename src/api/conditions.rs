@@ -135,6 +135,9 @@ pub mod reasons {
     pub const INVALID_REDIRECT_URI: &str = "InvalidRedirectURI";
     /// OidcClient: a post-logout redirect URI is not one roster may send people to.
     pub const INVALID_POST_LOGOUT_REDIRECT_URI: &str = "InvalidPostLogoutRedirectURI";
+    /// OidcClient: `userNamespaces` names other namespaces, and the client's namespace is not
+    /// one `--oidc-trusted-namespaces` lists.
+    pub const USER_NAMESPACES_NOT_ALLOWED: &str = "UserNamespacesNotAllowed";
     /// OidcClient: the Secret `secretRef` names does not exist.
     pub const SECRET_NOT_FOUND: &str = "SecretNotFound";
     /// OidcClient: the Secret `secretRef` names has no usable `clientSecret`.

@@ -11,10 +11,9 @@ use super::LocalObjectReference;
 
 /// CEL on one redirect URI: an absolute https URL, or http on a loopback host (a CLI on the
 /// person's machine, or the demo), without a fragment (RFC 6749 §3.1.2).
-const REDIRECT_URI_RULE: &str = "self.all(u, isURL(u) && !u.contains('#') && url(u).getHostname() != '' && (url(u).getScheme() == 'https' || (url(u).getScheme() == 'http' && url(u).getHostname() in ['localhost', '127.0.0.1', '::1'])))";
+const REDIRECT_URI_RULE: &str = "self.all(u, isURL(u) && !u.contains('#') && !u.matches('^[^:/?#]*://[^/?#]*@') && url(u).getHostname() != '' && (url(u).getScheme() == 'https' || (url(u).getScheme() == 'http' && url(u).getHostname() in ['localhost', '127.0.0.1', '::1'])))";
 /// The message of [`REDIRECT_URI_RULE`].
-const REDIRECT_URI_MESSAGE: &str =
-    "each must be an absolute https URL (http only on localhost, 127.0.0.1 or [::1]) without a #fragment";
+const REDIRECT_URI_MESSAGE: &str = "each must be an absolute https URL (http only on localhost, 127.0.0.1 or [::1]) without user info or a #fragment";
 /// CEL on a token lifetime: a Go duration within bounds the field names.
 const DURATION_PATTERN: &str = "self.matches('^([0-9]+([.][0-9]+)?(ns|us|µs|ms|s|m|h))+$')";
 
@@ -31,6 +30,7 @@ const DURATION_PATTERN: &str = "self.matches('^([0-9]+([.][0-9]+)?(ns|us|µs|ms|
     category = "roster",
     validation = Rule::new("size(self.metadata.name) <= 58").message("metadata.name must be at most 58 characters: roster names the client's Secret <name>-oidc and labels it with the name"),
     validation = Rule::new("!(has(self.spec.public) && self.spec.public && has(self.spec.secretRef))").message("a public client has no secret: remove secretRef, or set public: false"),
+    validation = Rule::new("!has(self.spec.secretRef) || self.spec.secretRef.name != self.metadata.name + '-oidc'").message("secretRef must not name <name>-oidc, the Secret roster generates for this client: copy it to a Secret of another name"),
     doc = "An application whose people sign in through roster's OpenID Connect issuer.",
     printcolumn(
         name = "Client ID",
@@ -94,7 +94,9 @@ pub struct OidcClientSpec {
     pub allowed_groups: Vec<String>,
 
     /// Namespaces whose Users may sign in to this client (at most 32). Empty: this
-    /// client's own namespace.
+    /// client's own namespace. Naming another namespace is honoured only for clients in a
+    /// namespace roster trusts with that (`--oidc-trusted-namespaces`): elsewhere the
+    /// client reports UserNamespacesNotAllowed, so no tenant can reach another's people.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(length(max = 32), inner(length(min = 1, max = 63)))]
     #[x_kube(merge_strategy = ListMerge::Set)]

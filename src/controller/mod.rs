@@ -70,6 +70,8 @@ pub struct Settings {
     pub org_name: String,
     /// The OpenID Connect issuer's URL (`--issuer-url`); none: no OpenID Connect.
     pub issuer_url: Option<String>,
+    /// Namespaces whose OidcClients may admit other namespaces' Users.
+    pub oidc_trusted_namespaces: Vec<String>,
 }
 
 /// What every reconcile can reach.
@@ -224,6 +226,7 @@ pub async fn run(
             portal_url: config.portal_url.clone(),
             org_name: config.org_name.clone(),
             issuer_url: config.issuer_url.as_ref().map(ToString::to_string),
+            oidc_trusted_namespaces: config.oidc_trusted_namespaces.clone(),
         },
         mail,
         expectations: Default::default(),
@@ -760,8 +763,10 @@ where
 /// Whether `secret` is controlled by an earlier object of `owner`'s kind and name (deleted and
 /// created again): garbage collection removes it, so it is waited for, not reported.
 fn of_predecessor<O: Resource<DynamicType = ()>>(secret: &Secret, owner: &O) -> bool {
-    let (kind, name) = (O::kind(&()), owner.name_any());
-    secret.owner_references().iter().any(|r| r.controller == Some(true) && r.kind == kind && r.name == name)
+    let (api_version, kind, name) = (O::api_version(&()), O::kind(&()), owner.name_any());
+    secret.owner_references().iter().any(|r| {
+        r.controller == Some(true) && r.api_version == api_version && r.kind == kind && r.name == name
+    })
 }
 
 /// Writes the Secrets of a link `owner` issues: `<owner>-token` (`token_type`, with

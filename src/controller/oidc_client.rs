@@ -16,26 +16,27 @@ use super::{Context, apply_status, delete_owned_secret, now, read_secret, write_
 use crate::api::conditions::{self, Desired, reasons, status, types};
 use crate::api::{LocalObjectReference, OidcClient, OidcClientStatus};
 use crate::credentials::Token;
-use crate::registration::{self, MIN_SECRET_LEN};
+use crate::registration::{self, Invalid, MIN_SECRET_LEN};
 use crate::{Error, Result};
 
-/// How soon a client whose named Secret is missing or unusable looks again: roster watches
-/// only its own Secrets, so an admin's fix is found by looking.
+/// How soon a client whose Secret is missing, unusable or someone else's looks again:
+/// roster watches only its own Secrets, so an admin's fix is found by looking.
 const SECRET_RECHECK: Duration = Duration::from_secs(60);
+/// How often a client that uses an admin's Secret checks it is still there and usable.
+const NAMED_SECRET_RECHECK: Duration = Duration::from_secs(600);
 
 /// Reconciles one OidcClient.
 pub async fn reconcile(client: Arc<OidcClient>, ctx: Arc<Context>) -> Result<Action> {
-    let credentials = match registration::validate(&client.spec) {
-        Ok(()) => credentials(&client, &ctx).await?,
-        // An invalid client gets no secret until it is fixed.
-        Err(_) => Credentials::None,
-    };
-    if credentials == Credentials::Creating {
-        // Created now, or moments ago and not cached yet: its watch event comes next.
+    let namespace = client.namespace().unwrap_or_default();
+    let invalid =
+        registration::validate(&client.spec, &namespace, &ctx.settings.oidc_trusted_namespaces).err();
+    let credentials = credentials(&client, &ctx, invalid.is_none()).await?;
+    if credentials == Credentials::Created {
+        // Its watch event comes next; this is a fallback.
         return Ok(Action::requeue(Duration::from_secs(1)));
     }
-    let id = registration::client_id(&client.namespace().unwrap_or_default(), &client.name_any());
-    let decided = decide(&client, &id, ctx.settings.issuer_url.as_deref(), &credentials);
+    let id = registration::client_id(&namespace, &client.name_any());
+    let decided = decide(invalid.as_ref(), &id, ctx.settings.issuer_url.as_deref(), &credentials);
     let current = client.status.clone().unwrap_or_default();
     let generation = client.metadata.generation;
     let desired = OidcClientStatus {
@@ -48,10 +49,12 @@ pub async fn reconcile(client: Arc<OidcClient>, ctx: Arc<Context>) -> Result<Act
     if desired != current {
         apply_status(&ctx, client.as_ref(), &desired).await?;
     }
-    Ok(if matches!(credentials, Credentials::Missing(_) | Credentials::Unusable(_)) {
-        Action::requeue(SECRET_RECHECK)
-    } else {
-        Action::await_change()
+    Ok(match credentials {
+        Credentials::Missing(_) | Credentials::Unusable(_) | Credentials::NotOwned(_) => {
+            Action::requeue(SECRET_RECHECK)
+        }
+        Credentials::Held(_) if client.spec.secret_ref.is_some() => Action::requeue(NAMED_SECRET_RECHECK),
+        _ => Action::await_change(),
     })
 }
 
@@ -62,8 +65,8 @@ enum Credentials {
     None,
     /// The Secret of this name holds a usable secret.
     Held(String),
-    /// roster created `<name>-oidc` now, or moments ago.
-    Creating,
+    /// roster created `<name>-oidc` just now.
+    Created,
     /// The Secret `secretRef` names does not exist.
     Missing(String),
     /// The Secret `secretRef` names has no usable `clientSecret`.
@@ -82,10 +85,11 @@ impl Credentials {
     }
 }
 
-/// Finds, or for a generated one creates, the client's secret; removes a generated one the
-/// client no longer uses (it turned public, or names its own), so that only the current
-/// secret is in the cluster.
-async fn credentials(client: &OidcClient, ctx: &Context) -> Result<Credentials> {
+/// Finds, or for a generated one creates (only for a `valid` client), the client's secret;
+/// removes a generated one the client no longer uses (it turned public, or names its own),
+/// so that only the current secret is in the cluster. An invalid client keeps the secret it
+/// has: fixing a typo must not change what the application is configured with.
+async fn credentials(client: &OidcClient, ctx: &Context, valid: bool) -> Result<Credentials> {
     let generated = oidc_secret_name(&client.name_any());
     let unused = client.spec.public || client.spec.secret_ref.is_some();
     if unused && ctx.caches.owned_secret(client, &generated).is_some() {
@@ -105,6 +109,9 @@ async fn credentials(client: &OidcClient, ctx: &Context) -> Result<Credentials> 
     if cached.as_deref().is_some_and(usable) {
         return Ok(Credentials::Held(generated));
     }
+    if !valid {
+        return Ok(Credentials::None);
+    }
     let id = registration::client_id(&client.namespace().unwrap_or_default(), &client.name_any());
     let data = BTreeMap::from([
         (CLIENT_ID.to_owned(), id),
@@ -120,7 +127,12 @@ async fn credentials(client: &OidcClient, ctx: &Context) -> Result<Credentials> 
     )
     .await
     {
-        Ok(_) => Ok(Credentials::Creating),
+        Ok(true) => Ok(Credentials::Created),
+        // Ours (unlabelled, so not cached), or a deleted predecessor's awaiting garbage
+        // collection: tried again with backoff.
+        Ok(false) => {
+            Err(Error::Conflict { object: format!("{}/{generated}", client.namespace().unwrap_or_default()) })
+        }
         Err(Error::SecretNotOwned { secret }) => Ok(Credentials::NotOwned(secret)),
         Err(error) => Err(error),
     }
@@ -132,16 +144,24 @@ fn usable(secret: &Secret) -> bool {
     value.is_some_and(|v| std::str::from_utf8(&v.0).is_ok_and(|s| s.chars().count() >= MIN_SECRET_LEN))
 }
 
-/// Decides the conditions of `client` (client ID `id`) served at `issuer`, whose secret is
-/// `credentials`. Pure.
-fn decide(client: &OidcClient, id: &str, issuer: Option<&str>, credentials: &Credentials) -> Vec<Desired> {
+/// Decides the conditions of a client (`invalid` if its registration is, client ID `id`)
+/// served at `issuer`, whose secret is `credentials`. Pure.
+fn decide(
+    invalid: Option<&Invalid>,
+    id: &str,
+    issuer: Option<&str>,
+    credentials: &Credentials,
+) -> Vec<Desired> {
     let refused = |reason: &'static str, message: String| {
         let ready = Desired { type_: types::READY, status: status::FALSE, reason, message };
         let [reconciling, stalled] = conditions::kstatus(false, Some(reason));
         vec![ready, reconciling, stalled]
     };
-    if let Err(invalid) = registration::validate(&client.spec) {
-        return refused(invalid.reason(), format!("{invalid}; roster will not send anyone there"));
+    if let Some(invalid) = invalid {
+        return refused(
+            invalid.reason(),
+            format!("{invalid}; nobody signs in through this client until it is fixed"),
+        );
     }
     match credentials {
         Credentials::Missing(name) => {
@@ -166,7 +186,7 @@ fn decide(client: &OidcClient, id: &str, issuer: Option<&str>, credentials: &Cre
                 ),
             );
         }
-        Credentials::None | Credentials::Held(_) | Credentials::Creating => {}
+        Credentials::None | Credentials::Held(_) | Credentials::Created => {}
     }
     let Some(issuer) = issuer else {
         return refused(
@@ -189,10 +209,9 @@ fn decide(client: &OidcClient, id: &str, issuer: Option<&str>, credentials: &Cre
 mod tests {
     use super::*;
 
-    fn client(spec: serde_json::Value) -> OidcClient {
-        let mut client = OidcClient::new("argocd", serde_json::from_value(spec).unwrap());
-        client.metadata.namespace = Some("team-a".into());
-        client
+    fn invalid(spec: serde_json::Value) -> Option<Invalid> {
+        let spec: crate::api::OidcClientSpec = serde_json::from_value(spec).unwrap();
+        registration::validate(&spec, "team-a", &[]).err()
     }
 
     fn ready(decided: &[Desired]) -> (&'static str, &'static str, &str) {
@@ -208,9 +227,7 @@ mod tests {
 
     #[test]
     fn a_sound_client_with_its_secret_is_registered() {
-        let client =
-            client(serde_json::json!({"redirectUris": ["https://argocd.example.com/auth/callback"]}));
-        let decided = decide(&client, "team-a.argocd", ISSUER, &Credentials::Held("argocd-oidc".into()));
+        let decided = decide(None, "team-a.argocd", ISSUER, &Credentials::Held("argocd-oidc".into()));
         let (status, reason, message) = ready(&decided);
         assert_eq!((status, reason), ("True", "Registered"));
         assert!(message.contains("https://id.example.com") && message.contains("team-a.argocd"), "{message}");
@@ -219,18 +236,21 @@ mod tests {
 
     #[test]
     fn each_refusal_says_why_and_stalls() {
-        let sound = client(serde_json::json!({"redirectUris": ["https://a.example.com/cb"]}));
-        let bad = client(serde_json::json!({"redirectUris": ["http://a.example.com/cb"]}));
+        let bad = invalid(serde_json::json!({"redirectUris": ["http://a.example.com/cb"]}));
+        let foreign = invalid(
+            serde_json::json!({"redirectUris": ["https://a.example.com/cb"], "userNamespaces": ["team-b"]}),
+        );
         let held = Credentials::Held("argocd-oidc".into());
         let cases = [
-            (&bad, ISSUER, &held, "InvalidRedirectURI"),
-            (&sound, ISSUER, &Credentials::Missing("mine".into()), "SecretNotFound"),
-            (&sound, ISSUER, &Credentials::Unusable("mine".into()), "SecretInvalid"),
-            (&sound, ISSUER, &Credentials::NotOwned("team-a/argocd-oidc".into()), "SecretNotOwned"),
-            (&sound, None, &held, "IssuerNotConfigured"),
+            (bad.as_ref(), ISSUER, &held, "InvalidRedirectURI"),
+            (foreign.as_ref(), ISSUER, &held, "UserNamespacesNotAllowed"),
+            (None, ISSUER, &Credentials::Missing("mine".into()), "SecretNotFound"),
+            (None, ISSUER, &Credentials::Unusable("mine".into()), "SecretInvalid"),
+            (None, ISSUER, &Credentials::NotOwned("team-a/argocd-oidc".into()), "SecretNotOwned"),
+            (None, None, &held, "IssuerNotConfigured"),
         ];
-        for (client, issuer, credentials, expected) in cases {
-            let decided = decide(client, "team-a.argocd", issuer, credentials);
+        for (invalid, issuer, credentials, expected) in cases {
+            let decided = decide(invalid, "team-a.argocd", issuer, credentials);
             let (status, reason, message) = ready(&decided);
             assert_eq!((status, reason), ("False", expected), "{message}");
             assert_eq!(stalled(&decided), "True", "{expected}");

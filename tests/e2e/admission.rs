@@ -122,6 +122,8 @@ pub fn trials() -> Vec<Trial> {
                 "https://app.example.com/cb#top",
                 "/cb",
                 "ftp://app.example.com/cb",
+                "https://app.example.com@evil.example.net/cb",
+                "http://127.0.0.2/cb",
             ] {
                 let spec = json!({"redirectUris": [uri]});
                 expect_rejected(&ns, oidc(spec), &["spec.redirectUris", "absolute https URL"]).await?;
@@ -134,6 +136,8 @@ pub fn trials() -> Vec<Trial> {
             expect_rejected(&ns, oidc(spec), &["spec.postLogoutRedirectUris", "absolute https URL"]).await?;
             let spec = json!({"redirectUris": [app], "public": true, "secretRef": {"name": "mine"}});
             expect_rejected(&ns, oidc(spec), &["a public client has no secret"]).await?;
+            let spec = json!({"redirectUris": [app], "secretRef": {"name": "example-oidc"}});
+            expect_rejected(&ns, oidc(spec), &["secretRef must not name <name>-oidc"]).await?;
             let spec = json!({"redirectUris": [app], "scopes": ["openid", "admin"]});
             expect_rejected(&ns, oidc(spec), &["spec.scopes", "Unsupported value", "admin"]).await?;
             let spec = json!({"redirectUris": [app], "tokenLifetimes": {"refreshToken": "9000h"}});

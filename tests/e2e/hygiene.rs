@@ -42,6 +42,8 @@ fn check() -> anyhow::Result<()> {
             ("a password set in the portal", crate::portal::PASSWORD),
             ("a TOTP enrolment URI", "otpauth://"),
             ("a pending TOTP secret", "totpPending\":"),
+            ("an OIDC client secret", crate::oidc_clients::BROUGHT_SECRET),
+            ("Secret data", "clientSecret\":"),
         ] {
             ensure!(!text.contains(needle), "{} contains {what}", log.display());
         }

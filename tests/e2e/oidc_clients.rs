@@ -85,11 +85,11 @@ pub fn trials() -> Vec<Trial> {
         }),
         trial("oidc_clients::named_missing_weak_and_look_alike_secrets", |ns| async move {
             let secrets = ns.api::<Secret>();
-            let brought = "b".repeat(40);
+            let brought = BROUGHT_SECRET;
             for (name, value) in [
                 ("look-alike-oidc", "someone-elses-secret-value-0123456789"),
                 ("weak", "weak-7"),
-                ("good", brought.as_str()),
+                ("good", brought),
             ] {
                 let secret: Secret = serde_json::from_value(json!({
                     "metadata": {"name": name}, "stringData": {"clientSecret": value},
@@ -97,8 +97,11 @@ pub fn trials() -> Vec<Trial> {
                 secrets.create(&PostParams::default(), &secret).await?;
             }
             let uris = json!(["https://app.example.com/cb"]);
+            let elsewhere =
+                json!({"redirectUris": uris, "userNamespaces": [ns.name.clone(), "someone-else"]});
             let cases = [
                 ("look-alike", json!({"redirectUris": uris}), "SecretNotOwned"),
+                ("reaching-out", elsewhere, "UserNamespacesNotAllowed"),
                 ("weak-app", json!({"redirectUris": uris, "secretRef": {"name": "weak"}}), "SecretInvalid"),
                 ("absent", json!({"redirectUris": uris, "secretRef": {"name": "nowhere"}}), "SecretNotFound"),
             ];
@@ -114,7 +117,11 @@ pub fn trials() -> Vec<Trial> {
                     "{name}: {}",
                     refused.data["status"]
                 );
-                ensure!(!refused.data["status"].to_string().contains("weak-7"), "a secret in the status");
+                let status = refused.data["status"].to_string();
+                ensure!(
+                    !status.contains("someone-elses-secret") && !status.contains(BROUGHT_SECRET),
+                    "a secret in the status"
+                );
             }
             let look_alike = secrets.get("look-alike-oidc").await?;
             ensure!(look_alike.owner_references().is_empty(), "the look-alike Secret was taken over");
@@ -142,7 +149,7 @@ pub fn trials() -> Vec<Trial> {
             );
 
             // The weak one fixed and the client touched: registered.
-            let fixed = json!({"stringData": {"clientSecret": brought}});
+            let fixed = json!({"stringData": {"clientSecret": BROUGHT_SECRET}});
             secrets.patch("weak", &PatchParams::default(), &Patch::Merge(&fixed)).await?;
             let touch = json!({"metadata": {"annotations": {"example.com/touched": "1"}}});
             ns.api::<OidcClient>().patch("weak-app", &PatchParams::default(), &Patch::Merge(&touch)).await?;
@@ -154,6 +161,9 @@ pub fn trials() -> Vec<Trial> {
         }),
     ]
 }
+
+/// The client secret of an admin's own Secret; the log check looks for it.
+pub const BROUGHT_SECRET: &str = "brought-client-secret-marker-0123456789abcdef";
 
 fn manifest(name: &str, spec: Value) -> Value {
     json!({"apiVersion": "roster.dev/v1alpha1", "kind": "OidcClient", "metadata": {"name": name}, "spec": spec})
