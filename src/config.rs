@@ -192,19 +192,11 @@ impl std::fmt::Display for IssuerUrl {
 }
 
 fn parse_issuer(text: &str) -> Result<IssuerUrl, String> {
-    let url = url::Url::parse(text).map_err(|e| format!("{text:?} is not an absolute URL: {e}"))?;
-    let loopback = url.host().is_some_and(|host| crate::registration::is_loopback(&host));
-    match url.scheme() {
-        "https" if url.host().is_some() => {}
-        "http" if loopback => {}
-        _ => return Err(format!("{text:?} must be https (http only on localhost, 127.0.0.1 or [::1])")),
-    }
-    if url.query().is_some()
-        || url.fragment().is_some()
-        || !url.username().is_empty()
-        || url.password().is_some()
-    {
-        return Err(format!("{text:?} must have no query, fragment or user info"));
+    // Sound as a redirect URI is (https, or http on a loopback host; no user info or
+    // fragment), and without a query.
+    let url = crate::registration::sound_uri(text).map_err(|problem| format!("{text:?} {problem}"))?;
+    if url.query().is_some() {
+        return Err(format!("{text:?} must have no query"));
     }
     Ok(IssuerUrl(url.as_str().trim_end_matches('/').to_owned()))
 }

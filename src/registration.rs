@@ -84,9 +84,9 @@ pub fn validate(spec: &OidcClientSpec, namespace: &str, trusted: &[String]) -> R
     Ok(())
 }
 
-/// A URI roster may send a person to: absolute, https (http only on a loopback host), with a
-/// host, no user info and no fragment.
-fn sound_uri(uri: &str) -> Result<Url, &'static str> {
+/// A URI roster may send a person to, or serve as its issuer at: absolute, https (http only
+/// on a loopback host), with a host, no user info and no fragment. What is wrong otherwise.
+pub fn sound_uri(uri: &str) -> Result<Url, &'static str> {
     let url = Url::parse(uri).map_err(|_| "is not an absolute URL")?;
     if url.fragment().is_some() {
         return Err("has a #fragment");
@@ -105,7 +105,7 @@ fn sound_uri(uri: &str) -> Result<Url, &'static str> {
 
 /// Whether `host` is this machine as admission accepts it: `localhost`, `127.0.0.1` or
 /// `[::1]` exactly (not the rest of 127/8 or `localhost.`, which the CRD's rule refuses).
-pub fn is_loopback(host: &Host<&str>) -> bool {
+fn is_loopback(host: &Host<&str>) -> bool {
     match host {
         Host::Domain(name) => *name == "localhost",
         Host::Ipv4(ip) => *ip == std::net::Ipv4Addr::LOCALHOST,
@@ -121,18 +121,13 @@ pub fn redirect_allowed(registered: &[String], requested: &str) -> bool {
     let Ok(asked) = sound_uri(requested) else {
         return false;
     };
-    let sound = registered.iter().filter(|uri| sound_uri(uri).is_ok());
-    if sound.clone().any(|uri| uri == requested) {
-        return true;
-    }
-    if asked.scheme() != "http" {
-        return false;
-    }
-    sound.filter_map(|uri| sound_uri(uri).ok()).any(|known| {
-        known.scheme() == "http"
-            && known.host() == asked.host()
-            && known.path() == asked.path()
-            && known.query() == asked.query()
+    registered.iter().filter_map(|uri| Some((uri, sound_uri(uri).ok()?))).any(|(uri, known)| {
+        uri == requested
+            || (asked.scheme() == "http"
+                && known.scheme() == "http"
+                && known.host() == asked.host()
+                && known.path() == asked.path()
+                && known.query() == asked.query())
     })
 }
 

@@ -30,12 +30,12 @@ pub async fn reconcile(client: Arc<OidcClient>, ctx: Arc<Context>) -> Result<Act
     let namespace = client.namespace().unwrap_or_default();
     let invalid =
         registration::validate(&client.spec, &namespace, &ctx.settings.oidc_trusted_namespaces).err();
-    let credentials = credentials(&client, &ctx, invalid.is_none()).await?;
+    let id = registration::client_id(&namespace, &client.name_any());
+    let credentials = credentials(&client, &id, &ctx, invalid.is_none()).await?;
     if credentials == Credentials::Created {
         // Its watch event comes next; this is a fallback.
         return Ok(Action::requeue(Duration::from_secs(1)));
     }
-    let id = registration::client_id(&namespace, &client.name_any());
     let decided = decide(invalid.as_ref(), &id, ctx.settings.issuer_url.as_deref(), &credentials);
     let current = client.status.clone().unwrap_or_default();
     let generation = client.metadata.generation;
@@ -85,14 +85,15 @@ impl Credentials {
     }
 }
 
-/// Finds, or for a generated one creates (only for a `valid` client), the client's secret;
+/// Finds, or for a generated one creates (only for a `valid` client, with its `id`), the client's secret;
 /// removes a generated one the client no longer uses (it turned public, or names its own),
 /// so that only the current secret is in the cluster. An invalid client keeps the secret it
 /// has: fixing a typo must not change what the application is configured with.
-async fn credentials(client: &OidcClient, ctx: &Context, valid: bool) -> Result<Credentials> {
+async fn credentials(client: &OidcClient, id: &str, ctx: &Context, valid: bool) -> Result<Credentials> {
     let generated = oidc_secret_name(&client.name_any());
+    let cached = ctx.caches.owned_secret(client, &generated);
     let unused = client.spec.public || client.spec.secret_ref.is_some();
-    if unused && ctx.caches.owned_secret(client, &generated).is_some() {
+    if unused && cached.is_some() {
         delete_owned_secret(ctx, client, &generated).await?;
     }
     if client.spec.public {
@@ -105,16 +106,14 @@ async fn credentials(client: &OidcClient, ctx: &Context, valid: bool) -> Result<
             Some(_) => Credentials::Unusable(reference.name.clone()),
         });
     }
-    let cached = ctx.caches.owned_secret(client, &generated);
     if cached.as_deref().is_some_and(usable) {
         return Ok(Credentials::Held(generated));
     }
     if !valid {
         return Ok(Credentials::None);
     }
-    let id = registration::client_id(&client.namespace().unwrap_or_default(), &client.name_any());
     let data = BTreeMap::from([
-        (CLIENT_ID.to_owned(), id),
+        (CLIENT_ID.to_owned(), id.to_owned()),
         (CLIENT_SECRET.to_owned(), Token::generate()?.expose().to_owned()),
     ]);
     match write_owned_secret(
