@@ -60,14 +60,33 @@ pub enum Identifier<'a> {
     Email(&'a str),
     /// A username, any case.
     Username(&'a str),
+    /// Either, as typed into one field: the email's holder, else the username's (usernames
+    /// may contain `@`).
+    EmailOrUsername(&'a str),
 }
 
-impl Identifier<'_> {
+impl<'a> Identifier<'a> {
+    /// The identifier of a request that may carry an email, a username or both (the email
+    /// wins); `None` when neither holds anything.
+    pub fn typed(email: Option<&'a str>, username: Option<&'a str>) -> Option<Self> {
+        match (email, username) {
+            (Some(email), _) if !email.trim().is_empty() => Some(Identifier::Email(email)),
+            (_, Some(username)) if !username.trim().is_empty() => Some(Identifier::Username(username)),
+            _ => None,
+        }
+    }
+
+    /// What a person typed into one "email or username" field; `None` when empty.
+    pub fn typed_in(text: &'a str) -> Option<Self> {
+        (!text.trim().is_empty()).then_some(Identifier::EmailOrUsername(text))
+    }
+
     /// The directory index's term for this identifier (trimmed, lowercased).
     pub fn term(&self) -> String {
         match self {
             Identifier::Email(v) => format!("email:{}", v.trim().to_lowercase()),
             Identifier::Username(v) => format!("username:{}", v.trim().to_lowercase()),
+            Identifier::EmailOrUsername(v) => Identifier::Email(v).term(),
         }
     }
 }

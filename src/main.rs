@@ -10,6 +10,7 @@ use roster::credentials::PasswordHasher;
 use roster::health::{self, Readiness};
 use roster::mail::Templates;
 use roster::portal::{self, Portal, rate_limit::RateLimiter};
+use roster::signin::SignIn;
 use roster::telemetry::{self, Metrics};
 use roster::{Error, api, controller};
 use tokio::signal::unix::{SignalKind, signal};
@@ -77,20 +78,19 @@ async fn run(config: RunConfig) -> roster::Result<()> {
     tokio::spawn(roster::memory::release_after_bursts(release_free_memory, shutdown.clone()));
 
     let watches = controller::Watches::new(&client, &config.watch_namespaces);
-    let portal = Arc::new(
-        Portal::new(
+    let signin = Arc::new(
+        SignIn::new(
             client.clone(),
             watches.caches(),
             hasher,
-            config.password_policy(),
-            metrics.clone(),
-            config.org_name.clone(),
             config.lockout(),
             config.allowed_email_domains.clone(),
-            &config.portal_url,
+            metrics.clone(),
         )
         .await?,
     );
+    let portal =
+        Arc::new(Portal::new(signin, config.password_policy(), config.org_name.clone(), &config.portal_url)?);
     let limiter = Arc::new(RateLimiter::new(config.portal_rate_limit, config.trusted_proxies.clone()));
 
     let server = async {

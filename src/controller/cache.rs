@@ -257,6 +257,9 @@ impl Caches {
 
     /// The User that holds `identifier` in the directory (the oldest of those that have it).
     pub fn holder(&self, identifier: Identifier<'_>) -> Option<Arc<crate::api::User>> {
+        if let Identifier::EmailOrUsername(text) = identifier {
+            return self.holder(Identifier::Email(text)).or_else(|| self.holder(Identifier::Username(text)));
+        }
         let entry = self.directory.first(&identifier.term())?;
         let (namespace, name) = entry.key.split_once('/')?;
         self.users.get(&ObjectRef::new(name).within(namespace))

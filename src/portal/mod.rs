@@ -8,7 +8,6 @@
 //! those facts into phases and conditions.
 
 pub mod api;
-pub mod failures;
 pub mod guard;
 pub mod links;
 pub mod login;
@@ -30,6 +29,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::controller::Caches;
 use crate::credentials::{Lockout, PasswordHasher, PasswordPolicy};
+use crate::signin::SignIn;
 use crate::telemetry::Metrics;
 use crate::{Error, Result};
 
@@ -46,8 +46,10 @@ pub struct Portal {
     pub hasher: PasswordHasher,
     /// The rules a new password must pass.
     pub policy: PasswordPolicy,
-    /// Sign-ins, lockouts, onboardings.
+    /// Onboardings.
     pub metrics: Arc<Metrics>,
+    /// The sign-in decision, shared with the OpenID Connect sign-in page.
+    pub signin: Arc<SignIn>,
     /// The organisation's name, on every page and in the authenticator app.
     pub org_name: String,
     /// How failed sign-ins lock a user.
@@ -56,53 +58,35 @@ pub struct Portal {
     pub allowed_email_domains: Vec<String>,
     /// Whether the portal is reached over HTTPS (cookies are then `Secure`).
     pub https: bool,
-    /// A hash of nothing anyone knows, verified when a sign-in names no user, so that an
-    /// unknown user takes as long as a wrong password.
-    pub dummy_hash: String,
     /// The HTML pages.
     pub pages: pages::Pages,
-    /// Failed sign-ins waiting to be counted.
-    pub failures: failures::FailureLog,
 }
 
 impl Portal {
-    /// The portal's shared state; hashes the dummy password once, with the live parameters.
-    #[allow(clippy::too_many_arguments)]
-    pub async fn new(
-        client: Client,
-        caches: Caches,
-        hasher: PasswordHasher,
+    /// The portal's shared state, over the shared sign-in decision.
+    pub fn new(
+        signin: Arc<SignIn>,
         policy: PasswordPolicy,
-        metrics: Arc<Metrics>,
         org_name: String,
-        lockout: Lockout,
-        allowed_email_domains: Vec<String>,
         portal_url: &str,
     ) -> Result<Self> {
-        let nobody = crate::credentials::Token::generate()?;
-        let dummy_hash = hasher.hash(nobody.expose()).await?;
         Ok(Self {
-            client,
-            caches,
-            hasher,
+            client: signin.client.clone(),
+            caches: signin.caches.clone(),
+            hasher: signin.hasher.clone(),
             policy,
-            metrics,
+            metrics: signin.metrics.clone(),
             org_name,
-            lockout,
-            allowed_email_domains,
+            lockout: signin.lockout,
+            allowed_email_domains: signin.allowed_email_domains.clone(),
             https: portal_url.starts_with("https://"),
-            dummy_hash,
             pages: pages::Pages::new().map_err(|e| Error::Startup(e.to_string()))?,
-            failures: failures::FailureLog::default(),
+            signin,
         })
     }
 }
 
-/// `namespace/name` of a user, for logs.
-fn who(user: &crate::api::User) -> String {
-    use kube::ResourceExt;
-    format!("{}/{}", user.namespace().unwrap_or_default(), user.name_any())
-}
+use crate::signin::who;
 
 /// Every route of the portal, with its guards: rate limit per client address, security
 /// headers, a body size limit.

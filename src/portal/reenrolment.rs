@@ -12,7 +12,6 @@ use kube::ResourceExt;
 
 use super::Portal;
 use super::links::{LinkProblem, Stage, account, find_token, owner};
-use super::login::failures;
 use super::onboarding::{StepError, TotpOffer, caught_up, internal, offer};
 use crate::api::{MfaReset, ResetPhase, User, UserState};
 use crate::controller::names::{RESET_TOKEN_TYPE, TOKEN_EXPIRES_AT};
@@ -22,6 +21,7 @@ use crate::credentials::record::{
 };
 use crate::credentials::{CredentialError, CredentialFacts, TotpSecret, verify_totp};
 use crate::facts::{self, Changes, text};
+use crate::signin::failures;
 
 /// A re-enrolment link that can be used. Its `Debug` leaves out the credentials Secret and
 /// the stage (they hold the password hash and TOTP secrets).
@@ -154,7 +154,8 @@ pub async fn prove_password(
         return offer(portal, &link.user, secret);
     }
     let stored = text(&link.credentials, PASSWORD_HASH).map(str::to_owned);
-    let verified = portal.hasher.verify(password, stored.as_deref().unwrap_or(&portal.dummy_hash)).await;
+    let verified =
+        portal.hasher.verify(password, stored.as_deref().unwrap_or(&portal.signin.dummy_hash)).await;
     let right = match verified {
         Ok(matched) => matched && stored.is_some(),
         Err(CredentialError::Busy) => return Err(StepError::Busy),

@@ -11,8 +11,7 @@ use k8s_openapi::api::core::v1::Secret;
 use k8s_openapi::jiff::Timestamp;
 use kube::runtime::reflector::ObjectRef;
 
-use super::Portal;
-use super::login::{Verdict, failures};
+use super::{SignIn, Verdict, failures, who};
 use crate::api::User;
 use crate::facts::{self, Changes};
 
@@ -29,26 +28,26 @@ pub struct FailureLog(Mutex<HashMap<String, u32>>);
 impl FailureLog {
     /// Counts one failed sign-in of `user`: adds it to the account's pending failures and,
     /// unless a writer for the account is running, starts one.
-    pub fn record(portal: &Arc<Portal>, user: Arc<User>, credentials: Arc<Secret>) {
+    pub fn record(signin: &Arc<SignIn>, user: Arc<User>, credentials: Arc<Secret>) {
         let key = crate::index::object_key(credentials.as_ref());
         {
-            let mut pending = portal.failures.0.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+            let mut pending = signin.failures.0.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
             if let Some(count) = pending.get_mut(&key) {
                 *count = count.saturating_add(1);
                 return;
             }
             if pending.len() >= MAX_ACCOUNTS {
-                tracing::warn!(user = %super::who(&user), "too many accounts with failed sign-ins in flight; one not counted");
+                tracing::warn!(user = %who(&user), "too many accounts with failed sign-ins in flight; one not counted");
                 return;
             }
             pending.insert(key.clone(), 1);
         }
-        let portal = portal.clone();
+        let signin = signin.clone();
         tokio::spawn(async move {
-            while let Some(count) = portal.failures.take(&key) {
+            while let Some(count) = signin.failures.take(&key) {
                 // The cache's copy: usually current, so a batch seldom meets a conflict.
-                let latest = portal.caches.secrets.get(&ObjectRef::from_obj(credentials.as_ref()));
-                write(&portal, &user, latest.as_deref().unwrap_or(&credentials), count).await;
+                let latest = signin.caches.secrets.get(&ObjectRef::from_obj(credentials.as_ref()));
+                write(&signin, &user, latest.as_deref().unwrap_or(&credentials), count).await;
             }
         });
     }
@@ -69,23 +68,23 @@ impl FailureLog {
 
 /// Writes `count` failures into the account's credentials Secret (re-read and decided again
 /// on conflict), a few tries with a pause between.
-async fn write(portal: &Portal, user: &User, credentials: &Secret, count: u32) {
-    let lockout = portal.lockout;
+async fn write(signin: &SignIn, user: &User, credentials: &Secret, count: u32) {
+    let lockout = signin.lockout;
     for attempt in 1..=TRIES {
-        let written = facts::update(&portal.client, credentials, |current| {
+        let written = facts::update(&signin.client, credentials, |current| {
             failures(current, count, &lockout, Timestamp::now())
                 .map_or((None, Changes::new()), |(v, c)| (Some(v), c))
         })
         .await;
         match written {
             Ok((Some(Verdict::Failure { locks: true, .. }), _)) => {
-                portal.metrics.lockout();
-                tracing::warn!(user = %super::who(user), "locked out after too many failed sign-ins");
+                signin.metrics.lockout();
+                tracing::warn!(user = %who(user), "locked out after too many failed sign-ins");
                 return;
             }
             Ok(_) => return,
             Err(error) if attempt == TRIES => {
-                tracing::error!(user = %super::who(user), %error, failures = count, "failed sign-ins could not be counted");
+                tracing::error!(user = %who(user), %error, failures = count, "failed sign-ins could not be counted");
             }
             Err(_) => tokio::time::sleep(Duration::from_millis(200 * u64::from(attempt))).await,
         }
