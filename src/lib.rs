@@ -15,6 +15,7 @@
 //! - [`telemetry`]: logs and Prometheus metrics.
 //! - [`health`]: the metrics port (`/healthz`, `/readyz`, `/metrics`).
 //! - [`memory`]: memory freed by a burst of work goes back to the operating system.
+//! - [`signin`]: the one sign-in decision (password, TOTP, lockout, replay) every door uses.
 //! - [`portal`]: the self-service portal (onboarding pages, the JSON API, sign-in).
 //! - [`registration`]: what an `OidcClient` registration means: client IDs, redirect URIs,
 //!   whom a client admits (pure).
@@ -33,8 +34,10 @@ pub mod index;
 pub mod lifecycle;
 pub mod mail;
 pub mod memory;
+pub mod oidc;
 pub mod portal;
 pub mod registration;
+pub mod signin;
 pub mod telemetry;
 
 mod error;

@@ -162,7 +162,9 @@ fn default_scopes() -> Vec<Scope> {
 }
 
 /// The algorithm ID tokens are signed with.
-#[derive(Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq, JsonSchema)]
+#[derive(
+    Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, JsonSchema,
+)]
 pub enum SigningAlgorithm {
     /// RSASSA-PKCS1-v1_5 with SHA-256 and a 2048-bit key.
     #[default]
