@@ -108,6 +108,17 @@ pub struct RunConfig {
     #[arg(long, env = "ROSTER_ISSUER_URL", value_parser = parse_issuer)]
     pub issuer_url: Option<IssuerUrl>,
 
+    /// The Secret, as NAMESPACE/NAME in roster's own namespace, that holds the issuer's
+    /// signing keys: roster creates it (type roster.dev/signing-keys) and rotates the keys
+    /// in it; every replica signs with the same keys. Required with --issuer-url.
+    #[arg(long, env = "ROSTER_SIGNING_KEYS_SECRET", requires = "issuer_url")]
+    pub signing_keys_secret: Option<ObjectName>,
+
+    /// How long a signing key signs before a new one takes over, as a duration (at least
+    /// 1h). The previous key stays published until every token it signed has expired.
+    #[arg(long, env = "ROSTER_SIGNING_KEY_ROTATION", default_value = "720h", value_parser = parse_rotation)]
+    pub signing_key_rotation: std::time::Duration,
+
     /// Namespaces whose OidcClients may admit other namespaces' Users (`userNamespaces`),
     /// comma-separated. Elsewhere a client that names another namespace reports
     /// UserNamespacesNotAllowed: a namespace admin cannot reach another tenant's people.
@@ -201,6 +212,16 @@ fn parse_issuer(text: &str) -> Result<IssuerUrl, String> {
     Ok(IssuerUrl(url.as_str().trim_end_matches('/').to_owned()))
 }
 
+/// A key rotation period: a duration of at least an hour (a retired key is published for a
+/// day, so a shorter one would pile keys up in the JWKS).
+fn parse_rotation(text: &str) -> Result<std::time::Duration, String> {
+    let duration = parse_duration(text)?;
+    if duration < std::time::Duration::from_secs(3600) {
+        return Err(format!("{text:?} must be at least 1h"));
+    }
+    Ok(duration)
+}
+
 /// A Go-style duration (`15m`, `1h30m`, `0`), at most a year.
 fn parse_duration(text: &str) -> Result<std::time::Duration, String> {
     let parsed: kube::core::Duration =
@@ -252,5 +273,7 @@ mod tests {
         for bad in ["-1m", "15", "forever", "9000h"] {
             assert!(parse_duration(bad).is_err(), "{bad}");
         }
+        assert!(parse_rotation("59m").is_err());
+        assert_eq!(parse_rotation("720h").unwrap(), std::time::Duration::from_secs(720 * 3600));
     }
 }

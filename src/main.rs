@@ -5,10 +5,12 @@ use std::process::ExitCode;
 use std::sync::Arc;
 
 use clap::{Parser, Subcommand};
+use k8s_openapi::jiff::SignedDuration;
 use roster::config::RunConfig;
 use roster::credentials::PasswordHasher;
 use roster::health::{self, Readiness};
 use roster::mail::Templates;
+use roster::oidc::{self, Issuer, key_store::KeyStore};
 use roster::portal::{self, Portal, rate_limit::RateLimiter};
 use roster::signin::SignIn;
 use roster::telemetry::{self, Metrics};
@@ -92,6 +94,26 @@ async fn run(config: RunConfig) -> roster::Result<()> {
     let portal =
         Arc::new(Portal::new(signin, config.password_policy(), config.org_name.clone(), &config.portal_url)?);
     let limiter = Arc::new(RateLimiter::new(config.portal_rate_limit, config.trusted_proxies.clone()));
+    let issuer_routes = match (&config.issuer_url, &config.signing_keys_secret) {
+        (None, _) => axum::Router::new(),
+        (Some(_), None) => {
+            return Err(Error::Startup("--issuer-url needs --signing-keys-secret (NAMESPACE/NAME)".into()));
+        }
+        (Some(url), Some(keys_secret)) => {
+            let schedule = oidc::keys::Schedule {
+                rotation: SignedDuration::try_from(config.signing_key_rotation)
+                    .map_err(|e| Error::Startup(format!("--signing-key-rotation: {e}")))?,
+                keep: oidc::keys::KEEP_RETIRED,
+            };
+            let (keys, watch) = KeyStore::new(&client, keys_secret.clone(), schedule);
+            let keys = Arc::new(keys);
+            tokio::spawn(watch);
+            tokio::spawn(keys.clone().keep(shutdown.clone()));
+            let issuer =
+                Issuer::new(&url.to_string(), keys, portal.clone(), config.oidc_trusted_namespaces.clone());
+            oidc::router(Arc::new(issuer))
+        }
+    };
 
     let server = async {
         let served =
@@ -100,7 +122,8 @@ async fn run(config: RunConfig) -> roster::Result<()> {
         served
     };
     let portal_server = async {
-        let served = portal::serve(config.portal_addr, portal, limiter, shutdown.clone()).await;
+        let served =
+            portal::serve(config.portal_addr, portal, limiter, issuer_routes, shutdown.clone()).await;
         shutdown.cancel();
         served
     };

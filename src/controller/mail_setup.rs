@@ -6,19 +6,15 @@
 //! restart. Until a watch has listed its object (again, after a watch error), a GET reads it.
 
 use std::collections::BTreeMap;
-use std::fmt::Debug;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 
+use futures::FutureExt;
 use futures::future::BoxFuture;
-use futures::{FutureExt, StreamExt};
 use k8s_openapi::api::core::v1::{ConfigMap, Secret};
-use kube::api::Api;
-use kube::runtime::reflector::{self, ObjectRef, Store};
-use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Client, Resource, ResourceExt};
-use serde::de::DeserializeOwned;
 use tokio::sync::Mutex;
+
+use super::watched::Watched;
 
 use crate::api::conditions::reasons;
 use crate::config::ObjectName;
@@ -89,7 +85,7 @@ impl MailSetup {
     pub async fn mailer(&self) -> Result<Mailer, SetupError> {
         let watched =
             self.smtp_secret.as_ref().ok_or_else(|| SetupError::Smtp("--smtp-secret is not set".into()))?;
-        let reference = &watched.reference;
+        let reference = watched.reference();
         let secret = watched.get().await.map_err(SetupError::Smtp)?;
         rebuilt(&self.mailer, secret.as_ref(), || {
             let settings = SmtpSettings::from_secret_data(secret.data.as_ref().unwrap_or(&BTreeMap::new()))
@@ -105,7 +101,7 @@ impl MailSetup {
         let Some(watched) = self.templates_configmap.as_ref() else {
             return Ok(self.built_in.clone());
         };
-        let reference = &watched.reference;
+        let reference = watched.reference();
         let map = watched.get().await.map_err(SetupError::Templates)?;
         rebuilt(&self.templates, map.as_ref(), || {
             Templates::new(map.data.as_ref().unwrap_or(&BTreeMap::new()))
@@ -133,69 +129,4 @@ async fn rebuilt<T: Clone>(
     let built = build()?;
     *cached = Some((version, built.clone()));
     Ok(built)
-}
-
-/// One named object kept current by a watch on its name (`metadata.name` field selector,
-/// which RBAC authorizes against `resourceNames`).
-struct Watched<K: Resource<DynamicType = ()> + 'static> {
-    reference: ObjectName,
-    client: Client,
-    store: Store<K>,
-    listed: Arc<AtomicBool>,
-}
-
-impl<K> Watched<K>
-where
-    K: Resource<DynamicType = (), Scope = kube::core::NamespaceResourceScope>
-        + Clone
-        + DeserializeOwned
-        + Debug
-        + Send
-        + Sync
-        + 'static,
-{
-    /// The watch of `reference` (none when it is `None`) and the future that runs it.
-    fn start(client: &Client, reference: Option<ObjectName>) -> (Option<Self>, BoxFuture<'static, ()>) {
-        let Some(reference) = reference else { return (None, futures::future::pending().boxed()) };
-        let (store, writer) = reflector::store();
-        let listed = Arc::new(AtomicBool::new(false));
-        let api = Api::<K>::namespaced(client.clone(), &reference.namespace);
-        let config = watcher::Config::default().fields(&format!("metadata.name={}", reference.name));
-        let done = listed.clone();
-        let kind = K::kind(&()).into_owned();
-        let watch =
-            reflector::reflector(writer, watcher(api, config).default_backoff().modify(super::cache::trim))
-                .for_each(move |event| {
-                    match event {
-                        Ok(watcher::Event::InitDone) => done.store(true, Ordering::Release),
-                        Ok(_) => {}
-                        // Until the watch has listed again, its copy may be stale: read instead.
-                        Err(error) => {
-                            done.store(false, Ordering::Release);
-                            // The error names the object, never a value from it.
-                            tracing::warn!(%kind, %error, "watching a settings object failed; retrying");
-                        }
-                    }
-                    futures::future::ready(())
-                })
-                .boxed();
-        (Some(Self { reference, client: client.clone(), store, listed }), watch)
-    }
-
-    /// The object as the watch last saw it, or — before the watch has listed it — as a GET
-    /// returns it. The error names the object and says what went wrong.
-    async fn get(&self) -> Result<Arc<K>, String> {
-        let kind = K::kind(&());
-        let reference = &self.reference;
-        if self.listed.load(Ordering::Acquire) {
-            let key = ObjectRef::new(&reference.name).within(&reference.namespace);
-            return self.store.get(&key).ok_or_else(|| format!("{kind} {reference} does not exist"));
-        }
-        let api = Api::<K>::namespaced(self.client.clone(), &reference.namespace);
-        api.get(&reference.name).await.map(Arc::new).map_err(|e| match e {
-            kube::Error::Api(status) if status.code == 404 => format!("{kind} {reference} does not exist"),
-            kube::Error::Api(status) => format!("reading {kind} {reference}: {}", status.message),
-            other => format!("reading {kind} {reference}: {other}"),
-        })
-    }
 }

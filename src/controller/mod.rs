@@ -14,6 +14,7 @@ mod password_reset;
 mod reset;
 mod user;
 mod verification;
+pub mod watched;
 
 use std::collections::{BTreeMap, HashMap};
 use std::fmt::Debug;
@@ -35,8 +36,8 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 use tokio_util::sync::CancellationToken;
 
-pub use cache::Caches;
 use cache::Informer;
+pub use cache::{Caches, controlled_by};
 pub use mail_setup::{MailSetup, SetupError, Undelivered};
 
 use crate::api::conditions::{self, Desired, reasons, status, types};

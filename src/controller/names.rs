@@ -35,6 +35,14 @@ pub const CLIENT_ID: &str = "clientID";
 /// Key of the client secret in an OidcClient's Secret (generated, or named by `secretRef`).
 pub const CLIENT_SECRET: &str = "clientSecret";
 
+/// Type of the issuer's signing keys Secret (`--signing-keys-secret`): the type is
+/// immutable, so it marks the Secret as roster's.
+pub const SIGNING_KEYS_TYPE: &str = "roster.dev/signing-keys";
+
+/// Type of a grant Secret (`<user>-grant-<random>`): what one OpenID Connect sign-in gave
+/// one client (hashes of its code and refresh token).
+pub const GRANT_TYPE: &str = "roster.dev/oidc-grant";
+
 /// Type of a user's email-verification token Secret (`<user>-email-verification`).
 pub const EMAIL_VERIFICATION_TYPE: &str = "roster.dev/email-verification-token";
 /// Key of when an email-verification link was sent (RFC 3339).

@@ -37,7 +37,7 @@ pub enum CredentialError {
 }
 
 /// Fills a buffer of `N` bytes from the OS random number generator.
-fn random_bytes<const N: usize>() -> Result<[u8; N], CredentialError> {
+pub fn random_bytes<const N: usize>() -> Result<[u8; N], CredentialError> {
     let mut bytes = [0u8; N];
     getrandom::fill(&mut bytes).map_err(|e| CredentialError::Random(e.to_string()))?;
     Ok(bytes)

@@ -1,5 +1,79 @@
 //! roster as an OpenID Connect provider for the people it manages, served by `roster run`
-//! under `--issuer-url` on the portal's port: discovery, keys, the authorization endpoint
-//! with its sign-in page, the token endpoint and userinfo.
+//! under `--issuer-url`'s path on the portal's port: discovery ([`discovery`]), keys
+//! ([`keys`], [`key_store`]), the authorization endpoint with its sign-in page
+//! ([`authorize`]), the token endpoint ([`exchange`]) and userinfo ([`userinfo`]). What was
+//! granted lives in a Secret per grant ([`grant`]), so it survives restarts and every replica
+//! sees it; the sign-in itself is [`crate::signin`]'s, the same as the portal's.
 
+pub mod authorize;
+pub mod claims;
+pub mod client_auth;
+pub mod discovery;
+pub mod exchange;
+pub mod grant;
+pub mod key_store;
 pub mod keys;
+pub mod request;
+pub mod tokens;
+pub mod userinfo;
+
+use std::sync::Arc;
+
+use axum::Router;
+use axum::routing::get;
+
+use crate::portal::Portal;
+use key_store::KeyStore;
+
+/// What the issuer's handlers share.
+pub struct Issuer {
+    /// The issuer URL, exactly as the `iss` claim carries it.
+    pub url: String,
+    /// Its path (`""` at the root), where the endpoints are served.
+    pub path: String,
+    /// The signing keys.
+    pub keys: Arc<KeyStore>,
+    /// The portal: its pages, its form guard and the shared sign-in.
+    pub portal: Arc<Portal>,
+    /// Namespaces whose clients may admit other namespaces' Users.
+    pub trusted_namespaces: Vec<String>,
+}
+
+impl Issuer {
+    /// The issuer at `url`.
+    pub fn new(url: &str, keys: Arc<KeyStore>, portal: Arc<Portal>, trusted_namespaces: Vec<String>) -> Self {
+        let path =
+            url::Url::parse(url).map(|u| u.path().trim_end_matches('/').to_owned()).unwrap_or_default();
+        Self { url: url.to_owned(), path, keys, portal, trusted_namespaces }
+    }
+
+    /// The public URL of the endpoint at `path` (which starts with `/`).
+    pub fn endpoint(&self, path: &str) -> String {
+        format!("{}{path}", self.url)
+    }
+
+    /// The endpoint's path on this server, as the pages link to it.
+    pub fn endpoint_path(&self, path: &str) -> String {
+        format!("{}{path}", self.path)
+    }
+}
+
+/// The issuer's routes, under its path; merged into the portal's router, so its guards
+/// (rate limit, security headers, body limit) apply.
+pub fn router(issuer: Arc<Issuer>) -> Router {
+    let at = |path: &str| issuer.endpoint_path(path);
+    let router = Router::new()
+        .route(&at("/.well-known/openid-configuration"), get(discovery::configuration))
+        .route(&at("/keys"), get(discovery::keys))
+        .route(&at("/authorize"), get(authorize::start).post(authorize::sign_in))
+        .route(&at("/token"), axum::routing::post(exchange::token))
+        .route(&at("/userinfo"), get(userinfo::userinfo).post(userinfo::userinfo));
+    // Under a path of its own, the pages find the stylesheet there too (the Ingress may
+    // route only that path to roster).
+    let router = if issuer.path.is_empty() {
+        router
+    } else {
+        router.route(&at("/assets/portal.css"), get(crate::portal::pages::stylesheet))
+    };
+    router.with_state(issuer)
+}

@@ -40,7 +40,9 @@ pub async fn rate_limit(
 
 /// Headers on every response: nothing is cached (pages show secrets, links carry tokens),
 /// nothing may frame the portal, no referrer leaks the token in the URL, and the content
-/// security policy allows only the portal's own stylesheet and inline QR images.
+/// security policy allows only the portal's own stylesheet and inline QR images. A handler
+/// that set its own cache policy or content security policy (public discovery documents;
+/// the sign-in page, whose form ends in a redirect to the application) keeps it.
 pub async fn security_headers(request: Request, next: Next) -> Response {
     let mut response = next.run(request).await;
     let headers = response.headers_mut();
@@ -55,7 +57,9 @@ pub async fn security_headers(request: Request, next: Next) -> Response {
         (header::REFERRER_POLICY, "no-referrer"),
         (header::X_CONTENT_TYPE_OPTIONS, "nosniff"),
     ] {
-        headers.insert(name, HeaderValue::from_static(value));
+        if !headers.contains_key(&name) {
+            headers.insert(name, HeaderValue::from_static(value));
+        }
     }
     response
 }

@@ -88,10 +88,11 @@ impl Portal {
 
 use crate::signin::who;
 
-/// Every route of the portal, with its guards: rate limit per client address, security
-/// headers, a body size limit.
-pub fn router(portal: Arc<Portal>, limiter: Arc<rate_limit::RateLimiter>) -> Router {
-    Router::new()
+/// Every route of the portal and the `more` routes served beside it (the OpenID Connect
+/// issuer), with its guards: rate limit per client address, security headers, a body size
+/// limit.
+pub fn router(portal: Arc<Portal>, limiter: Arc<rate_limit::RateLimiter>, more: Router) -> Router {
+    let own = Router::new()
         .route("/invite/{token}", get(pages::invite).post(pages::invite_step))
         .route("/assets/portal.css", get(pages::stylesheet))
         .route("/api/v1/invites/{token}", get(api::invite))
@@ -109,11 +110,12 @@ pub fn router(portal: Arc<Portal>, limiter: Arc<rate_limit::RateLimiter>) -> Rou
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(api::readyz))
         .fallback(pages::not_found)
+        .with_state(portal);
+    own.merge(more)
         .layer(DefaultBodyLimit::max(BODY_LIMIT))
         .layer(axum::middleware::from_fn_with_state(limiter, guard::rate_limit))
         // Outermost: a 429 carries the same headers as every other answer.
         .layer(axum::middleware::from_fn(guard::security_headers))
-        .with_state(portal)
 }
 
 /// Serves the portal on `addr` until `shutdown` is cancelled.
@@ -121,13 +123,14 @@ pub async fn serve(
     addr: SocketAddr,
     portal: Arc<Portal>,
     limiter: Arc<rate_limit::RateLimiter>,
+    more: Router,
     shutdown: CancellationToken,
 ) -> Result<()> {
     let listener = tokio::net::TcpListener::bind(addr)
         .await
         .map_err(|e| Error::Startup(format!("binding the portal to {addr}: {e}")))?;
     tracing::info!(%addr, "serving the portal");
-    axum::serve(listener, router(portal, limiter).into_make_service_with_connect_info::<SocketAddr>())
+    axum::serve(listener, router(portal, limiter, more).into_make_service_with_connect_info::<SocketAddr>())
         .with_graceful_shutdown(shutdown.cancelled_owned())
         .await
         .map_err(|e| Error::Startup(format!("serving the portal: {e}")))

@@ -23,7 +23,7 @@ use super::reenrolment::{self, OpenReset};
 use super::verification;
 use crate::api::User;
 
-const TEMPLATES: [(&str, &str); 8] = [
+const TEMPLATES: [(&str, &str); 10] = [
     ("base.html", include_str!("templates/base.html")),
     ("password.html", include_str!("templates/password.html")),
     ("reset_password.html", include_str!("templates/reset_password.html")),
@@ -32,6 +32,8 @@ const TEMPLATES: [(&str, &str); 8] = [
     ("totp.html", include_str!("templates/totp.html")),
     ("done.html", include_str!("templates/done.html")),
     ("problem.html", include_str!("templates/problem.html")),
+    ("signin.html", include_str!("templates/signin.html")),
+    ("denied.html", include_str!("templates/denied.html")),
 ];
 const STYLESHEET: &str = include_str!("templates/portal.css");
 
@@ -50,7 +52,8 @@ impl Pages {
         Ok(Self { env })
     }
 
-    fn render(&self, status: StatusCode, name: &str, values: Value) -> Response {
+    /// The page `name` rendered with `values` (a 500 page when a template fails).
+    pub fn render(&self, status: StatusCode, name: &str, values: Value) -> Response {
         match self.env.get_template(name).and_then(|t| t.render(values)) {
             Ok(html) => (status, Html(html)).into_response(),
             Err(error) => {

@@ -260,6 +260,73 @@ pub async fn sign_in(
     })
 }
 
+/// Why a person who proved who they are may not hold tokens now.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Barrier {
+    /// The User is deactivated (`state: Inactive`).
+    Inactive,
+    /// Too many failed sign-ins locked the account.
+    Locked,
+    /// The directory refuses the User (a duplicate email or username, a domain not allowed).
+    Refused,
+    /// An MfaReset cleared the authenticator: the person must enrol a new one first.
+    Reenrolment,
+}
+
+impl Barrier {
+    /// What the person is told.
+    pub fn message(self) -> &'static str {
+        match self {
+            Self::Inactive => "Your account is deactivated. Ask your administrator.",
+            Self::Locked => {
+                "Your account is locked after too many failed sign-ins. Try again later, or ask your administrator."
+            }
+            Self::Refused => {
+                "Your account cannot be used until your administrator resolves a conflict with another account."
+            }
+            Self::Reenrolment => {
+                "Your authenticator was reset. Set up a new one through the link you were emailed first."
+            }
+        }
+    }
+}
+
+/// What stops a person from holding tokens now, if anything (pure).
+pub fn barrier_of(
+    active: bool,
+    directory_ok: bool,
+    standing: Standing,
+    facts: &CredentialFacts,
+    mfa_required: bool,
+) -> Option<Barrier> {
+    if !active {
+        Some(Barrier::Inactive)
+    } else if standing.is_locked() {
+        Some(Barrier::Locked)
+    } else if !directory_ok {
+        Some(Barrier::Refused)
+    } else if !facts.totp_enrolled && (mfa_required || facts.mfa_reset_uid.is_some()) {
+        Some(Barrier::Reenrolment)
+    } else {
+        None
+    }
+}
+
+impl SignIn {
+    /// What stops `user` (with `credentials`) from holding tokens now: asked at sign-in, at
+    /// every refresh and at every userinfo request.
+    pub fn barrier(&self, user: &User, credentials: &Secret, now: Timestamp) -> Option<Barrier> {
+        let facts = CredentialFacts::of(credentials);
+        barrier_of(
+            user.spec.state == UserState::Active,
+            self.caches.directory_conflict(user, &self.allowed_email_domains).is_none(),
+            self.lockout.of(&facts, now),
+            &facts,
+            user.spec.mfa.required,
+        )
+    }
+}
+
 /// `namespace/name` of a user, for logs.
 pub fn who(user: &User) -> String {
     format!("{}/{}", user.namespace().unwrap_or_default(), user.name_any())
@@ -335,6 +402,28 @@ mod tests {
         assert_eq!(verdict(&inactive_password_only, 5), Verdict::Ignored, "nor does deactivation");
         assert_eq!(verdict(&attempt(false, Some(7), locked, true), 5), Verdict::Ignored);
         assert_eq!(verdict(&attempt(false, Some(7), OPEN, false), 5), Verdict::Ignored, "nothing counted");
+    }
+
+    #[test]
+    fn tokens_wait_for_activation_unlock_agreement_and_a_new_authenticator() {
+        let facts = CredentialFacts { password_set: true, totp_enrolled: true, ..Default::default() };
+        let open = Standing::Open { failed: 0 };
+        assert_eq!(barrier_of(true, true, open, &facts, true), None);
+        assert_eq!(barrier_of(false, true, open, &facts, true), Some(Barrier::Inactive));
+        assert_eq!(
+            barrier_of(true, true, Standing::Locked { until: None }, &facts, true),
+            Some(Barrier::Locked)
+        );
+        assert_eq!(barrier_of(true, false, open, &facts, true), Some(Barrier::Refused));
+        let reset =
+            CredentialFacts { totp_enrolled: false, mfa_reset_uid: Some("r".into()), ..facts.clone() };
+        assert_eq!(
+            barrier_of(true, true, open, &reset, false),
+            Some(Barrier::Reenrolment),
+            "even where MFA is optional"
+        );
+        let never = CredentialFacts { totp_enrolled: false, ..facts };
+        assert_eq!(barrier_of(true, true, open, &never, false), None, "password-only users are fine");
     }
 
     #[test]

@@ -1,0 +1,496 @@
+//! A grant: what one sign-in gave one client — the authorization code until it is redeemed,
+//! then the refresh-token family. One Secret per grant (`<user>-grant-<random>`, type
+//! roster.dev/oidc-grant) in the User's namespace, owned by the User: it survives restarts,
+//! every replica reads it, and deleting the User deletes it. Only hashes of the code and
+//! refresh tokens are stored; each write carries the resourceVersion it decided on, so a
+//! code is redeemed once and a refresh token rotates once, whichever replica is asked.
+//!
+//! A token names its grant: `<locator>.<secret>`, where the locator is the base64url of
+//! `namespace/name` (public: it says which Secret to read, not what is in it).
+
+use std::collections::BTreeMap;
+
+use base64::Engine as _;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use k8s_openapi::ByteString;
+use k8s_openapi::api::core::v1::Secret;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
+use k8s_openapi::jiff::{SignedDuration, Timestamp};
+use kube::api::{Api, DeleteParams, ObjectMeta, PostParams, Preconditions};
+use kube::{Client, Resource, ResourceExt};
+use sha2::{Digest, Sha256};
+
+use super::request::{AuthRequest, pkce_verified};
+use crate::api::{Scope, User};
+use crate::controller::names::{GRANT_TYPE, USER_LABEL};
+use crate::credentials::record::{PASSWORD_HASH, TOTP_SECRET};
+use crate::credentials::{Token, hash_token, hashes_match};
+use crate::facts::{Changes, text};
+
+/// How long an authorization code may wait to be redeemed.
+pub const CODE_LIFETIME: SignedDuration = SignedDuration::from_secs(60);
+/// Spent refresh tokens remembered per grant, to tell reuse (revoke) from garbage.
+const SPENT_KEPT: usize = 16;
+
+const CLIENT: &str = "client";
+const USER_UID: &str = "userUID";
+const SCOPE: &str = "scope";
+const NONCE: &str = "nonce";
+const AUTH_TIME: &str = "authTime";
+const AMR: &str = "amr";
+const REDIRECT_URI: &str = "redirectUri";
+const CHALLENGE: &str = "codeChallenge";
+const CODE_HASH: &str = "codeHash";
+const CODE_EXPIRES_AT: &str = "codeExpiresAt";
+const CODE_REDEEMED_AT: &str = "codeRedeemedAt";
+const REFRESH_HASH: &str = "refreshHash";
+const REFRESH_EXPIRES_AT: &str = "refreshExpiresAt";
+const SPENT_REFRESH: &str = "spentRefreshHashes";
+const STAMP: &str = "credentialsStamp";
+const CREATED_AT: &str = "createdAt";
+const LAST_USED_AT: &str = "lastUsedAt";
+
+/// A grant as its Secret says.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Grant {
+    /// The client ID it was given to.
+    pub client: String,
+    /// The uid of the User it is for.
+    pub user_uid: String,
+    /// The scopes granted.
+    pub scopes: Vec<Scope>,
+    /// The authorization request's nonce.
+    pub nonce: Option<String>,
+    /// When the person proved who they are.
+    pub auth_time: Timestamp,
+    /// How (`pwd`, `otp`).
+    pub amr: Vec<String>,
+    /// The redirect URI the code was sent to.
+    pub redirect_uri: String,
+    /// The PKCE challenge.
+    pub challenge: String,
+    /// SHA-256 of the code.
+    pub code_hash: String,
+    /// Until when the code may be redeemed.
+    pub code_expires_at: Option<Timestamp>,
+    /// Whether the code was redeemed.
+    pub code_redeemed: bool,
+    /// SHA-256 of the current refresh token.
+    pub refresh_hash: Option<String>,
+    /// Until when it works.
+    pub refresh_expires_at: Option<Timestamp>,
+    /// Hashes of refresh tokens already used, newest last.
+    pub spent: Vec<String>,
+    /// The credentials the person signed in with ([`stamp`]).
+    pub stamp: String,
+}
+
+impl Grant {
+    /// Reads a grant Secret; `None` when it is not one.
+    pub fn of(secret: &Secret) -> Option<Self> {
+        if secret.type_.as_deref() != Some(GRANT_TYPE) {
+            return None;
+        }
+        let get = |key| text(secret, key).map(str::to_owned);
+        let time = |key| text(secret, key).and_then(|v| v.parse::<Timestamp>().ok());
+        let words =
+            |key| get(key).map(|v| v.split(' ').map(str::to_owned).collect::<Vec<_>>()).unwrap_or_default();
+        Some(Self {
+            client: get(CLIENT)?,
+            user_uid: get(USER_UID)?,
+            scopes: words(SCOPE).iter().filter_map(|s| scope_named(s)).collect(),
+            nonce: get(NONCE),
+            auth_time: time(AUTH_TIME)?,
+            amr: words(AMR),
+            redirect_uri: get(REDIRECT_URI)?,
+            challenge: get(CHALLENGE)?,
+            code_hash: get(CODE_HASH)?,
+            code_expires_at: time(CODE_EXPIRES_AT),
+            code_redeemed: get(CODE_REDEEMED_AT).is_some(),
+            refresh_hash: get(REFRESH_HASH),
+            refresh_expires_at: time(REFRESH_EXPIRES_AT),
+            spent: words(SPENT_REFRESH),
+            stamp: get(STAMP).unwrap_or_default(),
+        })
+    }
+}
+
+fn scope_named(name: &str) -> Option<Scope> {
+    serde_json::from_value(serde_json::Value::String(name.to_owned())).ok()
+}
+
+/// A fingerprint of the person's password hash and TOTP secret: a grant made with other
+/// credentials (before a PasswordReset, an MfaReset, a password change) is void.
+pub fn stamp(credentials: &Secret) -> String {
+    let mut hasher = Sha256::new();
+    hasher.update(text(credentials, PASSWORD_HASH).unwrap_or_default().as_bytes());
+    hasher.update([0]);
+    hasher.update(text(credentials, TOTP_SECRET).unwrap_or_default().as_bytes());
+    hex::encode(&hasher.finalize()[..12])
+}
+
+/// The locator of the grant `name` in `namespace`.
+pub fn locator(namespace: &str, name: &str) -> String {
+    URL_SAFE_NO_PAD.encode(format!("{namespace}/{name}"))
+}
+
+/// The grant a locator names: `(namespace, name)`.
+pub fn located(locator: &str) -> Option<(String, String)> {
+    let bytes = URL_SAFE_NO_PAD.decode(locator).ok()?;
+    let text = String::from_utf8(bytes).ok()?;
+    let (namespace, name) = text.split_once('/')?;
+    // A namespace is a DNS label, a Secret's name a DNS subdomain: nothing else is looked up.
+    let label = |s: &str| {
+        (1..=63).contains(&s.len())
+            && s.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+            && !s.starts_with('-')
+            && !s.ends_with('-')
+    };
+    let sound = label(namespace) && name.len() <= 253 && name.split('.').all(label);
+    sound.then(|| (namespace.to_owned(), name.to_owned()))
+}
+
+/// The grant a code or refresh token names, and the hash it is stored as.
+pub fn token_grant(token: &str) -> Option<(String, String, String)> {
+    let (locator, secret) = token.split_once('.')?;
+    if secret.len() != 43 {
+        return None;
+    }
+    let (namespace, name) = located(locator)?;
+    Some((namespace, name, hash_token(token)))
+}
+
+/// A fresh token for the grant at `locator`.
+fn new_token(locator: &str) -> Result<String, crate::credentials::CredentialError> {
+    Ok(format!("{locator}.{}", Token::generate()?.expose()))
+}
+
+/// What presenting a code leads to.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum CodeVerdict {
+    /// Redeem it: tokens are issued.
+    Redeem,
+    /// It was redeemed before: the grant is revoked (RFC 6749 §4.1.2).
+    Reused,
+    /// `invalid_grant`, for this reason (logged, not told).
+    Refused(&'static str),
+}
+
+/// Judges a code presented by `client` with `redirect_uri` and the PKCE `verifier`.
+pub fn judge_code(
+    grant: &Grant,
+    hash: &str,
+    client: &str,
+    redirect_uri: &str,
+    verifier: &str,
+    now: Timestamp,
+) -> CodeVerdict {
+    if !hashes_match(hash, &grant.code_hash) {
+        return CodeVerdict::Refused("not this grant's code");
+    }
+    if grant.code_redeemed {
+        return CodeVerdict::Reused;
+    }
+    if grant.client != client {
+        return CodeVerdict::Refused("issued to another client");
+    }
+    if grant.code_expires_at.is_none_or(|expires| expires <= now) {
+        return CodeVerdict::Refused("expired");
+    }
+    if grant.redirect_uri != redirect_uri {
+        return CodeVerdict::Refused("another redirect_uri");
+    }
+    if !pkce_verified(verifier, &grant.challenge) {
+        return CodeVerdict::Refused("PKCE verifier does not match");
+    }
+    CodeVerdict::Redeem
+}
+
+/// What presenting a refresh token leads to.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum RefreshVerdict {
+    /// Rotate it: new tokens.
+    Rotate,
+    /// An already used token: the whole family is revoked.
+    Reused,
+    /// `invalid_grant`, for this reason.
+    Refused(&'static str),
+}
+
+/// Judges a refresh token presented by `client`.
+pub fn judge_refresh(grant: &Grant, hash: &str, client: &str, now: Timestamp) -> RefreshVerdict {
+    if grant.spent.iter().any(|spent| hashes_match(hash, spent)) {
+        return RefreshVerdict::Reused;
+    }
+    if !grant.refresh_hash.as_deref().is_some_and(|current| hashes_match(hash, current)) {
+        return RefreshVerdict::Refused("not this grant's refresh token");
+    }
+    if grant.client != client {
+        return RefreshVerdict::Refused("issued to another client");
+    }
+    if grant.refresh_expires_at.is_none_or(|expires| expires <= now) {
+        return RefreshVerdict::Refused("expired");
+    }
+    RefreshVerdict::Rotate
+}
+
+/// The changes that redeem the code (or rotate the refresh token): a new refresh token
+/// when the grant carries offline_access, valid for `refresh_lifetime`; the spent one
+/// remembered.
+pub fn issue_refresh(
+    grant: &Grant,
+    locator: &str,
+    now: Timestamp,
+    refresh_lifetime: SignedDuration,
+) -> Result<(Option<String>, Changes), crate::credentials::CredentialError> {
+    let mut changes = Changes::from([(LAST_USED_AT, Some(now.to_string()))]);
+    if !grant.code_redeemed {
+        changes.insert(CODE_REDEEMED_AT, Some(now.to_string()));
+    }
+    if let Some(spent) = &grant.refresh_hash {
+        let mut kept: Vec<&str> = grant.spent.iter().map(String::as_str).collect();
+        kept.push(spent);
+        let from = kept.len().saturating_sub(SPENT_KEPT);
+        changes.insert(SPENT_REFRESH, Some(kept[from..].join(" ")));
+    }
+    if !grant.scopes.contains(&Scope::OfflineAccess) {
+        changes.insert(REFRESH_HASH, None);
+        return Ok((None, changes));
+    }
+    let token = new_token(locator)?;
+    changes.insert(REFRESH_HASH, Some(hash_token(&token)));
+    changes.insert(REFRESH_EXPIRES_AT, Some((now + refresh_lifetime).to_string()));
+    Ok((Some(token), changes))
+}
+
+/// Makes the grant for a signed-in `user` and the checked `request`; answers the code.
+#[allow(clippy::too_many_arguments)]
+pub async fn create(
+    client: &Client,
+    user: &User,
+    request: &AuthRequest,
+    amr: &[&str],
+    auth_time: Timestamp,
+    stamp: String,
+    now: Timestamp,
+) -> Result<String, GrantError> {
+    let namespace = user.namespace().unwrap_or_default();
+    let suffix = hex::encode(crate::credentials::random_bytes::<5>().map_err(GrantError::Random)?);
+    let name = format!("{}-grant-{suffix}", user.name_any());
+    let code = new_token(&locator(&namespace, &name)).map_err(GrantError::Random)?;
+    let scopes: Vec<&str> = request.scopes.iter().map(|s| s.as_str()).collect();
+    let mut data: BTreeMap<&str, String> = BTreeMap::from([
+        (CLIENT, request.client_id.clone()),
+        (USER_UID, user.metadata.uid.clone().unwrap_or_default()),
+        (SCOPE, scopes.join(" ")),
+        (AUTH_TIME, auth_time.to_string()),
+        (AMR, amr.join(" ")),
+        (REDIRECT_URI, request.redirect_uri.clone()),
+        (CHALLENGE, request.challenge.clone()),
+        (CODE_HASH, hash_token(&code)),
+        (CODE_EXPIRES_AT, (now + CODE_LIFETIME).to_string()),
+        (STAMP, stamp),
+        (CREATED_AT, now.to_string()),
+    ]);
+    if let Some(nonce) = &request.nonce {
+        data.insert(NONCE, nonce.clone());
+    }
+    let owner = OwnerReference {
+        api_version: User::api_version(&()).into_owned(),
+        kind: User::kind(&()).into_owned(),
+        name: user.name_any(),
+        uid: user.metadata.uid.clone().unwrap_or_default(),
+        controller: Some(true),
+        block_owner_deletion: Some(false),
+    };
+    let secret = Secret {
+        metadata: ObjectMeta {
+            name: Some(name),
+            namespace: Some(namespace.clone()),
+            labels: Some(BTreeMap::from([
+                ("app.kubernetes.io/managed-by".to_owned(), "roster".to_owned()),
+                (USER_LABEL.to_owned(), user.name_any()),
+            ])),
+            owner_references: Some(vec![owner]),
+            ..Default::default()
+        },
+        type_: Some(GRANT_TYPE.to_owned()),
+        data: Some(data.into_iter().map(|(k, v)| (k.to_owned(), ByteString(v.into_bytes()))).collect()),
+        ..Default::default()
+    };
+    Api::<Secret>::namespaced(client.clone(), &namespace)
+        .create(&PostParams::default(), &secret)
+        .await
+        .map_err(|e| GrantError::Kube(Box::new(e)))?;
+    Ok(code)
+}
+
+/// The grant Secret `name` in `namespace`, as the API server has it now (a code is redeemed
+/// moments after it was made, maybe by another replica: the watch may not have it yet).
+pub async fn read(client: &Client, namespace: &str, name: &str) -> Result<Option<Secret>, GrantError> {
+    Api::<Secret>::namespaced(client.clone(), namespace)
+        .get_opt(name)
+        .await
+        .map_err(|e| GrantError::Kube(Box::new(e)))
+}
+
+/// Deletes the grant (the version that was judged, by uid): its refresh tokens stop working.
+pub async fn revoke(client: &Client, secret: &Secret) -> Result<(), GrantError> {
+    let params = DeleteParams {
+        preconditions: Some(Preconditions { uid: secret.metadata.uid.clone(), resource_version: None }),
+        ..DeleteParams::default()
+    };
+    match Api::<Secret>::namespaced(client.clone(), &secret.namespace().unwrap_or_default())
+        .delete(&secret.name_any(), &params)
+        .await
+    {
+        Ok(_) => Ok(()),
+        Err(kube::Error::Api(status)) if status.code == 404 || status.code == 409 => Ok(()),
+        Err(e) => Err(GrantError::Kube(Box::new(e))),
+    }
+}
+
+/// Why a grant could not be made, read or changed.
+#[derive(Debug, thiserror::Error)]
+pub enum GrantError {
+    /// The OS random source failed.
+    #[error("no randomness for a token: {0}")]
+    Random(crate::credentials::CredentialError),
+    /// The API server refused or was unreachable.
+    #[error("writing or reading a grant: {0}")]
+    Kube(Box<kube::Error>),
+}
+
+/// A grant for tests elsewhere.
+#[cfg(test)]
+pub(crate) fn tests_grant(scopes: Vec<Scope>) -> Grant {
+    Grant { scopes, ..tests::grant() }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const VERIFIER: &str = "dBjftJeZ4CVP-mB92K27uhbUJU1p1r_wW1gFWFOEjXk";
+
+    fn at(text: &str) -> Timestamp {
+        text.parse().unwrap()
+    }
+
+    pub(super) fn grant() -> Grant {
+        Grant {
+            client: "team.app".into(),
+            user_uid: "u1".into(),
+            scopes: vec![Scope::OpenId, Scope::OfflineAccess],
+            nonce: None,
+            auth_time: at("2026-01-01T00:00:00Z"),
+            amr: vec!["pwd".into()],
+            redirect_uri: "https://app.example.com/cb".into(),
+            challenge: "E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-cM".into(),
+            code_hash: hash_token("code"),
+            code_expires_at: Some(at("2026-01-01T00:01:00Z")),
+            code_redeemed: false,
+            refresh_hash: None,
+            refresh_expires_at: None,
+            spent: vec![],
+            stamp: "s".into(),
+        }
+    }
+
+    #[test]
+    fn a_code_is_redeemed_once_by_its_client_in_time_with_its_verifier() {
+        let now = at("2026-01-01T00:00:30Z");
+        let code = hash_token("code");
+        let judge = |g: &Grant, client, uri, verifier, now| judge_code(g, &code, client, uri, verifier, now);
+        let uri = "https://app.example.com/cb";
+        assert_eq!(judge(&grant(), "team.app", uri, VERIFIER, now), CodeVerdict::Redeem);
+        assert_eq!(
+            judge(&grant(), "other.app", uri, VERIFIER, now),
+            CodeVerdict::Refused("issued to another client")
+        );
+        assert_eq!(
+            judge(&grant(), "team.app", "https://app.example.com/other", VERIFIER, now),
+            CodeVerdict::Refused("another redirect_uri")
+        );
+        let wrong = "x".repeat(43);
+        assert_eq!(
+            judge(&grant(), "team.app", uri, &wrong, now),
+            CodeVerdict::Refused("PKCE verifier does not match")
+        );
+        assert_eq!(
+            judge(&grant(), "team.app", uri, VERIFIER, at("2026-01-01T00:01:00Z")),
+            CodeVerdict::Refused("expired")
+        );
+        let redeemed = Grant { code_redeemed: true, ..grant() };
+        assert_eq!(
+            judge(&redeemed, "team.app", uri, VERIFIER, now),
+            CodeVerdict::Reused,
+            "even from another client"
+        );
+        assert_eq!(judge(&redeemed, "other.app", uri, VERIFIER, now), CodeVerdict::Reused);
+        assert_eq!(
+            judge_code(&grant(), &hash_token("guess"), "team.app", uri, VERIFIER, now),
+            CodeVerdict::Refused("not this grant's code")
+        );
+    }
+
+    #[test]
+    fn refresh_tokens_rotate_and_a_spent_one_revokes_the_family() {
+        let now = at("2026-01-02T00:00:00Z");
+        let (first, changes) = issue_refresh(&grant(), "loc", now, SignedDuration::from_hours(1)).unwrap();
+        let first = first.unwrap();
+        assert!(first.starts_with("loc."));
+        assert_eq!(changes[REFRESH_HASH].as_deref(), Some(hash_token(&first).as_str()));
+        assert!(changes[CODE_REDEEMED_AT].is_some());
+        let live = Grant {
+            code_redeemed: true,
+            refresh_hash: Some(hash_token(&first)),
+            refresh_expires_at: Some(now + SignedDuration::from_hours(1)),
+            ..grant()
+        };
+        assert_eq!(judge_refresh(&live, &hash_token(&first), "team.app", now), RefreshVerdict::Rotate);
+        assert_eq!(
+            judge_refresh(&live, &hash_token(&first), "other.app", now),
+            RefreshVerdict::Refused("issued to another client")
+        );
+        assert_eq!(
+            judge_refresh(&live, &hash_token(&first), "team.app", now + SignedDuration::from_hours(1)),
+            RefreshVerdict::Refused("expired")
+        );
+        assert_eq!(
+            judge_refresh(&live, &hash_token("guess"), "team.app", now),
+            RefreshVerdict::Refused("not this grant's refresh token")
+        );
+        let (second, changes) = issue_refresh(&live, "loc", now, SignedDuration::from_hours(1)).unwrap();
+        assert_ne!(second.as_deref(), Some(first.as_str()));
+        assert_eq!(changes[SPENT_REFRESH].as_deref(), Some(hash_token(&first).as_str()));
+        assert!(!changes.contains_key(CODE_REDEEMED_AT), "redeemed once");
+        let rotated = Grant {
+            spent: vec![hash_token(&first)],
+            refresh_hash: second.as_deref().map(hash_token),
+            ..live
+        };
+        assert_eq!(judge_refresh(&rotated, &hash_token(&first), "team.app", now), RefreshVerdict::Reused);
+    }
+
+    #[test]
+    fn without_offline_access_there_is_no_refresh_token() {
+        let online = Grant { scopes: vec![Scope::OpenId], ..grant() };
+        let (token, changes) =
+            issue_refresh(&online, "loc", at("2026-01-01T00:00:10Z"), SignedDuration::from_hours(1)).unwrap();
+        assert_eq!(token, None);
+        assert_eq!(changes[REFRESH_HASH], None);
+    }
+
+    #[test]
+    fn locators_name_a_namespace_and_a_secret_only() {
+        let loc = locator("team", "jane-grant-0a1b2c3d4e");
+        assert_eq!(located(&loc), Some(("team".into(), "jane-grant-0a1b2c3d4e".into())));
+        let token = format!("{loc}.{}", "a".repeat(43));
+        assert_eq!(token_grant(&token).unwrap().2, hash_token(&token));
+        assert_eq!(located(&URL_SAFE_NO_PAD.encode("../x")), None);
+        assert_eq!(located(&URL_SAFE_NO_PAD.encode("team/Jane")), None);
+        assert_eq!(token_grant(&format!("{loc}.short")), None);
+        assert_eq!(token_grant("garbage"), None);
+    }
+}

@@ -1,0 +1,59 @@
+//! Userinfo (`GET` or `POST /userinfo` with a bearer access token): the person's claims as
+//! the User says now, for the scopes of the grant — only while the grant exists and the
+//! person may still hold tokens (a revoked grant or a deactivated user gets 401 at once,
+//! before the access token expires).
+
+use std::sync::Arc;
+
+use axum::Json;
+use axum::extract::State;
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use k8s_openapi::jiff::Timestamp;
+use kube::runtime::reflector::ObjectRef;
+use serde_json::Value;
+
+use super::exchange::{owner, still_allowed};
+use super::grant::{self, Grant};
+use super::{Issuer, claims, client_auth, tokens};
+
+fn unauthorized() -> Response {
+    let mut response = StatusCode::UNAUTHORIZED.into_response();
+    response
+        .headers_mut()
+        .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer error=\"invalid_token\""));
+    response
+}
+
+/// `GET|POST /userinfo`.
+pub async fn userinfo(State(issuer): State<Arc<Issuer>>, headers: HeaderMap) -> Response {
+    let Some(token) = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+    else {
+        return unauthorized();
+    };
+    let Ok(ring) = issuer.keys.keyring().await else {
+        return StatusCode::SERVICE_UNAVAILABLE.into_response();
+    };
+    let Some(access) = tokens::verify_access_token(&ring, &issuer.url, token.trim()) else {
+        return unauthorized();
+    };
+    let Some((namespace, name)) = grant::located(&access.sid) else { return unauthorized() };
+    // The grant existed when the token was signed, so the watch has it unless it is gone.
+    let Some(secret) = issuer.portal.caches.secrets.get(&ObjectRef::new(&name).within(&namespace)) else {
+        return unauthorized();
+    };
+    let (Some(found), Some(user)) = (Grant::of(&secret), owner(&issuer, &secret)) else {
+        return unauthorized();
+    };
+    let Some(client) = client_auth::registered(&issuer, &found.client) else { return unauthorized() };
+    if found.user_uid != access.sub
+        || still_allowed(&issuer, &client, &user, &found, Timestamp::now()).is_err()
+    {
+        return unauthorized();
+    }
+    let verified = claims::email_verified(&user, issuer.portal.caches.credentials_of(&user).as_deref());
+    Json(Value::Object(claims::claims(&user, &found.scopes, verified))).into_response()
+}
