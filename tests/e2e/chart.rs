@@ -209,6 +209,8 @@ async fn rbac_proof() -> anyhow::Result<()> {
         "crds.enabled=false",
         "--set",
         "smtp.secretName=smtp",
+        "--set",
+        "issuerUrl=https://id.example.test",
     ];
     command(&helm, &install, config, None)?;
 

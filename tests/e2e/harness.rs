@@ -102,6 +102,10 @@ pub fn repo_path(relative: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join(relative)
 }
 
+/// The signing keys Secret operators under test share (in the SMTP Secret's namespace), as
+/// the chart names it for a release called roster.
+pub const SIGNING_KEYS: &str = "roster-signing-keys";
+
 /// The `--issuer-url` operators under test run with.
 pub const ISSUER: &str = "https://id.example.test";
 
@@ -132,6 +136,7 @@ impl Operator {
             format!("--smtp-secret={}/{}", SMTP_SECRET.0, SMTP_SECRET.1),
             "--org-name=Example Corp".to_owned(),
             format!("--issuer-url={ISSUER}"),
+            format!("--signing-keys-secret={}/{SIGNING_KEYS}", SMTP_SECRET.0),
             "--log-level=info,roster=debug".to_owned(),
         ];
         // A flag given in `extra` replaces the default (clap refuses a flag given twice).

@@ -44,8 +44,24 @@ fn check() -> anyhow::Result<()> {
             ("a pending TOTP secret", "totpPending\":"),
             ("an OIDC client secret", crate::oidc_clients::BROUGHT_SECRET),
             ("Secret data", "clientSecret\":"),
+            ("a signing key", "PRIVATE KEY"),
+            ("Secret data", "keys.json\":"),
+            ("a grant's code hash", "codeHash\":"),
+            ("a grant's refresh token hash", "refreshHash\":"),
         ] {
             ensure!(!text.contains(needle), "{} contains {what}", log.display());
+        }
+        for issued in crate::oidc::ISSUED.lock().unwrap_or_else(|p| p.into_inner()).iter() {
+            ensure!(
+                !text.contains(issued.as_str()),
+                "{} contains an OpenID Connect code or token",
+                log.display()
+            );
+            ensure!(
+                !text.contains(&roster::credentials::hash_token(issued)),
+                "{} contains a code or token hash",
+                log.display()
+            );
         }
         for token in &tokens {
             ensure!(!text.contains(token.as_str()), "{} contains an emailed invitation token", log.display());

@@ -17,6 +17,7 @@ mod hygiene;
 mod invites;
 mod lifecycle;
 mod mail;
+mod oidc;
 mod oidc_clients;
 mod operator;
 mod password_resets;
@@ -41,6 +42,7 @@ fn main() -> ExitCode {
         invites::trials(),
         lifecycle::trials(),
         mail::trials(),
+        oidc::trials(),
         oidc_clients::trials(),
         operator::trials(),
         password_resets::trials(),

@@ -1,0 +1,401 @@
+//! The issuer against a relying party nobody here wrote: the `openidconnect` crate discovers
+//! roster, sends a person to the sign-in page (driven as a browser without JavaScript would:
+//! the form's hidden fields and its cookie), redeems the code with PKCE, verifies the ID
+//! token against the JWKS, refreshes, and reads userinfo. The tests reach the operator at the
+//! shared harness issuer URL through an HTTP client that sends those requests to its portal
+//! port.
+
+use anyhow::{Context as _, bail, ensure};
+use k8s_openapi::api::core::v1::Secret;
+use kube::ResourceExt;
+use kube::api::{Patch, PatchParams};
+use libtest_mimic::Trial;
+use openidconnect::core::{CoreAuthenticationFlow, CoreClient, CoreProviderMetadata};
+use openidconnect::{
+    AuthorizationCode, ClientId, ClientSecret, CsrfToken, IssuerUrl, Nonce, OAuth2TokenResponse,
+    PkceCodeChallenge, RedirectUrl, RefreshToken, Scope, TokenResponse,
+};
+use roster::api::{OidcClient, User};
+use serde_json::{Value, json};
+
+use crate::harness::{ISSUER, Ns, condition, shared, trial, wait_for};
+use crate::portal::{PASSWORD, code, next_code, onboard};
+
+const REDIRECT: &str = "http://127.0.0.1:8400/callback";
+
+/// Every code and token the issuer handed out in these tests: the hygiene check looks for
+/// them in the operators' logs.
+pub static ISSUED: std::sync::Mutex<Vec<String>> = std::sync::Mutex::new(Vec::new());
+
+fn note(secret: &str) {
+    ISSUED.lock().unwrap_or_else(|p| p.into_inner()).push(secret.to_owned());
+}
+
+fn note_tokens(tokens: &openidconnect::core::CoreTokenResponse) {
+    note(tokens.access_token().secret());
+    if let Some(refresh) = tokens.refresh_token() {
+        note(refresh.secret());
+    }
+    if let Some(id) = tokens.id_token() {
+        note(&id.to_string());
+    }
+}
+
+pub fn trials() -> Vec<Trial> {
+    vec![
+        trial("oidc::a_relying_party_signs_a_person_in_refreshes_and_reads_userinfo", |ns| async move {
+            let totp = onboard(&ns, "jane", json!({"groups": ["dev"], "givenName": "Jane"})).await?;
+            let user = ns.api::<User>().get("jane").await?;
+            let (client, _) = registered(&ns, "app", json!({})).await?;
+            let flow = SignIn::start(&client, &["email", "profile", "groups", "offline_access"]).await?;
+            let page = flow.page().await?;
+            ensure!(page.html.contains("Sign in"), "not the sign-in page: {}", page.html);
+            let wrong = page
+                .submit(&format!("jane@{}", crate::harness::ALLOWED_DOMAIN), "wrong password", &code(&totp)?)
+                .await?;
+            ensure!(
+                wrong.status == 401 && wrong.location.is_none(),
+                "a wrong password: {} {:?}",
+                wrong.status,
+                wrong.location
+            );
+            let email = user.spec.email.clone();
+            let answer = page.submit(&email, PASSWORD, &next_code(&totp)?).await?;
+            let (code_value, state) = answer.code()?;
+            ensure!(state == flow.csrf.secret().as_str(), "state not passed through");
+            let tokens = client
+                .exchange_code(AuthorizationCode::new(code_value.clone()))?
+                .set_pkce_verifier(flow.verifier())
+                .request_async(&http())
+                .await
+                .context("the code exchange")?;
+            note_tokens(&tokens);
+            let id_token = tokens.id_token().context("no ID token")?;
+            let claims = id_token.claims(&client.id_token_verifier(), &flow.nonce).context("the ID token")?;
+            ensure!(claims.subject().as_str() == user.uid().unwrap_or_default(), "sub is not the User's uid");
+            ensure!(claims.email().map(|e| e.as_str()) == Some(email.as_str()), "email");
+            ensure!(claims.auth_time().is_some(), "auth_time");
+            let amr: Vec<String> =
+                claims.auth_method_refs().into_iter().flatten().map(|a| a.to_string()).collect();
+            ensure!(amr == ["pwd", "otp"], "amr {amr:?}");
+            let raw = jwt_claims(&id_token.to_string())?;
+            ensure!(raw["groups"] == json!(["dev"]) && raw["given_name"] == "Jane", "{raw}");
+
+            let info = userinfo(tokens.access_token().secret()).await?;
+            ensure!(
+                info.0 == 200 && info.1["email"] == email.as_str() && info.1["groups"] == json!(["dev"]),
+                "{info:?}"
+            );
+
+            // Refresh: a new pair; the spent refresh token revokes the family.
+            let first = tokens.refresh_token().context("no refresh token")?.clone();
+            let refreshed =
+                client.exchange_refresh_token(&first)?.request_async(&http()).await.context("refresh")?;
+            note_tokens(&refreshed);
+            let second = refreshed.refresh_token().context("no rotated refresh token")?.clone();
+            ensure!(second.secret() != first.secret(), "the refresh token did not rotate");
+            ensure!(refreshed.id_token().is_some(), "no ID token on refresh");
+            ensure!(refresh(&client, &first).await.is_err(), "a spent refresh token worked");
+            ensure!(refresh(&client, &second).await.is_err(), "the family survived the reuse");
+            ensure!(userinfo(refreshed.access_token().secret()).await?.0 == 401, "userinfo after revocation");
+
+            // A code presented twice: refused, and what it gave is revoked. (Someone without
+            // a second factor, so that the sign-ins below need no new TOTP step each.)
+            onboard(&ns, "joe", json!({"mfa": {"required": false}})).await?;
+            let email = ns.api::<User>().get("joe").await?.spec.email;
+            let again = SignIn::start(&client, &["offline_access"]).await?;
+            let (code2, _) = again.page().await?.submit(&email, PASSWORD, "").await.and_then(|a| a.code())?;
+            let tokens = client
+                .exchange_code(AuthorizationCode::new(code2.clone()))?
+                .set_pkce_verifier(again.verifier())
+                .request_async(&http())
+                .await?;
+            note_tokens(&tokens);
+            let replay = client
+                .exchange_code(AuthorizationCode::new(code2))?
+                .set_pkce_verifier(again.verifier())
+                .request_async(&http())
+                .await;
+            ensure!(replay.is_err(), "a code worked twice");
+            let refresh_token = tokens.refresh_token().context("no refresh token")?;
+            ensure!(refresh(&client, refresh_token).await.is_err(), "tokens of a replayed code still work");
+
+            // Deactivation ends what a sign-in gave.
+            let third = SignIn::start(&client, &["offline_access"]).await?;
+            let (code3, _) = third
+                .page()
+                .await?
+                .submit("joe", PASSWORD, "")
+                .await
+                .and_then(|a| a.code())
+                .context("username sign-in")?;
+            let tokens = client
+                .exchange_code(AuthorizationCode::new(code3))?
+                .set_pkce_verifier(third.verifier())
+                .request_async(&http())
+                .await?;
+            note_tokens(&tokens);
+            let patch = json!({"spec": {"state": "Inactive"}});
+            ns.api::<User>().patch("joe", &PatchParams::default(), &Patch::Merge(&patch)).await?;
+            wait_for(&ns.raw::<User>(), "joe", "INACTIVE", |u| u.data["status"]["phase"] == "INACTIVE")
+                .await?;
+            ensure!(
+                userinfo(tokens.access_token().secret()).await?.0 == 401,
+                "userinfo for an inactive user"
+            );
+            ensure!(
+                refresh(&client, tokens.refresh_token().context("refresh")?).await.is_err(),
+                "refresh for an inactive user"
+            );
+            Ok(())
+        }),
+        trial("oidc::requests_outside_the_registration_are_refused_without_redirecting", |ns| async move {
+            let totp = onboard(&ns, "ann", json!({"groups": ["dev"]})).await?;
+            let email = ns.api::<User>().get("ann").await?.spec.email;
+            let (client, _) = registered(&ns, "ops", json!({"allowedGroups": ["ops"]})).await?;
+            let flow = SignIn::start(&client, &[]).await?;
+            // Another redirect URI: a page, no redirect.
+            let evil = flow.url.replace("127.0.0.1%3A8400", "evil.example.com");
+            let response = browser().get(local(&evil)).send().await?;
+            ensure!(
+                response.status() == 400 && response.headers().get("location").is_none(),
+                "{}",
+                response.status()
+            );
+            // Not PKCE: back to the client with an error.
+            let plain = flow.url.replace("code_challenge_method=S256", "code_challenge_method=plain");
+            let response = browser().get(local(&plain)).send().await?;
+            let location = response.headers().get("location").context("no redirect")?.to_str()?.to_owned();
+            ensure!(
+                location.starts_with(REDIRECT) && location.contains("error=invalid_request"),
+                "{location}"
+            );
+            // Outside allowedGroups: told why, and the link gives the client access_denied.
+            let denied = flow.page().await?.submit(&email, PASSWORD, &next_code(&totp)?).await?;
+            ensure!(
+                denied.status == 403 && denied.html.contains("may not use this application"),
+                "{}: {}",
+                denied.status,
+                denied.html
+            );
+            ensure!(denied.html.contains("error=access_denied"), "no access_denied link: {}", denied.html);
+            ensure!(
+                ns.api::<Secret>()
+                    .list(&Default::default())
+                    .await?
+                    .items
+                    .iter()
+                    .all(|s| !s.name_any().contains("-grant-")),
+                "a grant was made for a refused sign-in"
+            );
+            Ok(())
+        }),
+    ]
+}
+
+/// An OidcClient `name` with the loopback redirect URI, once Ready; the relying party
+/// configured with its ID and secret.
+async fn registered(ns: &Ns, name: &str, extra: Value) -> anyhow::Result<(Rp, String)> {
+    let mut spec = json!({"redirectUris": ["http://127.0.0.1/callback"]});
+    if let (Some(spec), Some(extra)) = (spec.as_object_mut(), extra.as_object()) {
+        spec.extend(extra.clone());
+    }
+    ns.apply(json!({
+        "apiVersion": "roster.dev/v1alpha1", "kind": "OidcClient",
+        "metadata": {"name": name}, "spec": spec,
+    }))
+    .await?;
+    wait_for(&ns.raw::<OidcClient>(), name, "Ready", |c| condition(c, "Ready")["status"] == "True").await?;
+    let secret = ns.api::<Secret>().get(&format!("{name}-oidc")).await?;
+    let value = |key: &str| -> anyhow::Result<String> {
+        let data = secret.data.as_ref().and_then(|d| d.get(key)).context("no key")?;
+        Ok(String::from_utf8(data.0.clone())?)
+    };
+    let (id, client_secret) = (value("clientID")?, value("clientSecret")?);
+    let metadata = CoreProviderMetadata::discover_async(IssuerUrl::new(ISSUER.to_owned())?, &http())
+        .await
+        .context("discovery")?;
+    let client = CoreClient::from_provider_metadata(
+        metadata,
+        ClientId::new(id.clone()),
+        Some(ClientSecret::new(client_secret)),
+    )
+    .set_redirect_uri(RedirectUrl::new(REDIRECT.to_owned())?);
+    Ok((client, id))
+}
+
+type Rp = openidconnect::core::CoreClient<
+    openidconnect::EndpointSet,
+    openidconnect::EndpointNotSet,
+    openidconnect::EndpointNotSet,
+    openidconnect::EndpointNotSet,
+    openidconnect::EndpointMaybeSet,
+    openidconnect::EndpointMaybeSet,
+>;
+
+/// One authorization request in flight.
+struct SignIn {
+    url: String,
+    csrf: CsrfToken,
+    nonce: Nonce,
+    verifier: String,
+}
+
+impl SignIn {
+    async fn start(client: &Rp, scopes: &[&str]) -> anyhow::Result<Self> {
+        let (challenge, verifier) = PkceCodeChallenge::new_random_sha256();
+        note(verifier.secret());
+        let mut request = client.authorize_url(
+            CoreAuthenticationFlow::AuthorizationCode,
+            CsrfToken::new_random,
+            Nonce::new_random,
+        );
+        for scope in scopes {
+            request = request.add_scope(Scope::new((*scope).to_owned()));
+        }
+        let (url, csrf, nonce) = request.set_pkce_challenge(challenge).url();
+        Ok(Self { url: url.to_string(), csrf, nonce, verifier: verifier.secret().clone() })
+    }
+
+    fn verifier(&self) -> openidconnect::PkceCodeVerifier {
+        openidconnect::PkceCodeVerifier::new(self.verifier.clone())
+    }
+
+    /// The sign-in page, as a browser gets it.
+    async fn page(&self) -> anyhow::Result<Page> {
+        let response = browser().get(local(&self.url)).send().await?;
+        ensure!(response.status() == 200, "GET /authorize: {}", response.status());
+        let cookie = response
+            .headers()
+            .get_all("set-cookie")
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .find(|v| v.starts_with("roster_form="))
+            .and_then(|v| v.split(';').next())
+            .context("no form cookie")?
+            .to_owned();
+        let html = response.text().await?;
+        Ok(Page { cookie, fields: hidden_fields(&html), html })
+    }
+}
+
+/// A sign-in page: its hidden fields and the form cookie.
+struct Page {
+    cookie: String,
+    fields: Vec<(String, String)>,
+    html: String,
+}
+
+/// What posting the form answered.
+struct Answer {
+    status: u16,
+    location: Option<String>,
+    html: String,
+}
+
+impl Page {
+    async fn submit(&self, identifier: &str, password: &str, code: &str) -> anyhow::Result<Answer> {
+        let mut form = self.fields.clone();
+        form.extend(
+            [("identifier", identifier), ("password", password), ("code", code)]
+                .map(|(k, v)| (k.to_owned(), v.to_owned())),
+        );
+        let response = browser()
+            .post(format!("{}/authorize", shared().portal_url))
+            .header("cookie", &self.cookie)
+            .form(&form)
+            .send()
+            .await?;
+        let status = response.status().as_u16();
+        let location = response.headers().get("location").and_then(|v| v.to_str().ok()).map(str::to_owned);
+        Ok(Answer { status, location, html: response.text().await? })
+    }
+}
+
+impl Answer {
+    /// The code and state the redirect carries.
+    fn code(&self) -> anyhow::Result<(String, String)> {
+        let Some(location) = &self.location else { bail!("no redirect ({}): {}", self.status, self.html) };
+        ensure!(location.starts_with(REDIRECT), "redirected elsewhere: {location}");
+        let url = url::Url::parse(location)?;
+        let get = |name: &str| url.query_pairs().find(|(k, _)| k == name).map(|(_, v)| v.into_owned());
+        ensure!(get("iss").as_deref() == Some(ISSUER), "no iss in {location}");
+        let code = get("code").context("no code")?;
+        note(&code);
+        Ok((code, get("state").unwrap_or_default()))
+    }
+}
+
+/// The hidden inputs of a page (the portal's templates write `name` before `value`).
+fn hidden_fields(html: &str) -> Vec<(String, String)> {
+    html.split("<input type=\"hidden\" ")
+        .skip(1)
+        .filter_map(|rest| {
+            let name = rest.strip_prefix("name=\"")?.split('"').next()?;
+            let value = rest.split("value=\"").nth(1)?.split('"').next()?;
+            Some((unescape(name), unescape(value)))
+        })
+        .collect()
+}
+
+fn unescape(text: &str) -> String {
+    text.replace("&quot;", "\"")
+        .replace("&#x27;", "'")
+        .replace("&#x2f;", "/")
+        .replace("&lt;", "<")
+        .replace("&gt;", ">")
+        .replace("&amp;", "&")
+}
+
+/// A URL at the issuer, on the operator's portal port.
+fn local(url: &str) -> String {
+    url.replace(ISSUER, &shared().portal_url)
+}
+
+/// A browser that does not follow redirects (the test reads them).
+fn browser() -> reqwest::Client {
+    reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build().unwrap_or_default()
+}
+
+/// The relying party's HTTP client: requests to the issuer go to the operator's portal port.
+fn http() -> impl Fn(
+    openidconnect::HttpRequest,
+) -> std::pin::Pin<
+    Box<dyn Future<Output = Result<openidconnect::HttpResponse, reqwest::Error>> + Send>,
+> {
+    |request: openidconnect::HttpRequest| {
+        Box::pin(async move {
+            let (parts, body) = request.into_parts();
+            let url = local(&parts.uri.to_string());
+            let mut outgoing = browser().request(parts.method, url).body(body);
+            for (name, value) in &parts.headers {
+                outgoing = outgoing.header(name, value);
+            }
+            let response = outgoing.send().await?;
+            let mut builder = http::Response::builder().status(response.status());
+            for (name, value) in response.headers() {
+                builder = builder.header(name, value);
+            }
+            let body = response.bytes().await?.to_vec();
+            Ok(builder.body(body).unwrap_or_default())
+        })
+    }
+}
+
+async fn refresh(client: &Rp, token: &RefreshToken) -> anyhow::Result<()> {
+    client.exchange_refresh_token(token)?.request_async(&http()).await.context("refresh")?;
+    Ok(())
+}
+
+async fn userinfo(access_token: &str) -> anyhow::Result<(u16, Value)> {
+    let response =
+        browser().get(format!("{}/userinfo", shared().portal_url)).bearer_auth(access_token).send().await?;
+    Ok((response.status().as_u16(), response.json().await.unwrap_or_default()))
+}
+
+/// The claims of a JWT, unverified (the crate verified it already).
+fn jwt_claims(token: &str) -> anyhow::Result<Value> {
+    use base64::Engine as _;
+    let payload = token.split('.').nth(1).context("not a JWT")?;
+    Ok(serde_json::from_slice(&base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(payload)?)?)
+}
