@@ -236,8 +236,13 @@ pub async fn run(
     let settings = controller::Config::default().concurrency(config.concurrency);
 
     let peers_of = caches.clone();
+    // A grant (an OpenID Connect sign-in) says nothing the User's status shows: its writes
+    // wake no User reconcile.
+    let not_grants = secrets.subscribe().filter(|secret: &Arc<Secret>| {
+        futures::future::ready(secret.type_.as_deref() != Some(names::GRANT_TYPE))
+    });
     let user_controller = Controller::for_shared_stream(users.subscribe(), caches.users.clone())
-        .owns_shared_stream(secrets.subscribe())
+        .owns_shared_stream(not_grants)
         .watches_shared_stream(invites.subscribe(), |invite: Arc<UserInvite>| {
             Some(
                 ObjectRef::<User>::new(&invite.spec.user_ref.name)

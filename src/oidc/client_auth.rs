@@ -107,7 +107,12 @@ async fn expected_secret(issuer: &Issuer, client: &OidcClient) -> Result<String,
 fn basic_credentials(headers: &HeaderMap) -> Result<Option<(String, String)>, ClientAuthError> {
     let Some(value) = headers.get(header::AUTHORIZATION) else { return Ok(None) };
     let value = value.to_str().map_err(|_| ClientAuthError::Malformed)?;
-    let Some(encoded) = value.strip_prefix("Basic ") else { return Ok(None) };
+    // The scheme is case-insensitive (RFC 9110 §11.1).
+    let Some(encoded) =
+        value.get(..6).filter(|scheme| scheme.eq_ignore_ascii_case("basic ")).map(|_| &value[6..])
+    else {
+        return Ok(None);
+    };
     let decoded = base64::engine::general_purpose::STANDARD
         .decode(encoded.trim())
         .map_err(|_| ClientAuthError::Malformed)?;
@@ -139,6 +144,7 @@ mod tests {
             basic_credentials(&with(&format!("Basic {encoded}"))).unwrap(),
             Some(("team.app".into(), "a+b:c".into()))
         );
+        assert!(basic_credentials(&with(&format!("basic {encoded}"))).unwrap().is_some());
         assert_eq!(basic_credentials(&HeaderMap::new()).unwrap(), None);
         assert_eq!(basic_credentials(&with("Bearer x")).unwrap(), None);
         assert!(basic_credentials(&with("Basic !!!")).is_err());

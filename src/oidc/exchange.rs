@@ -28,9 +28,11 @@ use crate::api::{OidcClient, User};
 use crate::controller::names::USER_LABEL;
 use crate::facts::{self, Changes};
 use crate::registration;
+use crate::signin::Barrier;
 
 /// What a token request posts.
-#[derive(Debug, Default, Deserialize)]
+/// (No `Debug`: it holds the code, the refresh token and the client secret.)
+#[derive(Default, Deserialize)]
 pub struct TokenForm {
     #[serde(default)]
     grant_type: String,
@@ -127,50 +129,31 @@ pub async fn token(
     let verifier = form.code_verifier.clone().unwrap_or_default();
     let redirect_uri = form.redirect_uri.clone().unwrap_or_default();
     let code_flow = form.grant_type == "authorization_code";
-    let written = facts::update(&issuer.portal.client, &secret, |current: &Secret| {
-        let Some(found) = Grant::of(current) else { return (Use::Refused("not a grant"), Changes::new()) };
-        let verdict = if code_flow {
-            match grant::judge_code(&found, &hash, &client_id, &redirect_uri, &verifier, now) {
+    // What this use of the grant comes to; `None`: tokens may be issued.
+    let judge = |found: &Grant| -> Option<Use> {
+        if code_flow {
+            match grant::judge_code(found, &hash, &client_id, &redirect_uri, &verifier, now) {
                 CodeVerdict::Redeem => None,
                 CodeVerdict::Reused => Some(Use::Reused),
                 CodeVerdict::Refused(reason) => Some(Use::Refused(reason)),
             }
         } else {
-            match grant::judge_refresh(&found, &hash, &client_id, now) {
+            match grant::judge_refresh(found, &hash, &client_id, now) {
                 RefreshVerdict::Rotate => None,
                 RefreshVerdict::Reused => Some(Use::Reused),
                 RefreshVerdict::Refused(reason) => Some(Use::Refused(reason)),
             }
-        };
-        if let Some(refused) = verdict {
-            return (refused, Changes::new());
-        }
-        match grant::issue_refresh(&found, &locator, now, refresh_lifetime) {
-            Ok((refresh, changes)) => (Use::Issue(Box::new(found), refresh), changes),
-            Err(_) => (Use::Refused("no randomness"), Changes::new()),
-        }
-    })
-    .await;
-    let (found, refresh) = match written {
-        Ok((Use::Issue(found, refresh), _)) => (found, refresh),
-        Ok((Use::Reused, _)) => {
-            tracing::warn!(user = %crate::signin::who(&user), client = %client_id, grant = %name, "a spent code or refresh token was presented again; the grant is revoked");
-            revoke(&issuer, &secret).await;
-            return invalid_grant();
-        }
-        Ok((Use::Refused(reason), _)) => {
-            tracing::info!(client = %client_id, %reason, "token request refused");
-            return invalid_grant();
-        }
-        Err(e) => {
-            tracing::warn!(error = %e, "writing a grant failed");
-            return unavailable();
         }
     };
-    if let Err(reason) = still_allowed(&issuer, &client, &user, &found, now) {
-        tracing::info!(user = %crate::signin::who(&user), client = %client_id, %reason, "grant no longer allowed; revoked");
-        revoke(&issuer, &secret).await;
-        return invalid_grant();
+    // Everything that can fail is done before the code or refresh token is spent: a client
+    // whose request failed for a passing reason may try again without looking like a replay.
+    let Some(found) = Grant::of(&secret) else { return invalid_grant() };
+    let refused = match judge(&found) {
+        Some(refused) => Some(refused),
+        None => still_allowed(&issuer, &client, &user, &found, now).err().map(Use::Denied),
+    };
+    if let Some(refused) = refused {
+        return refuse(&issuer, &secret, &user, &client_id, refused).await;
     }
     let ring = match issuer.keys.keyring().await {
         Ok(ring) => ring,
@@ -195,6 +178,26 @@ pub async fn token(
             return unavailable();
         }
     };
+    // Spend it: decided again on the grant as it is now (another replica may have been first).
+    let written = facts::update(&issuer.portal.client, &secret, |current: &Secret| {
+        let Some(current) = Grant::of(current) else { return (Use::Refused("not a grant"), Changes::new()) };
+        if let Some(refused) = judge(&current) {
+            return (refused, Changes::new());
+        }
+        match grant::issue_refresh(&current, &locator, now, refresh_lifetime) {
+            Ok((refresh, changes)) => (Use::Issue(refresh), changes),
+            Err(_) => (Use::Refused("no randomness"), Changes::new()),
+        }
+    })
+    .await;
+    let refresh = match written {
+        Ok((Use::Issue(refresh), _)) => refresh,
+        Ok((refused, _)) => return refuse(&issuer, &secret, &user, &client_id, refused).await,
+        Err(e) => {
+            tracing::warn!(error = %e, "writing a grant failed");
+            return unavailable();
+        }
+    };
     let scopes: Vec<&str> = found.scopes.iter().map(|s| s.as_str()).collect();
     let mut body = json!({
         "access_token": access,
@@ -211,9 +214,45 @@ pub async fn token(
 
 /// What one use of a grant came to.
 enum Use {
-    Issue(Box<Grant>, Option<String>),
+    /// Tokens, and the new refresh token if the grant has offline_access.
+    Issue(Option<String>),
+    /// A spent code or refresh token again: the grant is revoked.
     Reused,
+    /// Not this grant's, expired, another client's: `invalid_grant`.
     Refused(&'static str),
+    /// The person may not hold tokens now.
+    Denied(Denied),
+}
+
+/// Answers a refused use: revokes the grant when the refusal says so.
+async fn refuse(issuer: &Issuer, secret: &Secret, user: &User, client_id: &str, refused: Use) -> Response {
+    let who = crate::signin::who(user);
+    match refused {
+        Use::Reused => {
+            tracing::warn!(user = %who, client = %client_id, grant = %secret.name_any(), "a spent code or refresh token was presented again; the grant is revoked");
+            revoke(issuer, secret).await;
+        }
+        Use::Denied(denied) => {
+            tracing::info!(user = %who, client = %client_id, reason = denied.reason, revoked = denied.revoke, "the person may not hold tokens now");
+            if denied.revoke {
+                revoke(issuer, secret).await;
+            }
+        }
+        Use::Refused(reason) => tracing::info!(client = %client_id, %reason, "token request refused"),
+        Use::Issue(_) => {}
+    }
+    invalid_grant()
+}
+
+/// Why the person may not hold tokens now, and whether that ends the grant for good.
+#[derive(Debug)]
+pub struct Denied {
+    /// For the log.
+    pub reason: &'static str,
+    /// Deactivation, changed credentials, lost admission: yes. A lock: no — anyone who
+    /// knows an address can lock an account by failing sign-ins, and that must not end the
+    /// person's sessions; they work again when the lock ends.
+    pub revoke: bool,
 }
 
 /// The User that owns the grant Secret (by uid), from the cache.
@@ -231,19 +270,20 @@ pub fn still_allowed(
     user: &User,
     found: &Grant,
     now: Timestamp,
-) -> Result<(), &'static str> {
+) -> Result<(), Denied> {
+    let ends = |reason| Denied { reason, revoke: true };
     if user.metadata.uid.as_deref() != Some(found.user_uid.as_str()) {
-        return Err("another User of that name");
+        return Err(ends("another User of that name"));
     }
-    let credentials = issuer.portal.caches.credentials_of(user).ok_or("no credentials")?;
+    let credentials = issuer.portal.caches.credentials_of(user).ok_or(ends("no credentials"))?;
     if let Some(barrier) = issuer.portal.signin.barrier(user, &credentials, now) {
-        return Err(barrier.message());
+        return Err(Denied { reason: barrier.message(), revoke: barrier != Barrier::Locked });
     }
     if grant::stamp(&credentials) != found.stamp {
-        return Err("credentials changed since the sign-in");
+        return Err(ends("credentials changed since the sign-in"));
     }
     if !registration::admits(&client.spec, &client.namespace().unwrap_or_default(), user) {
-        return Err("the client no longer admits this user");
+        return Err(ends("the client no longer admits this user"));
     }
     Ok(())
 }

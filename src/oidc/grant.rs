@@ -139,14 +139,21 @@ pub fn located(locator: &str) -> Option<(String, String)> {
     let bytes = URL_SAFE_NO_PAD.decode(locator).ok()?;
     let text = String::from_utf8(bytes).ok()?;
     let (namespace, name) = text.split_once('/')?;
-    // A namespace is a DNS label, a Secret's name a DNS subdomain: nothing else is looked up.
+    // Only what roster names grants: `<user>-grant-<10 hex>` in a namespace (a DNS label),
+    // where the user part is a DNS subdomain. Nothing else is ever looked up.
     let label = |s: &str| {
-        (1..=63).contains(&s.len())
+        !s.is_empty()
             && s.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
             && !s.starts_with('-')
             && !s.ends_with('-')
     };
-    let sound = label(namespace) && name.len() <= 253 && name.split('.').all(label);
+    let (user, suffix) = name.rsplit_once("-grant-")?;
+    let sound = namespace.len() <= 63
+        && label(namespace)
+        && name.len() <= 253
+        && user.split('.').all(label)
+        && suffix.len() == 10
+        && suffix.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b));
     sound.then(|| (namespace.to_owned(), name.to_owned()))
 }
 
@@ -489,7 +496,14 @@ mod tests {
         let token = format!("{loc}.{}", "a".repeat(43));
         assert_eq!(token_grant(&token).unwrap().2, hash_token(&token));
         assert_eq!(located(&URL_SAFE_NO_PAD.encode("../x")), None);
-        assert_eq!(located(&URL_SAFE_NO_PAD.encode("team/Jane")), None);
+        assert_eq!(located(&URL_SAFE_NO_PAD.encode("team/Jane-grant-0a1b2c3d4e")), None);
+        assert_eq!(
+            located(&URL_SAFE_NO_PAD.encode("team/jane-credentials")),
+            None,
+            "only grants are looked up"
+        );
+        let long = format!("team/{}-grant-0a1b2c3d4e", "a".repeat(56));
+        assert!(located(&URL_SAFE_NO_PAD.encode(&long)).is_some(), "a 56-character user name");
         assert_eq!(token_grant(&format!("{loc}.short")), None);
         assert_eq!(token_grant("garbage"), None);
     }

@@ -35,8 +35,8 @@ pub enum KeyError {
     },
 }
 
-/// One key as the Secret stores it.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+/// One key as the Secret stores it. (Its `Debug` leaves the private key out.)
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct StoredKey {
     /// The key id (`kid`): random, public.
@@ -50,6 +50,23 @@ pub struct StoredKey {
     /// When a newer key took over; it is published until `retired_at` + the longest token.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub retired_at: Option<Timestamp>,
+}
+
+impl std::fmt::Debug for StoredKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StoredKey")
+            .field("kid", &self.kid)
+            .field("alg", &self.alg)
+            .field("created_at", &self.created_at)
+            .field("retired_at", &self.retired_at)
+            .finish_non_exhaustive()
+    }
+}
+
+/// `at` + `span`, or the far future when that overflows (a damaged timestamp must not
+/// panic the key keeper).
+fn after(at: Timestamp, span: SignedDuration) -> Timestamp {
+    at.checked_add(span).unwrap_or(Timestamp::MAX)
 }
 
 /// How long keys live.
@@ -76,13 +93,13 @@ pub fn rotated(
 ) -> Result<Option<Vec<StoredKey>>, KeyError> {
     let mut keys: Vec<StoredKey> = stored
         .iter()
-        .filter(|key| key.retired_at.is_none_or(|retired| retired + schedule.keep > now))
+        .filter(|key| key.retired_at.is_none_or(|retired| after(retired, schedule.keep) > now))
         .cloned()
         .collect();
     let mut changed = keys.len() != stored.len();
     for alg in [SigningAlgorithm::RS256, SigningAlgorithm::ES256] {
         let current = keys.iter().rposition(|key| key.alg == alg && key.retired_at.is_none());
-        let due = current.is_none_or(|i| keys[i].created_at + schedule.rotation <= now);
+        let due = current.is_none_or(|i| after(keys[i].created_at, schedule.rotation) <= now);
         if due {
             if let Some(i) = current {
                 keys[i].retired_at = Some(now);
@@ -99,8 +116,8 @@ pub fn next_change(stored: &[StoredKey], schedule: Schedule) -> Option<Timestamp
     stored
         .iter()
         .map(|key| match key.retired_at {
-            Some(retired) => retired + schedule.keep,
-            None => key.created_at + schedule.rotation,
+            Some(retired) => after(retired, schedule.keep),
+            None => after(key.created_at, schedule.rotation),
         })
         .min()
 }

@@ -41,9 +41,15 @@ pub async fn userinfo(State(issuer): State<Arc<Issuer>>, headers: HeaderMap) -> 
         return unauthorized();
     };
     let Some((namespace, name)) = grant::located(&access.sid) else { return unauthorized() };
-    // The grant existed when the token was signed, so the watch has it unless it is gone.
-    let Some(secret) = issuer.portal.caches.secrets.get(&ObjectRef::new(&name).within(&namespace)) else {
-        return unauthorized();
+    // The grant existed when the token was signed: the watch has it, unless it is gone or
+    // this replica's watch is behind (then the API server answers).
+    let secret = match issuer.portal.caches.secrets.get(&ObjectRef::new(&name).within(&namespace)) {
+        Some(secret) => secret,
+        None => match grant::read(&issuer.portal.client, &namespace, &name).await {
+            Ok(Some(secret)) => Arc::new(secret),
+            Ok(None) => return unauthorized(),
+            Err(_) => return StatusCode::SERVICE_UNAVAILABLE.into_response(),
+        },
     };
     let (Some(found), Some(user)) = (Grant::of(&secret), owner(&issuer, &secret)) else {
         return unauthorized();
