@@ -11,10 +11,10 @@ use std::sync::Arc;
 use futures::FutureExt;
 use futures::future::BoxFuture;
 use k8s_openapi::api::core::v1::{ConfigMap, Secret};
-use kube::{Client, Resource, ResourceExt};
+use kube::Client;
 use tokio::sync::Mutex;
 
-use super::watched::Watched;
+use super::watched::{Watched, rebuilt};
 
 use crate::api::conditions::reasons;
 use crate::config::ObjectName;
@@ -110,23 +110,4 @@ impl MailSetup {
         })
         .await
     }
-}
-
-/// What was built from `source` at its resourceVersion: kept in `slot` and built again by
-/// `build` only when the version changed.
-async fn rebuilt<T: Clone>(
-    slot: &Mutex<Option<(String, T)>>,
-    source: &impl Resource,
-    build: impl FnOnce() -> Result<T, SetupError>,
-) -> Result<T, SetupError> {
-    let version = source.resource_version().unwrap_or_default();
-    let mut cached = slot.lock().await;
-    if let Some((seen, built)) = cached.as_ref()
-        && *seen == version
-    {
-        return Ok(built.clone());
-    }
-    let built = build()?;
-    *cached = Some((version, built.clone()));
-    Ok(built)
 }

@@ -12,8 +12,9 @@ use futures::{FutureExt, StreamExt};
 use kube::api::Api;
 use kube::runtime::reflector::{self, ObjectRef, Store};
 use kube::runtime::{WatchStreamExt, watcher};
-use kube::{Client, Resource};
+use kube::{Client, Resource, ResourceExt};
 use serde::de::DeserializeOwned;
+use tokio::sync::Mutex;
 
 use crate::config::ObjectName;
 
@@ -98,4 +99,24 @@ where
             Err(other) => Err(format!("reading {kind} {reference}: {other}")),
         }
     }
+}
+
+/// What was built from `source` at its resourceVersion (SMTP transport, templates, the
+/// issuer's keyring): kept in `slot` and built again by `build` only when the version
+/// changed.
+pub async fn rebuilt<T: Clone, E>(
+    slot: &Mutex<Option<(String, T)>>,
+    source: &impl Resource,
+    build: impl FnOnce() -> Result<T, E>,
+) -> Result<T, E> {
+    let version = source.resource_version().unwrap_or_default();
+    let mut cached = slot.lock().await;
+    if let Some((seen, built)) = cached.as_ref()
+        && *seen == version
+    {
+        return Ok(built.clone());
+    }
+    let built = build()?;
+    *cached = Some((version, built.clone()));
+    Ok(built)
 }

@@ -12,15 +12,15 @@ use futures::future::BoxFuture;
 use k8s_openapi::ByteString;
 use k8s_openapi::api::core::v1::Secret;
 use k8s_openapi::jiff::Timestamp;
+use kube::Client;
 use kube::api::{Api, ObjectMeta, PostParams};
-use kube::{Client, ResourceExt};
 use tokio::sync::Mutex;
 use tokio_util::sync::CancellationToken;
 
 use super::keys::{self, KEYS, Keyring, Schedule, StoredKey};
 use crate::config::ObjectName;
 use crate::controller::names::SIGNING_KEYS_TYPE;
-use crate::controller::watched::Watched;
+use crate::controller::watched::{Watched, rebuilt};
 
 /// Why there are no keys to sign with now. Names the Secret, never a value from it.
 #[derive(Clone, Debug, thiserror::Error)]
@@ -54,19 +54,13 @@ impl KeyStore {
         let secret = self.watched.lookup().await.map_err(KeysUnavailable)?.ok_or_else(|| {
             KeysUnavailable(format!("the signing keys Secret {reference} does not exist yet"))
         })?;
-        let stored = stored_keys(&secret, reference)?;
-        let version = secret.resource_version().unwrap_or_default();
-        let mut loaded = self.loaded.lock().await;
-        if let Some((seen, ring)) = loaded.as_ref()
-            && *seen == version
-        {
-            return Ok(ring.clone());
-        }
-        let ring = Arc::new(
-            Keyring::load(&stored).map_err(|e| KeysUnavailable(format!("Secret {reference}: {e}")))?,
-        );
-        *loaded = Some((version, ring.clone()));
-        Ok(ring)
+        rebuilt(&self.loaded, secret.as_ref(), || {
+            let stored = stored_keys(&secret, reference)?;
+            Keyring::load(&stored)
+                .map(Arc::new)
+                .map_err(|e| KeysUnavailable(format!("Secret {reference}: {e}")))
+        })
+        .await
     }
 
     /// Keeps the keys current until `shutdown`: makes them at first, rotates them when due,
