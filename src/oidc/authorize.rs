@@ -113,7 +113,7 @@ pub async fn sign_in(
         }
     };
     let now = Timestamp::now();
-    let Some(credentials) = issuer.portal.caches.credentials_of(&user) else {
+    let Some(credentials) = issuer.portal.signin.caches.credentials_of(&user) else {
         return again(StatusCode::SERVICE_UNAVAILABLE, "Something went wrong. Try again in a moment.");
     };
     if let Some(barrier) = issuer.portal.signin.barrier(&user, &credentials, now) {
@@ -129,8 +129,16 @@ pub async fn sign_in(
         );
     }
     let amr: &[&str] = if totp { &["pwd", "otp"] } else { &["pwd"] };
-    match grant::create(&issuer.portal.client, &user, &request, amr, now, grant::stamp(&credentials), now)
-        .await
+    match grant::create(
+        &issuer.portal.signin.client,
+        &user,
+        &request,
+        amr,
+        now,
+        grant::stamp(&credentials),
+        now,
+    )
+    .await
     {
         Ok(code) => {
             tracing::info!(user = %signin::who(&user), client = %request.client_id, "signed in to a client");

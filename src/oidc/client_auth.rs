@@ -23,7 +23,7 @@ use crate::registration;
 /// The registered client `id` names, if its registration is sound now.
 pub fn registered(issuer: &Issuer, id: &str) -> Option<Arc<OidcClient>> {
     let (namespace, name) = registration::parse_client_id(id)?;
-    let client = issuer.portal.caches.oidc_clients.get(&ObjectRef::new(name).within(namespace))?;
+    let client = issuer.portal.signin.caches.oidc_clients.get(&ObjectRef::new(name).within(namespace))?;
     registration::validate(&client.spec, namespace, &issuer.trusted_namespaces).ok()?;
     Some(client)
 }
@@ -86,10 +86,11 @@ async fn expected_secret(issuer: &Issuer, client: &OidcClient) -> Result<String,
     let secret: Arc<Secret> = match &client.spec.secret_ref {
         None => issuer
             .portal
+            .signin
             .caches
             .owned_secret(client, &oidc_secret_name(&client.name_any()))
             .ok_or_else(|| ClientAuthError::Unavailable("the generated Secret is not there yet".into()))?,
-        Some(reference) => Api::<Secret>::namespaced(issuer.portal.client.clone(), &namespace)
+        Some(reference) => Api::<Secret>::namespaced(issuer.portal.signin.client.clone(), &namespace)
             .get(&reference.name)
             .await
             .map(Arc::new)

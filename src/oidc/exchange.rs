@@ -113,7 +113,7 @@ pub async fn token(
     let Some((namespace, name, hash)) = presented.and_then(grant::token_grant) else {
         return invalid_grant();
     };
-    let secret = match grant::read(&issuer.portal.client, &namespace, &name).await {
+    let secret = match grant::read(&issuer.portal.signin.client, &namespace, &name).await {
         Ok(Some(secret)) => secret,
         Ok(None) => return invalid_grant(),
         Err(e) => {
@@ -163,7 +163,8 @@ pub async fn token(
         }
     };
     let signing = Signing { issuer: &issuer.url, ring: &ring, alg: client.spec.id_token_signing_alg, now };
-    let verified = claims::email_verified(&user, issuer.portal.caches.credentials_of(&user).as_deref());
+    let verified =
+        claims::email_verified(&user, issuer.portal.signin.caches.credentials_of(&user).as_deref());
     let person = claims::claims(&user, &found.scopes, verified);
     let access_lifetime = duration(&lifetimes.access_token);
     let nonce = if code_flow { found.nonce.as_deref() } else { None };
@@ -179,7 +180,7 @@ pub async fn token(
         }
     };
     // Spend it: decided again on the grant as it is now (another replica may have been first).
-    let written = facts::update(&issuer.portal.client, &secret, |current: &Secret| {
+    let written = facts::update(&issuer.portal.signin.client, &secret, |current: &Secret| {
         let Some(current) = Grant::of(current) else { return (Use::Refused("not a grant"), Changes::new()) };
         if let Some(refused) = judge(&current) {
             return (refused, Changes::new());
@@ -259,7 +260,7 @@ pub struct Denied {
 pub fn owner(issuer: &Issuer, secret: &Secret) -> Option<Arc<User>> {
     let namespace = secret.namespace()?;
     let name = secret.labels().get(USER_LABEL)?;
-    let user = issuer.portal.caches.users.get(&ObjectRef::new(name).within(&namespace))?;
+    let user = issuer.portal.signin.caches.users.get(&ObjectRef::new(name).within(&namespace))?;
     crate::controller::controlled_by(secret, user.as_ref()).then_some(user)
 }
 
@@ -275,7 +276,7 @@ pub fn still_allowed(
     if user.metadata.uid.as_deref() != Some(found.user_uid.as_str()) {
         return Err(ends("another User of that name"));
     }
-    let credentials = issuer.portal.caches.credentials_of(user).ok_or(ends("no credentials"))?;
+    let credentials = issuer.portal.signin.caches.credentials_of(user).ok_or(ends("no credentials"))?;
     if let Some(barrier) = issuer.portal.signin.barrier(user, &credentials, now) {
         return Err(Denied { reason: barrier.message(), revoke: barrier != Barrier::Locked });
     }
@@ -289,7 +290,7 @@ pub fn still_allowed(
 }
 
 async fn revoke(issuer: &Issuer, secret: &Secret) {
-    if let Err(e) = grant::revoke(&issuer.portal.client, secret).await {
+    if let Err(e) = grant::revoke(&issuer.portal.signin.client, secret).await {
         tracing::error!(error = %e, grant = %secret.name_any(), "revoking a grant failed");
     }
 }

@@ -43,9 +43,9 @@ pub async fn userinfo(State(issuer): State<Arc<Issuer>>, headers: HeaderMap) -> 
     let Some((namespace, name)) = grant::located(&access.sid) else { return unauthorized() };
     // The grant existed when the token was signed: the watch has it, unless it is gone or
     // this replica's watch is behind (then the API server answers).
-    let secret = match issuer.portal.caches.secrets.get(&ObjectRef::new(&name).within(&namespace)) {
+    let secret = match issuer.portal.signin.caches.secrets.get(&ObjectRef::new(&name).within(&namespace)) {
         Some(secret) => secret,
-        None => match grant::read(&issuer.portal.client, &namespace, &name).await {
+        None => match grant::read(&issuer.portal.signin.client, &namespace, &name).await {
             Ok(Some(secret)) => Arc::new(secret),
             Ok(None) => return unauthorized(),
             Err(_) => return StatusCode::SERVICE_UNAVAILABLE.into_response(),
@@ -60,6 +60,7 @@ pub async fn userinfo(State(issuer): State<Arc<Issuer>>, headers: HeaderMap) -> 
     {
         return unauthorized();
     }
-    let verified = claims::email_verified(&user, issuer.portal.caches.credentials_of(&user).as_deref());
+    let verified =
+        claims::email_verified(&user, issuer.portal.signin.caches.credentials_of(&user).as_deref());
     Json(Value::Object(claims::claims(&user, &found.scopes, verified))).into_response()
 }

@@ -258,7 +258,7 @@ pub async fn verify(State(portal): State<Arc<Portal>>, Path(token): Path<String>
 /// `POST /api/v1/login`: 200 with the profile, 401 for any wrong credential, 403 when the
 /// account is deactivated or locked.
 pub async fn login(State(portal): State<Arc<Portal>>, Json(request): Json<LoginRequest>) -> Response {
-    if !portal.caches.is_ready() {
+    if !portal.signin.caches.is_ready() {
         return link_problem(LinkProblem::Starting);
     }
     match login::login(&portal, &request).await {
@@ -285,5 +285,9 @@ pub async fn login(State(portal): State<Arc<Portal>>, Json(request): Json<LoginR
 
 /// `GET /readyz`: 200 once the watch caches are filled.
 pub async fn readyz(State(portal): State<Arc<Portal>>) -> Response {
-    if portal.caches.is_ready() { "ready".into_response() } else { link_problem(LinkProblem::Starting) }
+    if portal.signin.caches.is_ready() {
+        "ready".into_response()
+    } else {
+        link_problem(LinkProblem::Starting)
+    }
 }

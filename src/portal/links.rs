@@ -231,7 +231,7 @@ pub fn judge(facts: &LinkFacts<'_>, now: Timestamp) -> Result<Stage, LinkProblem
 
 /// Looks the token up in the caches and judges it.
 pub fn open(portal: &Portal, token: &str, now: Timestamp) -> Result<OpenLink, LinkProblem> {
-    let caches = &portal.caches;
+    let caches = &portal.signin.caches;
     let (hash, secret, invite) =
         find_token(caches, token, INVITE_TOKEN_TYPE, |secret| owner(&caches.invites, secret))?;
     let namespace = secret.namespace().unwrap_or_default();
@@ -252,7 +252,7 @@ pub fn open(portal: &Portal, token: &str, now: Timestamp) -> Result<OpenLink, Li
         onboarded: progress_facts.onboarded(mfa_required),
         refused: user
             .as_ref()
-            .is_some_and(|u| caches.directory_conflict(u, &portal.allowed_email_domains).is_some()),
+            .is_some_and(|u| caches.directory_conflict(u, &portal.signin.allowed_email_domains).is_some()),
         totp_pending: text(progress, TOTP_PENDING),
     };
     let stage = judge(&facts, now)?;

@@ -24,13 +24,10 @@ use std::sync::Arc;
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
 use axum::routing::{get, post};
-use kube::Client;
 use tokio_util::sync::CancellationToken;
 
-use crate::controller::Caches;
-use crate::credentials::{Lockout, PasswordHasher, PasswordPolicy};
+use crate::credentials::PasswordPolicy;
 use crate::signin::SignIn;
-use crate::telemetry::Metrics;
 use crate::{Error, Result};
 
 /// Largest request body the portal reads: a password form is a few hundred bytes.
@@ -38,24 +35,14 @@ const BODY_LIMIT: usize = 16 * 1024;
 
 /// What the portal's handlers share.
 pub struct Portal {
-    /// Writes the person's facts into credentials Secrets.
-    pub client: Client,
-    /// Users, invites and roster's Secrets, as watched.
-    pub caches: Caches,
-    /// argon2id, at most about one hash per core at a time.
-    pub hasher: PasswordHasher,
+    /// The sign-in decision, shared with the OpenID Connect sign-in page, and what it
+    /// holds for every step: the API client, the caches, the hasher, the lockout rule, the
+    /// allowed email domains and the metrics.
+    pub signin: Arc<SignIn>,
     /// The rules a new password must pass.
     pub policy: PasswordPolicy,
-    /// Onboardings.
-    pub metrics: Arc<Metrics>,
-    /// The sign-in decision, shared with the OpenID Connect sign-in page.
-    pub signin: Arc<SignIn>,
     /// The organisation's name, on every page and in the authenticator app.
     pub org_name: String,
-    /// How failed sign-ins lock a user.
-    pub lockout: Lockout,
-    /// Email domains users may have (the directory rules); empty: any.
-    pub allowed_email_domains: Vec<String>,
     /// Whether the portal is reached over HTTPS (cookies are then `Secure`).
     pub https: bool,
     /// The HTML pages.
@@ -71,14 +58,8 @@ impl Portal {
         portal_url: &str,
     ) -> Result<Self> {
         Ok(Self {
-            client: signin.client.clone(),
-            caches: signin.caches.clone(),
-            hasher: signin.hasher.clone(),
             policy,
-            metrics: signin.metrics.clone(),
             org_name,
-            lockout: signin.lockout,
-            allowed_email_domains: signin.allowed_email_domains.clone(),
             https: portal_url.starts_with("https://"),
             pages: pages::Pages::new().map_err(|e| Error::Startup(e.to_string()))?,
             signin,

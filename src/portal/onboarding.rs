@@ -88,7 +88,7 @@ pub async fn set_password(
     let now = Timestamp::now().to_string();
     // The link proves the mailbox it was emailed to — if that is still the user's address.
     let proved = link.recipient.clone().filter(|to| to.eq_ignore_ascii_case(user.email.trim()));
-    let written = facts::update(&portal.client, &link.credentials, |current| {
+    let written = facts::update(&portal.signin.client, &link.credentials, |current| {
         if text(current, ONBOARDING_TOKEN) == Some(link.token_hash.as_str()) {
             return (Err(StepError::AlreadyDone), Changes::new());
         }
@@ -132,7 +132,7 @@ pub async fn confirm_totp(portal: &Portal, link: &OpenLink, code: &str) -> Resul
     let unix = u64::try_from(Timestamp::now().as_second()).unwrap_or(0);
     let step = verify_totp(&parsed, code, unix, None).map_err(StepError::Code)?;
     let now = Timestamp::now().to_string();
-    let written = facts::update(&portal.client, &link.credentials, |current: &Secret| {
+    let written = facts::update(&portal.signin.client, &link.credentials, |current: &Secret| {
         if text(current, ONBOARDING_COMPLETED_AT).is_some() && text(current, TOTP_PENDING).is_none() {
             return (Err(StepError::Link(LinkProblem::Used)), Changes::new());
         }
@@ -165,7 +165,7 @@ pub(super) async fn new_password_hash(
     let spec = &user.spec;
     let username = spec.username.clone().unwrap_or_else(|| user.name_any());
     portal.policy.check(password, &username, &spec.email).map_err(StepError::Policy)?;
-    portal.hasher.hash(password).await.map_err(|e| match e {
+    portal.signin.hasher.hash(password).await.map_err(|e| match e {
         CredentialError::Busy => StepError::Busy,
         other => internal(other),
     })
@@ -178,13 +178,13 @@ pub(super) async fn caught_up(
     (verdict, version): (Result<(), StepError>, Option<String>),
 ) -> Result<(), StepError> {
     if let Some(version) = version {
-        facts::await_cached(&portal.caches.secrets, credentials, &version).await;
+        facts::await_cached(&portal.signin.caches.secrets, credentials, &version).await;
     }
     verdict
 }
 
 fn completed(portal: &Portal, link: &OpenLink) {
-    portal.metrics.onboarding_completed();
+    portal.signin.metrics.onboarding_completed();
     tracing::info!(user = %super::who(&link.user), "onboarding completed");
 }
 

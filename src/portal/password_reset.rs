@@ -98,7 +98,7 @@ pub fn judge(facts: &PasswordResetFacts<'_>, now: Timestamp) -> Result<(), LinkP
 
 /// Looks the token up and judges it.
 pub fn open(portal: &Portal, token: &str, now: Timestamp) -> Result<OpenPasswordReset, LinkProblem> {
-    let caches = &portal.caches;
+    let caches = &portal.signin.caches;
     let (_, secret, reset) = find_token(caches, token, PASSWORD_RESET_TOKEN_TYPE, |secret| {
         owner(&caches.password_resets, secret)
     })?;
@@ -112,7 +112,7 @@ pub fn open(portal: &Portal, token: &str, now: Timestamp) -> Result<OpenPassword
         phase: reset.status.as_ref().and_then(|s| s.phase),
         expires_at,
         user_state: Some(user.spec.state),
-        refused: caches.directory_conflict(&user, &portal.allowed_email_domains).is_some(),
+        refused: caches.directory_conflict(&user, &portal.signin.allowed_email_domains).is_some(),
         open: text(&credentials, PASSWORD_RESET_UID),
         used: text(&credentials, PASSWORD_RESET_DONE_FOR),
         failures: wrong_codes(&credentials),
@@ -159,7 +159,7 @@ pub async fn set_password(
     // One decision on the Secret as it is now, under its resourceVersion: the link may have
     // been used or replaced, the code spent, or the wrong codes used up, meanwhile — so every
     // code is judged once, and the cap on wrong codes holds however many requests race.
-    let written = facts::update(&portal.client, &link.credentials, |current| {
+    let written = facts::update(&portal.signin.client, &link.credentials, |current| {
         if text(current, PASSWORD_RESET_DONE_FOR) == Some(uid.as_str()) {
             return (Err(StepError::Link(LinkProblem::Used)), Changes::new());
         }

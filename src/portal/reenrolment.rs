@@ -117,7 +117,7 @@ pub fn judge(facts: &ResetLinkFacts<'_>, now: Timestamp) -> Result<Stage, LinkPr
 
 /// Looks the token up in the caches and judges it.
 pub fn open(portal: &Portal, token: &str, now: Timestamp) -> Result<OpenReset, LinkProblem> {
-    let caches = &portal.caches;
+    let caches = &portal.signin.caches;
     let (hash, secret, reset) =
         find_token(caches, token, RESET_TOKEN_TYPE, |secret| owner(&caches.resets, secret))?;
     let namespace = secret.namespace().unwrap_or_default();
@@ -131,8 +131,8 @@ pub fn open(portal: &Portal, token: &str, now: Timestamp) -> Result<OpenReset, L
         phase: reset.status.as_ref().and_then(|s| s.phase),
         expires_at,
         user_state: Some(user.spec.state),
-        locked: portal.lockout.of(&progress, now).is_locked()
-            || caches.directory_conflict(&user, &portal.allowed_email_domains).is_some(),
+        locked: portal.signin.lockout.of(&progress, now).is_locked()
+            || caches.directory_conflict(&user, &portal.signin.allowed_email_domains).is_some(),
         token_hash: &hash,
         cleared_by: text(&credentials, MFA_RESET_UID),
         reenrolled_for: text(&credentials, MFA_REENROLLED_FOR),
@@ -155,16 +155,16 @@ pub async fn prove_password(
     }
     let stored = text(&link.credentials, PASSWORD_HASH).map(str::to_owned);
     let verified =
-        portal.hasher.verify(password, stored.as_deref().unwrap_or(&portal.signin.dummy_hash)).await;
+        portal.signin.hasher.verify(password, stored.as_deref().unwrap_or(&portal.signin.dummy_hash)).await;
     let right = match verified {
         Ok(matched) => matched && stored.is_some(),
         Err(CredentialError::Busy) => return Err(StepError::Busy),
         Err(_) => false,
     };
     let pending = TotpSecret::generate().map_err(internal)?.to_base32();
-    let lockout = portal.lockout;
+    let lockout = portal.signin.lockout;
     let uid = link.reset.uid().unwrap_or_default();
-    let written = facts::update(&portal.client, &link.credentials, |current| {
+    let written = facts::update(&portal.signin.client, &link.credentials, |current| {
         // Decided on the Secret as it is now: a lock or a newer reset may have come meanwhile.
         // A wrong password is only ever "wrong" (counted unless locked): it learns no state.
         if !right || text(current, PASSWORD_HASH) != stored.as_deref() {
@@ -189,7 +189,7 @@ pub async fn prove_password(
     .await
     .map_err(internal)?;
     if matches!(written.0, Err(StepError::WrongPassword)) {
-        portal.metrics.login("denied");
+        portal.signin.metrics.login("denied");
     }
     caught_up(portal, &link.credentials, written).await?;
     offer(portal, &link.user, &pending)
@@ -203,7 +203,7 @@ pub async fn confirm_totp(portal: &Portal, link: &OpenReset, code: &str) -> Resu
     let step = verify_totp(&parsed, code, unix, None).map_err(StepError::Code)?;
     let uid = link.reset.uid().unwrap_or_default();
     let now = Timestamp::now().to_string();
-    let written = facts::update(&portal.client, &link.credentials, |current: &Secret| {
+    let written = facts::update(&portal.signin.client, &link.credentials, |current: &Secret| {
         if text(current, MFA_REENROLLED_FOR) == Some(uid.as_str()) {
             return (Err(StepError::Link(LinkProblem::Used)), Changes::new());
         }

@@ -53,7 +53,7 @@ pub fn judge(
 
 /// Looks the token up and judges it.
 pub fn open(portal: &Portal, token: &str, now: Timestamp) -> Result<OpenVerification, LinkProblem> {
-    let caches = &portal.caches;
+    let caches = &portal.signin.caches;
     let (_, secret, user) = find_token(caches, token, EMAIL_VERIFICATION_TYPE, |secret| {
         owner_named(&caches.users, secret, verification_secret_name)
     })?;
@@ -62,7 +62,7 @@ pub fn open(portal: &Portal, token: &str, now: Timestamp) -> Result<OpenVerifica
     let expires_at = text(&secret, TOKEN_EXPIRES_AT).and_then(|t| t.parse().ok());
     let verified_for = text(&credentials, EMAIL_VERIFIED_FOR);
     judge(user.spec.state, &address, &user.spec.email, verified_for, expires_at, now)?;
-    if caches.directory_conflict(&user, &portal.allowed_email_domains).is_some() {
+    if caches.directory_conflict(&user, &portal.signin.allowed_email_domains).is_some() {
         return Err(LinkProblem::Refused);
     }
     Ok(OpenVerification { user, address })
@@ -71,9 +71,9 @@ pub fn open(portal: &Portal, token: &str, now: Timestamp) -> Result<OpenVerifica
 /// Marks the address verified.
 pub async fn verify(portal: &Portal, link: &OpenVerification) -> Result<(), StepError> {
     let credentials: Arc<Secret> =
-        portal.caches.credentials_of(&link.user).ok_or(StepError::Link(LinkProblem::Revoked))?;
+        portal.signin.caches.credentials_of(&link.user).ok_or(StepError::Link(LinkProblem::Revoked))?;
     let now = Timestamp::now().to_string();
-    let written = facts::update(&portal.client, &credentials, |current| {
+    let written = facts::update(&portal.signin.client, &credentials, |current| {
         if text(current, EMAIL_VERIFIED_FOR).is_some_and(|v| v.eq_ignore_ascii_case(&link.address)) {
             return (Err(StepError::Link(LinkProblem::Used)), Changes::new());
         }
