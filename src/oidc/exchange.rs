@@ -2,9 +2,9 @@
 //! refresh token for an ID token, an access token and a new refresh token. Each use is
 //! decided on the grant Secret as the API server has it and written under its
 //! resourceVersion, so a code is redeemed once and a refresh token rotates once; a second
-//! use revokes the grant. Every exchange looks at the person again: deactivated, locked,
-//! deleted, re-enrolling, credentials changed since sign-in, or no longer admitted → refused
-//! and the grant revoked.
+//! use revokes the grant. Every exchange looks at the person again: deactivated, deleted,
+//! re-enrolling, credentials changed since sign-in, or no longer admitted → refused and the
+//! grant revoked; locked → refused while the lock lasts (see [`Denied`]).
 
 use std::sync::Arc;
 
