@@ -119,6 +119,13 @@ pub struct RunConfig {
     #[arg(long, env = "ROSTER_SIGNING_KEY_ROTATION", default_value = "720h", value_parser = parse_rotation)]
     pub signing_key_rotation: std::time::Duration,
 
+    /// How long a sign-in session on the issuer lasts, as a duration (at least 5m): within
+    /// it, a second application signs the person in without asking again. Signing out, a
+    /// PasswordReset, an MfaReset, deactivation or deleting the User ends it sooner. The
+    /// refresh tokens of the applications opened in it end with it.
+    #[arg(long, env = "ROSTER_SESSION_LIFETIME", default_value = "24h", value_parser = parse_session_lifetime)]
+    pub session_lifetime: std::time::Duration,
+
     /// Namespaces whose OidcClients may admit other namespaces' Users (`userNamespaces`),
     /// comma-separated. Elsewhere a client that names another namespace reports
     /// UserNamespacesNotAllowed: a namespace admin cannot reach another tenant's people.
@@ -222,6 +229,16 @@ fn parse_rotation(text: &str) -> Result<std::time::Duration, String> {
     Ok(duration)
 }
 
+/// A session lifetime: a duration of at least five minutes (a session must outlast the
+/// sign-in that starts it and the redirects that follow).
+fn parse_session_lifetime(text: &str) -> Result<std::time::Duration, String> {
+    let duration = parse_duration(text)?;
+    if duration < std::time::Duration::from_secs(300) {
+        return Err(format!("{text:?} must be at least 5m"));
+    }
+    Ok(duration)
+}
+
 /// A Go-style duration (`15m`, `1h30m`, `0`), at most a year.
 fn parse_duration(text: &str) -> Result<std::time::Duration, String> {
     let parsed: kube::core::Duration =
@@ -275,5 +292,7 @@ mod tests {
         }
         assert!(parse_rotation("59m").is_err());
         assert_eq!(parse_rotation("720h").unwrap(), std::time::Duration::from_secs(720 * 3600));
+        assert_eq!(parse_session_lifetime("24h").unwrap(), std::time::Duration::from_secs(24 * 3600));
+        assert!(parse_session_lifetime("4m").is_err());
     }
 }

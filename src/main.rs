@@ -79,7 +79,7 @@ async fn run(config: RunConfig) -> roster::Result<()> {
 
     tokio::spawn(roster::memory::release_after_bursts(release_free_memory, shutdown.clone()));
 
-    let watches = controller::Watches::new(&client, &config.watch_namespaces);
+    let mut watches = controller::Watches::new(&client, &config.watch_namespaces);
     let signin = Arc::new(
         SignIn::new(
             client.clone(),
@@ -109,8 +109,18 @@ async fn run(config: RunConfig) -> roster::Result<()> {
             let keys = Arc::new(keys);
             tokio::spawn(watch);
             tokio::spawn(keys.clone().keep(shutdown.clone()));
-            let issuer =
-                Issuer::new(&url.to_string(), keys, portal.clone(), config.oidc_trusted_namespaces.clone());
+            let sweeper = Arc::new(oidc::sweeper::Sweeper::default());
+            watches.follow_secrets(sweeper.follower());
+            tokio::spawn(sweeper.run(client.clone(), shutdown.clone()));
+            let session_lifetime = SignedDuration::try_from(config.session_lifetime)
+                .map_err(|e| Error::Startup(format!("--session-lifetime: {e}")))?;
+            let issuer = Issuer::new(
+                &url.to_string(),
+                keys,
+                portal.clone(),
+                config.oidc_trusted_namespaces.clone(),
+                session_lifetime,
+            );
             oidc::router(Arc::new(issuer))
         }
     };

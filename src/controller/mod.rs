@@ -157,6 +157,11 @@ impl Watches {
         watches
     }
 
+    /// Keeps `follower` in step with the Secret cache (see [`Informer::follow`]).
+    pub fn follow_secrets(&mut self, follower: impl FnMut(&watcher::Event<Secret>) + Send + 'static) {
+        self.secrets.follow(follower);
+    }
+
     /// Readers of the caches and indexes the watches fill.
     pub fn caches(&self) -> Caches {
         Caches {
@@ -236,10 +241,11 @@ pub async fn run(
     let settings = controller::Config::default().concurrency(config.concurrency);
 
     let peers_of = caches.clone();
-    // A grant (an OpenID Connect sign-in) says nothing the User's status shows: its writes
-    // wake no User reconcile.
+    // Sign-in sessions and grants (OpenID Connect) say nothing the User's status shows:
+    // their writes wake no User reconcile.
     let not_grants = secrets.subscribe().filter(|secret: &Arc<Secret>| {
-        futures::future::ready(secret.type_.as_deref() != Some(names::GRANT_TYPE))
+        let oidc = matches!(secret.type_.as_deref(), Some(names::GRANT_TYPE | names::SESSION_TYPE));
+        futures::future::ready(!oidc)
     });
     let user_controller = Controller::for_shared_stream(users.subscribe(), caches.users.clone())
         .owns_shared_stream(not_grants)

@@ -42,6 +42,11 @@ pub const SIGNING_KEYS_TYPE: &str = "roster.dev/signing-keys";
 /// Type of a grant Secret (`<user>-grant-<random>`): what one OpenID Connect sign-in gave
 /// one client (hashes of its code and refresh token).
 pub const GRANT_TYPE: &str = "roster.dev/oidc-grant";
+/// Type of a sign-in session Secret (`<user>-session-<random>`): who signed in to the
+/// issuer in a browser, when and how; the owner of the grants made in it.
+pub const SESSION_TYPE: &str = "roster.dev/oidc-session";
+/// Label naming the session a grant was made in.
+pub const SESSION_LABEL: &str = "roster.dev/session";
 
 /// Type of a user's email-verification token Secret (`<user>-email-verification`).
 pub const EMAIL_VERIFICATION_TYPE: &str = "roster.dev/email-verification-token";

@@ -1,10 +1,12 @@
 //! The authorization endpoint and its sign-in page: `GET /authorize` checks the request and
-//! shows the form; `POST /authorize` signs the person in with the shared decision
-//! ([`crate::signin`]: password and TOTP code together, lockout, replay guard, generic
-//! errors) and sends them back to the client with a code. A person who may not have tokens
-//! (deactivated, locked, re-enrolling, not admitted by the client) is told why on a page
-//! whose link returns `access_denied` to the client. Usable without JavaScript: the request
-//! travels in hidden fields and is checked again on every post.
+//! either signs the client in with the browser's live session ([`super::session`]; unless
+//! `prompt=login` or `max_age` asks for a fresh sign-in) or shows the form; `POST
+//! /authorize` signs the person in with the shared decision ([`crate::signin`]: password and
+//! TOTP code together, lockout, replay guard, generic errors), starts a session and sends
+//! them back to the client with a code. A person who may not have tokens (deactivated,
+//! locked, re-enrolling, not admitted by the client) is told why on a page whose link
+//! returns `access_denied` to the client. Usable without JavaScript: the request travels in
+//! hidden fields and is checked again on every post.
 
 use std::sync::Arc;
 
@@ -12,14 +14,16 @@ use axum::Form;
 use axum::extract::{Query, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Redirect, Response};
+use k8s_openapi::api::core::v1::Secret;
 use k8s_openapi::jiff::Timestamp;
 use kube::ResourceExt;
 use minijinja::context;
 use serde::Deserialize;
 
 use super::request::{self, AuthRequest, Params, Prompt, Refusal};
-use super::{Issuer, client_auth, grant};
-use crate::api::OidcClient;
+use super::session::{self, Next, Session};
+use super::{Issuer, client_auth, grant, standing, state};
+use crate::api::{OidcClient, User};
 use crate::directory::Identifier;
 use crate::portal::guard::{form_cookie, form_token, form_token_matches};
 use crate::registration;
@@ -50,18 +54,50 @@ pub async fn start(
         Ok(checked) => checked,
         Err(refused) => return *refused,
     };
-    if request.prompt == Prompt::None {
-        // No sign-in session yet: every sign-in shows the form.
-        return back_with_error(
+    let now = Timestamp::now();
+    let live = match session::current(&issuer, &headers, now).await {
+        Ok(live) => live.filter(|live| {
+            let session = &live.session;
+            standing::of_person(&issuer.portal.signin, &live.user, &session.user_uid, &session.stamp, now)
+                .is_ok()
+        }),
+        Err(e) => {
+            tracing::warn!(error = %e, "reading a sign-in session failed");
+            return unavailable(&issuer);
+        }
+    };
+    match session::next(live.as_ref().map(|live| &live.session), request.prompt, request.max_age, now) {
+        Next::LoginRequired => back_with_error(
             &issuer,
             &request.redirect_uri,
             "login_required",
             "the person must sign in",
             request.state.as_deref(),
-        );
+        ),
+        Next::SignIn => {
+            let hint = request.login_hint.clone().unwrap_or_default();
+            form(&issuer, &client, &params, &headers, StatusCode::OK, &hint, None)
+        }
+        Next::Reuse => {
+            let Some(live) = live else { return unavailable(&issuer) };
+            if !admitted(&client, &live.user, &request) {
+                if request.prompt == Prompt::None {
+                    return back_with_error(
+                        &issuer,
+                        &request.redirect_uri,
+                        "access_denied",
+                        "the person may not sign in to this client",
+                        request.state.as_deref(),
+                    );
+                }
+                return denied(&issuer, &client, &request, NOT_ADMITTED);
+            }
+            match code_for(&issuer, &live.user, &live.secret, &live.session, &request, now).await {
+                Ok(redirect) => redirect,
+                Err(()) => unavailable(&issuer),
+            }
+        }
     }
-    let hint = request.login_hint.clone().unwrap_or_default();
-    form(&issuer, &client, &params, &headers, StatusCode::OK, &hint, None)
 }
 
 /// `POST /authorize`: the sign-in.
@@ -119,40 +155,83 @@ pub async fn sign_in(
     if let Some(barrier) = issuer.portal.signin.barrier(&user, &credentials, now) {
         return denied(&issuer, &client, &request, barrier.message());
     }
-    if !registration::admits(&client.spec, &client.namespace().unwrap_or_default(), &user) {
-        tracing::info!(user = %signin::who(&user), client = %request.client_id, "sign-in refused: the client does not admit the user");
-        return denied(
-            &issuer,
-            &client,
-            &request,
-            "Your account may not use this application. Ask your administrator if you need it.",
-        );
+    if !admitted(&client, &user, &request) {
+        return denied(&issuer, &client, &request, NOT_ADMITTED);
     }
     let amr: &[&str] = if totp { &["pwd", "otp"] } else { &["pwd"] };
-    match grant::create(
-        &issuer.portal.signin.client,
-        &user,
-        &request,
-        amr,
-        now,
-        grant::stamp(&credentials),
-        now,
-    )
-    .await
-    {
+    let signed_in = Session::signed_in(&user, amr, grant::stamp(&credentials), now, issuer.session_lifetime);
+    let started = match session::new(&user, &signed_in) {
+        Ok((secret, token)) => {
+            state::create(&issuer.portal.signin.client, &secret).await.map(|made| (made, token))
+        }
+        Err(e) => Err(e),
+    };
+    let (secret, token) = match started {
+        Ok(started) => started,
+        Err(e) => {
+            tracing::warn!(error = %e, "starting a sign-in session failed");
+            return again(StatusCode::SERVICE_UNAVAILABLE, "Something went wrong. Try again in a moment.");
+        }
+    };
+    let Ok(mut response) = code_for(&issuer, &user, &secret, &signed_in, &request, now).await else {
+        return again(StatusCode::SERVICE_UNAVAILABLE, "Something went wrong. Try again in a moment.");
+    };
+    let cookie = session::cookie(&token, &issuer.path, issuer.portal.https, signed_in.expires_at, now);
+    if let Ok(value) = HeaderValue::from_str(&cookie) {
+        response.headers_mut().append(header::SET_COOKIE, value);
+    }
+    response
+}
+
+const NOT_ADMITTED: &str =
+    "Your account may not use this application. Ask your administrator if you need it.";
+
+/// Whether `client` admits `user` (logged when not).
+fn admitted(client: &OidcClient, user: &User, request: &AuthRequest) -> bool {
+    let admits = registration::admits(&client.spec, &client.namespace().unwrap_or_default(), user);
+    if !admits {
+        tracing::info!(user = %signin::who(user), client = %request.client_id, "sign-in refused: the client does not admit the user");
+    }
+    admits
+}
+
+/// Makes the grant for `request` in the session and sends the person back to the client
+/// with its code.
+async fn code_for(
+    issuer: &Issuer,
+    user: &User,
+    session_secret: &Secret,
+    session: &Session,
+    request: &AuthRequest,
+    now: Timestamp,
+) -> Result<Response, ()> {
+    let made = match grant::new(user, session_secret, request, session, now) {
+        Ok((secret, code)) => state::create(&issuer.portal.signin.client, &secret).await.map(|_| code),
+        Err(e) => Err(e),
+    };
+    match made {
         Ok(code) => {
-            tracing::info!(user = %signin::who(&user), client = %request.client_id, "signed in to a client");
+            tracing::info!(user = %signin::who(user), client = %request.client_id, "signed in to a client");
             let mut pairs = vec![("code", code.as_str()), ("iss", issuer.url.as_str())];
             if let Some(state) = request.state.as_deref() {
                 pairs.push(("state", state));
             }
-            Redirect::to(&request::redirect_with(&request.redirect_uri, &pairs)).into_response()
+            Ok(Redirect::to(&request::redirect_with(&request.redirect_uri, &pairs)).into_response())
         }
         Err(e) => {
             tracing::warn!(error = %e, "making a grant failed");
-            again(StatusCode::SERVICE_UNAVAILABLE, "Something went wrong. Try again in a moment.")
+            Err(())
         }
     }
+}
+
+/// A page that says the issuer cannot answer now.
+fn unavailable(issuer: &Issuer) -> Response {
+    issuer.portal.pages.render(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "problem.html",
+        context! { org => &issuer.portal.org_name, root => issuer.root(), title => "Try again in a moment", message => "Signing in is not possible right now." },
+    )
 }
 
 /// The registered client and the checked request, or the answer that refuses it.
@@ -163,7 +242,7 @@ fn checked(issuer: &Issuer, params: &Params) -> Result<(Arc<OidcClient>, AuthReq
         Err(Refusal::Page(message)) => Err(Box::new(issuer.portal.pages.render(
             StatusCode::BAD_REQUEST,
             "problem.html",
-            context! { org => &issuer.portal.org_name, root => root(issuer), title => "This sign-in link is not valid", message => message },
+            context! { org => &issuer.portal.org_name, root => issuer.root(), title => "This sign-in link is not valid", message => message },
         ))),
         Err(Refusal::Redirect { redirect_uri, error, description, state }) => {
             Err(Box::new(back_with_error(issuer, &redirect_uri, error, description, state.as_deref())))
@@ -208,7 +287,7 @@ fn denied(issuer: &Issuer, client: &OidcClient, request: &AuthRequest, message: 
     issuer.portal.pages.render(
         StatusCode::FORBIDDEN,
         "denied.html",
-        context! { org => &issuer.portal.org_name, root => root(issuer), title => "You cannot sign in", message => message, back => back, client => client.name_any() },
+        context! { org => &issuer.portal.org_name, root => issuer.root(), title => "You cannot sign in", message => message, back => back, client => client.name_any() },
     )
 }
 
@@ -239,7 +318,7 @@ fn form(
         "signin.html",
         context! {
             org => &issuer.portal.org_name,
-            root => root(issuer),
+            root => issuer.root(),
             action => issuer.endpoint_path("/authorize"),
             client => client.name_any(),
             params => carried,
@@ -248,23 +327,9 @@ fn form(
             error => error,
         },
     );
-    let headers = response.headers_mut();
     if let Ok(cookie) = HeaderValue::from_str(&form_cookie(&token, issuer.portal.https)) {
-        headers.append(header::SET_COOKIE, cookie);
+        response.headers_mut().append(header::SET_COOKIE, cookie);
     }
-    let origin =
-        url::Url::parse(&params.redirect_uri).map(|u| u.origin().ascii_serialization()).unwrap_or_default();
-    let policy = format!(
-        "default-src 'none'; style-src 'self'; img-src 'self' data:; form-action 'self' {origin}; \
-         frame-ancestors 'none'; base-uri 'none'"
-    );
-    if let Ok(value) = HeaderValue::from_str(&policy) {
-        headers.insert(header::CONTENT_SECURITY_POLICY, value);
-    }
+    super::allow_form_redirect(&mut response, Some(&params.redirect_uri));
     response
-}
-
-/// Where the pages find the stylesheet.
-fn root(issuer: &Issuer) -> String {
-    format!("{}/", issuer.path)
 }

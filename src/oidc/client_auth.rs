@@ -5,7 +5,8 @@
 
 use std::sync::Arc;
 
-use axum::http::{HeaderMap, header};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::Response;
 use base64::Engine as _;
 use k8s_openapi::api::core::v1::Secret;
 use kube::ResourceExt;
@@ -40,6 +41,35 @@ pub enum ClientAuthError {
     /// The client's secret could not be read.
     #[error("the client's secret could not be read: {0}")]
     Unavailable(String),
+}
+
+/// [`authenticate`], or the answer that refuses the caller: `invalid_client` (401, with
+/// `WWW-Authenticate: Basic` when it tried Basic) or 503 when its secret cannot be read.
+pub async fn proven(
+    issuer: &Issuer,
+    headers: &HeaderMap,
+    form_id: Option<&str>,
+    form_secret: Option<&str>,
+) -> Result<Arc<OidcClient>, Box<Response>> {
+    match authenticate(issuer, headers, form_id, form_secret).await {
+        Ok(client) => Ok(client),
+        Err(ClientAuthError::Unavailable(reason)) => {
+            tracing::warn!(%reason, "a client's secret could not be read");
+            Err(Box::new(super::exchange::unavailable()))
+        }
+        Err(refused) => {
+            tracing::info!(reason = %refused, "client authentication failed");
+            let mut response = super::oauth_error(
+                StatusCode::UNAUTHORIZED,
+                "invalid_client",
+                "client authentication failed",
+            );
+            if headers.contains_key(header::AUTHORIZATION) {
+                response.headers_mut().insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Basic"));
+            }
+            Err(Box::new(response))
+        }
+    }
 }
 
 /// The client the caller proves to be, from the `Authorization: Basic` header or the

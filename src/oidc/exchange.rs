@@ -4,31 +4,31 @@
 //! resourceVersion, so a code is redeemed once and a refresh token rotates once; a second
 //! use revokes the grant. Every exchange looks at the person again: deactivated, deleted,
 //! re-enrolling, credentials changed since sign-in, or no longer admitted → refused and the
-//! grant revoked; locked → refused while the lock lasts (see [`Denied`]).
+//! grant revoked; locked → refused while the lock lasts (see [`Denied`]); signed out (the
+//! session is gone) → refused.
 
 use std::sync::Arc;
 
 use axum::Form;
 use axum::Json;
 use axum::extract::State;
-use axum::http::{HeaderMap, StatusCode, header};
+use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use k8s_openapi::api::core::v1::Secret;
 use k8s_openapi::jiff::{SignedDuration, Timestamp};
 use kube::ResourceExt;
-use kube::runtime::reflector::ObjectRef;
 use serde::Deserialize;
 use serde_json::json;
 
-use super::client_auth::{self, ClientAuthError};
+use super::client_auth;
 use super::grant::{self, CodeVerdict, Grant, RefreshVerdict};
+use super::standing::{self, Denied};
+use super::state::{self, Kind};
 use super::tokens::Signing;
-use super::{Issuer, claims};
-use crate::api::{OidcClient, User};
-use crate::controller::names::USER_LABEL;
+use super::{Issuer, claims, session};
+use crate::api::User;
 use crate::facts::{self, Changes};
 use crate::registration;
-use crate::signin::Barrier;
 
 /// What a token request posts.
 /// (No `Debug`: it holds the code, the refresh token and the client secret.)
@@ -50,10 +50,7 @@ pub struct TokenForm {
     client_secret: Option<String>,
 }
 
-/// An OAuth error answer.
-fn error(status: StatusCode, code: &str, description: &str) -> Response {
-    (status, Json(json!({"error": code, "error_description": description}))).into_response()
-}
+use super::oauth_error as error;
 
 fn invalid_grant() -> Response {
     error(
@@ -63,7 +60,8 @@ fn invalid_grant() -> Response {
     )
 }
 
-fn unavailable() -> Response {
+/// `temporarily_unavailable` (503).
+pub fn unavailable() -> Response {
     error(StatusCode::SERVICE_UNAVAILABLE, "temporarily_unavailable", "try again in a moment")
 }
 
@@ -73,7 +71,7 @@ pub async fn token(
     headers: HeaderMap,
     Form(form): Form<TokenForm>,
 ) -> Response {
-    let client = match client_auth::authenticate(
+    let client = match client_auth::proven(
         &issuer,
         &headers,
         form.client_id.as_deref(),
@@ -82,21 +80,7 @@ pub async fn token(
     .await
     {
         Ok(client) => client,
-        Err(ClientAuthError::Unavailable(reason)) => {
-            tracing::warn!(%reason, "a client's secret could not be read");
-            return unavailable();
-        }
-        Err(refused) => {
-            tracing::info!(reason = %refused, "token request: client authentication failed");
-            let mut response =
-                error(StatusCode::UNAUTHORIZED, "invalid_client", "client authentication failed");
-            if headers.contains_key(header::AUTHORIZATION) {
-                response
-                    .headers_mut()
-                    .insert(header::WWW_AUTHENTICATE, header::HeaderValue::from_static("Basic"));
-            }
-            return response;
-        }
+        Err(answer) => return *answer,
     };
     let client_id = registration::client_id(&client.namespace().unwrap_or_default(), &client.name_any());
     let presented = match form.grant_type.as_str() {
@@ -110,10 +94,12 @@ pub async fn token(
             );
         }
     };
-    let Some((namespace, name, hash)) = presented.and_then(grant::token_grant) else {
+    let Some((namespace, name, hash)) = presented.and_then(|token| state::token_target(token, Kind::Grant))
+    else {
         return invalid_grant();
     };
-    let secret = match grant::read(&issuer.portal.signin.client, &namespace, &name).await {
+    let now = Timestamp::now();
+    let secret = match state::read(&issuer.portal.signin.client, &namespace, &name).await {
         Ok(Some(secret)) => secret,
         Ok(None) => return invalid_grant(),
         Err(e) => {
@@ -121,11 +107,19 @@ pub async fn token(
             return unavailable();
         }
     };
-    let Some(user) = owner(&issuer, &secret) else { return invalid_grant() };
-    let now = Timestamp::now();
+    // The session it was made in: signed out or ended → the grant is over.
+    let live = match session::of_grant(&issuer, &secret, now).await {
+        Ok(Some(live)) => live,
+        Ok(None) => return invalid_grant(),
+        Err(e) => {
+            tracing::warn!(error = %e, "reading a sign-in session failed");
+            return unavailable();
+        }
+    };
+    let user = live.user.clone();
     let lifetimes = &client.spec.token_lifetimes;
     let refresh_lifetime = duration(&lifetimes.refresh_token);
-    let locator = grant::locator(&namespace, &name);
+    let locator = state::locator(&namespace, &name);
     let verifier = form.code_verifier.clone().unwrap_or_default();
     let redirect_uri = form.redirect_uri.clone().unwrap_or_default();
     let code_flow = form.grant_type == "authorization_code";
@@ -150,7 +144,11 @@ pub async fn token(
     let Some(found) = Grant::of(&secret) else { return invalid_grant() };
     let refused = match judge(&found) {
         Some(refused) => Some(refused),
-        None => still_allowed(&issuer, &client, &user, &found, now).err().map(Use::Denied),
+        None => {
+            standing::with_client(&issuer.portal.signin, &client, &user, &found.user_uid, &found.stamp, now)
+                .err()
+                .map(Use::Denied)
+        }
     };
     if let Some(refused) = refused {
         return refuse(&issuer, &secret, &user, &client_id, refused).await;
@@ -185,7 +183,7 @@ pub async fn token(
         if let Some(refused) = judge(&current) {
             return (refused, Changes::new());
         }
-        match grant::issue_refresh(&current, &locator, now, refresh_lifetime) {
+        match grant::issue_refresh(&current, &locator, now, refresh_lifetime, live.session.expires_at) {
             Ok((refresh, changes)) => (Use::Issue(refresh), changes),
             Err(_) => (Use::Refused("no randomness"), Changes::new()),
         }
@@ -245,52 +243,8 @@ async fn refuse(issuer: &Issuer, secret: &Secret, user: &User, client_id: &str, 
     invalid_grant()
 }
 
-/// Why the person may not hold tokens now, and whether that ends the grant for good.
-#[derive(Debug)]
-pub struct Denied {
-    /// For the log.
-    pub reason: &'static str,
-    /// Deactivation, changed credentials, lost admission: yes. A lock: no — anyone who
-    /// knows an address can lock an account by failing sign-ins, and that must not end the
-    /// person's sessions; they work again when the lock ends.
-    pub revoke: bool,
-}
-
-/// The User that owns the grant Secret (by uid), from the cache.
-pub fn owner(issuer: &Issuer, secret: &Secret) -> Option<Arc<User>> {
-    let namespace = secret.namespace()?;
-    let name = secret.labels().get(USER_LABEL)?;
-    let user = issuer.portal.signin.caches.users.get(&ObjectRef::new(name).within(&namespace))?;
-    crate::controller::controlled_by(secret, user.as_ref()).then_some(user)
-}
-
-/// Whether the person may still hold this client's tokens; why not.
-pub fn still_allowed(
-    issuer: &Issuer,
-    client: &OidcClient,
-    user: &User,
-    found: &Grant,
-    now: Timestamp,
-) -> Result<(), Denied> {
-    let ends = |reason| Denied { reason, revoke: true };
-    if user.metadata.uid.as_deref() != Some(found.user_uid.as_str()) {
-        return Err(ends("another User of that name"));
-    }
-    let credentials = issuer.portal.signin.caches.credentials_of(user).ok_or(ends("no credentials"))?;
-    if let Some(barrier) = issuer.portal.signin.barrier(user, &credentials, now) {
-        return Err(Denied { reason: barrier.message(), revoke: barrier != Barrier::Locked });
-    }
-    if grant::stamp(&credentials) != found.stamp {
-        return Err(ends("credentials changed since the sign-in"));
-    }
-    if !registration::admits(&client.spec, &client.namespace().unwrap_or_default(), user) {
-        return Err(ends("the client no longer admits this user"));
-    }
-    Ok(())
-}
-
 async fn revoke(issuer: &Issuer, secret: &Secret) {
-    if let Err(e) = grant::revoke(&issuer.portal.signin.client, secret).await {
+    if let Err(e) = state::delete(&issuer.portal.signin.client, secret).await {
         tracing::error!(error = %e, grant = %secret.name_any(), "revoking a grant failed");
     }
 }

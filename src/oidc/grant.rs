@@ -1,30 +1,27 @@
 //! A grant: what one sign-in gave one client — the authorization code until it is redeemed,
 //! then the refresh-token family. One Secret per grant (`<user>-grant-<random>`, type
-//! roster.dev/oidc-grant) in the User's namespace, owned by the User: it survives restarts,
-//! every replica reads it, and deleting the User deletes it. Only hashes of the code and
+//! roster.dev/oidc-grant) in the User's namespace, owned by the sign-in session it came from
+//! (see [`super::state`]): ending the session ends its grants. Only hashes of the code and
 //! refresh tokens are stored; each write carries the resourceVersion it decided on, so a
 //! code is redeemed once and a refresh token rotates once, whichever replica is asked.
-//!
-//! A token names its grant: `<locator>.<secret>`, where the locator is the base64url of
-//! `namespace/name` (public: it says which Secret to read, not what is in it).
 
 use std::collections::BTreeMap;
 
-use base64::Engine as _;
-use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use k8s_openapi::ByteString;
 use k8s_openapi::api::core::v1::Secret;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
 use k8s_openapi::jiff::{SignedDuration, Timestamp};
-use kube::api::{Api, DeleteParams, ObjectMeta, PostParams, Preconditions};
-use kube::{Client, Resource, ResourceExt};
+use kube::ResourceExt;
+use kube::api::ObjectMeta;
 use sha2::{Digest, Sha256};
 
 use super::request::{AuthRequest, pkce_verified};
+use super::session::Session;
+use super::state::{self, Kind, StateError};
 use crate::api::{Scope, User};
-use crate::controller::names::{GRANT_TYPE, USER_LABEL};
+use crate::controller::names::{GRANT_TYPE, SESSION_LABEL, USER_LABEL};
 use crate::credentials::record::{PASSWORD_HASH, TOTP_SECRET};
-use crate::credentials::{Token, hash_token, hashes_match};
+use crate::credentials::{hash_token, hashes_match};
 use crate::facts::{Changes, text};
 
 /// How long an authorization code may wait to be redeemed.
@@ -129,49 +126,6 @@ pub fn stamp(credentials: &Secret) -> String {
     hex::encode(&hasher.finalize()[..12])
 }
 
-/// The locator of the grant `name` in `namespace`.
-pub fn locator(namespace: &str, name: &str) -> String {
-    URL_SAFE_NO_PAD.encode(format!("{namespace}/{name}"))
-}
-
-/// The grant a locator names: `(namespace, name)`.
-pub fn located(locator: &str) -> Option<(String, String)> {
-    let bytes = URL_SAFE_NO_PAD.decode(locator).ok()?;
-    let text = String::from_utf8(bytes).ok()?;
-    let (namespace, name) = text.split_once('/')?;
-    // Only what roster names grants: `<user>-grant-<10 hex>` in a namespace (a DNS label),
-    // where the user part is a DNS subdomain. Nothing else is ever looked up.
-    let label = |s: &str| {
-        !s.is_empty()
-            && s.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
-            && !s.starts_with('-')
-            && !s.ends_with('-')
-    };
-    let (user, suffix) = name.rsplit_once("-grant-")?;
-    let sound = namespace.len() <= 63
-        && label(namespace)
-        && name.len() <= 253
-        && user.split('.').all(label)
-        && suffix.len() == 10
-        && suffix.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b));
-    sound.then(|| (namespace.to_owned(), name.to_owned()))
-}
-
-/// The grant a code or refresh token names, and the hash it is stored as.
-pub fn token_grant(token: &str) -> Option<(String, String, String)> {
-    let (locator, secret) = token.split_once('.')?;
-    if secret.len() != 43 {
-        return None;
-    }
-    let (namespace, name) = located(locator)?;
-    Some((namespace, name, hash_token(token)))
-}
-
-/// A fresh token for the grant at `locator`.
-fn new_token(locator: &str) -> Result<String, crate::credentials::CredentialError> {
-    Ok(format!("{locator}.{}", Token::generate()?.expose()))
-}
-
 /// What presenting a code leads to.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum CodeVerdict {
@@ -242,13 +196,14 @@ pub fn judge_refresh(grant: &Grant, hash: &str, client: &str, now: Timestamp) ->
 }
 
 /// The changes that redeem the code (or rotate the refresh token): a new refresh token
-/// when the grant carries offline_access, valid for `refresh_lifetime`; the spent one
-/// remembered.
+/// when the grant carries offline_access, valid for `refresh_lifetime` but not past `until`
+/// (when its session ends); the spent one remembered.
 pub fn issue_refresh(
     grant: &Grant,
     locator: &str,
     now: Timestamp,
     refresh_lifetime: SignedDuration,
+    until: Timestamp,
 ) -> Result<(Option<String>, Changes), crate::credentials::CredentialError> {
     let mut changes = Changes::from([(LAST_USED_AT, Some(now.to_string()))]);
     if !grant.code_redeemed {
@@ -264,59 +219,58 @@ pub fn issue_refresh(
         changes.insert(REFRESH_HASH, None);
         return Ok((None, changes));
     }
-    let token = new_token(locator)?;
+    let token = state::new_token(locator)?;
     changes.insert(REFRESH_HASH, Some(hash_token(&token)));
-    changes.insert(REFRESH_EXPIRES_AT, Some((now + refresh_lifetime).to_string()));
+    let expires = now.checked_add(refresh_lifetime).map_or(until, |end| end.min(until));
+    changes.insert(REFRESH_EXPIRES_AT, Some(expires.to_string()));
     Ok((Some(token), changes))
 }
 
-/// Makes the grant for a signed-in `user` and the checked `request`; answers the code.
-#[allow(clippy::too_many_arguments)]
-pub async fn create(
-    client: &Client,
+/// The grant Secret for a signed-in `user`, made in `session` for the checked `request`,
+/// and its code.
+pub fn new(
     user: &User,
+    session: &Secret,
     request: &AuthRequest,
-    amr: &[&str],
-    auth_time: Timestamp,
-    stamp: String,
+    signed_in: &Session,
     now: Timestamp,
-) -> Result<String, GrantError> {
+) -> Result<(Secret, String), StateError> {
     let namespace = user.namespace().unwrap_or_default();
-    let suffix = hex::encode(crate::credentials::random_bytes::<5>().map_err(GrantError::Random)?);
-    let name = format!("{}-grant-{suffix}", user.name_any());
-    let code = new_token(&locator(&namespace, &name)).map_err(GrantError::Random)?;
+    let name = Kind::Grant.new_name(&user.name_any())?;
+    let code = state::new_token(&state::locator(&namespace, &name)).map_err(StateError::Random)?;
     let scopes: Vec<&str> = request.scopes.iter().map(|s| s.as_str()).collect();
     let mut data: BTreeMap<&str, String> = BTreeMap::from([
         (CLIENT, request.client_id.clone()),
         (USER_UID, user.metadata.uid.clone().unwrap_or_default()),
         (SCOPE, scopes.join(" ")),
-        (AUTH_TIME, auth_time.to_string()),
-        (AMR, amr.join(" ")),
+        (AUTH_TIME, signed_in.auth_time.to_string()),
+        (AMR, signed_in.amr.join(" ")),
         (REDIRECT_URI, request.redirect_uri.clone()),
         (CHALLENGE, request.challenge.clone()),
         (CODE_HASH, hash_token(&code)),
         (CODE_EXPIRES_AT, (now + CODE_LIFETIME).to_string()),
-        (STAMP, stamp),
+        (STAMP, signed_in.stamp.clone()),
         (CREATED_AT, now.to_string()),
     ]);
     if let Some(nonce) = &request.nonce {
         data.insert(NONCE, nonce.clone());
     }
     let owner = OwnerReference {
-        api_version: User::api_version(&()).into_owned(),
-        kind: User::kind(&()).into_owned(),
-        name: user.name_any(),
-        uid: user.metadata.uid.clone().unwrap_or_default(),
+        api_version: "v1".into(),
+        kind: "Secret".into(),
+        name: session.name_any(),
+        uid: session.metadata.uid.clone().unwrap_or_default(),
         controller: Some(true),
         block_owner_deletion: Some(false),
     };
     let secret = Secret {
         metadata: ObjectMeta {
             name: Some(name),
-            namespace: Some(namespace.clone()),
+            namespace: Some(namespace),
             labels: Some(BTreeMap::from([
                 ("app.kubernetes.io/managed-by".to_owned(), "roster".to_owned()),
                 (USER_LABEL.to_owned(), user.name_any()),
+                (SESSION_LABEL.to_owned(), session.name_any()),
             ])),
             owner_references: Some(vec![owner]),
             ..Default::default()
@@ -325,47 +279,7 @@ pub async fn create(
         data: Some(data.into_iter().map(|(k, v)| (k.to_owned(), ByteString(v.into_bytes()))).collect()),
         ..Default::default()
     };
-    Api::<Secret>::namespaced(client.clone(), &namespace)
-        .create(&PostParams::default(), &secret)
-        .await
-        .map_err(|e| GrantError::Kube(Box::new(e)))?;
-    Ok(code)
-}
-
-/// The grant Secret `name` in `namespace`, as the API server has it now (a code is redeemed
-/// moments after it was made, maybe by another replica: the watch may not have it yet).
-pub async fn read(client: &Client, namespace: &str, name: &str) -> Result<Option<Secret>, GrantError> {
-    Api::<Secret>::namespaced(client.clone(), namespace)
-        .get_opt(name)
-        .await
-        .map_err(|e| GrantError::Kube(Box::new(e)))
-}
-
-/// Deletes the grant (the version that was judged, by uid): its refresh tokens stop working.
-pub async fn revoke(client: &Client, secret: &Secret) -> Result<(), GrantError> {
-    let params = DeleteParams {
-        preconditions: Some(Preconditions { uid: secret.metadata.uid.clone(), resource_version: None }),
-        ..DeleteParams::default()
-    };
-    match Api::<Secret>::namespaced(client.clone(), &secret.namespace().unwrap_or_default())
-        .delete(&secret.name_any(), &params)
-        .await
-    {
-        Ok(_) => Ok(()),
-        Err(kube::Error::Api(status)) if status.code == 404 || status.code == 409 => Ok(()),
-        Err(e) => Err(GrantError::Kube(Box::new(e))),
-    }
-}
-
-/// Why a grant could not be made, read or changed.
-#[derive(Debug, thiserror::Error)]
-pub enum GrantError {
-    /// The OS random source failed.
-    #[error("no randomness for a token: {0}")]
-    Random(crate::credentials::CredentialError),
-    /// The API server refused or was unreachable.
-    #[error("writing or reading a grant: {0}")]
-    Kube(Box<kube::Error>),
+    Ok((secret, code))
 }
 
 /// A grant for tests elsewhere.
@@ -444,10 +358,20 @@ mod tests {
     #[test]
     fn refresh_tokens_rotate_and_a_spent_one_revokes_the_family() {
         let now = at("2026-01-02T00:00:00Z");
-        let (first, changes) = issue_refresh(&grant(), "loc", now, SignedDuration::from_hours(1)).unwrap();
+        let (first, changes) =
+            issue_refresh(&grant(), "loc", now, SignedDuration::from_hours(1), Timestamp::MAX).unwrap();
         let first = first.unwrap();
         assert!(first.starts_with("loc."));
         assert_eq!(changes[REFRESH_HASH].as_deref(), Some(hash_token(&first).as_str()));
+        assert_eq!(changes[REFRESH_EXPIRES_AT].as_deref(), Some("2026-01-02T01:00:00Z"));
+        let (_, capped) =
+            issue_refresh(&grant(), "loc", now, SignedDuration::from_hours(1), at("2026-01-02T00:30:00Z"))
+                .unwrap();
+        assert_eq!(
+            capped[REFRESH_EXPIRES_AT].as_deref(),
+            Some("2026-01-02T00:30:00Z"),
+            "not past the session's end"
+        );
         assert!(changes[CODE_REDEEMED_AT].is_some());
         let live = Grant {
             code_redeemed: true,
@@ -468,7 +392,8 @@ mod tests {
             judge_refresh(&live, &hash_token("guess"), "team.app", now),
             RefreshVerdict::Refused("not this grant's refresh token")
         );
-        let (second, changes) = issue_refresh(&live, "loc", now, SignedDuration::from_hours(1)).unwrap();
+        let (second, changes) =
+            issue_refresh(&live, "loc", now, SignedDuration::from_hours(1), Timestamp::MAX).unwrap();
         assert_ne!(second.as_deref(), Some(first.as_str()));
         assert_eq!(changes[SPENT_REFRESH].as_deref(), Some(hash_token(&first).as_str()));
         assert!(!changes.contains_key(CODE_REDEEMED_AT), "redeemed once");
@@ -483,28 +408,15 @@ mod tests {
     #[test]
     fn without_offline_access_there_is_no_refresh_token() {
         let online = Grant { scopes: vec![Scope::OpenId], ..grant() };
-        let (token, changes) =
-            issue_refresh(&online, "loc", at("2026-01-01T00:00:10Z"), SignedDuration::from_hours(1)).unwrap();
+        let (token, changes) = issue_refresh(
+            &online,
+            "loc",
+            at("2026-01-01T00:00:10Z"),
+            SignedDuration::from_hours(1),
+            Timestamp::MAX,
+        )
+        .unwrap();
         assert_eq!(token, None);
         assert_eq!(changes[REFRESH_HASH], None);
-    }
-
-    #[test]
-    fn locators_name_a_namespace_and_a_secret_only() {
-        let loc = locator("team", "jane-grant-0a1b2c3d4e");
-        assert_eq!(located(&loc), Some(("team".into(), "jane-grant-0a1b2c3d4e".into())));
-        let token = format!("{loc}.{}", "a".repeat(43));
-        assert_eq!(token_grant(&token).unwrap().2, hash_token(&token));
-        assert_eq!(located(&URL_SAFE_NO_PAD.encode("../x")), None);
-        assert_eq!(located(&URL_SAFE_NO_PAD.encode("team/Jane-grant-0a1b2c3d4e")), None);
-        assert_eq!(
-            located(&URL_SAFE_NO_PAD.encode("team/jane-credentials")),
-            None,
-            "only grants are looked up"
-        );
-        let long = format!("team/{}-grant-0a1b2c3d4e", "a".repeat(56));
-        assert!(located(&URL_SAFE_NO_PAD.encode(&long)).is_some(), "a 56-character user name");
-        assert_eq!(token_grant(&format!("{loc}.short")), None);
-        assert_eq!(token_grant("garbage"), None);
     }
 }

@@ -1,9 +1,11 @@
 //! roster as an OpenID Connect provider for the people it manages, served by `roster run`
 //! under `--issuer-url`'s path on the portal's port: discovery ([`discovery`]), keys
 //! ([`keys`], [`key_store`]), the authorization endpoint with its sign-in page
-//! ([`authorize`]), the token endpoint ([`exchange`]) and userinfo ([`userinfo`]). What was
-//! granted lives in a Secret per grant ([`grant`]), so it survives restarts and every replica
-//! sees it; the sign-in itself is [`crate::signin`]'s, the same as the portal's.
+//! ([`authorize`]), the token endpoint ([`exchange`]), userinfo ([`userinfo`]), revocation
+//! ([`revocation`]) and logout ([`logout`]). Sign-in sessions ([`session`]) and what each
+//! gave a client ([`grant`]) live in Secrets ([`state`]), so they survive restarts and every
+//! replica sees them; [`sweeper`] removes them when they end. The sign-in itself is
+//! [`crate::signin`]'s, the same as the portal's.
 
 pub mod authorize;
 pub mod claims;
@@ -13,14 +15,24 @@ pub mod exchange;
 pub mod grant;
 pub mod key_store;
 pub mod keys;
+pub mod logout;
 pub mod request;
+pub mod revocation;
+pub mod session;
+pub mod standing;
+pub mod state;
+pub mod sweeper;
 pub mod tokens;
 pub mod userinfo;
 
 use std::sync::Arc;
 
+use axum::Json;
 use axum::Router;
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
 use axum::routing::get;
+use k8s_openapi::jiff::SignedDuration;
 
 use crate::portal::Portal;
 use key_store::KeyStore;
@@ -37,14 +49,22 @@ pub struct Issuer {
     pub portal: Arc<Portal>,
     /// Namespaces whose clients may admit other namespaces' Users.
     pub trusted_namespaces: Vec<String>,
+    /// How long a sign-in session lasts (`--session-lifetime`).
+    pub session_lifetime: SignedDuration,
 }
 
 impl Issuer {
     /// The issuer at `url`.
-    pub fn new(url: &str, keys: Arc<KeyStore>, portal: Arc<Portal>, trusted_namespaces: Vec<String>) -> Self {
+    pub fn new(
+        url: &str,
+        keys: Arc<KeyStore>,
+        portal: Arc<Portal>,
+        trusted_namespaces: Vec<String>,
+        session_lifetime: SignedDuration,
+    ) -> Self {
         let path =
             url::Url::parse(url).map(|u| u.path().trim_end_matches('/').to_owned()).unwrap_or_default();
-        Self { url: url.to_owned(), path, keys, portal, trusted_namespaces }
+        Self { url: url.to_owned(), path, keys, portal, trusted_namespaces, session_lifetime }
     }
 
     /// The public URL of the endpoint at `path` (which starts with `/`).
@@ -55,6 +75,33 @@ impl Issuer {
     /// The endpoint's path on this server, as the pages link to it.
     pub fn endpoint_path(&self, path: &str) -> String {
         format!("{}{path}", self.path)
+    }
+
+    /// Where the pages find the stylesheet.
+    pub fn root(&self) -> String {
+        format!("{}/", self.path)
+    }
+}
+
+/// An OAuth error answer (JSON).
+pub fn oauth_error(status: StatusCode, code: &str, description: &str) -> Response {
+    (status, Json(serde_json::json!({"error": code, "error_description": description}))).into_response()
+}
+
+/// Sets the page's content security policy so that its form may post here and the answer
+/// may redirect to `redirect_uri`'s origin (browsers apply `form-action` to the redirect).
+pub fn allow_form_redirect(response: &mut Response, redirect_uri: Option<&str>) {
+    let origin = redirect_uri
+        .and_then(|uri| url::Url::parse(uri).ok())
+        .map(|u| u.origin().ascii_serialization())
+        .filter(|origin| origin != "null")
+        .unwrap_or_default();
+    let policy = format!(
+        "default-src 'none'; style-src 'self'; img-src 'self' data:; form-action 'self' {origin}; \
+         frame-ancestors 'none'; base-uri 'none'"
+    );
+    if let Ok(value) = HeaderValue::from_str(&policy) {
+        response.headers_mut().insert(header::CONTENT_SECURITY_POLICY, value);
     }
 }
 
@@ -67,7 +114,9 @@ pub fn router(issuer: Arc<Issuer>) -> Router {
         .route(&at("/keys"), get(discovery::keys))
         .route(&at("/authorize"), get(authorize::start).post(authorize::sign_in))
         .route(&at("/token"), axum::routing::post(exchange::token))
-        .route(&at("/userinfo"), get(userinfo::userinfo).post(userinfo::userinfo));
+        .route(&at("/userinfo"), get(userinfo::userinfo).post(userinfo::userinfo))
+        .route(&at("/revoke"), axum::routing::post(revocation::revoke))
+        .route(&at("/logout"), get(logout::start).post(logout::confirm));
     // Under a path of its own, the pages find the stylesheet there too (the Ingress may
     // route only that path to roster).
     let router = if issuer.path.is_empty() {

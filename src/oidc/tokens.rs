@@ -136,6 +136,34 @@ pub fn verify_access_token(ring: &Keyring, issuer: &str, token: &str) -> Option<
     jsonwebtoken::decode::<AccessClaims>(token, key, &validation).ok().map(|data| data.claims)
 }
 
+/// What logout needs of an ID token it is given as `id_token_hint`.
+#[derive(Debug, Deserialize)]
+pub struct IdHint {
+    /// The client it was issued to.
+    pub aud: String,
+    /// The User's uid.
+    pub sub: String,
+    /// The grant's locator.
+    pub sid: String,
+}
+
+/// Reads an ID token roster signed (any published key), checking the issuer but not the
+/// expiry (RP-Initiated Logout: an expired ID token is still a fine hint); `None` for
+/// anything else.
+pub fn verify_id_token_hint(ring: &Keyring, issuer: &str, token: &str) -> Option<IdHint> {
+    let header = jsonwebtoken::decode_header(token).ok()?;
+    if header.typ.as_deref() != Some("JWT") {
+        return None;
+    }
+    let (alg, key) = ring.verifier(header.kid.as_deref()?)?;
+    let mut validation = Validation::new(*alg);
+    validation.set_issuer(&[issuer]);
+    validation.validate_aud = false;
+    validation.validate_exp = false;
+    validation.required_spec_claims.clear();
+    jsonwebtoken::decode::<IdHint>(token, key, &validation).ok().map(|data| data.claims)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -175,5 +203,28 @@ mod tests {
         let expired = Signing { now: now - SignedDuration::from_hours(1), ..signing };
         let old = expired.access_token(&grant, "sid-1", SignedDuration::from_mins(5)).unwrap();
         assert!(verify_access_token(&ring, "https://id.example.com", &old).is_none());
+    }
+
+    #[test]
+    fn an_expired_id_token_is_a_logout_hint_an_access_token_is_not() {
+        let now = Timestamp::now();
+        let ring = keys::Keyring::load(&[keys::generate(SigningAlgorithm::RS256, now).unwrap()]).unwrap();
+        let grant = super::super::grant::tests_grant(vec![Scope::OpenId]);
+        let old = Signing {
+            issuer: "https://id.example.com",
+            ring: &ring,
+            alg: SigningAlgorithm::RS256,
+            now: now - SignedDuration::from_hours(2),
+        };
+        let access = old.access_token(&grant, "sid-1", SignedDuration::from_mins(5)).unwrap();
+        let person = Map::from_iter([("sub".to_owned(), json!("u1"))]);
+        let id = old.id_token(&grant, person, &access, None, "sid-1", SignedDuration::from_mins(5)).unwrap();
+        let hint = verify_id_token_hint(&ring, "https://id.example.com", &id).unwrap();
+        assert_eq!((hint.aud.as_str(), hint.sub.as_str(), hint.sid.as_str()), ("team.app", "u1", "sid-1"));
+        assert!(verify_id_token_hint(&ring, "https://other.example.com", &id).is_none());
+        assert!(verify_id_token_hint(&ring, "https://id.example.com", &access).is_none());
+        let mut forged = id.clone();
+        forged.pop();
+        assert!(verify_id_token_hint(&ring, "https://id.example.com", &forged).is_none());
     }
 }

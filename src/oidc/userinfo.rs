@@ -1,6 +1,6 @@
 //! Userinfo (`GET` or `POST /userinfo` with a bearer access token): the person's claims as
-//! the User says now, for the scopes of the grant — only while the grant exists and the
-//! person may still hold tokens (a revoked grant or a deactivated user gets 401 at once,
+//! the User says now, for the scopes of the grant — only while the grant and its session
+//! exist and the person may still hold tokens (a revoked grant or a deactivated user gets 401 at once,
 //! before the access token expires).
 
 use std::sync::Arc;
@@ -13,9 +13,9 @@ use k8s_openapi::jiff::Timestamp;
 use kube::runtime::reflector::ObjectRef;
 use serde_json::Value;
 
-use super::exchange::{owner, still_allowed};
-use super::grant::{self, Grant};
-use super::{Issuer, claims, client_auth, tokens};
+use super::grant::Grant;
+use super::state::{self, Kind};
+use super::{Issuer, claims, client_auth, session, standing, tokens};
 
 fn unauthorized() -> Response {
     let mut response = StatusCode::UNAUTHORIZED.into_response();
@@ -40,23 +40,28 @@ pub async fn userinfo(State(issuer): State<Arc<Issuer>>, headers: HeaderMap) -> 
     let Some(access) = tokens::verify_access_token(&ring, &issuer.url, token.trim()) else {
         return unauthorized();
     };
-    let Some((namespace, name)) = grant::located(&access.sid) else { return unauthorized() };
+    let Some((namespace, name)) = state::located(&access.sid, Kind::Grant) else { return unauthorized() };
     // The grant existed when the token was signed: the watch has it, unless it is gone or
     // this replica's watch is behind (then the API server answers).
-    let secret = match issuer.portal.signin.caches.secrets.get(&ObjectRef::new(&name).within(&namespace)) {
+    let signin = &issuer.portal.signin;
+    let secret = match signin.caches.secrets.get(&ObjectRef::new(&name).within(&namespace)) {
         Some(secret) => secret,
-        None => match grant::read(&issuer.portal.signin.client, &namespace, &name).await {
+        None => match state::read(&signin.client, &namespace, &name).await {
             Ok(Some(secret)) => Arc::new(secret),
             Ok(None) => return unauthorized(),
             Err(_) => return StatusCode::SERVICE_UNAVAILABLE.into_response(),
         },
     };
-    let (Some(found), Some(user)) = (Grant::of(&secret), owner(&issuer, &secret)) else {
-        return unauthorized();
+    let now = Timestamp::now();
+    let user = match session::of_grant(&issuer, &secret, now).await {
+        Ok(Some(live)) => live.user,
+        Ok(None) => return unauthorized(),
+        Err(_) => return StatusCode::SERVICE_UNAVAILABLE.into_response(),
     };
+    let Some(found) = Grant::of(&secret) else { return unauthorized() };
     let Some(client) = client_auth::registered(&issuer, &found.client) else { return unauthorized() };
     if found.user_uid != access.sub
-        || still_allowed(&issuer, &client, &user, &found, Timestamp::now()).is_err()
+        || standing::with_client(signin, &client, &user, &found.user_uid, &found.stamp, now).is_err()
     {
         return unauthorized();
     }

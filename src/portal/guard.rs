@@ -86,7 +86,8 @@ pub fn form_token_matches(headers: &HeaderMap, posted: &str) -> bool {
     })
 }
 
-fn cookie(headers: &HeaderMap, name: &str) -> Option<String> {
+/// The value of the cookie `name`, if the request carries it.
+pub fn cookie(headers: &HeaderMap, name: &str) -> Option<String> {
     headers
         .get_all(header::COOKIE)
         .iter()

@@ -23,7 +23,7 @@ use super::reenrolment::{self, OpenReset};
 use super::verification;
 use crate::api::User;
 
-const TEMPLATES: [(&str, &str); 10] = [
+const TEMPLATES: [(&str, &str); 12] = [
     ("base.html", include_str!("templates/base.html")),
     ("password.html", include_str!("templates/password.html")),
     ("reset_password.html", include_str!("templates/reset_password.html")),
@@ -34,6 +34,8 @@ const TEMPLATES: [(&str, &str); 10] = [
     ("problem.html", include_str!("templates/problem.html")),
     ("signin.html", include_str!("templates/signin.html")),
     ("denied.html", include_str!("templates/denied.html")),
+    ("logout.html", include_str!("templates/logout.html")),
+    ("signed_out.html", include_str!("templates/signed_out.html")),
 ];
 const STYLESHEET: &str = include_str!("templates/portal.css");
 
@@ -494,6 +496,8 @@ mod tests {
             ("done.html", context! { mfa => true }),
             ("reset_password.html", context! { error => "wrong" }),
             ("problem.html", context! { title => "Gone", message => "<b>m</b>" }),
+            ("logout.html", context! { action => "/logout", params => vec![("state", "s")] }),
+            ("signed_out.html", context! {}),
         ] {
             let response = pages.render(StatusCode::OK, name, context! { ..extra, ..common.clone() });
             assert_eq!(response.status(), StatusCode::OK, "{name}");

@@ -10,10 +10,10 @@ use k8s_openapi::api::core::v1::Secret;
 use kube::ResourceExt;
 use kube::api::{Patch, PatchParams};
 use libtest_mimic::Trial;
-use openidconnect::core::{CoreAuthenticationFlow, CoreClient, CoreProviderMetadata};
+use openidconnect::core::{CoreAuthenticationFlow, CoreClient, CoreProviderMetadata, CoreRevocableToken};
 use openidconnect::{
     AuthorizationCode, ClientId, ClientSecret, CsrfToken, IssuerUrl, Nonce, OAuth2TokenResponse,
-    PkceCodeChallenge, RedirectUrl, RefreshToken, Scope, TokenResponse,
+    PkceCodeChallenge, RedirectUrl, RefreshToken, RevocationUrl, Scope, TokenResponse,
 };
 use roster::api::{OidcClient, User};
 use serde_json::{Value, json};
@@ -22,6 +22,7 @@ use crate::harness::{ISSUER, Ns, condition, shared, trial, wait_for};
 use crate::portal::{PASSWORD, code, next_code, onboard};
 
 const REDIRECT: &str = "http://127.0.0.1:8400/callback";
+const BYE: &str = "http://127.0.0.1:8400/signed-out";
 
 /// Every code and token the issuer handed out in these tests: the hygiene check looks for
 /// them in the operators' logs.
@@ -149,6 +150,145 @@ pub fn trials() -> Vec<Trial> {
             );
             Ok(())
         }),
+        trial("oidc::a_session_signs_in_a_second_client_until_the_person_signs_out", |ns| async move {
+            onboard(&ns, "sam", json!({"mfa": {"required": false}})).await?;
+            let user = ns.api::<User>().get("sam").await?;
+            let logout = json!({"postLogoutRedirectUris": [BYE]});
+            let (one, one_id) = registered(&ns, "one", logout.clone()).await?;
+            let (two, two_id) = registered(&ns, "two", logout).await?;
+
+            // Signing in to the first client starts a session.
+            let first = SignIn::start(&one, &["offline_access"]).await?;
+            let answer = first.page().await?.submit("sam", PASSWORD, "").await?;
+            let session = answer.cookie("roster_session").context("no session cookie")?;
+            note(session.split_once('=').map_or("", |(_, v)| v));
+            let one_tokens = first.redeem(&one, &answer).await?;
+            let one_id_token = one_tokens.id_token().context("no ID token")?.to_string();
+            let one_claims = jwt_claims(&one_id_token)?;
+
+            // The second client signs the person in without a form; auth_time is the session's.
+            let second = SignIn::start(&two, &["offline_access"]).await?;
+            let silent = second.visit(Some(&session), "&prompt=none").await?;
+            let two_tokens = second.redeem(&two, &silent).await.context("a sign-in without a prompt")?;
+            let two_claims = jwt_claims(&two_tokens.id_token().context("no ID token")?.to_string())?;
+            ensure!(
+                two_claims["sub"] == user.uid().unwrap_or_default() && two_claims["aud"] == two_id.as_str(),
+                "{two_claims}"
+            );
+            ensure!(two_claims["auth_time"] == one_claims["auth_time"], "a second sign-in: {two_claims}");
+            // Without the cookie: login_required. A fresh sign-in asked for: the form.
+            let none = SignIn::start(&two, &[]).await?.visit(None, "&prompt=none").await?;
+            ensure!(
+                none.location.as_deref().is_some_and(|l| l.contains("error=login_required")),
+                "{:?}",
+                none.location
+            );
+            for fresh in ["&prompt=login", "&max_age=0"] {
+                let asked = SignIn::start(&two, &[]).await?.visit(Some(&session), fresh).await?;
+                ensure!(asked.status == 200 && asked.html.contains("Sign in"), "{fresh}: {}", asked.status);
+            }
+
+            // The state lives in Secrets: a session owned by the User, grants owned by it.
+            let secrets = ns.api::<Secret>().list(&Default::default()).await?.items;
+            let sessions: Vec<&Secret> =
+                secrets.iter().filter(|s| s.name_any().starts_with("sam-session-")).collect();
+            ensure!(sessions.len() == 1, "{} sessions", sessions.len());
+            let owned = |s: &Secret, uid: Option<String>| {
+                s.owner_references().iter().any(|r| Some(r.uid.clone()) == uid)
+            };
+            ensure!(owned(sessions[0], user.uid()), "the session is not the User's");
+            let grants: Vec<&Secret> =
+                secrets.iter().filter(|s| s.name_any().starts_with("sam-grant-")).collect();
+            ensure!(
+                grants.len() == 2 && grants.iter().all(|g| owned(g, sessions[0].uid())),
+                "grants: {}",
+                grants.len()
+            );
+
+            // Revocation (RFC 7009): only the client's own token; then it stops working.
+            let two_refresh = two_tokens.refresh_token().context("no refresh token")?;
+            let one_refresh = one_tokens.refresh_token().context("no refresh token")?;
+            revoke(&two, CoreRevocableToken::RefreshToken(one_refresh.clone())).await?;
+            let one_refreshed = one
+                .exchange_refresh_token(one_refresh)?
+                .request_async(&http())
+                .await
+                .context("another client's revocation revoked")?;
+            note_tokens(&one_refreshed);
+            let one_refresh = one_refreshed.refresh_token().context("no refresh token")?.clone();
+            revoke(&two, CoreRevocableToken::RefreshToken(two_refresh.clone())).await?;
+            ensure!(refresh(&two, two_refresh).await.is_err(), "a revoked refresh token worked");
+
+            // Sign-out without a hint asks first; a hinted one ends the session and its grants
+            // and returns to the client's registered address with state.
+            let unregistered = browser()
+                .get(format!(
+                    "{}/logout?client_id={one_id}&post_logout_redirect_uri=https%3A%2F%2Fevil.example.com%2F",
+                    shared().portal_url
+                ))
+                .header("cookie", &session)
+                .send()
+                .await?;
+            ensure!(
+                unregistered.status() == 400 && unregistered.headers().get("location").is_none(),
+                "{}",
+                unregistered.status()
+            );
+            let ask = browser()
+                .get(format!("{}/logout", shared().portal_url))
+                .header("cookie", &session)
+                .send()
+                .await?;
+            ensure!(ask.status() == 200 && ask.text().await?.contains("Sign out of"), "no confirmation");
+            refresh(&one, &one_refresh).await.context("asking ended the session")?;
+            let bye = browser()
+                .get(format!(
+                    "{}/logout?id_token_hint={one_id_token}&post_logout_redirect_uri={}&state=st4te",
+                    shared().portal_url,
+                    urlencoding(BYE)
+                ))
+                .send()
+                .await?;
+            let location =
+                bye.headers().get("location").and_then(|v| v.to_str().ok()).unwrap_or_default().to_owned();
+            ensure!(location == format!("{BYE}?state=st4te"), "after sign-out: {} {location}", bye.status());
+            let one_last = one.exchange_refresh_token(&one_refresh)?.request_async(&http()).await;
+            ensure!(one_last.is_err(), "a refresh token outlived its session");
+            let after = SignIn::start(&two, &[]).await?.visit(Some(&session), "&prompt=none").await?;
+            ensure!(
+                after.location.as_deref().is_some_and(|l| l.contains("error=login_required")),
+                "the session outlived sign-out"
+            );
+
+            // A session that ends is removed, and its grants with it.
+            let again = SignIn::start(&one, &["offline_access"]).await?;
+            let answer = again.page().await?.submit("sam", PASSWORD, "").await?;
+            let tokens = again.redeem(&one, &answer).await?;
+            let session = answer.cookie("roster_session").context("no session cookie")?;
+            note(session.split_once('=').map_or("", |(_, v)| v));
+            let secrets = ns.api::<Secret>().list(&Default::default()).await?.items;
+            let live =
+                secrets.iter().find(|s| s.name_any().starts_with("sam-session-")).context("no session")?;
+            let ended = (k8s_openapi::jiff::Timestamp::now()
+                - k8s_openapi::jiff::SignedDuration::from_secs(1))
+            .to_string();
+            let patch = json!({"stringData": {"expiresAt": ended}});
+            ns.api::<Secret>()
+                .patch(&live.name_any(), &PatchParams::default(), &Patch::Merge(&patch))
+                .await?;
+            crate::harness::poll_until("the ended session and its grant removed", || async {
+                let left = ns.api::<Secret>().list(&Default::default()).await?.items;
+                Ok(left.iter().all(|s| {
+                    !s.name_any().starts_with("sam-session-") && !s.name_any().starts_with("sam-grant-")
+                }))
+            })
+            .await?;
+            ensure!(
+                refresh(&one, tokens.refresh_token().context("refresh")?).await.is_err(),
+                "refresh after the end"
+            );
+            Ok(())
+        }),
         trial("oidc::requests_outside_the_registration_are_refused_without_redirecting", |ns| async move {
             let totp = onboard(&ns, "ann", json!({"groups": ["dev"]})).await?;
             let email = ns.api::<User>().get("ann").await?.spec.email;
@@ -185,8 +325,8 @@ pub fn trials() -> Vec<Trial> {
                     .await?
                     .items
                     .iter()
-                    .all(|s| !s.name_any().contains("-grant-")),
-                "a grant was made for a refused sign-in"
+                    .all(|s| !s.name_any().contains("-grant-") && !s.name_any().contains("-session-")),
+                "a grant or session was made for a refused sign-in"
             );
             Ok(())
         }),
@@ -261,6 +401,33 @@ impl SignIn {
         openidconnect::PkceCodeVerifier::new(self.verifier.clone())
     }
 
+    /// `GET /authorize` with `extra` query parameters and, maybe, a cookie.
+    async fn visit(&self, cookie: Option<&str>, extra: &str) -> anyhow::Result<Answer> {
+        let mut request = browser().get(local(&format!("{}{extra}", self.url)));
+        if let Some(cookie) = cookie {
+            request = request.header("cookie", cookie);
+        }
+        Answer::of(request.send().await?).await
+    }
+
+    /// Redeems the code `answer` carries, checks the state, notes the tokens.
+    async fn redeem(
+        &self,
+        client: &Rp,
+        answer: &Answer,
+    ) -> anyhow::Result<openidconnect::core::CoreTokenResponse> {
+        let (code, state) = answer.code()?;
+        ensure!(state == self.csrf.secret().as_str(), "state not passed through");
+        let tokens = client
+            .exchange_code(AuthorizationCode::new(code))?
+            .set_pkce_verifier(self.verifier())
+            .request_async(&http())
+            .await
+            .context("the code exchange")?;
+        note_tokens(&tokens);
+        Ok(tokens)
+    }
+
     /// The sign-in page, as a browser gets it.
     async fn page(&self) -> anyhow::Result<Page> {
         let response = browser().get(local(&self.url)).send().await?;
@@ -286,10 +453,11 @@ struct Page {
     html: String,
 }
 
-/// What posting the form answered.
+/// What posting the form (or visiting /authorize) answered.
 struct Answer {
     status: u16,
     location: Option<String>,
+    cookies: Vec<String>,
     html: String,
 }
 
@@ -306,13 +474,30 @@ impl Page {
             .form(&form)
             .send()
             .await?;
-        let status = response.status().as_u16();
-        let location = response.headers().get("location").and_then(|v| v.to_str().ok()).map(str::to_owned);
-        Ok(Answer { status, location, html: response.text().await? })
+        Answer::of(response).await
     }
 }
 
 impl Answer {
+    async fn of(response: reqwest::Response) -> anyhow::Result<Self> {
+        let status = response.status().as_u16();
+        let header =
+            |name| response.headers().get_all(name).iter().filter_map(|v| v.to_str().ok()).map(str::to_owned);
+        let location = header("location").next();
+        let cookies = header("set-cookie").collect();
+        Ok(Answer { status, location, cookies, html: response.text().await? })
+    }
+
+    /// `name=value` of a cookie the answer set.
+    fn cookie(&self, name: &str) -> Option<String> {
+        let prefix = format!("{name}=");
+        self.cookies
+            .iter()
+            .find(|c| c.starts_with(&prefix))
+            .and_then(|c| c.split(';').next())
+            .map(str::to_owned)
+    }
+
     /// The code and state the redirect carries.
     fn code(&self) -> anyhow::Result<(String, String)> {
         let Some(location) = &self.location else { bail!("no redirect ({}): {}", self.status, self.html) };
@@ -385,6 +570,23 @@ fn http() -> impl Fn(
 async fn refresh(client: &Rp, token: &RefreshToken) -> anyhow::Result<()> {
     client.exchange_refresh_token(token)?.request_async(&http()).await.context("refresh")?;
     Ok(())
+}
+
+/// Revokes `token` as `client` (RFC 7009, through the crate).
+async fn revoke(client: &Rp, token: CoreRevocableToken) -> anyhow::Result<()> {
+    let url = RevocationUrl::new(format!("{ISSUER}/revoke"))?;
+    client
+        .clone()
+        .set_revocation_url(url)
+        .revoke_token(token)?
+        .request_async(&http())
+        .await
+        .context("revocation")?;
+    Ok(())
+}
+
+fn urlencoding(text: &str) -> String {
+    url::form_urlencoded::byte_serialize(text.as_bytes()).collect()
 }
 
 async fn userinfo(access_token: &str) -> anyhow::Result<(u16, Value)> {

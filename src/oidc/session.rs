@@ -1,0 +1,309 @@
+//! The sign-in session: once a person signed in on the issuer's page, their browser holds a
+//! cookie naming a session Secret (`<user>-session-<random>`, type roster.dev/oidc-session,
+//! owned by the User), so the next client they open signs them in without asking again.
+//! The Secret holds when and how they signed in, a fingerprint of their credentials and the
+//! SHA-256 of the cookie's token; the grants made in the session are owned by it, so ending
+//! the session (sign-out, expiry, deleting the User) ends them too.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use axum::http::HeaderMap;
+use k8s_openapi::ByteString;
+use k8s_openapi::api::core::v1::Secret;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
+use k8s_openapi::jiff::{SignedDuration, Timestamp};
+use kube::api::ObjectMeta;
+use kube::runtime::reflector::ObjectRef;
+use kube::{Resource, ResourceExt};
+
+use super::Issuer;
+use super::request::Prompt;
+use super::state::{self, Kind, StateError};
+use crate::api::User;
+use crate::controller::controlled_by;
+use crate::controller::names::{SESSION_TYPE, USER_LABEL};
+use crate::credentials::{hash_token, hashes_match};
+use crate::facts::text;
+
+/// The cookie that carries the session's token.
+pub const COOKIE: &str = "roster_session";
+
+const USER_UID: &str = "userUID";
+const AUTH_TIME: &str = "authTime";
+const AMR: &str = "amr";
+const STAMP: &str = "credentialsStamp";
+const TOKEN_HASH: &str = "tokenHash";
+const CREATED_AT: &str = "createdAt";
+const EXPIRES_AT: &str = "expiresAt";
+
+/// A session as its Secret says.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Session {
+    /// The uid of the User who signed in.
+    pub user_uid: String,
+    /// When they proved who they are.
+    pub auth_time: Timestamp,
+    /// How (`pwd`, `otp`).
+    pub amr: Vec<String>,
+    /// Their credentials' fingerprint then ([`super::grant::stamp`]).
+    pub stamp: String,
+    /// SHA-256 of the cookie's token.
+    pub token_hash: String,
+    /// When it was made.
+    pub created_at: Timestamp,
+    /// When it ends, whatever happens.
+    pub expires_at: Timestamp,
+}
+
+impl Session {
+    /// Reads a session Secret; `None` when it is not one.
+    pub fn of(secret: &Secret) -> Option<Self> {
+        if secret.type_.as_deref() != Some(SESSION_TYPE) {
+            return None;
+        }
+        let get = |key| text(secret, key).map(str::to_owned);
+        let time = |key| text(secret, key).and_then(|v| v.parse::<Timestamp>().ok());
+        Some(Self {
+            user_uid: get(USER_UID)?,
+            auth_time: time(AUTH_TIME)?,
+            amr: get(AMR).map(|v| v.split(' ').map(str::to_owned).collect()).unwrap_or_default(),
+            stamp: get(STAMP)?,
+            token_hash: get(TOKEN_HASH)?,
+            created_at: time(CREATED_AT)?,
+            expires_at: time(EXPIRES_AT)?,
+        })
+    }
+
+    /// A person who just signed in: the session to record, before it has a token.
+    pub fn signed_in(
+        user: &User,
+        amr: &[&str],
+        stamp: String,
+        now: Timestamp,
+        lifetime: SignedDuration,
+    ) -> Self {
+        Self {
+            user_uid: user.metadata.uid.clone().unwrap_or_default(),
+            auth_time: now,
+            amr: amr.iter().map(|m| (*m).to_owned()).collect(),
+            stamp,
+            token_hash: String::new(),
+            created_at: now,
+            expires_at: now.checked_add(lifetime).unwrap_or(Timestamp::MAX),
+        }
+    }
+}
+
+/// What an authorization request does about the browser's session.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Next {
+    /// Sign the client in with it: no form.
+    Reuse,
+    /// Show the sign-in form.
+    SignIn,
+    /// `prompt=none` and nothing to reuse: `login_required` to the client.
+    LoginRequired,
+}
+
+/// Decides, for a live session (or none), `prompt` and `max_age` (seconds).
+pub fn next(live: Option<&Session>, prompt: Prompt, max_age: Option<u64>, now: Timestamp) -> Next {
+    let fresh = live.is_some_and(|session| {
+        max_age.is_none_or(|seconds| {
+            let limit = SignedDuration::from_secs(i64::try_from(seconds).unwrap_or(i64::MAX));
+            session.auth_time.checked_add(limit).ok().is_none_or(|until| now <= until)
+        })
+    });
+    match (prompt, fresh) {
+        (Prompt::Login, _) => Next::SignIn,
+        (_, true) => Next::Reuse,
+        (Prompt::None, false) => Next::LoginRequired,
+        (Prompt::Default, false) => Next::SignIn,
+    }
+}
+
+/// The Secret that records `session` for `user`, and the cookie's token.
+pub fn new(user: &User, session: &Session) -> Result<(Secret, String), StateError> {
+    let namespace = user.namespace().unwrap_or_default();
+    let name = Kind::Session.new_name(&user.name_any())?;
+    let token = state::new_token(&state::locator(&namespace, &name)).map_err(StateError::Random)?;
+    let data = BTreeMap::from([
+        (USER_UID, session.user_uid.clone()),
+        (AUTH_TIME, session.auth_time.to_string()),
+        (AMR, session.amr.join(" ")),
+        (STAMP, session.stamp.clone()),
+        (TOKEN_HASH, hash_token(&token)),
+        (CREATED_AT, session.created_at.to_string()),
+        (EXPIRES_AT, session.expires_at.to_string()),
+    ]);
+    let owner = OwnerReference {
+        api_version: User::api_version(&()).into_owned(),
+        kind: User::kind(&()).into_owned(),
+        name: user.name_any(),
+        uid: user.metadata.uid.clone().unwrap_or_default(),
+        controller: Some(true),
+        block_owner_deletion: Some(false),
+    };
+    let secret = Secret {
+        metadata: ObjectMeta {
+            name: Some(name),
+            namespace: Some(namespace),
+            labels: Some(BTreeMap::from([
+                ("app.kubernetes.io/managed-by".to_owned(), "roster".to_owned()),
+                (USER_LABEL.to_owned(), user.name_any()),
+            ])),
+            owner_references: Some(vec![owner]),
+            ..Default::default()
+        },
+        type_: Some(SESSION_TYPE.to_owned()),
+        data: Some(data.into_iter().map(|(k, v)| (k.to_owned(), ByteString(v.into_bytes()))).collect()),
+        ..Default::default()
+    };
+    Ok((secret, token))
+}
+
+/// The `Set-Cookie` value that hands the session's token to the browser until the session
+/// ends: `HttpOnly`, `SameSite=Lax` (it must come along when a client sends the person
+/// here), `Secure` over HTTPS, only for the issuer's path.
+pub fn cookie(token: &str, path: &str, https: bool, expires: Timestamp, now: Timestamp) -> String {
+    let max_age = expires.duration_since(now).as_secs().max(0);
+    let secure = if https { "; Secure" } else { "" };
+    let path = if path.is_empty() { "/" } else { path };
+    format!("{COOKIE}={token}; Path={path}; Max-Age={max_age}; HttpOnly; SameSite=Lax{secure}")
+}
+
+/// The `Set-Cookie` value that removes the cookie.
+pub fn cleared(path: &str, https: bool) -> String {
+    let secure = if https { "; Secure" } else { "" };
+    let path = if path.is_empty() { "/" } else { path };
+    format!("{COOKIE}=; Path={path}; Max-Age=0; HttpOnly; SameSite=Lax{secure}")
+}
+
+/// A session found live, with its Secret and its User.
+pub struct Live {
+    /// The session's Secret.
+    pub secret: Arc<Secret>,
+    /// What it says.
+    pub session: Session,
+    /// Who signed in.
+    pub user: Arc<User>,
+}
+
+/// The browser's session, if its cookie names a live one whose person may still sign in.
+/// `Err` only when the API server could not be asked.
+pub async fn current(
+    issuer: &Issuer,
+    headers: &HeaderMap,
+    now: Timestamp,
+) -> Result<Option<Live>, StateError> {
+    let Some(token) = crate::portal::guard::cookie(headers, COOKIE) else { return Ok(None) };
+    let Some((namespace, name, hash)) = state::token_target(&token, Kind::Session) else { return Ok(None) };
+    let Some(live) = find(issuer, &namespace, &name, now).await? else { return Ok(None) };
+    Ok(hashes_match(&hash, &live.session.token_hash).then_some(live))
+}
+
+/// The session a grant was made in, if it is live (its person may still sign in is for
+/// the caller to ask, with the client).
+pub async fn of_grant(issuer: &Issuer, grant: &Secret, now: Timestamp) -> Result<Option<Live>, StateError> {
+    let Some(owner) =
+        grant.owner_references().iter().find(|r| r.controller == Some(true) && r.kind == "Secret")
+    else {
+        return Ok(None);
+    };
+    let namespace = grant.namespace().unwrap_or_default();
+    let Some(live) = find(issuer, &namespace, &owner.name, now).await? else { return Ok(None) };
+    Ok((live.secret.metadata.uid.as_deref() == Some(owner.uid.as_str())).then_some(live))
+}
+
+/// The session `name` in `namespace` (from the cache; from the API server when this
+/// replica's watch has not seen it yet), if it is a session, unexpired and owned by its
+/// User.
+async fn find(
+    issuer: &Issuer,
+    namespace: &str,
+    name: &str,
+    now: Timestamp,
+) -> Result<Option<Live>, StateError> {
+    let signin = &issuer.portal.signin;
+    let secret = match signin.caches.secrets.get(&ObjectRef::new(name).within(namespace)) {
+        Some(secret) => secret,
+        None => match state::read(&signin.client, namespace, name).await? {
+            Some(secret) => Arc::new(secret),
+            None => return Ok(None),
+        },
+    };
+    let Some(session) = Session::of(&secret) else { return Ok(None) };
+    if session.expires_at <= now {
+        return Ok(None);
+    }
+    let Some(user_name) = secret.labels().get(USER_LABEL) else { return Ok(None) };
+    let Some(user) = signin.caches.users.get(&ObjectRef::new(user_name).within(namespace)) else {
+        return Ok(None);
+    };
+    Ok(controlled_by(secret.as_ref(), user.as_ref()).then_some(Live { secret, session, user }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn at(text: &str) -> Timestamp {
+        text.parse().unwrap()
+    }
+
+    fn session() -> Session {
+        Session {
+            user_uid: "u1".into(),
+            auth_time: at("2026-01-01T00:00:00Z"),
+            amr: vec!["pwd".into(), "otp".into()],
+            stamp: "s".into(),
+            token_hash: "h".into(),
+            created_at: at("2026-01-01T00:00:00Z"),
+            expires_at: at("2026-01-02T00:00:00Z"),
+        }
+    }
+
+    #[test]
+    fn a_live_session_signs_in_unless_the_client_asks_for_a_fresh_sign_in() {
+        let now = at("2026-01-01T00:10:00Z");
+        let live = session();
+        assert_eq!(next(Some(&live), Prompt::Default, None, now), Next::Reuse);
+        assert_eq!(next(Some(&live), Prompt::None, None, now), Next::Reuse);
+        assert_eq!(next(Some(&live), Prompt::Login, None, now), Next::SignIn);
+        assert_eq!(next(Some(&live), Prompt::Default, Some(600), now), Next::Reuse, "exactly max_age");
+        assert_eq!(next(Some(&live), Prompt::Default, Some(599), now), Next::SignIn, "older than max_age");
+        assert_eq!(next(Some(&live), Prompt::None, Some(0), now), Next::LoginRequired);
+        assert_eq!(next(Some(&live), Prompt::Default, Some(u64::MAX), now), Next::Reuse);
+        assert_eq!(next(None, Prompt::Default, None, now), Next::SignIn);
+        assert_eq!(next(None, Prompt::None, None, now), Next::LoginRequired);
+        assert_eq!(next(None, Prompt::Login, None, now), Next::SignIn);
+    }
+
+    #[test]
+    fn the_secret_holds_the_session_and_only_a_hash_of_its_token() {
+        let mut user = User::new(
+            "jane",
+            serde_json::from_value(serde_json::json!({"email": "jane@example.com"})).unwrap(),
+        );
+        user.metadata.namespace = Some("team".into());
+        user.metadata.uid = Some("u1".into());
+        let (secret, token) = new(&user, &session()).unwrap();
+        let read = Session::of(&secret).unwrap();
+        assert_eq!(read.token_hash, hash_token(&token));
+        assert_eq!(Session { token_hash: "h".into(), ..read }, session());
+        let (namespace, name, hash) = state::token_target(&token, Kind::Session).unwrap();
+        assert_eq!((namespace.as_str(), name.as_str()), ("team", secret.name_any().as_str()));
+        assert_eq!(hash, hash_token(&token));
+        assert!(controlled_by(&secret, &user));
+        let stored = serde_json::to_string(&secret).unwrap();
+        assert!(!stored.contains(token.split_once('.').unwrap().1), "the token itself is not stored");
+    }
+
+    #[test]
+    fn the_cookie_lasts_as_long_as_the_session_on_the_issuers_path() {
+        let now = at("2026-01-01T00:00:00Z");
+        let cookie = cookie("t", "/id", true, at("2026-01-01T01:00:00Z"), now);
+        assert_eq!(cookie, "roster_session=t; Path=/id; Max-Age=3600; HttpOnly; SameSite=Lax; Secure");
+        assert!(cleared("", false).contains("Path=/; Max-Age=0"));
+    }
+}

@@ -1,0 +1,62 @@
+//! Whether a person may still hold what a sign-in gave them — a session, a grant's tokens,
+//! userinfo — decided the same way for each: the same User (by uid), not deactivated,
+//! locked, refused by the directory or re-enrolling, the credentials they signed in with
+//! unchanged, and (for a client) still admitted.
+
+use k8s_openapi::jiff::Timestamp;
+use kube::ResourceExt;
+
+use super::grant;
+use crate::api::{OidcClient, User};
+use crate::registration;
+use crate::signin::{Barrier, SignIn};
+
+/// Why the person may not hold tokens now, and whether that ends the grant for good.
+#[derive(Debug)]
+pub struct Denied {
+    /// For the log.
+    pub reason: &'static str,
+    /// Deactivation, changed credentials, lost admission: yes. A lock: no — anyone who
+    /// knows an address can lock an account by failing sign-ins, and that must not end the
+    /// person's sessions; they work again when the lock ends.
+    pub revoke: bool,
+}
+
+/// Whether `user` is still the person (`user_uid`) who signed in with the credentials
+/// fingerprinted as `stamp`, and may sign in now.
+pub fn of_person(
+    signin: &SignIn,
+    user: &User,
+    user_uid: &str,
+    stamp: &str,
+    now: Timestamp,
+) -> Result<(), Denied> {
+    let ends = |reason| Denied { reason, revoke: true };
+    if user.metadata.uid.as_deref() != Some(user_uid) {
+        return Err(ends("another User of that name"));
+    }
+    let credentials = signin.caches.credentials_of(user).ok_or(ends("no credentials"))?;
+    if let Some(barrier) = signin.barrier(user, &credentials, now) {
+        return Err(Denied { reason: barrier.message(), revoke: barrier != Barrier::Locked });
+    }
+    if grant::stamp(&credentials) != stamp {
+        return Err(ends("credentials changed since the sign-in"));
+    }
+    Ok(())
+}
+
+/// [`of_person`], and `client` still admits them.
+pub fn with_client(
+    signin: &SignIn,
+    client: &OidcClient,
+    user: &User,
+    user_uid: &str,
+    stamp: &str,
+    now: Timestamp,
+) -> Result<(), Denied> {
+    of_person(signin, user, user_uid, stamp, now)?;
+    if !registration::admits(&client.spec, &client.namespace().unwrap_or_default(), user) {
+        return Err(Denied { reason: "the client no longer admits this user", revoke: true });
+    }
+    Ok(())
+}

@@ -1,0 +1,345 @@
+//! Removes sessions when they end and keeps what one person can pile up bounded: a
+//! [`Ledger`] kept from the Secret watch's events (no listing, O(log N) per event) knows
+//! each session's end, each user's sessions and each session's grants per client; the
+//! sweeper deletes a session at its end (its grants go with it), a user's oldest sessions
+//! beyond [`SESSIONS_PER_USER`], and a session's oldest grants for one client beyond
+//! [`GRANTS_PER_CLIENT`] (a page that keeps sending a signed-in browser to the issuer makes
+//! a grant each time).
+
+use std::collections::{BTreeSet, HashMap, VecDeque};
+use std::sync::{Arc, Mutex};
+
+use k8s_openapi::api::core::v1::Secret;
+use k8s_openapi::jiff::Timestamp;
+use kube::runtime::watcher;
+use kube::{Client, ResourceExt};
+use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
+
+use super::grant::Grant;
+use super::session::Session;
+use super::state;
+use crate::controller::names::{GRANT_TYPE, SESSION_LABEL, SESSION_TYPE, USER_LABEL};
+
+/// Sessions one user may hold at once; signing in again removes the oldest.
+pub const SESSIONS_PER_USER: usize = 16;
+/// Grants one session may hold for one client; a new one removes the oldest.
+pub const GRANTS_PER_CLIENT: usize = 8;
+
+/// `namespace/name`.
+type Key = String;
+
+/// What must be deleted: the Secret and the uid it was judged on.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Doomed {
+    /// Its namespace.
+    pub namespace: String,
+    /// Its name.
+    pub name: String,
+    /// Its uid (a Secret made again under the name is not touched).
+    pub uid: Option<String>,
+}
+
+#[derive(Clone, Debug)]
+struct Entry {
+    uid: Option<String>,
+    created: Timestamp,
+    /// A session's end; a grant's session.
+    ends: Option<Timestamp>,
+    /// A session's user; a grant's (session, client).
+    group: String,
+}
+
+/// The sessions and grants the watch has shown, indexed for the sweeper.
+#[derive(Debug, Default)]
+pub struct Ledger {
+    entries: HashMap<Key, Entry>,
+    /// Sessions by end.
+    ends: BTreeSet<(Timestamp, Key)>,
+    /// Sessions by user, grants by (session, client): oldest first.
+    groups: HashMap<String, BTreeSet<(Timestamp, Key)>>,
+    /// Beyond a cap, waiting to be deleted.
+    doomed: VecDeque<Key>,
+}
+
+impl Ledger {
+    /// Records a Secret the watch applied (only sessions and grants are kept).
+    pub fn apply(&mut self, secret: &Secret) {
+        let key = crate::index::object_key(secret);
+        let namespace = secret.namespace().unwrap_or_default();
+        let (entry, cap) = match secret.type_.as_deref() {
+            Some(SESSION_TYPE) => {
+                let (Some(session), Some(user)) = (Session::of(secret), secret.labels().get(USER_LABEL))
+                else {
+                    return self.remove(&key);
+                };
+                let entry = Entry {
+                    uid: secret.metadata.uid.clone(),
+                    created: session.created_at,
+                    ends: Some(session.expires_at),
+                    group: format!("user:{namespace}/{user}"),
+                };
+                (entry, SESSIONS_PER_USER)
+            }
+            Some(GRANT_TYPE) => {
+                let (Some(grant), Some(session)) = (Grant::of(secret), secret.labels().get(SESSION_LABEL))
+                else {
+                    return self.remove(&key);
+                };
+                let created =
+                    secret.metadata.creation_timestamp.as_ref().map_or(Timestamp::UNIX_EPOCH, |t| t.0);
+                let entry = Entry {
+                    uid: secret.metadata.uid.clone(),
+                    created,
+                    ends: None,
+                    group: format!("grants:{namespace}/{session} {}", grant.client),
+                };
+                (entry, GRANTS_PER_CLIENT)
+            }
+            _ => return,
+        };
+        if self.entries.get(&key).is_some_and(|known| known.uid == entry.uid && known.ends == entry.ends) {
+            // Already filed (a grant is written at every refresh).
+            return;
+        }
+        self.remove(&key);
+        if let Some(ends) = entry.ends {
+            self.ends.insert((ends, key.clone()));
+        }
+        let group = self.groups.entry(entry.group.clone()).or_default();
+        group.insert((entry.created, key.clone()));
+        while group.len() > cap {
+            if let Some((_, oldest)) = group.pop_first() {
+                self.doomed.push_back(oldest);
+            }
+        }
+        self.entries.insert(key, entry);
+    }
+
+    /// Forgets a Secret the watch deleted.
+    pub fn remove(&mut self, key: &str) {
+        let Some(entry) = self.entries.remove(key) else { return };
+        if let Some(ends) = entry.ends {
+            self.ends.remove(&(ends, key.to_owned()));
+        }
+        if let Some(group) = self.groups.get_mut(&entry.group) {
+            group.remove(&(entry.created, key.to_owned()));
+            if group.is_empty() {
+                self.groups.remove(&entry.group);
+            }
+        }
+    }
+
+    /// What is due for deletion at `now`: sessions that ended, and what a cap pushed out.
+    /// Each is handed out once; the watch's delete event forgets it.
+    pub fn take_due(&mut self, now: Timestamp) -> Vec<Doomed> {
+        let mut due: Vec<Key> = self.doomed.drain(..).collect();
+        while let Some((ends, key)) = self.ends.first().cloned() {
+            if ends > now {
+                break;
+            }
+            self.ends.pop_first();
+            due.push(key);
+        }
+        due.into_iter()
+            .filter_map(|key| {
+                // Gone already (a retry of something the watch has since deleted): nothing to do.
+                let uid = self.entries.get(&key)?.uid.clone();
+                let (namespace, name) = key.split_once('/')?;
+                Some(Doomed { namespace: namespace.to_owned(), name: name.to_owned(), uid })
+            })
+            .collect()
+    }
+
+    /// When the next session ends.
+    pub fn next_end(&self) -> Option<Timestamp> {
+        self.ends.first().map(|(ends, _)| *ends)
+    }
+
+    /// How many sessions and grants are filed.
+    pub fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    /// Whether none are.
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+}
+
+/// The ledger, kept by the Secret watch and read by the sweeping task.
+#[derive(Default)]
+pub struct Sweeper {
+    ledger: Mutex<Ledger>,
+    changed: Notify,
+}
+
+impl Sweeper {
+    /// What the Secret watch calls with each event.
+    pub fn follower(self: &Arc<Self>) -> impl FnMut(&watcher::Event<Secret>) + Send + 'static {
+        let sweeper = self.clone();
+        move |event| {
+            let mut ledger = sweeper.ledger.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+            match event {
+                watcher::Event::Apply(secret) | watcher::Event::InitApply(secret) => ledger.apply(secret),
+                watcher::Event::Delete(secret) => ledger.remove(&crate::index::object_key(secret)),
+                watcher::Event::Init | watcher::Event::InitDone => return,
+            }
+            drop(ledger);
+            sweeper.changed.notify_one();
+        }
+    }
+
+    /// Deletes what is due, then sleeps until the next session ends or the ledger changes,
+    /// until `shutdown`.
+    pub async fn run(self: Arc<Self>, client: Client, shutdown: CancellationToken) {
+        loop {
+            let (due, next) = {
+                let mut ledger = self.ledger.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+                (ledger.take_due(Timestamp::now()), ledger.next_end())
+            };
+            for doomed in due {
+                if let Err(e) =
+                    state::delete_named(&client, &doomed.namespace, &doomed.name, doomed.uid.clone()).await
+                {
+                    // The watch still has it; the next session end or change tries again.
+                    tracing::warn!(error = %e, secret = %format!("{}/{}", doomed.namespace, doomed.name), "removing an ended session or grant failed");
+                    self.retry_later(&doomed);
+                }
+            }
+            let wait = next.map_or(std::time::Duration::from_secs(3600), |at| {
+                std::time::Duration::try_from(at.duration_since(Timestamp::now()))
+                    .unwrap_or_default()
+                    .max(std::time::Duration::from_millis(100))
+            });
+            tokio::select! {
+                () = shutdown.cancelled() => return,
+                () = self.changed.notified() => {}
+                () = tokio::time::sleep(wait) => {}
+            }
+        }
+    }
+
+    /// Puts back what could not be deleted, a little later (no hot loop while the API
+    /// server is away).
+    fn retry_later(&self, doomed: &Doomed) {
+        let mut ledger = self.ledger.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        let key = format!("{}/{}", doomed.namespace, doomed.name);
+        if ledger.entries.contains_key(&key) {
+            let later = Timestamp::now().checked_add(k8s_openapi::jiff::SignedDuration::from_secs(30));
+            ledger.ends.insert((later.unwrap_or(Timestamp::MAX), key));
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::api::User;
+    use crate::oidc::request::AuthRequest;
+    use k8s_openapi::jiff::SignedDuration;
+
+    fn at(text: &str) -> Timestamp {
+        text.parse().unwrap()
+    }
+
+    fn user() -> User {
+        let mut user = User::new(
+            "jane",
+            serde_json::from_value(serde_json::json!({"email": "jane@example.com"})).unwrap(),
+        );
+        user.metadata.namespace = Some("team".into());
+        user.metadata.uid = Some("u1".into());
+        user
+    }
+
+    fn session(created: &str) -> Secret {
+        let now = at(created);
+        let signed_in = Session::signed_in(&user(), &["pwd"], "s".into(), now, SignedDuration::from_hours(1));
+        let (mut secret, _) = crate::oidc::session::new(&user(), &signed_in).unwrap();
+        secret.metadata.uid = Some(format!("uid-{}", secret.name_any()));
+        secret
+    }
+
+    fn grant(session: &Secret, client: &str, created: &str) -> Secret {
+        let request = AuthRequest {
+            client_id: client.into(),
+            redirect_uri: "https://app.example.com/cb".into(),
+            scopes: vec![],
+            state: None,
+            nonce: None,
+            challenge: "c".into(),
+            prompt: crate::oidc::request::Prompt::Default,
+            max_age: None,
+            login_hint: None,
+        };
+        let signed_in = Session::of(session).unwrap();
+        let (mut secret, _) =
+            crate::oidc::grant::new(&user(), session, &request, &signed_in, at(created)).unwrap();
+        secret.metadata.uid = Some(format!("uid-{}", secret.name_any()));
+        secret.metadata.creation_timestamp =
+            Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(at(created)));
+        secret
+    }
+
+    fn names(due: &[Doomed]) -> Vec<&str> {
+        due.iter().map(|d| d.name.as_str()).collect()
+    }
+
+    #[test]
+    fn a_session_is_due_when_it_ends_and_only_then() {
+        let mut ledger = Ledger::default();
+        let first = session("2026-01-01T00:00:00Z");
+        ledger.apply(&first);
+        ledger.apply(&first);
+        assert_eq!(ledger.next_end(), Some(at("2026-01-01T01:00:00Z")));
+        assert!(ledger.take_due(at("2026-01-01T00:59:59Z")).is_empty());
+        let due = ledger.take_due(at("2026-01-01T01:00:00Z"));
+        assert_eq!(names(&due), [first.name_any().as_str()]);
+        assert_eq!(due[0].uid, first.metadata.uid);
+        assert!(ledger.take_due(at("2026-01-01T02:00:00Z")).is_empty(), "handed out once");
+        let mut shortened = first.clone();
+        let data = shortened.data.get_or_insert_default();
+        data.insert("expiresAt".into(), k8s_openapi::ByteString(b"2026-01-01T00:30:00Z".to_vec()));
+        ledger.apply(&shortened);
+        assert_eq!(ledger.next_end(), Some(at("2026-01-01T00:30:00Z")), "an end moved is filed again");
+        ledger.remove(&crate::index::object_key(&first));
+        assert!(ledger.is_empty());
+    }
+
+    #[test]
+    fn the_oldest_sessions_beyond_the_cap_are_due_at_once() {
+        let mut ledger = Ledger::default();
+        let sessions: Vec<Secret> =
+            (0..=SESSIONS_PER_USER).map(|i| session(&format!("2026-01-01T00:{:02}:00Z", i))).collect();
+        for secret in &sessions {
+            ledger.apply(secret);
+        }
+        let due = ledger.take_due(at("2026-01-01T00:30:00Z"));
+        assert_eq!(names(&due), [sessions[0].name_any().as_str()]);
+    }
+
+    #[test]
+    fn a_sessions_oldest_grants_for_one_client_beyond_the_cap_are_due() {
+        let mut ledger = Ledger::default();
+        let owner = session("2026-01-01T00:00:00Z");
+        ledger.apply(&owner);
+        let grants: Vec<Secret> = (0..=GRANTS_PER_CLIENT)
+            .map(|i| grant(&owner, "team.app", &format!("2026-01-01T00:00:{:02}Z", i)))
+            .collect();
+        for secret in &grants {
+            ledger.apply(secret);
+        }
+        ledger.apply(&grant(&owner, "team.other", "2026-01-01T00:00:00Z"));
+        let due = ledger.take_due(at("2026-01-01T00:01:00Z"));
+        assert_eq!(names(&due), [grants[0].name_any().as_str()], "the other client's grant stays");
+        assert_eq!(ledger.len(), 1 + GRANTS_PER_CLIENT + 2, "filed until the watch deletes them");
+    }
+
+    #[test]
+    fn other_secrets_are_not_filed() {
+        let mut ledger = Ledger::default();
+        ledger.apply(&Secret::default());
+        assert!(ledger.is_empty());
+    }
+}
