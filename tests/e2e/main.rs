@@ -15,6 +15,7 @@ mod faults;
 mod harness;
 mod hygiene;
 mod invites;
+mod kubernetes;
 mod lifecycle;
 mod mail;
 mod oidc;
@@ -40,6 +41,7 @@ fn main() -> ExitCode {
         examples::trials(),
         faults::trials(),
         invites::trials(),
+        kubernetes::trials(),
         lifecycle::trials(),
         mail::trials(),
         oidc::trials(),

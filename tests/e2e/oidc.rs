@@ -28,7 +28,7 @@ const BYE: &str = "http://127.0.0.1:8400/signed-out";
 /// them in the operators' logs.
 pub static ISSUED: std::sync::Mutex<Vec<String>> = std::sync::Mutex::new(Vec::new());
 
-fn note(secret: &str) {
+pub fn note(secret: &str) {
     ISSUED.lock().unwrap_or_else(|p| p.into_inner()).push(secret.to_owned());
 }
 
@@ -512,7 +512,7 @@ impl Answer {
 }
 
 /// The hidden inputs of a page (the portal's templates write `name` before `value`).
-fn hidden_fields(html: &str) -> Vec<(String, String)> {
+pub fn hidden_fields(html: &str) -> Vec<(String, String)> {
     html.split("<input type=\"hidden\" ")
         .skip(1)
         .filter_map(|rest| {

@@ -50,6 +50,12 @@ impl ControlPlane {
     /// The processes receive SIGKILL when the calling thread ends: call from a thread that
     /// outlives the control plane (e.g. a current-thread runtime on `main`).
     pub async fn start(dir: &Path, crds: &str) -> Result<Self> {
+        Self::start_with(dir, crds, &[]).await
+    }
+
+    /// [`start`](Self::start), with `apiserver_flags` added to kube-apiserver's (e.g.
+    /// `--authentication-config=…`).
+    pub async fn start_with(dir: &Path, crds: &str, apiserver_flags: &[String]) -> Result<Self> {
         let etcd = tool_path("etcd")?;
         let apiserver = tool_path("kube-apiserver")?;
         let controller_manager = tool_path("kube-controller-manager")?;
@@ -127,7 +133,10 @@ impl ControlPlane {
                 &format!("--audit-log-path={}", plane.audit_log.display()),
                 "--audit-log-format=json",
                 "--audit-log-mode=blocking",
-            ]),
+            ])
+            .into_iter()
+            .chain(apiserver_flags.iter().cloned())
+            .collect::<Vec<_>>(),
             &[],
             &logs,
         )?);

@@ -13,12 +13,14 @@ mod mailpit;
 mod pki;
 mod process;
 mod roster;
+mod tls_front;
 mod tools;
 
 pub use control_plane::{ControlPlane, client_for, free_ports};
 pub use mailpit::Mailpit;
 pub use process::Process;
 pub use roster::Roster;
+pub use tls_front::TlsFront;
 pub use tools::tool_path;
 
 /// What can go wrong while starting or using the test environment.

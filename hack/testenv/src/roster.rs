@@ -32,14 +32,16 @@ impl Roster {
         env: &[(&str, &str)],
         deadline: Duration,
     ) -> Result<Self> {
-        let [metrics, portal] = free_ports()?;
-        let portal_url = format!("http://127.0.0.1:{portal}");
-        let mut args = vec![
-            "run".to_owned(),
-            format!("--metrics-addr=127.0.0.1:{metrics}"),
-            format!("--portal-addr=127.0.0.1:{portal}"),
-            format!("--portal-url={portal_url}"),
-        ];
+        let [metrics, free] = free_ports()?;
+        // A `--portal-addr` in `flags` (a port the caller had to know first) replaces the free one.
+        let given = flags.iter().find_map(|f| f.strip_prefix("--portal-addr=")).map(str::to_owned);
+        let portal_addr = given.clone().unwrap_or_else(|| format!("127.0.0.1:{free}"));
+        let portal_url = format!("http://{portal_addr}");
+        let mut args = vec!["run".to_owned(), format!("--metrics-addr=127.0.0.1:{metrics}")];
+        if given.is_none() {
+            args.push(format!("--portal-addr={portal_addr}"));
+        }
+        args.push(format!("--portal-url={portal_url}"));
         args.extend(flags.iter().cloned());
         let kubeconfig = kubeconfig.display().to_string();
         let mut env = env.to_vec();
