@@ -55,16 +55,27 @@ pub async fn start(
         Err(refused) => return *refused,
     };
     let now = Timestamp::now();
-    let live = match session::current(&issuer, &headers, now).await {
-        Ok(live) => live.filter(|live| {
+    let live = match session::current(&issuer, &headers, now) {
+        Some(live) => {
             let session = &live.session;
-            standing::of_person(&issuer.portal.signin, &live.user, &session.user_uid, &session.stamp, now)
-                .is_ok()
-        }),
-        Err(e) => {
-            tracing::warn!(error = %e, "reading a sign-in session failed");
-            return unavailable(&issuer);
+            match standing::of_person(
+                &issuer.portal.signin,
+                &live.user,
+                &session.user_uid,
+                &session.stamp,
+                now,
+            ) {
+                Ok(()) => Some(live),
+                Err(denied) => {
+                    // Deactivated, credentials changed: the session is over (a lock pauses it).
+                    if denied.revoke {
+                        session::end(&issuer, &live.secret, denied.reason).await;
+                    }
+                    None
+                }
+            }
         }
+        None => None,
     };
     match session::next(live.as_ref().map(|live| &live.session), request.prompt, request.max_age, now) {
         Next::LoginRequired => back_with_error(
@@ -176,7 +187,13 @@ pub async fn sign_in(
     let Ok(mut response) = code_for(&issuer, &user, &secret, &signed_in, &request, now).await else {
         return again(StatusCode::SERVICE_UNAVAILABLE, "Something went wrong. Try again in a moment.");
     };
-    let cookie = session::cookie(&token, &issuer.path, issuer.portal.https, signed_in.expires_at, now);
+    // Another person signed in on this browser before: their session ends here.
+    if let Some(previous) = session::current(&issuer, &headers, now)
+        && previous.session.user_uid != signed_in.user_uid
+    {
+        session::end(&issuer, &previous.secret, "another person signed in on the same browser").await;
+    }
+    let cookie = session::cookie(&token, issuer.https(), signed_in.expires_at, now);
     if let Ok(value) = HeaderValue::from_str(&cookie) {
         response.headers_mut().append(header::SET_COOKIE, value);
     }

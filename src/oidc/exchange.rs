@@ -22,11 +22,11 @@ use serde_json::json;
 
 use super::client_auth;
 use super::grant::{self, CodeVerdict, Grant, RefreshVerdict};
+use super::session::{self, Live};
 use super::standing::{self, Denied};
 use super::state::{self, Kind};
 use super::tokens::Signing;
-use super::{Issuer, claims, session};
-use crate::api::User;
+use super::{Issuer, claims};
 use crate::facts::{self, Changes};
 use crate::registration;
 
@@ -151,7 +151,7 @@ pub async fn token(
         }
     };
     if let Some(refused) = refused {
-        return refuse(&issuer, &secret, &user, &client_id, refused).await;
+        return refuse(&issuer, &secret, &live, &client_id, refused).await;
     }
     let ring = match issuer.keys.keyring().await {
         Ok(ring) => ring,
@@ -191,7 +191,7 @@ pub async fn token(
     .await;
     let refresh = match written {
         Ok((Use::Issue(refresh), _)) => refresh,
-        Ok((refused, _)) => return refuse(&issuer, &secret, &user, &client_id, refused).await,
+        Ok((refused, _)) => return refuse(&issuer, &secret, &live, &client_id, refused).await,
         Err(e) => {
             tracing::warn!(error = %e, "writing a grant failed");
             return unavailable();
@@ -223,8 +223,11 @@ enum Use {
     Denied(Denied),
 }
 
-/// Answers a refused use: revokes the grant when the refusal says so.
-async fn refuse(issuer: &Issuer, secret: &Secret, user: &User, client_id: &str, refused: Use) -> Response {
+/// Answers a refused use: revokes the grant — or, when the person may no longer hold
+/// tokens at all, ends their session (and so every grant made in it) — when the refusal
+/// says so.
+async fn refuse(issuer: &Issuer, secret: &Secret, live: &Live, client_id: &str, refused: Use) -> Response {
+    let user = &live.user;
     let who = crate::signin::who(user);
     match refused {
         Use::Reused => {
@@ -233,7 +236,9 @@ async fn refuse(issuer: &Issuer, secret: &Secret, user: &User, client_id: &str, 
         }
         Use::Denied(denied) => {
             tracing::info!(user = %who, client = %client_id, reason = denied.reason, revoked = denied.revoke, "the person may not hold tokens now");
-            if denied.revoke {
+            if denied.revoke && denied.person {
+                session::end(issuer, &live.secret, denied.reason).await;
+            } else if denied.revoke {
                 revoke(issuer, secret).await;
             }
         }

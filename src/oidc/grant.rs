@@ -80,6 +80,8 @@ pub struct Grant {
     pub spent: Vec<String>,
     /// The credentials the person signed in with ([`stamp`]).
     pub stamp: String,
+    /// When it was made.
+    pub created_at: Option<Timestamp>,
 }
 
 impl Grant {
@@ -108,6 +110,7 @@ impl Grant {
             refresh_expires_at: time(REFRESH_EXPIRES_AT),
             spent: words(SPENT_REFRESH),
             stamp: get(STAMP).unwrap_or_default(),
+            created_at: time(CREATED_AT),
         })
     }
 }
@@ -315,6 +318,7 @@ mod tests {
             refresh_expires_at: None,
             spent: vec![],
             stamp: "s".into(),
+            created_at: None,
         }
     }
 

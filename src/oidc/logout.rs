@@ -71,18 +71,10 @@ pub async fn start(
     if plan.hint.is_some() {
         return sign_out(&issuer, &headers, plan).await;
     }
-    match session::current(&issuer, &headers, Timestamp::now()).await {
-        Ok(Some(_)) => confirmation(&issuer, &headers, &params),
+    match session::current(&issuer, &headers, Timestamp::now()) {
+        Some(_) => confirmation(&issuer, &headers, &params),
         // Nothing to end here.
-        Ok(None) => finish(&issuer, plan),
-        Err(e) => {
-            tracing::warn!(error = %e, "reading a sign-in session failed");
-            problem(
-                &issuer,
-                StatusCode::SERVICE_UNAVAILABLE,
-                "Signing out is not possible right now. Try again in a moment.",
-            )
-        }
+        None => finish(&issuer, plan),
     }
 }
 
@@ -149,12 +141,12 @@ async fn checked(issuer: &Issuer, params: &LogoutParams) -> Result<Plan, Box<Res
 }
 
 /// Ends the hinted session and the browser's own (when it is the same person's), then
-/// finishes.
+/// finishes. The browser's cookie is removed only when its session ended (or is gone): a
+/// hint for someone else does not sign this browser's person out.
 async fn sign_out(issuer: &Issuer, headers: &HeaderMap, plan: Plan) -> Response {
     let now = Timestamp::now();
     let client = &issuer.portal.signin.client;
     let mut ended = Vec::new();
-    let browser = session::current(issuer, headers, now).await;
     if let Some(hint) = &plan.hint {
         let hinted = match state::located(&hint.sid, Kind::Grant) {
             Some((namespace, name)) => match state::read(client, &namespace, &name).await {
@@ -166,16 +158,27 @@ async fn sign_out(issuer: &Issuer, headers: &HeaderMap, plan: Plan) -> Response 
         match hinted {
             Ok(Some(live)) if live.session.user_uid == hint.sub => ended.push(live.secret),
             Ok(_) => {}
-            Err(e) => tracing::warn!(error = %e, "reading the hinted session failed"),
+            Err(e) => {
+                tracing::warn!(error = %e, "reading the hinted session failed");
+                return problem(
+                    issuer,
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "Signing out did not work. Try again in a moment.",
+                );
+            }
         }
     }
-    match browser {
-        Ok(Some(live)) if plan.hint.as_ref().is_none_or(|hint| hint.sub == live.session.user_uid) => {
-            ended.push(live.secret);
+    let browser = session::current(issuer, headers, now);
+    let clear = match browser {
+        Some(live) if plan.hint.as_ref().is_none_or(|hint| hint.sub == live.session.user_uid) => {
+            if !ended.iter().any(|s| s.metadata.uid == live.secret.metadata.uid) {
+                ended.push(live.secret);
+            }
+            true
         }
-        Ok(_) => {}
-        Err(e) => tracing::warn!(error = %e, "reading a sign-in session failed"),
-    }
+        Some(_) => false,
+        None => true,
+    };
     for secret in &ended {
         if let Err(e) = state::delete(client, secret).await {
             tracing::warn!(error = %e, "ending a sign-in session failed");
@@ -188,7 +191,7 @@ async fn sign_out(issuer: &Issuer, headers: &HeaderMap, plan: Plan) -> Response 
         tracing::info!(session = %secret.name_any(), "signed out");
     }
     let mut response = finish(issuer, plan);
-    if let Ok(value) = HeaderValue::from_str(&session::cleared(&issuer.path, issuer.portal.https)) {
+    if clear && let Ok(value) = HeaderValue::from_str(&session::cleared(issuer.https())) {
         response.headers_mut().append(header::SET_COOKIE, value);
     }
     response

@@ -77,6 +77,11 @@ impl Issuer {
         format!("{}{path}", self.path)
     }
 
+    /// Whether the issuer is served over https (its cookies are `Secure`).
+    pub fn https(&self) -> bool {
+        self.url.starts_with("https://")
+    }
+
     /// Where the pages find the stylesheet.
     pub fn root(&self) -> String {
         format!("{}/", self.path)

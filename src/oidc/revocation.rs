@@ -51,8 +51,8 @@ pub async fn revoke(
         return super::oauth_error(StatusCode::BAD_REQUEST, "invalid_request", "token is required");
     };
     let client_id = registration::client_id(&client.namespace().unwrap_or_default(), &client.name_any());
-    // A refresh token (or a code) names its grant and must match it; an access token is a
-    // signed JWT whose `sid` names the grant.
+    // A refresh token names its grant and must match it; an access token is a signed JWT
+    // whose `sid` names the grant.
     let target = match state::token_target(token, Kind::Grant) {
         Some((namespace, name, hash)) => Some((namespace, name, Some(hash))),
         None => match issuer.keys.keyring().await {
@@ -72,10 +72,10 @@ pub async fn revoke(
         }
     };
     let Some(grant) = Grant::of(&secret) else { return StatusCode::OK.into_response() };
-    let its_own = hash.as_deref().is_none_or(|hash| {
-        grant.refresh_hash.as_deref().is_some_and(|current| hashes_match(hash, current))
-            || hashes_match(hash, &grant.code_hash)
-    });
+    // A refresh token (current; a code is no token RFC 7009 revokes), or an access token.
+    let its_own = hash
+        .as_deref()
+        .is_none_or(|hash| grant.refresh_hash.as_deref().is_some_and(|current| hashes_match(hash, current)));
     if grant.client != client_id || !its_own {
         tracing::info!(client = %client_id, "revocation of a token that is not the client's: ignored");
         return StatusCode::OK.into_response();

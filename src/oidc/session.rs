@@ -26,8 +26,12 @@ use crate::controller::names::{SESSION_TYPE, USER_LABEL};
 use crate::credentials::{hash_token, hashes_match};
 use crate::facts::text;
 
-/// The cookie that carries the session's token.
-pub const COOKIE: &str = "roster_session";
+/// The cookie that carries the session's token over https: `__Host-` makes browsers refuse
+/// one set by a sibling domain or for a narrower path (a planted session), and requires
+/// `Secure` and `Path=/`.
+pub const COOKIE: &str = "__Host-roster_session";
+/// Its name over plain http (a demo on localhost), where `__Host-` cookies are refused.
+pub const PLAIN_COOKIE: &str = "roster_session";
 
 const USER_UID: &str = "userUID";
 const AUTH_TIME: &str = "authTime";
@@ -162,21 +166,24 @@ pub fn new(user: &User, session: &Session) -> Result<(Secret, String), StateErro
     Ok((secret, token))
 }
 
+/// The session cookie's name for an issuer served over https or not.
+pub fn cookie_name(https: bool) -> &'static str {
+    if https { COOKIE } else { PLAIN_COOKIE }
+}
+
 /// The `Set-Cookie` value that hands the session's token to the browser until the session
 /// ends: `HttpOnly`, `SameSite=Lax` (it must come along when a client sends the person
-/// here), `Secure` over HTTPS, only for the issuer's path.
-pub fn cookie(token: &str, path: &str, https: bool, expires: Timestamp, now: Timestamp) -> String {
+/// here), and over https `Secure` with the `__Host-` name.
+pub fn cookie(token: &str, https: bool, expires: Timestamp, now: Timestamp) -> String {
     let max_age = expires.duration_since(now).as_secs().max(0);
     let secure = if https { "; Secure" } else { "" };
-    let path = if path.is_empty() { "/" } else { path };
-    format!("{COOKIE}={token}; Path={path}; Max-Age={max_age}; HttpOnly; SameSite=Lax{secure}")
+    let name = cookie_name(https);
+    format!("{name}={token}; Path=/; Max-Age={max_age}; HttpOnly; SameSite=Lax{secure}")
 }
 
 /// The `Set-Cookie` value that removes the cookie.
-pub fn cleared(path: &str, https: bool) -> String {
-    let secure = if https { "; Secure" } else { "" };
-    let path = if path.is_empty() { "/" } else { path };
-    format!("{COOKIE}=; Path={path}; Max-Age=0; HttpOnly; SameSite=Lax{secure}")
+pub fn cleared(https: bool) -> String {
+    cookie("", https, Timestamp::UNIX_EPOCH, Timestamp::UNIX_EPOCH)
 }
 
 /// A session found live, with its Secret and its User.
@@ -189,21 +196,20 @@ pub struct Live {
     pub user: Arc<User>,
 }
 
-/// The browser's session, if its cookie names a live one whose person may still sign in.
-/// `Err` only when the API server could not be asked.
-pub async fn current(
-    issuer: &Issuer,
-    headers: &HeaderMap,
-    now: Timestamp,
-) -> Result<Option<Live>, StateError> {
-    let Some(token) = crate::portal::guard::cookie(headers, COOKIE) else { return Ok(None) };
-    let Some((namespace, name, hash)) = state::token_target(&token, Kind::Session) else { return Ok(None) };
-    let Some(live) = find(issuer, &namespace, &name, now).await? else { return Ok(None) };
-    Ok(hashes_match(&hash, &live.session.token_hash).then_some(live))
+/// The browser's session, if its cookie names a live one (from this replica's cache only:
+/// a cookie costs the API server nothing; a session made a moment ago on another replica
+/// may show the form once more).
+pub fn current(issuer: &Issuer, headers: &HeaderMap, now: Timestamp) -> Option<Live> {
+    let token = crate::portal::guard::cookie(headers, cookie_name(issuer.https()))?;
+    let (namespace, name, hash) = state::token_target(&token, Kind::Session)?;
+    let secret = issuer.portal.signin.caches.secrets.get(&ObjectRef::new(&name).within(&namespace))?;
+    let live = live(issuer, secret, now)?;
+    hashes_match(&hash, &live.session.token_hash).then_some(live)
 }
 
-/// The session a grant was made in, if it is live (its person may still sign in is for
-/// the caller to ask, with the client).
+/// The session a grant was made in, if it is live, as the API server has it now (a grant
+/// is used moments after it was made, maybe by another replica, and sign-out must count at
+/// once). Whether its person may still sign in is for the caller to ask, with the client.
 pub async fn of_grant(issuer: &Issuer, grant: &Secret, now: Timestamp) -> Result<Option<Live>, StateError> {
     let Some(owner) =
         grant.owner_references().iter().find(|r| r.controller == Some(true) && r.kind == "Secret")
@@ -211,36 +217,34 @@ pub async fn of_grant(issuer: &Issuer, grant: &Secret, now: Timestamp) -> Result
         return Ok(None);
     };
     let namespace = grant.namespace().unwrap_or_default();
-    let Some(live) = find(issuer, &namespace, &owner.name, now).await? else { return Ok(None) };
-    Ok((live.secret.metadata.uid.as_deref() == Some(owner.uid.as_str())).then_some(live))
-}
-
-/// The session `name` in `namespace` (from the cache; from the API server when this
-/// replica's watch has not seen it yet), if it is a session, unexpired and owned by its
-/// User.
-async fn find(
-    issuer: &Issuer,
-    namespace: &str,
-    name: &str,
-    now: Timestamp,
-) -> Result<Option<Live>, StateError> {
-    let signin = &issuer.portal.signin;
-    let secret = match signin.caches.secrets.get(&ObjectRef::new(name).within(namespace)) {
-        Some(secret) => secret,
-        None => match state::read(&signin.client, namespace, name).await? {
-            Some(secret) => Arc::new(secret),
-            None => return Ok(None),
-        },
+    let Some(secret) = state::read(&issuer.portal.signin.client, &namespace, &owner.name).await? else {
+        return Ok(None);
     };
-    let Some(session) = Session::of(&secret) else { return Ok(None) };
-    if session.expires_at <= now {
+    if secret.metadata.uid.as_deref() != Some(owner.uid.as_str()) {
         return Ok(None);
     }
-    let Some(user_name) = secret.labels().get(USER_LABEL) else { return Ok(None) };
-    let Some(user) = signin.caches.users.get(&ObjectRef::new(user_name).within(namespace)) else {
-        return Ok(None);
-    };
-    Ok(controlled_by(secret.as_ref(), user.as_ref()).then_some(Live { secret, session, user }))
+    Ok(live(issuer, Arc::new(secret), now))
+}
+
+/// The session in `secret`, if it is one, not being deleted, unexpired and owned by its User.
+fn live(issuer: &Issuer, secret: Arc<Secret>, now: Timestamp) -> Option<Live> {
+    let signin = &issuer.portal.signin;
+    let namespace = secret.namespace()?;
+    let session = Session::of(&secret)?;
+    if session.expires_at <= now || secret.metadata.deletion_timestamp.is_some() {
+        return None;
+    }
+    let user_name = secret.labels().get(USER_LABEL)?;
+    let user = signin.caches.users.get(&ObjectRef::new(user_name).within(&namespace))?;
+    controlled_by(secret.as_ref(), user.as_ref()).then_some(Live { secret, session, user })
+}
+
+/// Ends a session (its grants go with it); logged, not fatal: it ends at its lifetime anyway.
+pub async fn end(issuer: &Issuer, secret: &Secret, why: &str) {
+    match state::delete(&issuer.portal.signin.client, secret).await {
+        Ok(()) => tracing::info!(session = %secret.name_any(), reason = why, "a sign-in session ended"),
+        Err(e) => tracing::warn!(error = %e, session = %secret.name_any(), "ending a sign-in session failed"),
+    }
 }
 
 #[cfg(test)]
@@ -300,10 +304,10 @@ mod tests {
     }
 
     #[test]
-    fn the_cookie_lasts_as_long_as_the_session_on_the_issuers_path() {
+    fn the_cookie_lasts_as_long_as_the_session_and_is_host_only_over_https() {
         let now = at("2026-01-01T00:00:00Z");
-        let cookie = cookie("t", "/id", true, at("2026-01-01T01:00:00Z"), now);
-        assert_eq!(cookie, "roster_session=t; Path=/id; Max-Age=3600; HttpOnly; SameSite=Lax; Secure");
-        assert!(cleared("", false).contains("Path=/; Max-Age=0"));
+        let cookie = cookie("t", true, at("2026-01-01T01:00:00Z"), now);
+        assert_eq!(cookie, "__Host-roster_session=t; Path=/; Max-Age=3600; HttpOnly; SameSite=Lax; Secure");
+        assert_eq!(cleared(false), "roster_session=; Path=/; Max-Age=0; HttpOnly; SameSite=Lax");
     }
 }

@@ -20,6 +20,9 @@ pub struct Denied {
     /// knows an address can lock an account by failing sign-ins, and that must not end the
     /// person's sessions; they work again when the lock ends.
     pub revoke: bool,
+    /// Whether it is about the person (deactivated, credentials changed), not one client:
+    /// then the whole sign-in session ends, not only this grant.
+    pub person: bool,
 }
 
 /// Whether `user` is still the person (`user_uid`) who signed in with the credentials
@@ -31,13 +34,14 @@ pub fn of_person(
     stamp: &str,
     now: Timestamp,
 ) -> Result<(), Denied> {
-    let ends = |reason| Denied { reason, revoke: true };
+    let ends = |reason| Denied { reason, revoke: true, person: true };
     if user.metadata.uid.as_deref() != Some(user_uid) {
         return Err(ends("another User of that name"));
     }
     let credentials = signin.caches.credentials_of(user).ok_or(ends("no credentials"))?;
     if let Some(barrier) = signin.barrier(user, &credentials, now) {
-        return Err(Denied { reason: barrier.message(), revoke: barrier != Barrier::Locked });
+        let revoke = barrier != Barrier::Locked;
+        return Err(Denied { reason: barrier.message(), revoke, person: revoke });
     }
     if grant::stamp(&credentials) != stamp {
         return Err(ends("credentials changed since the sign-in"));
@@ -56,7 +60,7 @@ pub fn with_client(
 ) -> Result<(), Denied> {
     of_person(signin, user, user_uid, stamp, now)?;
     if !registration::admits(&client.spec, &client.namespace().unwrap_or_default(), user) {
-        return Err(Denied { reason: "the client no longer admits this user", revoke: true });
+        return Err(Denied { reason: "the client no longer admits this user", revoke: true, person: false });
     }
     Ok(())
 }

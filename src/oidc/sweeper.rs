@@ -1,10 +1,14 @@
 //! Removes sessions when they end and keeps what one person can pile up bounded: a
 //! [`Ledger`] kept from the Secret watch's events (no listing, O(log N) per event) knows
 //! each session's end, each user's sessions and each session's grants per client; the
-//! sweeper deletes a session at its end (its grants go with it), a user's oldest sessions
-//! beyond [`SESSIONS_PER_USER`], and a session's oldest grants for one client beyond
-//! [`GRANTS_PER_CLIENT`] (a page that keeps sending a signed-in browser to the issuer makes
-//! a grant each time).
+//! sweeper deletes a session at its end (its grants go with it), a grant whose code was
+//! never redeemed once the code expired, a user's oldest sessions beyond
+//! [`SESSIONS_PER_USER`], and a session's grants for one client beyond [`GRANTS_PER_CLIENT`]
+//! — unredeemed ones first: any page can send a signed-in browser to the issuer and make a
+//! grant each time, and that must not push out the grant an application really uses.
+//! Only Secrets whose controller is what roster makes them owned by are filed (a session's
+//! User, a grant's session), grouped by that owner's uid, so a look-alike planted with
+//! labels alone is neither counted nor deleted.
 
 use std::collections::{BTreeSet, HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
@@ -19,7 +23,7 @@ use tokio_util::sync::CancellationToken;
 use super::grant::Grant;
 use super::session::Session;
 use super::state;
-use crate::controller::names::{GRANT_TYPE, SESSION_LABEL, SESSION_TYPE, USER_LABEL};
+use crate::controller::names::{GRANT_TYPE, SESSION_TYPE};
 
 /// Sessions one user may hold at once; signing in again removes the oldest.
 pub const SESSIONS_PER_USER: usize = 16;
@@ -43,12 +47,16 @@ pub struct Doomed {
 #[derive(Clone, Debug)]
 struct Entry {
     uid: Option<String>,
-    created: Timestamp,
-    /// A session's end; a grant's session.
+    /// Its place in its group: the first goes first beyond the cap.
+    rank: Rank,
+    /// A session's end; an unredeemed grant's code expiry.
     ends: Option<Timestamp>,
     /// A session's user; a grant's (session, client).
     group: String,
 }
+
+/// Unredeemed grants before redeemed ones, then the oldest.
+type Rank = (bool, Timestamp, Key);
 
 /// The sessions and grants the watch has shown, indexed for the sweeper.
 #[derive(Debug, Default)]
@@ -56,8 +64,8 @@ pub struct Ledger {
     entries: HashMap<Key, Entry>,
     /// Sessions by end.
     ends: BTreeSet<(Timestamp, Key)>,
-    /// Sessions by user, grants by (session, client): oldest first.
-    groups: HashMap<String, BTreeSet<(Timestamp, Key)>>,
+    /// Sessions by user, grants by (session, client): first to go first.
+    groups: HashMap<String, BTreeSet<Rank>>,
     /// Beyond a cap, waiting to be deleted.
     doomed: VecDeque<Key>,
 }
@@ -66,39 +74,35 @@ impl Ledger {
     /// Records a Secret the watch applied (only sessions and grants are kept).
     pub fn apply(&mut self, secret: &Secret) {
         let key = crate::index::object_key(secret);
-        let namespace = secret.namespace().unwrap_or_default();
-        let (entry, cap) = match secret.type_.as_deref() {
-            Some(SESSION_TYPE) => {
-                let (Some(session), Some(user)) = (Session::of(secret), secret.labels().get(USER_LABEL))
-                else {
-                    return self.remove(&key);
-                };
+        let controller = secret.owner_references().iter().find(|r| r.controller == Some(true));
+        let (entry, cap) = match (secret.type_.as_deref(), controller) {
+            (Some(SESSION_TYPE), Some(owner)) if owner.kind == "User" => {
+                let Some(session) = Session::of(secret) else { return self.remove(&key) };
                 let entry = Entry {
                     uid: secret.metadata.uid.clone(),
-                    created: session.created_at,
+                    rank: (true, session.created_at, key.clone()),
                     ends: Some(session.expires_at),
-                    group: format!("user:{namespace}/{user}"),
+                    group: format!("user:{}", owner.uid),
                 };
                 (entry, SESSIONS_PER_USER)
             }
-            Some(GRANT_TYPE) => {
-                let (Some(grant), Some(session)) = (Grant::of(secret), secret.labels().get(SESSION_LABEL))
-                else {
-                    return self.remove(&key);
-                };
-                let created =
-                    secret.metadata.creation_timestamp.as_ref().map_or(Timestamp::UNIX_EPOCH, |t| t.0);
+            (Some(GRANT_TYPE), Some(owner)) if owner.kind == "Secret" => {
+                let Some(grant) = Grant::of(secret) else { return self.remove(&key) };
+                let created = grant.created_at.unwrap_or(Timestamp::UNIX_EPOCH);
                 let entry = Entry {
                     uid: secret.metadata.uid.clone(),
-                    created,
-                    ends: None,
-                    group: format!("grants:{namespace}/{session} {}", grant.client),
+                    rank: (grant.code_redeemed, created, key.clone()),
+                    ends: if grant.code_redeemed { None } else { grant.code_expires_at },
+                    group: format!("grants:{} {}", owner.uid, grant.client),
                 };
                 (entry, GRANTS_PER_CLIENT)
             }
+            (Some(SESSION_TYPE | GRANT_TYPE), _) => return self.remove(&key),
             _ => return,
         };
-        if self.entries.get(&key).is_some_and(|known| known.uid == entry.uid && known.ends == entry.ends) {
+        if self.entries.get(&key).is_some_and(|known| {
+            known.uid == entry.uid && known.ends == entry.ends && known.rank == entry.rank
+        }) {
             // Already filed (a grant is written at every refresh).
             return;
         }
@@ -107,13 +111,21 @@ impl Ledger {
             self.ends.insert((ends, key.clone()));
         }
         let group = self.groups.entry(entry.group.clone()).or_default();
-        group.insert((entry.created, key.clone()));
+        group.insert(entry.rank.clone());
+        let mut pushed_out = Vec::new();
         while group.len() > cap {
-            if let Some((_, oldest)) = group.pop_first() {
-                self.doomed.push_back(oldest);
+            if let Some((_, _, first)) = group.pop_first() {
+                pushed_out.push(first);
             }
         }
         self.entries.insert(key, entry);
+        for first in pushed_out {
+            // Handed out once: not again at its end.
+            if let Some(ends) = self.entries.get(&first).and_then(|e| e.ends) {
+                self.ends.remove(&(ends, first.clone()));
+            }
+            self.doomed.push_back(first);
+        }
     }
 
     /// Forgets a Secret the watch deleted.
@@ -123,7 +135,7 @@ impl Ledger {
             self.ends.remove(&(ends, key.to_owned()));
         }
         if let Some(group) = self.groups.get_mut(&entry.group) {
-            group.remove(&(entry.created, key.to_owned()));
+            group.remove(&entry.rank);
             if group.is_empty() {
                 self.groups.remove(&entry.group);
             }
@@ -141,6 +153,8 @@ impl Ledger {
             self.ends.pop_first();
             due.push(key);
         }
+        due.sort_unstable();
+        due.dedup();
         due.into_iter()
             .filter_map(|key| {
                 // Gone already (a retry of something the watch has since deleted): nothing to do.
@@ -331,9 +345,40 @@ mod tests {
             ledger.apply(secret);
         }
         ledger.apply(&grant(&owner, "team.other", "2026-01-01T00:00:00Z"));
-        let due = ledger.take_due(at("2026-01-01T00:01:00Z"));
+        let due = ledger.take_due(at("2026-01-01T00:00:30Z"));
         assert_eq!(names(&due), [grants[0].name_any().as_str()], "the other client's grant stays");
         assert_eq!(ledger.len(), 1 + GRANTS_PER_CLIENT + 2, "filed until the watch deletes them");
+    }
+
+    #[test]
+    fn an_unredeemed_grant_goes_when_its_code_expires_and_before_a_redeemed_one() {
+        let mut ledger = Ledger::default();
+        let owner = session("2026-01-01T00:00:00Z");
+        let mut used = grant(&owner, "team.app", "2026-01-01T00:00:00Z");
+        used.data
+            .get_or_insert_default()
+            .insert("codeRedeemedAt".into(), k8s_openapi::ByteString(b"2026-01-01T00:00:01Z".to_vec()));
+        ledger.apply(&used);
+        let unused: Vec<Secret> = (1..=GRANTS_PER_CLIENT)
+            .map(|i| grant(&owner, "team.app", &format!("2026-01-01T00:00:{:02}Z", i)))
+            .collect();
+        for secret in &unused {
+            ledger.apply(secret);
+        }
+        let due = ledger.take_due(at("2026-01-01T00:00:30Z"));
+        assert_eq!(names(&due), [unused[0].name_any().as_str()], "the redeemed grant stays though older");
+        let due = ledger.take_due(at("2026-01-01T00:01:08Z"));
+        assert_eq!(due.len(), GRANTS_PER_CLIENT - 1, "the other unredeemed ones at their codes' expiry");
+        assert!(!names(&due).contains(&used.name_any().as_str()));
+    }
+
+    #[test]
+    fn look_alikes_without_roster_owner_are_not_filed() {
+        let mut ledger = Ledger::default();
+        let mut planted = session("2026-01-01T00:00:00Z");
+        planted.metadata.owner_references = None;
+        ledger.apply(&planted);
+        assert!(ledger.is_empty());
     }
 
     #[test]

@@ -160,7 +160,7 @@ pub fn trials() -> Vec<Trial> {
             // Signing in to the first client starts a session.
             let first = SignIn::start(&one, &["offline_access"]).await?;
             let answer = first.page().await?.submit("sam", PASSWORD, "").await?;
-            let session = answer.cookie("roster_session").context("no session cookie")?;
+            let session = answer.cookie("__Host-roster_session").context("no session cookie")?;
             note(session.split_once('=').map_or("", |(_, v)| v));
             let one_tokens = first.redeem(&one, &answer).await?;
             let one_id_token = one_tokens.id_token().context("no ID token")?.to_string();
@@ -185,7 +185,13 @@ pub fn trials() -> Vec<Trial> {
             );
             for fresh in ["&prompt=login", "&max_age=0"] {
                 let asked = SignIn::start(&two, &[]).await?.visit(Some(&session), fresh).await?;
-                ensure!(asked.status == 200 && asked.html.contains("Sign in"), "{fresh}: {}", asked.status);
+                ensure!(
+                    asked.status == 200
+                        && asked.location.is_none()
+                        && asked.html.contains("name=\"password\""),
+                    "{fresh}: {}",
+                    asked.status
+                );
             }
 
             // The state lives in Secrets: a session owned by the User, grants owned by it.
@@ -240,7 +246,14 @@ pub fn trials() -> Vec<Trial> {
                 .send()
                 .await?;
             ensure!(ask.status() == 200 && ask.text().await?.contains("Sign out of"), "no confirmation");
-            refresh(&one, &one_refresh).await.context("asking ended the session")?;
+            let still = one
+                .exchange_refresh_token(&one_refresh)?
+                .request_async(&http())
+                .await
+                .context("asking ended the session")?;
+            note_tokens(&still);
+            // The current refresh token: refused after sign-out only because the session ended.
+            let one_refresh = still.refresh_token().context("no refresh token")?.clone();
             let bye = browser()
                 .get(format!(
                     "{}/logout?id_token_hint={one_id_token}&post_logout_redirect_uri={}&state=st4te",
@@ -252,6 +265,7 @@ pub fn trials() -> Vec<Trial> {
             let location =
                 bye.headers().get("location").and_then(|v| v.to_str().ok()).unwrap_or_default().to_owned();
             ensure!(location == format!("{BYE}?state=st4te"), "after sign-out: {} {location}", bye.status());
+
             let one_last = one.exchange_refresh_token(&one_refresh)?.request_async(&http()).await;
             ensure!(one_last.is_err(), "a refresh token outlived its session");
             let after = SignIn::start(&two, &[]).await?.visit(Some(&session), "&prompt=none").await?;
@@ -260,11 +274,66 @@ pub fn trials() -> Vec<Trial> {
                 "the session outlived sign-out"
             );
 
+            // Confirmed in the browser: the form (with its token) ends the session, clears the
+            // cookie; without the form token nothing ends.
+            let signed = SignIn::start(&one, &[]).await?;
+            let answer = signed.page().await?.submit("sam", PASSWORD, "").await?;
+            signed.redeem(&one, &answer).await?;
+            let session = answer.cookie("__Host-roster_session").context("no session cookie")?;
+            note(session.split_once('=').map_or("", |(_, v)| v));
+            let ask = browser()
+                .get(format!("{}/logout", shared().portal_url))
+                .header("cookie", &session)
+                .send()
+                .await?;
+            let form_cookie = Answer::of(ask).await?;
+            let form_cookie_value = form_cookie.cookie("roster_form").context("no form cookie")?;
+            let fields = hidden_fields(&form_cookie.html);
+            let both = format!("{session}; {form_cookie_value}");
+            let forged = browser()
+                .post(format!("{}/logout", shared().portal_url))
+                .header("cookie", &both)
+                .form(&[("form_token", "forged")])
+                .send()
+                .await?;
+            ensure!(forged.status() == 200 && forged.text().await?.contains("Sign out of"), "a forged form");
+            let still = SignIn::start(&two, &[]).await?.visit(Some(&session), "&prompt=none").await?;
+            ensure!(
+                still.location.as_deref().is_some_and(|l| l.contains("code=")),
+                "a forged form signed out"
+            );
+            note(&still.code().map(|(c, _)| c).unwrap_or_default());
+            let confirmed = browser()
+                .post(format!("{}/logout", shared().portal_url))
+                .header("cookie", &both)
+                .form(&fields)
+                .send()
+                .await?;
+            let confirmed = Answer::of(confirmed).await?;
+            ensure!(
+                confirmed.status == 200 && confirmed.html.contains("You are signed out"),
+                "{}",
+                confirmed.status
+            );
+            ensure!(
+                confirmed
+                    .cookies
+                    .iter()
+                    .any(|c| c.starts_with("__Host-roster_session=;") && c.contains("Max-Age=0")),
+                "the cookie was not cleared: {:?}",
+                confirmed.cookies
+            );
+            let gone = SignIn::start(&two, &[]).await?.visit(Some(&session), "&prompt=none").await?;
+            ensure!(
+                gone.location.as_deref().is_some_and(|l| l.contains("error=login_required")),
+                "confirmed sign-out"
+            );
+
             // A session that ends is removed, and its grants with it.
             let again = SignIn::start(&one, &["offline_access"]).await?;
             let answer = again.page().await?.submit("sam", PASSWORD, "").await?;
             let tokens = again.redeem(&one, &answer).await?;
-            let session = answer.cookie("roster_session").context("no session cookie")?;
+            let session = answer.cookie("__Host-roster_session").context("no session cookie")?;
             note(session.split_once('=').map_or("", |(_, v)| v));
             let secrets = ns.api::<Secret>().list(&Default::default()).await?.items;
             let live =
