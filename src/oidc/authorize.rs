@@ -323,13 +323,7 @@ fn form(
         Ok(token) => token,
         Err(_) => return StatusCode::SERVICE_UNAVAILABLE.into_response(),
     };
-    let carried: Vec<(String, String)> = match serde_json::to_value(params) {
-        Ok(serde_json::Value::Object(fields)) => fields
-            .into_iter()
-            .filter_map(|(name, value)| value.as_str().map(|v| (name, v.to_owned())))
-            .collect(),
-        _ => Vec::new(),
-    };
+    let carried = super::hidden_fields(params);
     let mut response = issuer.portal.pages.render(
         status,
         "signin.html",

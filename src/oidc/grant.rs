@@ -7,12 +7,10 @@
 
 use std::collections::BTreeMap;
 
-use k8s_openapi::ByteString;
 use k8s_openapi::api::core::v1::Secret;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
 use k8s_openapi::jiff::{SignedDuration, Timestamp};
 use kube::ResourceExt;
-use kube::api::ObjectMeta;
 use sha2::{Digest, Sha256};
 
 use super::request::{AuthRequest, pkce_verified};
@@ -263,25 +261,10 @@ pub fn new(
         kind: "Secret".into(),
         name: session.name_any(),
         uid: session.metadata.uid.clone().unwrap_or_default(),
-        controller: Some(true),
-        block_owner_deletion: Some(false),
-    };
-    let secret = Secret {
-        metadata: ObjectMeta {
-            name: Some(name),
-            namespace: Some(namespace),
-            labels: Some(BTreeMap::from([
-                ("app.kubernetes.io/managed-by".to_owned(), "roster".to_owned()),
-                (USER_LABEL.to_owned(), user.name_any()),
-                (SESSION_LABEL.to_owned(), session.name_any()),
-            ])),
-            owner_references: Some(vec![owner]),
-            ..Default::default()
-        },
-        type_: Some(GRANT_TYPE.to_owned()),
-        data: Some(data.into_iter().map(|(k, v)| (k.to_owned(), ByteString(v.into_bytes()))).collect()),
         ..Default::default()
     };
+    let labels = [(USER_LABEL, user.name_any()), (SESSION_LABEL, session.name_any())];
+    let secret = state::secret(name, namespace, GRANT_TYPE, &labels, owner, data);
     Ok((secret, code))
 }
 

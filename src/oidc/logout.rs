@@ -212,13 +212,7 @@ fn finish(issuer: &Issuer, plan: Plan) -> Response {
 /// The page that asks the person to confirm.
 fn confirmation(issuer: &Issuer, headers: &HeaderMap, params: &LogoutParams) -> Response {
     let Ok(token) = form_token(headers) else { return StatusCode::SERVICE_UNAVAILABLE.into_response() };
-    let carried: Vec<(String, String)> = match serde_json::to_value(params) {
-        Ok(serde_json::Value::Object(fields)) => fields
-            .into_iter()
-            .filter_map(|(name, value)| value.as_str().map(|v| (name, v.to_owned())))
-            .collect(),
-        _ => Vec::new(),
-    };
+    let carried = super::hidden_fields(params);
     let mut response = issuer.portal.pages.render(
         StatusCode::OK,
         "logout.html",

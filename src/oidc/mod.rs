@@ -88,6 +88,17 @@ impl Issuer {
     }
 }
 
+/// The string fields of a request's parameters, carried through a form as hidden inputs.
+pub fn hidden_fields(params: &impl serde::Serialize) -> Vec<(String, String)> {
+    match serde_json::to_value(params) {
+        Ok(serde_json::Value::Object(fields)) => fields
+            .into_iter()
+            .filter_map(|(name, value)| value.as_str().map(|v| (name, v.to_owned())))
+            .collect(),
+        _ => Vec::new(),
+    }
+}
+
 /// An OAuth error answer (JSON).
 pub fn oauth_error(status: StatusCode, code: &str, description: &str) -> Response {
     (status, Json(serde_json::json!({"error": code, "error_description": description}))).into_response()

@@ -9,11 +9,9 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use axum::http::HeaderMap;
-use k8s_openapi::ByteString;
 use k8s_openapi::api::core::v1::Secret;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
 use k8s_openapi::jiff::{SignedDuration, Timestamp};
-use kube::api::ObjectMeta;
 use kube::runtime::reflector::ObjectRef;
 use kube::{Resource, ResourceExt};
 
@@ -145,24 +143,9 @@ pub fn new(user: &User, session: &Session) -> Result<(Secret, String), StateErro
         kind: User::kind(&()).into_owned(),
         name: user.name_any(),
         uid: user.metadata.uid.clone().unwrap_or_default(),
-        controller: Some(true),
-        block_owner_deletion: Some(false),
-    };
-    let secret = Secret {
-        metadata: ObjectMeta {
-            name: Some(name),
-            namespace: Some(namespace),
-            labels: Some(BTreeMap::from([
-                ("app.kubernetes.io/managed-by".to_owned(), "roster".to_owned()),
-                (USER_LABEL.to_owned(), user.name_any()),
-            ])),
-            owner_references: Some(vec![owner]),
-            ..Default::default()
-        },
-        type_: Some(SESSION_TYPE.to_owned()),
-        data: Some(data.into_iter().map(|(k, v)| (k.to_owned(), ByteString(v.into_bytes()))).collect()),
         ..Default::default()
     };
+    let secret = state::secret(name, namespace, SESSION_TYPE, &[(USER_LABEL, user.name_any())], owner, data);
     Ok((secret, token))
 }
 

@@ -8,12 +8,17 @@
 //! base64url of `namespace/name` (public: it says which Secret to read, not what is in it).
 //! Only names roster gives are ever looked up.
 
+use std::collections::BTreeMap;
+
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use k8s_openapi::ByteString;
 use k8s_openapi::api::core::v1::Secret;
-use kube::api::{Api, DeleteParams, PostParams, Preconditions};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
+use kube::api::{Api, DeleteParams, ObjectMeta, PostParams, Preconditions};
 use kube::{Client, ResourceExt};
 
+use crate::controller::{MANAGED_BY, MANAGED_BY_LABEL};
 use crate::credentials::{CredentialError, Token, hash_token};
 
 /// The kinds of state Secret, by the word in their names.
@@ -81,6 +86,36 @@ pub fn token_target(token: &str, kind: Kind) -> Option<(String, String, String)>
 /// A fresh token for the Secret at `locator`.
 pub fn new_token(locator: &str) -> Result<String, CredentialError> {
     Ok(format!("{locator}.{}", Token::generate()?.expose()))
+}
+
+/// A state Secret `name` of `type_`, labelled as roster's and with `labels`, controlled by
+/// `owner` (the session's User, the grant's session), holding `data`.
+pub fn secret(
+    name: String,
+    namespace: String,
+    type_: &str,
+    labels: &[(&str, String)],
+    owner: OwnerReference,
+    data: BTreeMap<&str, String>,
+) -> Secret {
+    let mut all = BTreeMap::from([(MANAGED_BY_LABEL.to_owned(), MANAGED_BY.to_owned())]);
+    all.extend(labels.iter().map(|(key, value)| ((*key).to_owned(), value.clone())));
+    Secret {
+        metadata: ObjectMeta {
+            name: Some(name),
+            namespace: Some(namespace),
+            labels: Some(all),
+            owner_references: Some(vec![OwnerReference {
+                controller: Some(true),
+                block_owner_deletion: Some(false),
+                ..owner
+            }]),
+            ..Default::default()
+        },
+        type_: Some(type_.to_owned()),
+        data: Some(data.into_iter().map(|(k, v)| (k.to_owned(), ByteString(v.into_bytes()))).collect()),
+        ..Default::default()
+    }
 }
 
 /// Creates a state Secret.
