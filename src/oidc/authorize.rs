@@ -25,7 +25,7 @@ use super::session::{self, Next, Session};
 use super::{Issuer, client_auth, grant, standing, state};
 use crate::api::{OidcClient, User};
 use crate::directory::Identifier;
-use crate::portal::guard::{form_cookie, form_token, form_token_matches};
+use crate::portal::guard::form_token_matches;
 use crate::registration;
 use crate::signin::{self, Outcome};
 
@@ -319,28 +319,14 @@ fn form(
     identifier: &str,
     error: Option<&str>,
 ) -> Response {
-    let token = match form_token(headers) {
-        Ok(token) => token,
-        Err(_) => return StatusCode::SERVICE_UNAVAILABLE.into_response(),
-    };
-    let carried = super::hidden_fields(params);
-    let mut response = issuer.portal.pages.render(
+    super::form_page(
+        issuer,
+        headers,
         status,
         "signin.html",
-        context! {
-            org => &issuer.portal.org_name,
-            root => issuer.root(),
-            action => issuer.endpoint_path("/authorize"),
-            client => client.name_any(),
-            params => carried,
-            form_token => &token,
-            hint => identifier,
-            error => error,
-        },
-    );
-    if let Ok(cookie) = HeaderValue::from_str(&form_cookie(&token, issuer.portal.https)) {
-        response.headers_mut().append(header::SET_COOKIE, cookie);
-    }
-    super::allow_form_redirect(&mut response, Some(&params.redirect_uri));
-    response
+        "/authorize",
+        params,
+        Some(&params.redirect_uri),
+        context! { client => client.name_any(), hint => identifier, error => error },
+    )
 }

@@ -22,7 +22,7 @@ use serde::{Deserialize, Serialize};
 use super::state::{self, Kind};
 use super::tokens::{self, IdHint};
 use super::{Issuer, client_auth, request, session};
-use crate::portal::guard::{form_cookie, form_token, form_token_matches};
+use crate::portal::guard::form_token_matches;
 
 /// A logout request's parameters (query or form).
 #[derive(Clone, Debug, Default, Deserialize, Serialize)]
@@ -211,24 +211,16 @@ fn finish(issuer: &Issuer, plan: Plan) -> Response {
 
 /// The page that asks the person to confirm.
 fn confirmation(issuer: &Issuer, headers: &HeaderMap, params: &LogoutParams) -> Response {
-    let Ok(token) = form_token(headers) else { return StatusCode::SERVICE_UNAVAILABLE.into_response() };
-    let carried = super::hidden_fields(params);
-    let mut response = issuer.portal.pages.render(
+    super::form_page(
+        issuer,
+        headers,
         StatusCode::OK,
         "logout.html",
-        context! {
-            org => &issuer.portal.org_name,
-            root => issuer.root(),
-            action => issuer.endpoint_path("/logout"),
-            params => carried,
-            form_token => &token,
-        },
-    );
-    if let Ok(cookie) = HeaderValue::from_str(&form_cookie(&token, issuer.portal.https)) {
-        response.headers_mut().append(header::SET_COOKIE, cookie);
-    }
-    super::allow_form_redirect(&mut response, params.post_logout_redirect_uri.as_deref());
-    response
+        "/logout",
+        params,
+        params.post_logout_redirect_uri.as_deref(),
+        minijinja::context! {},
+    )
 }
 
 fn problem(issuer: &Issuer, status: StatusCode, message: &str) -> Response {

@@ -88,8 +88,42 @@ impl Issuer {
     }
 }
 
+/// A page whose form posts to the issuer's `endpoint`, carrying `params` (a request checked
+/// again on every post) as hidden fields, with the browser's form token and a policy that
+/// lets the answer redirect to `redirect_uri`'s origin. `extra` adds to the page's values.
+#[allow(clippy::too_many_arguments)]
+pub fn form_page(
+    issuer: &Issuer,
+    headers: &axum::http::HeaderMap,
+    status: StatusCode,
+    template: &str,
+    endpoint: &str,
+    params: &impl serde::Serialize,
+    redirect_uri: Option<&str>,
+    extra: minijinja::Value,
+) -> Response {
+    let Ok(token) = crate::portal::guard::form_token(headers) else {
+        return StatusCode::SERVICE_UNAVAILABLE.into_response();
+    };
+    let page = issuer.portal.pages.render(
+        status,
+        template,
+        minijinja::context! {
+            org => &issuer.portal.org_name,
+            root => issuer.root(),
+            action => issuer.endpoint_path(endpoint),
+            params => hidden_fields(params),
+            form_token => &token,
+            ..extra
+        },
+    );
+    let mut response = crate::portal::pages::with_form_cookie(&issuer.portal, page, &token);
+    allow_form_redirect(&mut response, redirect_uri);
+    response
+}
+
 /// The string fields of a request's parameters, carried through a form as hidden inputs.
-pub fn hidden_fields(params: &impl serde::Serialize) -> Vec<(String, String)> {
+fn hidden_fields(params: &impl serde::Serialize) -> Vec<(String, String)> {
     match serde_json::to_value(params) {
         Ok(serde_json::Value::Object(fields)) => fields
             .into_iter()
@@ -106,7 +140,7 @@ pub fn oauth_error(status: StatusCode, code: &str, description: &str) -> Respons
 
 /// Sets the page's content security policy so that its form may post here and the answer
 /// may redirect to `redirect_uri`'s origin (browsers apply `form-action` to the redirect).
-pub fn allow_form_redirect(response: &mut Response, redirect_uri: Option<&str>) {
+fn allow_form_redirect(response: &mut Response, redirect_uri: Option<&str>) {
     let origin = redirect_uri
         .and_then(|uri| url::Url::parse(uri).ok())
         .map(|u| u.origin().ascii_serialization())

@@ -440,7 +440,7 @@ fn page(
 }
 
 /// `response` with the cookie that hands `form_token` to the browser (its forms post it back).
-fn with_form_cookie(portal: &Portal, mut response: Response, form_token: &str) -> Response {
+pub fn with_form_cookie(portal: &Portal, mut response: Response, form_token: &str) -> Response {
     if let Ok(cookie) = HeaderValue::from_str(&form_cookie(form_token, portal.https)) {
         response.headers_mut().append(header::SET_COOKIE, cookie);
     }

@@ -18,7 +18,7 @@ use sha2::{Digest, Sha256};
 
 use crate::harness::{Ns, Operator, SIGNING_KEYS, condition, poll_until, repo_path, shared, wait_for};
 use crate::lifecycle::{email, set_state, user_manifest, write_facts};
-use crate::oidc::{hidden_fields, note};
+use crate::oidc::{hidden_fields, note, set_cookie};
 use crate::portal::PASSWORD;
 
 const CALLBACK: &str = "http://127.0.0.1:8400/callback";
@@ -210,15 +210,7 @@ async fn sign_in(
     ];
     let page = browser.get(format!("{portal}/authorize")).query(&query).send().await?;
     ensure!(page.status() == 200, "GET /authorize: {}", page.status());
-    let cookie = page
-        .headers()
-        .get_all("set-cookie")
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .find(|v| v.starts_with("roster_form="))
-        .and_then(|v| v.split(';').next())
-        .context("no form cookie")?
-        .to_owned();
+    let cookie = set_cookie(page.headers(), "roster_form").context("no form cookie")?;
     let mut form = hidden_fields(&page.text().await?);
     form.extend(
         [("identifier", identifier), ("password", PASSWORD), ("code", "")]

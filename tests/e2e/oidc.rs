@@ -501,15 +501,7 @@ impl SignIn {
     async fn page(&self) -> anyhow::Result<Page> {
         let response = browser().get(local(&self.url)).send().await?;
         ensure!(response.status() == 200, "GET /authorize: {}", response.status());
-        let cookie = response
-            .headers()
-            .get_all("set-cookie")
-            .iter()
-            .filter_map(|v| v.to_str().ok())
-            .find(|v| v.starts_with("roster_form="))
-            .and_then(|v| v.split(';').next())
-            .context("no form cookie")?
-            .to_owned();
+        let cookie = set_cookie(response.headers(), "roster_form").context("no form cookie")?;
         let html = response.text().await?;
         Ok(Page { cookie, fields: hidden_fields(&html), html })
     }
@@ -559,12 +551,7 @@ impl Answer {
 
     /// `name=value` of a cookie the answer set.
     fn cookie(&self, name: &str) -> Option<String> {
-        let prefix = format!("{name}=");
-        self.cookies
-            .iter()
-            .find(|c| c.starts_with(&prefix))
-            .and_then(|c| c.split(';').next())
-            .map(str::to_owned)
+        cookie_named(self.cookies.iter().map(String::as_str), name)
     }
 
     /// The code and state the redirect carries.
@@ -578,6 +565,17 @@ impl Answer {
         note(&code);
         Ok((code, get("state").unwrap_or_default()))
     }
+}
+
+/// `name=value` of the cookie `name` a response sets.
+pub fn set_cookie(headers: &reqwest::header::HeaderMap, name: &str) -> Option<String> {
+    cookie_named(headers.get_all("set-cookie").iter().filter_map(|v| v.to_str().ok()), name)
+}
+
+/// `name=value` of the cookie `name` among `Set-Cookie` values.
+fn cookie_named<'a>(mut set_cookies: impl Iterator<Item = &'a str>, name: &str) -> Option<String> {
+    let prefix = format!("{name}=");
+    set_cookies.find(|c| c.starts_with(&prefix)).and_then(|c| c.split(';').next()).map(str::to_owned)
 }
 
 /// The hidden inputs of a page (the portal's templates write `name` before `value`).
