@@ -94,10 +94,28 @@ const CACHE_LOOK: Duration = Duration::from_millis(5);
 /// the next request of the same person — typically the page a step redirects to — then
 /// reads its own write.
 pub async fn await_cached(secrets: &Store<Secret>, secret: &Secret, version: &str) {
+    await_cache(secrets, secret, |cached| {
+        cached.is_some_and(|cached| cached.resource_version().as_deref() == Some(version))
+    })
+    .await;
+}
+
+/// Waits (at most [`CACHE_CATCH_UP`]) until the watch cache no longer holds `secret` (by
+/// uid) after it was deleted: the person's next request does not find it there.
+pub async fn await_uncached(secrets: &Store<Secret>, secret: &Secret) {
+    await_cache(secrets, secret, |cached| {
+        cached.is_none_or(|cached| cached.metadata.uid != secret.metadata.uid)
+    })
+    .await;
+}
+
+/// Waits (at most [`CACHE_CATCH_UP`]) until `done` holds for the watch cache's copy of
+/// `secret` (`None`: not cached).
+pub async fn await_cache(secrets: &Store<Secret>, secret: &Secret, done: impl Fn(Option<&Secret>) -> bool) {
     let key = ObjectRef::from_obj(secret);
     let deadline = tokio::time::Instant::now() + CACHE_CATCH_UP;
     while tokio::time::Instant::now() < deadline {
-        if secrets.get(&key).is_some_and(|cached| cached.resource_version().as_deref() == Some(version)) {
+        if done(secrets.get(&key).as_deref()) {
             return;
         }
         tokio::time::sleep(CACHE_LOOK).await;

@@ -713,6 +713,8 @@ async fn read_secret<O: Resource>(ctx: &Context, owner: &O, name: &str) -> Resul
 /// created when there was none, else updated only if `owner` controls it
 /// ([`Error::SecretNotOwned`] otherwise) and only at the version seen. `false` when `owner`'s
 /// Secret was created or changed meanwhile (e.g. the cache was behind): nothing was written.
+/// Returns once this process's cache shows the write (at most a moment), so a link emailed
+/// next works the moment it arrives.
 /// A Secret of that name that `owner` does not control is found by a read only when the
 /// create conflicts, so the usual path costs one request.
 async fn write_owned_secret<O>(
@@ -753,7 +755,16 @@ where
         }
     };
     match written {
-        Ok(()) => Ok(true),
+        Ok(_) => {
+            // What comes next (an email with the link, the person's first click) may be
+            // answered from this process's cache: it shows the write (or a later one) first.
+            let replaced = existing.and_then(|e| e.resource_version());
+            crate::facts::await_cache(&ctx.caches.secrets, &secret, |cached| {
+                cached.is_some_and(|cached| replaced.is_none() || cached.resource_version() != replaced)
+            })
+            .await;
+            Ok(true)
+        }
         Err(kube::Error::Api(status)) if status.code == 409 && existing.is_none() => {
             match read_secret(ctx, owner, name).await? {
                 Some(found) if !cache::controlled_by(&found, owner) && !of_predecessor(&found, owner) => {

@@ -69,7 +69,7 @@ pub async fn start(
                 Err(denied) => {
                     // Deactivated, credentials changed: the session is over (a lock pauses it).
                     if denied.revoke {
-                        session::end(&issuer, &live.secret, denied.reason).await;
+                        session::end_logged(&issuer, &live.secret, denied.reason).await;
                     }
                     None
                 }
@@ -191,7 +191,7 @@ pub async fn sign_in(
     if let Some(previous) = session::current(&issuer, &headers, now)
         && previous.session.user_uid != signed_in.user_uid
     {
-        session::end(&issuer, &previous.secret, "another person signed in on the same browser").await;
+        session::end_logged(&issuer, &previous.secret, "another person signed in on the same browser").await;
     }
     let cookie = session::cookie(&token, issuer.https(), signed_in.expires_at, now);
     if let Ok(value) = HeaderValue::from_str(&cookie) {

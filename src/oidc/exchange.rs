@@ -237,7 +237,7 @@ async fn refuse(issuer: &Issuer, secret: &Secret, live: &Live, client_id: &str, 
         Use::Denied(denied) => {
             tracing::info!(user = %who, client = %client_id, reason = denied.reason, revoked = denied.revoke, "the person may not hold tokens now");
             if denied.revoke && denied.person {
-                session::end(issuer, &live.secret, denied.reason).await;
+                session::end_logged(issuer, &live.secret, denied.reason).await;
             } else if denied.revoke {
                 revoke(issuer, secret).await;
             }

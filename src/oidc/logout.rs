@@ -180,7 +180,7 @@ async fn sign_out(issuer: &Issuer, headers: &HeaderMap, plan: Plan) -> Response 
         None => true,
     };
     for secret in &ended {
-        if let Err(e) = state::delete(client, secret).await {
+        if let Err(e) = session::end(issuer, secret).await {
             tracing::warn!(error = %e, "ending a sign-in session failed");
             return problem(
                 issuer,

@@ -222,9 +222,17 @@ fn live(issuer: &Issuer, secret: Arc<Secret>, now: Timestamp) -> Option<Live> {
     controlled_by(secret.as_ref(), user.as_ref()).then_some(Live { secret, session, user })
 }
 
-/// Ends a session (its grants go with it); logged, not fatal: it ends at its lifetime anyway.
-pub async fn end(issuer: &Issuer, secret: &Secret, why: &str) {
-    match state::delete(&issuer.portal.signin.client, secret).await {
+/// Ends a session (its grants go with it) and returns once this replica's cache no longer
+/// shows it, so the person's next request here finds no session.
+pub async fn end(issuer: &Issuer, secret: &Secret) -> Result<(), StateError> {
+    state::delete(&issuer.portal.signin.client, secret).await?;
+    crate::facts::await_uncached(&issuer.portal.signin.caches.secrets, secret).await;
+    Ok(())
+}
+
+/// [`end`], logged, not fatal: a session ends at its lifetime anyway.
+pub async fn end_logged(issuer: &Issuer, secret: &Secret, why: &str) {
+    match end(issuer, secret).await {
         Ok(()) => tracing::info!(session = %secret.name_any(), reason = why, "a sign-in session ended"),
         Err(e) => tracing::warn!(error = %e, session = %secret.name_any(), "ending a sign-in session failed"),
     }
