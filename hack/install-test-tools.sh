@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Builds the programs roster's tests run against — kube-apiserver, kube-controller-manager,
-# etcd, Mailpit and Helm — from their Go modules at pinned versions, into a cache outside the
-# repo; installs Chromium, ChromeDriver and Lua 5.1 from Debian's packages.
+# etcd, Mailpit, Helm and oauth2-proxy (a relying party of roster's OpenID Connect issuer) —
+# from their Go modules at pinned versions, into a cache outside the repo; installs
+# Chromium, ChromeDriver and Lua 5.1 from Debian's packages.
 #
 # Idempotent: each binary carries a stamp naming its version; a warm run only checks stamps.
 # Prints the bin directory on its last line of stdout.
@@ -14,6 +15,8 @@ KUBERNETES_VERSION="${KUBERNETES_VERSION:-v1.37.2}"
 ETCD_VERSION="${ETCD_VERSION:-v3.7.3}"
 MAILPIT_VERSION="${MAILPIT_VERSION:-v1.31.0}"
 HELM_VERSION="${HELM_VERSION:-v4.3.1}"
+# v7.8.1: the newest release the Go module proxy serves here (later ones are refused).
+OAUTH2_PROXY_VERSION="${OAUTH2_PROXY_VERSION:-v7.8.1}"
 
 CACHE="${ROSTER_CACHE:-$HOME/.cache/roster}"
 BIN="$CACHE/bin"
@@ -112,6 +115,7 @@ install_debian_packages
 build_module etcd "$ETCD_VERSION" go.etcd.io/etcd/server/v3
 build_module mailpit "$MAILPIT_VERSION" github.com/axllent/mailpit
 build_module helm "$HELM_VERSION" helm.sh/helm/v4/cmd/helm
+build_module oauth2-proxy "$OAUTH2_PROXY_VERSION" github.com/oauth2-proxy/oauth2-proxy/v7
 build_kubernetes
 
 echo "$BIN"

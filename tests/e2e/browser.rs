@@ -147,20 +147,20 @@ async fn set_password(browser: &Client, password: &str) -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn screenshot(browser: &Client, dir: &Path, name: &str) -> anyhow::Result<PathBuf> {
+pub async fn screenshot(browser: &Client, dir: &Path, name: &str) -> anyhow::Result<PathBuf> {
     let path = dir.join(format!("{name}.png"));
     std::fs::write(&path, browser.screenshot().await?)?;
     Ok(path)
 }
 
 /// A chromedriver process on a free loopback port.
-struct ChromeDriver {
+pub struct ChromeDriver {
     _process: Process,
     url: String,
 }
 
 impl ChromeDriver {
-    async fn start(dir: &Path) -> anyhow::Result<Self> {
+    pub async fn start(dir: &Path) -> anyhow::Result<Self> {
         ensure!(
             Path::new(CHROMEDRIVER).exists() && Path::new(CHROMIUM).exists(),
             "{CHROMIUM} or {CHROMEDRIVER} missing: run hack/install-test-tools.sh"
@@ -177,7 +177,7 @@ impl ChromeDriver {
     }
 
     /// A headless Chromium with a phone-sized window and a fresh profile.
-    async fn session(&self, dir: &Path) -> anyhow::Result<Client> {
+    pub async fn session(&self, dir: &Path) -> anyhow::Result<Client> {
         let profile = dir.join("profile");
         let _ = std::fs::remove_dir_all(&profile);
         let mut capabilities = serde_json::Map::new();

@@ -151,6 +151,26 @@ impl Operator {
     }
 }
 
+/// A control plane of one test's own — for API server flags, or for an operator whose
+/// configuration (another issuer URL) would fight the shared operator over the same objects
+/// — with the namespace the signing keys live in and the test's namespace.
+pub async fn own_plane(
+    dir: &Path,
+    apiserver_flags: &[String],
+    test: &str,
+) -> anyhow::Result<(ControlPlane, Ns)> {
+    let crds = std::fs::read_to_string(repo_path("crds/roster.yaml"))?;
+    let plane = ControlPlane::start_with(&dir.join("control-plane"), &crds, apiserver_flags).await?;
+    let admin = plane.client().await?;
+    let system: Namespace = serde_json::from_value(serde_json::json!({"metadata": {"name": SMTP_SECRET.0}}))?;
+    Api::<Namespace>::all(admin.clone())
+        .create(&PostParams::default(), &system)
+        .await
+        .with_context(|| format!("creating namespace {}", SMTP_SECRET.0))?;
+    let ns = Ns::create(admin, test).await?;
+    Ok((plane, ns))
+}
+
 /// A test in its own namespace.
 pub fn trial<F, Fut>(name: &'static str, test: F) -> Trial
 where

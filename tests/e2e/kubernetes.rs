@@ -8,16 +8,14 @@
 
 use anyhow::{Context as _, ensure};
 use base64::Engine as _;
-use k8s_openapi::jiff::Timestamp;
 use libtest_mimic::Trial;
 use roster::api::{OidcClient, User};
-use roster::credentials::{Argon2Settings, PasswordHasher};
-use roster_testenv::{ControlPlane, TlsFront};
+use roster_testenv::TlsFront;
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 
-use crate::harness::{Ns, Operator, SIGNING_KEYS, condition, poll_until, repo_path, shared, wait_for};
-use crate::lifecycle::{email, set_state, user_manifest, write_facts};
+use crate::harness::{Operator, condition, own_plane, poll_until, shared, wait_for};
+use crate::lifecycle::{enrolled, set_state};
 use crate::oidc::{hidden_fields, note, set_cookie};
 use crate::portal::PASSWORD;
 
@@ -62,22 +60,12 @@ jwt:
     );
     let config_path = dir.join("authentication.yaml");
     std::fs::write(&config_path, config)?;
-    let crds = std::fs::read_to_string(repo_path("crds/roster.yaml"))?;
     let flags = [format!("--authentication-config={}", config_path.display())];
-    let plane = ControlPlane::start_with(&dir.join("control-plane"), &crds, &flags).await?;
-    let admin = plane.client().await?;
-    let system: k8s_openapi::api::core::v1::Namespace =
-        serde_json::from_value(json!({"metadata": {"name": "roster-system"}}))?;
-    kube::Api::<k8s_openapi::api::core::v1::Namespace>::all(admin.clone())
-        .create(&Default::default(), &system)
-        .await
-        .ok();
-    let ns = Ns::create(admin, "kubernetes").await?;
+    let (plane, ns) = own_plane(&dir, &flags, "kubernetes").await?;
     ensure!(ns.name == namespace, "namespace {} is not {namespace}", ns.name);
     let operator_flags = [
         format!("--watch-namespaces={namespace}"),
         format!("--issuer-url={issuer}"),
-        format!("--signing-keys-secret=roster-system/{SIGNING_KEYS}"),
         format!("--portal-addr=127.0.0.1:{portal_port}"),
     ];
     let operator_flags: Vec<&str> = operator_flags.iter().map(String::as_str).collect();
@@ -85,28 +73,8 @@ jwt:
     let portal = operator.portal_url.clone();
 
     // A person who onboarded and proved their address, in the group `viewers`.
-    let address = email("kim", &ns);
-    let spec = json!({
-        "email": address, "groups": ["viewers"],
-        "mfa": {"required": false}, "invite": {"policy": "Manual"},
-    });
-    ns.apply(user_manifest("kim", spec, json!({}))).await?;
-    wait_for(&ns.raw::<User>(), "kim", "its credentials Secret", |u| {
-        u.data["status"]["credentialsSecretRef"].is_object()
-    })
-    .await?;
-    let hash =
-        PasswordHasher::new(Argon2Settings { memory_kib: 1024, iterations: 1, ..Default::default() }, 1)?
-            .hash(PASSWORD)
-            .await?;
-    let now = Timestamp::now().to_string();
-    write_facts(
-        &ns,
-        "kim",
-        json!({"passwordHash": hash, "onboardingCompletedAt": now, "emailVerifiedFor": address, "emailVerifiedAt": now}),
-    )
-    .await?;
-    wait_for(&ns.raw::<User>(), "kim", "ACTIVE", |u| u.data["status"]["phase"] == "ACTIVE").await?;
+    let address =
+        enrolled(&ns, "kim", json!({"groups": ["viewers"], "mfa": {"required": false}}), None).await?;
     ns.apply(json!({
         "apiVersion": "roster.dev/v1alpha1", "kind": "OidcClient", "metadata": {"name": "kubectl"},
         "spec": {"public": true, "redirectUris": ["http://127.0.0.1/callback"], "scopes": ["openid", "email", "groups"]},

@@ -318,6 +318,36 @@ pub async fn write_facts(ns: &Ns, user: &str, facts: Value) -> anyhow::Result<()
     Ok(())
 }
 
+/// A person who onboarded and proved their address, as the portal leaves them: the hash of
+/// `PASSWORD` and, given a base32 `totp` secret, an enrolled authenticator, written into the
+/// credentials Secret of a User with `spec` (no invitation is sent). Returns the address.
+pub async fn enrolled(ns: &Ns, name: &str, spec: Value, totp: Option<&str>) -> anyhow::Result<String> {
+    let address = email(name, ns);
+    let mut full = json!({"email": address, "invite": {"policy": "Manual"}});
+    if let (Some(full), Some(spec)) = (full.as_object_mut(), spec.as_object()) {
+        full.extend(spec.clone());
+    }
+    ns.apply(user_manifest(name, full, json!({}))).await?;
+    wait_for(&ns.raw::<User>(), name, "its credentials Secret", |u| {
+        u.data["status"]["credentialsSecretRef"].is_object()
+    })
+    .await?;
+    let settings =
+        roster::credentials::Argon2Settings { memory_kib: 1024, iterations: 1, ..Default::default() };
+    let hash = roster::credentials::PasswordHasher::new(settings, 1)?.hash(crate::portal::PASSWORD).await?;
+    let now = k8s_openapi::jiff::Timestamp::now().to_string();
+    let mut facts = json!({
+        "passwordHash": hash, "onboardingCompletedAt": now, "emailVerifiedFor": address, "emailVerifiedAt": now,
+    });
+    if let (Some(facts), Some(secret)) = (facts.as_object_mut(), totp) {
+        facts.insert("totpSecret".into(), secret.into());
+        facts.insert("totpEnrolledAt".into(), now.clone().into());
+    }
+    write_facts(ns, name, facts).await?;
+    wait_for(&ns.raw::<User>(), name, "ACTIVE", |u| phase(u) == "ACTIVE").await?;
+    Ok(address)
+}
+
 pub async fn set_state(ns: &Ns, user: &str, state: &str) -> anyhow::Result<()> {
     let patch = json!({"spec": {"state": state}});
     ns.raw::<User>().patch(user, &PatchParams::default(), &Patch::Merge(&patch)).await?;

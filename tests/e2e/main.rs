@@ -18,6 +18,7 @@ mod invites;
 mod kubernetes;
 mod lifecycle;
 mod mail;
+mod oauth2_proxy;
 mod oidc;
 mod oidc_clients;
 mod operator;
@@ -44,6 +45,7 @@ fn main() -> ExitCode {
         kubernetes::trials(),
         lifecycle::trials(),
         mail::trials(),
+        oauth2_proxy::trials(),
         oidc::trials(),
         oidc_clients::trials(),
         operator::trials(),
