@@ -1,5 +1,7 @@
-//! Every file in `examples/` is what it claims: each document parses into roster's types,
-//! the API server accepts it under strict field validation, and the operator picks it up.
+//! Every file in `examples/` and `examples/oidc/` is what it claims: each document parses
+//! into its type (roster's, or a ConfigMap of a relying party's), the API server accepts it
+//! under strict field validation (in the test's namespace), and the operator picks up each
+//! of roster's objects.
 
 use std::path::PathBuf;
 
@@ -12,10 +14,14 @@ use crate::harness::{is_reconciled, repo_path, trial, wait_for};
 
 pub fn trials() -> Vec<Trial> {
     vec![trial("examples::apply_and_are_acknowledged", |ns| async move {
-        let documents = documents()?;
+        let mut documents = documents()?;
         ensure!(!documents.is_empty(), "examples/ holds no manifests");
         let mut kinds = Vec::new();
-        for (file, document) in &documents {
+        for (file, document) in &mut documents {
+            // Into the test's namespace, wherever the example puts it.
+            if let Some(metadata) = document["metadata"].as_object_mut() {
+                metadata.remove("namespace");
+            }
             let kind = document["kind"].as_str().unwrap_or_default().to_owned();
             parse_typed(&kind, document)
                 .with_context(|| format!("{} does not parse as {kind}", file.display()))?;
@@ -32,7 +38,8 @@ pub fn trials() -> Vec<Trial> {
                 Some("UserInvite") => ns.raw::<UserInvite>(),
                 Some("PasswordReset") => ns.raw::<PasswordReset>(),
                 Some("OidcClient") => ns.raw::<OidcClient>(),
-                _ => ns.raw::<MfaReset>(),
+                Some("MfaReset") => ns.raw::<MfaReset>(),
+                _ => continue,
             };
             wait_for(&api, name, "reconciled", is_reconciled).await?;
         }
@@ -40,12 +47,19 @@ pub fn trials() -> Vec<Trial> {
     })]
 }
 
-/// Every YAML document under `examples/` (not its subdirectories), with its file.
+/// Every YAML document of the Kubernetes manifests under `examples/` and `examples/oidc/`
+/// (the Argo CD health customisation under `examples/argocd/` has tests of its own; the
+/// AuthenticationConfiguration and kubeconfig are not manifests), with its file.
 fn documents() -> anyhow::Result<Vec<(PathBuf, serde_json::Value)>> {
-    let mut files: Vec<PathBuf> = std::fs::read_dir(repo_path("examples"))?
-        .filter_map(|entry| entry.ok().map(|e| e.path()))
-        .filter(|p| p.extension().is_some_and(|e| e == "yaml"))
-        .collect();
+    let mut files = Vec::new();
+    for dir in ["examples", "examples/oidc"] {
+        files.extend(
+            std::fs::read_dir(repo_path(dir))?
+                .filter_map(|entry| entry.ok().map(|e| e.path()))
+                .filter(|p| p.extension().is_some_and(|e| e == "yaml"))
+                .filter(|p| !p.ends_with("authentication-config.yaml") && !p.ends_with("kubeconfig.yaml")),
+        );
+    }
     files.sort();
     let mut out = Vec::new();
     for file in files {
@@ -66,6 +80,7 @@ fn parse_typed(kind: &str, document: &serde_json::Value) -> anyhow::Result<()> {
         "MfaReset" => drop(MfaReset::deserialize(document)?),
         "PasswordReset" => drop(PasswordReset::deserialize(document)?),
         "OidcClient" => drop(OidcClient::deserialize(document)?),
+        "ConfigMap" => drop(k8s_openapi::api::core::v1::ConfigMap::deserialize(document)?),
         other => bail!("unexpected kind {other:?}"),
     }
     Ok(())

@@ -1,8 +1,8 @@
 //! kube-apiserver as a relying party nobody here wrote: a control plane of its own started
-//! with a structured `AuthenticationConfiguration` whose JWT authenticator trusts roster's
-//! issuer (over HTTPS on loopback, behind a TLS front as an Ingress would put it, its CA
-//! inline), the audience an OidcClient's ID, the username from `email`, the groups from
-//! `groups`, and a claim validation rule. A person signs in through the real authorization
+//! with the structured `AuthenticationConfiguration` of `examples/oidc/` — its JWT
+//! authenticator trusting roster's issuer (over HTTPS on loopback, behind a TLS front as an
+//! Ingress would put it, its CA inline), the audience an OidcClient's ID, the username from
+//! `email`, the groups from `groups`, and a claim validation rule. A person signs in through the real authorization
 //! code + PKCE flow (an HTTP client filling in the sign-in page); kubectl with the ID token
 //! says who they are, and RBAC bound to their group decides what they may do.
 
@@ -14,7 +14,7 @@ use roster_testenv::TlsFront;
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 
-use crate::harness::{Operator, condition, own_plane, poll_until, shared, wait_for};
+use crate::harness::{Operator, condition, own_plane, poll_until, repo_path, shared, wait_for};
 use crate::lifecycle::{enrolled, set_state};
 use crate::oidc::{hidden_fields, note, set_cookie};
 use crate::portal::PASSWORD;
@@ -40,24 +40,14 @@ async fn scenario() -> anyhow::Result<()> {
     let [portal_port] = roster_testenv::free_ports()?;
     let front = TlsFront::start(([127, 0, 0, 1], portal_port).into()).await?;
     let issuer = front.url.clone();
-    let ca = front.ca_pem.lines().map(|l| format!("      {l}")).collect::<Vec<_>>().join("\n");
-    let config = format!(
-        "apiVersion: apiserver.config.k8s.io/v1
-kind: AuthenticationConfiguration
-jwt:
-- issuer:
-    url: {issuer}
-    audiences: [{client_id}]
-    certificateAuthority: |
-{ca}
-  claimValidationRules:
-  - expression: claims.email_verified == true
-    message: the email address must be verified
-  claimMappings:
-    username: {{claim: email, prefix: \"\"}}
-    groups: {{claim: groups, prefix: \"roster:\"}}
-"
-    );
+    // The example's AuthenticationConfiguration, pointed at this issuer, CA and audience.
+    let example = std::fs::read_to_string(repo_path("examples/oidc/authentication-config.yaml"))?;
+    let mut config: Value = serde_norway::from_str(&example)?;
+    let jwt = &mut config["jwt"][0]["issuer"];
+    jwt["url"] = json!(issuer);
+    jwt["audiences"] = json!([client_id]);
+    jwt["certificateAuthority"] = json!(front.ca_pem);
+    let config = serde_json::to_string_pretty(&config)?;
     let config_path = dir.join("authentication.yaml");
     std::fs::write(&config_path, config)?;
     let flags = [format!("--authentication-config={}", config_path.display())];
