@@ -121,7 +121,9 @@ async fn run(config: RunConfig) -> roster::Result<()> {
                 config.oidc_trusted_namespaces.clone(),
                 session_lifetime,
             );
-            oidc::router(Arc::new(issuer))
+            let backchannel =
+                Arc::new(RateLimiter::new(config.oidc_rate_limit, config.trusted_proxies.clone()));
+            oidc::router(Arc::new(issuer), limiter.clone(), backchannel)
         }
     };
 

@@ -35,6 +35,7 @@ use axum::routing::get;
 use k8s_openapi::jiff::SignedDuration;
 
 use crate::portal::Portal;
+use crate::portal::rate_limit::RateLimiter;
 use key_store::KeyStore;
 
 /// What the issuer's handlers share.
@@ -156,23 +157,30 @@ fn allow_form_redirect(response: &mut Response, redirect_uri: Option<&str>) {
 }
 
 /// The issuer's routes, under its path; merged into the portal's router, so its guards
-/// (rate limit, security headers, body limit) apply.
-pub fn router(issuer: Arc<Issuer>) -> Router {
+/// (security headers, body limit) apply. Two rate limits per client address: the pages a
+/// browser opens (`front`, the portal's) and the endpoints relying parties' servers call
+/// (`back`: one address asks for all of an application's users, so its budget is larger;
+/// per address rather than per client ID, which anyone may claim for a public client).
+pub fn router(issuer: Arc<Issuer>, front: Arc<RateLimiter>, back: Arc<RateLimiter>) -> Router {
     let at = |path: &str| issuer.endpoint_path(path);
-    let router = Router::new()
-        .route(&at("/.well-known/openid-configuration"), get(discovery::configuration))
-        .route(&at("/keys"), get(discovery::keys))
+    let pages = Router::new()
         .route(&at("/authorize"), get(authorize::start).post(authorize::sign_in))
-        .route(&at("/token"), axum::routing::post(exchange::token))
-        .route(&at("/userinfo"), get(userinfo::userinfo).post(userinfo::userinfo))
-        .route(&at("/revoke"), axum::routing::post(revocation::revoke))
         .route(&at("/logout"), get(logout::start).post(logout::confirm));
     // Under a path of its own, the pages find the stylesheet there too (the Ingress may
     // route only that path to roster).
-    let router = if issuer.path.is_empty() {
-        router
+    let pages = if issuer.path.is_empty() {
+        pages
     } else {
-        router.route(&at("/assets/portal.css"), get(crate::portal::pages::stylesheet))
+        pages.route(&at("/assets/portal.css"), get(crate::portal::pages::stylesheet))
     };
-    router.with_state(issuer)
+    let backchannel = Router::new()
+        .route(&at("/.well-known/openid-configuration"), get(discovery::configuration))
+        .route(&at("/keys"), get(discovery::keys))
+        .route(&at("/token"), axum::routing::post(exchange::token))
+        .route(&at("/userinfo"), get(userinfo::userinfo).post(userinfo::userinfo))
+        .route(&at("/revoke"), axum::routing::post(revocation::revoke));
+    let limited = |router: Router<Arc<Issuer>>, limiter| {
+        router.route_layer(axum::middleware::from_fn_with_state(limiter, crate::portal::guard::rate_limit))
+    };
+    limited(pages, front).merge(limited(backchannel, back)).with_state(issuer)
 }

@@ -70,8 +70,8 @@ impl Portal {
 use crate::signin::who;
 
 /// Every route of the portal and the `more` routes served beside it (the OpenID Connect
-/// issuer), with its guards: rate limit per client address, security headers, a body size
-/// limit.
+/// issuer, which brings rate limits of its own), with their guards: the portal's rate limit
+/// per client address, security headers, a body size limit.
 pub fn router(portal: Arc<Portal>, limiter: Arc<rate_limit::RateLimiter>, more: Router) -> Router {
     let own = Router::new()
         .route("/invite/{token}", get(pages::invite).post(pages::invite_step))
@@ -91,10 +91,10 @@ pub fn router(portal: Arc<Portal>, limiter: Arc<rate_limit::RateLimiter>, more: 
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(api::readyz))
         .fallback(pages::not_found)
-        .with_state(portal);
+        .with_state(portal)
+        .layer(axum::middleware::from_fn_with_state(limiter, guard::rate_limit));
     own.merge(more)
         .layer(DefaultBodyLimit::max(BODY_LIMIT))
-        .layer(axum::middleware::from_fn_with_state(limiter, guard::rate_limit))
         // Outermost: a 429 carries the same headers as every other answer.
         .layer(axum::middleware::from_fn(guard::security_headers))
 }

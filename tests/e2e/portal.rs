@@ -263,7 +263,7 @@ pub fn trials() -> Vec<Trial> {
             ensure!(nothing.status() == 404, "{}", nothing.status());
             Ok(())
         }),
-        trial("portal::too_many_requests_from_one_address_get_429", |ns| async move {
+        trial("portal::too_many_requests_from_one_address_get_429_per_budget", |ns| async move {
             // An operator of its own with a low limit, watching only this (empty) namespace.
             let dir = shared().work_dir.join(&ns.name);
             std::fs::create_dir_all(&dir)?;
@@ -271,7 +271,7 @@ pub fn trials() -> Vec<Trial> {
                 &shared().kubeconfig,
                 &dir,
                 "operator-rate-limited",
-                &["--portal-rate-limit=5", &format!("--watch-namespaces={}", ns.name)],
+                &["--portal-rate-limit=5", "--oidc-rate-limit=3", &format!("--watch-namespaces={}", ns.name)],
             )
             .await?;
             let client = reqwest::Client::new();
@@ -292,6 +292,17 @@ pub fn trials() -> Vec<Trial> {
                 refused.headers()
             );
             ensure!(header("retry-after").parse::<u64>().is_ok_and(|s| s >= 1), "{:?}", refused.headers());
+
+            // The issuer's sign-in page counts against the same budget; the endpoints
+            // applications' servers call have one of their own.
+            let page = client.get(format!("{}/authorize", operator.portal_url)).send().await?;
+            ensure!(page.status() == 429, "the sign-in page answered {}", page.status());
+            let mut statuses = Vec::new();
+            for _ in 0..4 {
+                let url = format!("{}/.well-known/openid-configuration", operator.portal_url);
+                statuses.push(client.get(url).send().await?.status().as_u16());
+            }
+            ensure!(statuses == [200, 200, 200, 429], "discovery: {statuses:?}");
             Ok(())
         }),
     ]
