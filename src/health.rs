@@ -1,5 +1,6 @@
 //! The metrics port: `/healthz` (the process serves), `/readyz` (every watch cache has
-//! synced, so reconciles and look-ups see the cluster) and Prometheus `/metrics`.
+//! synced, so reconciles and look-ups see the cluster, and an issuer has signing keys) and
+//! Prometheus `/metrics`.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -14,19 +15,33 @@ use tokio_util::sync::CancellationToken;
 
 use crate::telemetry::Metrics;
 
-/// Whether roster is ready to serve; flipped once by the controllers.
-#[derive(Default)]
-pub struct Readiness(AtomicBool);
+/// Whether roster is ready to serve: its watch caches have synced (flipped once by the
+/// controllers) and, when it is an OpenID Connect issuer, it has keys to sign with (a fresh
+/// install makes them just after start; until then the token endpoint could only say 503).
+pub struct Readiness {
+    caches: AtomicBool,
+    keys: AtomicBool,
+}
 
 impl Readiness {
-    /// Marks the process ready.
+    /// For a process that signs tokens (`issuer`) or not.
+    pub fn new(issuer: bool) -> Self {
+        Self { caches: AtomicBool::new(false), keys: AtomicBool::new(!issuer) }
+    }
+
+    /// The watch caches have synced.
     pub fn set_ready(&self) {
-        self.0.store(true, Ordering::Release);
+        self.caches.store(true, Ordering::Release);
+    }
+
+    /// The signing keys are loaded.
+    pub fn set_keys_loaded(&self) {
+        self.keys.store(true, Ordering::Release);
     }
 
     /// Whether the process is ready.
     pub fn is_ready(&self) -> bool {
-        self.0.load(Ordering::Acquire)
+        self.caches.load(Ordering::Acquire) && self.keys.load(Ordering::Acquire)
     }
 }
 

@@ -62,7 +62,7 @@ async fn run(config: RunConfig) -> roster::Result<()> {
         .map_err(|e| Error::Startup(format!("connecting to Kubernetes: {e}")))?;
     let templates = Templates::new(&Default::default()).map_err(|e| Error::Startup(e.to_string()))?;
     let metrics = Arc::new(Metrics::default());
-    let readiness = Arc::new(Readiness::default());
+    let readiness = Arc::new(Readiness::new(config.issuer_url.is_some()));
     let shutdown = CancellationToken::new();
 
     let mut terminate =
@@ -109,6 +109,11 @@ async fn run(config: RunConfig) -> roster::Result<()> {
             let keys = Arc::new(keys);
             tokio::spawn(watch);
             tokio::spawn(keys.clone().keep(shutdown.clone()));
+            let (loading, ready) = (keys.clone(), readiness.clone());
+            tokio::spawn(async move {
+                loading.loaded().await;
+                ready.set_keys_loaded();
+            });
             let sweeper = Arc::new(oidc::sweeper::Sweeper::default());
             watches.follow_secrets(sweeper.follower());
             tokio::spawn(sweeper.run(client.clone(), shutdown.clone()));

@@ -37,6 +37,8 @@ pub struct KeyStore {
 
 /// How soon a failed write or read is tried again.
 const RETRY: Duration = Duration::from_secs(10);
+/// How often [`KeyStore::loaded`] looks at the watch cache.
+const LOADED_POLL: Duration = Duration::from_millis(200);
 /// The longest the keeper sleeps between looks (a clock jump or a missed event is caught).
 const LOOK_AGAIN: Duration = Duration::from_secs(3600);
 
@@ -61,6 +63,14 @@ impl KeyStore {
                 .map_err(|e| KeysUnavailable(format!("Secret {reference}: {e}")))
         })
         .await
+    }
+
+    /// Resolves once there are keys to sign with (the watch has seen the Secret, made by
+    /// this replica or another), looking at the cache a few times a second until then.
+    pub async fn loaded(&self) {
+        while self.keyring().await.is_err() {
+            tokio::time::sleep(LOADED_POLL).await;
+        }
     }
 
     /// Keeps the keys current until `shutdown`: makes them at first, rotates them when due,

@@ -61,6 +61,9 @@ async fn scenario() -> anyhow::Result<()> {
     let operator_flags: Vec<&str> = operator_flags.iter().map(String::as_str).collect();
     let operator = Operator::start(plane.kubeconfig(), &dir, "operator", &operator_flags).await?;
     let portal = operator.portal_url.clone();
+    // A fresh install: ready means it has made its signing keys (no 503 from /token).
+    let keys = reqwest::get(format!("{portal}/keys")).await?;
+    ensure!(keys.status() == 200, "ready, but /keys answers {}", keys.status());
 
     // A person who onboarded and proved their address, in the group `viewers`.
     let address =
@@ -72,13 +75,6 @@ async fn scenario() -> anyhow::Result<()> {
     .await?;
     wait_for(&ns.raw::<OidcClient>(), "kubectl", "Ready", |c| condition(c, "Ready")["status"] == "True")
         .await?;
-
-    // A fresh install makes its signing keys just after it starts (until then /token answers
-    // 503 temporarily_unavailable).
-    poll_until("roster publishes its keys", || async {
-        Ok(reqwest::get(format!("{portal}/keys")).await?.status() == 200)
-    })
-    .await?;
 
     // The flow a kubectl OIDC plugin runs, the sign-in page filled in like a browser would.
     let id_token = sign_in(&portal, &issuer, &client_id, &address).await?.context("no ID token")?;

@@ -50,10 +50,6 @@ async fn scenario() -> anyhow::Result<()> {
     ];
     let flags: Vec<&str> = flags.iter().map(String::as_str).collect();
     let _operator = Operator::start(_plane.kubeconfig(), &dir, "operator", &flags).await?;
-    poll_until("roster publishes its keys", || async {
-        Ok(reqwest::get(format!("{issuer}/keys")).await?.status() == 200)
-    })
-    .await?;
 
     let address =
         enrolled(&ns, "ola", json!({"groups": ["developers"], "givenName": "Ola"}), Some(TOTP)).await?;
