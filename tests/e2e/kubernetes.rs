@@ -139,9 +139,10 @@ async fn scenario() -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Signs `identifier` in through the authorization code flow with PKCE; the ID token, or
+/// Signs `identifier` in at the issuer `portal` serves, through the authorization code flow
+/// with PKCE and a sign-in page filled in like a browser would; the ID token, or
 /// `None` when the sign-in page refuses.
-async fn sign_in(
+pub async fn sign_in(
     portal: &str,
     issuer: &str,
     client_id: &str,

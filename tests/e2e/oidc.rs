@@ -18,8 +18,11 @@ use openidconnect::{
 use roster::api::{OidcClient, User};
 use serde_json::{Value, json};
 
-use crate::harness::{ISSUER, Ns, condition, shared, trial, wait_for};
+use crate::harness::{ISSUER, Ns, Operator, condition, poll_until, shared, trial, wait_for};
+use crate::kubernetes::sign_in;
+use crate::lifecycle::enrolled;
 use crate::portal::{PASSWORD, code, next_code, onboard};
+use roster::oidc::keys::{KEEP_RETIRED, KEYS, Schedule, StoredKey, generate};
 
 const REDIRECT: &str = "http://127.0.0.1:8400/callback";
 const BYE: &str = "http://127.0.0.1:8400/signed-out";
@@ -358,6 +361,92 @@ pub fn trials() -> Vec<Trial> {
             );
             Ok(())
         }),
+        trial(
+            "oidc::a_rotation_by_another_replica_signs_anew_and_keeps_the_old_key_published",
+            |ns| async move {
+                // An operator of its own for this namespace, with keys of its own (the shared keys
+                // sign every other test's tokens), at the same issuer URL.
+                let dir = shared().work_dir.join(&ns.name);
+                std::fs::create_dir_all(&dir)?;
+                let keys_secret = format!("{}-keys", ns.name);
+                let flags = [
+                    format!("--watch-namespaces={}", ns.name),
+                    format!("--signing-keys-secret=roster-system/{keys_secret}"),
+                ];
+                let flags: Vec<&str> = flags.iter().map(String::as_str).collect();
+                let operator =
+                    Operator::start(&shared().kubeconfig, &dir, "operator-rotation", &flags).await?;
+                let address = enrolled(&ns, "rita", json!({"mfa": {"required": false}}), None).await?;
+                ns.apply(json!({
+                    "apiVersion": "roster.dev/v1alpha1", "kind": "OidcClient", "metadata": {"name": "cli"},
+                    "spec": {"public": true, "redirectUris": ["http://127.0.0.1/callback"]},
+                }))
+                .await?;
+                wait_for(&ns.raw::<OidcClient>(), "cli", "Ready", |c| {
+                    condition(c, "Ready")["status"] == "True"
+                })
+                .await?;
+                let client_id = format!("{}.cli", ns.name);
+                let portal = operator.portal_url.clone();
+                let kid = |token: &str| -> anyhow::Result<String> {
+                    use base64::Engine as _;
+                    let header = token.split('.').next().context("not a JWT")?;
+                    let header: Value = serde_json::from_slice(
+                        &base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(header)?,
+                    )?;
+                    Ok(header["kid"].as_str().unwrap_or_default().to_owned())
+                };
+                let before = sign_in(&portal, ISSUER, &client_id, &address).await?.context("no ID token")?;
+                note(&before);
+                let old = kid(&before)?;
+
+                // Another replica rotates: the current keys retired, new ones first in line.
+                let secrets = kube::Api::<Secret>::namespaced(ns.client.clone(), "roster-system");
+                let mut secret = secrets.get(&keys_secret).await?;
+                let stored: Vec<StoredKey> = serde_json::from_slice(
+                    &secret.data.as_ref().and_then(|d| d.get(KEYS)).context("no keys in the Secret")?.0,
+                )?;
+                let now = k8s_openapi::jiff::Timestamp::now();
+                let schedule =
+                    Schedule { rotation: k8s_openapi::jiff::SignedDuration::ZERO, keep: KEEP_RETIRED };
+                let rotated = roster::oidc::keys::rotated(&stored, now, schedule, |alg| generate(alg, now))?
+                    .context("nothing rotated")?;
+                secret.data =
+                    Some([(KEYS.to_owned(), k8s_openapi::ByteString(serde_json::to_vec(&rotated)?))].into());
+                secrets.replace(&keys_secret, &Default::default(), &secret).await?;
+
+                // New sign-ins are signed with the new key once this replica has seen it; the old
+                // key stays published for the tokens it signed.
+                let latest = std::cell::RefCell::new(String::new());
+                poll_until("a token signed with the new key", || async {
+                    let token =
+                        sign_in(&portal, ISSUER, &client_id, &address).await?.context("no ID token")?;
+                    note(&token);
+                    let fresh = kid(&token)? != old;
+                    *latest.borrow_mut() = token;
+                    Ok(fresh)
+                })
+                .await?;
+                let after = latest.into_inner();
+                let published: Value = reqwest::get(format!("{portal}/keys")).await?.json().await?;
+                let kids: Vec<&str> = published["keys"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .filter_map(|k| k["kid"].as_str())
+                    .collect();
+                let new = kid(&after)?;
+                ensure!(
+                    kids.contains(&old.as_str()) && kids.contains(&new.as_str()),
+                    "JWKS {kids:?}: old {old}, new {new}"
+                );
+                ensure!(
+                    rotated.iter().any(|k| k.kid == new && k.retired_at.is_none()),
+                    "signed with {new}, which is not the rotated current key"
+                );
+                Ok(())
+            },
+        ),
         trial("oidc::requests_outside_the_registration_are_refused_without_redirecting", |ns| async move {
             let totp = onboard(&ns, "ann", json!({"groups": ["dev"]})).await?;
             let email = ns.api::<User>().get("ann").await?.spec.email;

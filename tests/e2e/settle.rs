@@ -9,10 +9,9 @@ use kube::api::{Patch, PatchParams};
 use kube::core::DynamicObject;
 use libtest_mimic::Trial;
 use roster::api::{User, UserInvite};
-use roster_testenv::ControlPlane;
 use serde_json::json;
 
-use crate::harness::{Ns, Operator, condition, is_reconciled, poll_until, repo_path, shared, wait_for};
+use crate::harness::{Ns, Operator, condition, is_reconciled, own_plane, poll_until, shared, wait_for};
 use crate::invites::{invite, phase_of};
 use crate::lifecycle::{MARKER_HASH, MARKER_TOTP, email, phase, user_manifest, write_facts};
 
@@ -39,10 +38,8 @@ const USERS: [(&str, Settled); 4] = [
 
 async fn scenario() -> anyhow::Result<()> {
     let dir = shared().work_dir.join("settle");
-    let crds = std::fs::read_to_string(repo_path("crds/roster.yaml"))?;
-    let plane = ControlPlane::start(&dir.join("control-plane"), &crds).await?;
-    let client = plane.client().await?;
-    let ns = Ns::create(client.clone(), "settle").await?;
+    let (plane, ns) = own_plane(&dir, &[], "settle").await?;
+    let client = ns.client.clone();
     let watch = format!("--watch-namespaces={}", ns.name);
     let operator = Operator::start(plane.kubeconfig(), &dir, "operator", &[&watch]).await?;
     let log = operator.process.log().to_owned();

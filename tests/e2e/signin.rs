@@ -13,10 +13,9 @@ use k8s_openapi::jiff::{SignedDuration, Timestamp};
 use libtest_mimic::Trial;
 use roster::api::User;
 use roster::credentials::{Argon2Settings, PasswordHasher};
-use roster_testenv::ControlPlane;
 use serde_json::{Value, json};
 
-use crate::harness::{Ns, Operator, condition, repo_path, shared, wait_for};
+use crate::harness::{Operator, condition, own_plane, shared, wait_for};
 use crate::lifecycle::{email, phase, user_manifest, write_facts};
 use crate::portal::PASSWORD;
 
@@ -34,9 +33,7 @@ pub fn trials() -> Vec<Trial> {
 
 async fn scenario() -> anyhow::Result<()> {
     let dir = shared().work_dir.join("signin");
-    let crds = std::fs::read_to_string(repo_path("crds/roster.yaml"))?;
-    let plane = ControlPlane::start(&dir.join("control-plane"), &crds).await?;
-    let ns = Ns::create(plane.client().await?, "signin").await?;
+    let (plane, ns) = own_plane(&dir, &[], "signin").await?;
     let flags = [
         format!("--watch-namespaces={}", ns.name),
         "--argon2-memory-kib=19456".to_owned(),
