@@ -359,6 +359,29 @@ pub fn trials() -> Vec<Trial> {
                 refresh(&one, tokens.refresh_token().context("refresh")?).await.is_err(),
                 "refresh after the end"
             );
+
+            // Another person signs in on the same browser: the first one's session ends.
+            let sams = SignIn::start(&one, &[]).await?;
+            let answer = sams.page().await?.submit("sam", PASSWORD, "").await?;
+            let sam_session = answer.cookie("__Host-roster_session").context("no session cookie")?;
+            note(sam_session.split_once('=').map_or("", |(_, v)| v));
+            note(&answer.code()?.0);
+            onboard(&ns, "kay", json!({"mfa": {"required": false}})).await?;
+            let kays = SignIn::start(&one, &[]).await?;
+            let answer = kays.page().await?.submit_with(Some(&sam_session), "kay", PASSWORD, "").await?;
+            note(&answer.code()?.0);
+            let left = ns.api::<Secret>().list(&Default::default()).await?.items;
+            ensure!(
+                !left.iter().any(|s| s.name_any().starts_with("sam-session-"))
+                    && left.iter().any(|s| s.name_any().starts_with("kay-session-")),
+                "sam's session outlived kay's sign-in on the same browser"
+            );
+            let asked = SignIn::start(&two, &[]).await?.visit(Some(&sam_session), "&prompt=none").await?;
+            ensure!(
+                asked.location.as_deref().is_some_and(|l| l.contains("error=login_required")),
+                "sam's cookie still signs in: {:?}",
+                asked.location
+            );
             Ok(())
         }),
         trial(
@@ -613,6 +636,21 @@ struct Answer {
 
 impl Page {
     async fn submit(&self, identifier: &str, password: &str, code: &str) -> anyhow::Result<Answer> {
+        self.submit_with(None, identifier, password, code).await
+    }
+
+    /// Submits the form from a browser that also holds `session` (a `name=value` cookie).
+    async fn submit_with(
+        &self,
+        session: Option<&str>,
+        identifier: &str,
+        password: &str,
+        code: &str,
+    ) -> anyhow::Result<Answer> {
+        let cookie = match session {
+            Some(session) => format!("{}; {session}", self.cookie),
+            None => self.cookie.clone(),
+        };
         let mut form = self.fields.clone();
         form.extend(
             [("identifier", identifier), ("password", password), ("code", code)]
@@ -620,7 +658,7 @@ impl Page {
         );
         let response = browser()
             .post(format!("{}/authorize", shared().portal_url))
-            .header("cookie", &self.cookie)
+            .header("cookie", cookie)
             .form(&form)
             .send()
             .await?;
