@@ -24,7 +24,7 @@ use serde_json::json;
 use crate::browser::{ChromeDriver, screenshot};
 use crate::harness::{Ns, Operator, condition, own_plane, poll_until, repo_path, shared, wait_for};
 use crate::lifecycle::enrolled;
-use crate::oidc::note;
+use crate::oidc::{credentials_of, note};
 use crate::portal::{PASSWORD, code};
 
 /// A TOTP secret of the person's (base32).
@@ -153,12 +153,7 @@ impl Proxy {
         .await?;
         wait_for(&ns.raw::<OidcClient>(), name, "Ready", |c| condition(c, "Ready")["status"] == "True")
             .await?;
-        let secret = ns.api::<Secret>().get(&format!("{name}-oidc")).await?;
-        let value = |key: &str| -> anyhow::Result<String> {
-            let data = secret.data.as_ref().and_then(|d| d.get(key)).with_context(|| format!("no {key}"))?;
-            Ok(String::from_utf8(data.0.clone())?)
-        };
-        let (client_id, client_secret) = (value("clientID")?, value("clientSecret")?);
+        let (client_id, client_secret) = credentials_of(ns, name).await?;
         note(&client_secret);
         let cookie_secret: String = hex::encode(roster::credentials::random_bytes::<16>()?);
         let portal = issuer.trim_start_matches("http://");

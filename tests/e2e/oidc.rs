@@ -527,12 +527,7 @@ async fn registered(ns: &Ns, name: &str, extra: Value) -> anyhow::Result<(Rp, St
     }))
     .await?;
     wait_for(&ns.raw::<OidcClient>(), name, "Ready", |c| condition(c, "Ready")["status"] == "True").await?;
-    let secret = ns.api::<Secret>().get(&format!("{name}-oidc")).await?;
-    let value = |key: &str| -> anyhow::Result<String> {
-        let data = secret.data.as_ref().and_then(|d| d.get(key)).context("no key")?;
-        Ok(String::from_utf8(data.0.clone())?)
-    };
-    let (id, client_secret) = (value("clientID")?, value("clientSecret")?);
+    let (id, client_secret) = credentials_of(ns, name).await?;
     let metadata = CoreProviderMetadata::discover_async(IssuerUrl::new(ISSUER.to_owned())?, &http())
         .await
         .context("discovery")?;
@@ -543,6 +538,16 @@ async fn registered(ns: &Ns, name: &str, extra: Value) -> anyhow::Result<(Rp, St
     )
     .set_redirect_uri(RedirectUrl::new(REDIRECT.to_owned())?);
     Ok((client, id))
+}
+
+/// The client ID and secret roster generated for confidential OidcClient `name`.
+pub async fn credentials_of(ns: &Ns, name: &str) -> anyhow::Result<(String, String)> {
+    let secret = ns.api::<Secret>().get(&format!("{name}-oidc")).await?;
+    let value = |key: &str| -> anyhow::Result<String> {
+        let data = secret.data.as_ref().and_then(|d| d.get(key)).with_context(|| format!("no {key}"))?;
+        Ok(String::from_utf8(data.0.clone())?)
+    };
+    Ok((value("clientID")?, value("clientSecret")?))
 }
 
 type Rp = openidconnect::core::CoreClient<
