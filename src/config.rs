@@ -36,7 +36,7 @@ pub struct RunConfig {
     /// applications' servers call — token, userinfo, revocation, discovery, keys — (bursts
     /// up to the same number); more are answered 429. One server asks for all of an
     /// application's users, so it gets more than a browser.
-    #[arg(long, env = "ROSTER_OIDC_RATE_LIMIT", default_value_t = 1200, value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
+    #[arg(long, env = "ROSTER_OIDC_RATE_LIMIT", default_value_t = 600, value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
     pub oidc_rate_limit: u32,
 
     /// The proxies in front of the portal (e.g. the Ingress controller's pods), as CIDRs,

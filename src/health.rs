@@ -41,7 +41,18 @@ impl Readiness {
 
     /// Whether the process is ready.
     pub fn is_ready(&self) -> bool {
-        self.caches.load(Ordering::Acquire) && self.keys.load(Ordering::Acquire)
+        self.waiting_for().is_none()
+    }
+
+    /// What readiness still waits for, if anything.
+    pub fn waiting_for(&self) -> Option<&'static str> {
+        if !self.caches.load(Ordering::Acquire) {
+            Some("watch caches not synced yet")
+        } else if !self.keys.load(Ordering::Acquire) {
+            Some("signing keys not loaded yet")
+        } else {
+            None
+        }
     }
 }
 
@@ -74,10 +85,9 @@ pub async fn serve(
 }
 
 async fn readyz(State(state): State<AppState>) -> impl IntoResponse {
-    if state.readiness.is_ready() {
-        (StatusCode::OK, "ok")
-    } else {
-        (StatusCode::SERVICE_UNAVAILABLE, "watch caches not synced yet")
+    match state.readiness.waiting_for() {
+        None => (StatusCode::OK, "ok"),
+        Some(waiting) => (StatusCode::SERVICE_UNAVAILABLE, waiting),
     }
 }
 

@@ -135,14 +135,19 @@ pub fn redirect_allowed(registered: &[String], requested: &str) -> bool {
 /// of one `userNamespaces` names, in one of `allowedGroups` when any are named.
 pub fn admits(spec: &OidcClientSpec, namespace: &str, user: &User) -> bool {
     let home = user.metadata.namespace.as_deref().unwrap_or_default();
-    let namespace_ok = if spec.user_namespaces.is_empty() {
+    let group_ok = spec.allowed_groups.is_empty()
+        || user.spec.groups.iter().any(|group| spec.allowed_groups.contains(group));
+    admits_namespace(spec, namespace, home) && group_ok
+}
+
+/// Whether the client `spec` in `namespace` admits Users of namespace `home` at all: what
+/// a token request may name before roster reads anything there.
+pub fn admits_namespace(spec: &OidcClientSpec, namespace: &str, home: &str) -> bool {
+    if spec.user_namespaces.is_empty() {
         home == namespace
     } else {
         spec.user_namespaces.iter().any(|n| n == home)
-    };
-    let group_ok = spec.allowed_groups.is_empty()
-        || user.spec.groups.iter().any(|group| spec.allowed_groups.contains(group));
-    namespace_ok && group_ok
+    }
 }
 
 #[cfg(test)]
@@ -252,6 +257,9 @@ mod tests {
         client.user_namespaces = vec!["team-b".into()];
         assert!(admits(&client, "team-a", &user("team-b", &[])));
         assert!(!admits(&client, "team-a", &user("team-a", &[])), "naming others replaces its own");
+        assert!(
+            admits_namespace(&client, "team-a", "team-b") && !admits_namespace(&client, "team-a", "team-a")
+        );
         client.allowed_groups = vec!["ops".into()];
         assert!(!admits(&client, "team-a", &user("team-b", &["dev"])));
         assert!(admits(&client, "team-a", &user("team-b", &["dev", "ops"])));

@@ -98,6 +98,11 @@ pub async fn token(
     else {
         return invalid_grant();
     };
+    // A grant in a namespace whose people this client cannot have is not its own: refused
+    // without asking the API server (the token names the namespace; the caller chose it).
+    if !registration::admits_namespace(&client.spec, &client.namespace().unwrap_or_default(), &namespace) {
+        return invalid_grant();
+    }
     let now = Timestamp::now();
     let secret = match state::read(&issuer.portal.signin.client, &namespace, &name).await {
         Ok(Some(secret)) => secret,

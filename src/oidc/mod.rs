@@ -180,7 +180,8 @@ pub fn router(issuer: Arc<Issuer>, front: Arc<RateLimiter>, back: Arc<RateLimite
         .route(&at("/userinfo"), get(userinfo::userinfo).post(userinfo::userinfo))
         .route(&at("/revoke"), axum::routing::post(revocation::revoke));
     let limited = |router: Router<Arc<Issuer>>, limiter| {
-        router.route_layer(axum::middleware::from_fn_with_state(limiter, crate::portal::guard::rate_limit))
+        // `layer`, not `route_layer`: a wrong method's 405 counts too.
+        router.layer(axum::middleware::from_fn_with_state(limiter, crate::portal::guard::rate_limit))
     };
     limited(pages, front).merge(limited(backchannel, back)).with_state(issuer)
 }

@@ -63,6 +63,10 @@ pub async fn revoke(
         },
     };
     let Some((namespace, name, hash)) = target else { return StatusCode::OK.into_response() };
+    // Not a namespace whose people this client may have: not its token; nothing is read.
+    if !registration::admits_namespace(&client.spec, &client.namespace().unwrap_or_default(), &namespace) {
+        return StatusCode::OK.into_response();
+    }
     let secret = match state::read(&issuer.portal.signin.client, &namespace, &name).await {
         Ok(Some(secret)) => secret,
         Ok(None) => return StatusCode::OK.into_response(),

@@ -157,23 +157,31 @@ impl Proxy {
         note(&client_secret);
         let cookie_secret: String = hex::encode(roster::credentials::random_bytes::<16>()?);
         let portal = issuer.trim_start_matches("http://");
+        // Secrets in the environment, not on the command line (which any process may read).
+        let secrets = [
+            ("OAUTH2_PROXY_CLIENT_SECRET", client_secret.as_str()),
+            ("OAUTH2_PROXY_COOKIE_SECRET", cookie_secret.as_str()),
+        ];
         // The example's configuration; only what differs here (addresses, secrets, plain
         // http on loopback, a cookie of its own per app on one host) on the command line.
         let args = [
             format!("--config={}", repo_path("examples/oidc/oauth2-proxy.cfg").display()),
             format!("--oidc-issuer-url={issuer}"),
             format!("--client-id={client_id}"),
-            format!("--client-secret={client_secret}"),
             format!("--redirect-url={url}/oauth2/callback"),
             format!("--http-address=127.0.0.1:{port}"),
             "--upstream=static://200".to_owned(),
             format!("--cookie-name=_{name}"),
-            format!("--cookie-secret={cookie_secret}"),
             "--cookie-secure=false".to_owned(),
             format!("--whitelist-domain={portal}"),
         ];
-        let process =
-            Process::spawn(&format!("oauth2-proxy-{name}"), &tool_path("oauth2-proxy")?, &args, &[], dir)?;
+        let process = Process::spawn(
+            &format!("oauth2-proxy-{name}"),
+            &tool_path("oauth2-proxy")?,
+            &args,
+            &secrets,
+            dir,
+        )?;
         poll_until(&format!("oauth2-proxy for {name} answers /ping"), || async {
             Ok(reqwest::get(format!("{url}/ping")).await.is_ok_and(|r| r.status().is_success()))
         })
