@@ -244,7 +244,10 @@ pub async fn run(
     // Sign-in sessions and grants (OpenID Connect) say nothing the User's status shows:
     // their writes wake no User reconcile.
     let not_grants = secrets.subscribe().filter(|secret: &Arc<Secret>| {
-        let oidc = matches!(secret.type_.as_deref(), Some(names::GRANT_TYPE | names::SESSION_TYPE));
+        let oidc = matches!(
+            secret.type_.as_deref(),
+            Some(names::GRANT_TYPE | names::SESSION_TYPE | names::DEVICE_TYPE)
+        );
         futures::future::ready(!oidc)
     });
     let user_controller = Controller::for_shared_stream(users.subscribe(), caches.users.clone())
@@ -271,9 +274,13 @@ pub async fn run(
         Controller::for_shared_stream(password_resets.subscribe(), caches.password_resets.clone())
             .watches_shared_stream(users.subscribe(), of_user(&caches, Caches::password_resets_of))
             .watches_shared_stream(secrets.subscribe(), of_credentials(&caches, Caches::password_resets_of));
+    // Device sign-ins are owned by their client but say nothing its status shows.
+    let not_devices = secrets.subscribe().filter(|secret: &Arc<Secret>| {
+        futures::future::ready(secret.type_.as_deref() != Some(names::DEVICE_TYPE))
+    });
     let oidc_client_controller =
         Controller::for_shared_stream(oidc_clients.subscribe(), caches.oidc_clients.clone())
-            .owns_shared_stream(secrets.subscribe());
+            .owns_shared_stream(not_devices);
     let ready = async {
         tokio::select! {
             true = caches.ready() => {

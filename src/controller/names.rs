@@ -45,6 +45,10 @@ pub const GRANT_TYPE: &str = "roster.dev/oidc-grant";
 /// Type of a sign-in session Secret (`<user>-session-<random>`): who signed in to the
 /// issuer in a browser, when and how; the owner of the grants made in it.
 pub const SESSION_TYPE: &str = "roster.dev/oidc-session";
+/// Type of a device authorization Secret (`<client>-device-<random>`, RFC 8628): a sign-in
+/// a device without a browser waits for — hashes of its device code and user code, and,
+/// once the person allowed it, the grant it became.
+pub const DEVICE_TYPE: &str = "roster.dev/oidc-device";
 /// Label naming the session a grant was made in.
 pub const SESSION_LABEL: &str = "roster.dev/session";
 
@@ -104,11 +108,13 @@ pub fn link_secret_name(owner: &str) -> String {
 }
 
 /// The token index's terms for a Secret: `<type>:<hash>` of its current and retired tokens,
-/// for the token Secrets of invites and resets; `None` for every other Secret.
+/// for the token Secrets of invites and resets and the user codes of device sign-ins;
+/// `None` for every other Secret.
 pub fn token_terms(secret: &k8s_openapi::api::core::v1::Secret) -> crate::index::Filing<crate::index::Named> {
     use kube::ResourceExt;
     let type_ = secret.type_.as_deref().filter(|t| {
-        [INVITE_TOKEN_TYPE, RESET_TOKEN_TYPE, PASSWORD_RESET_TOKEN_TYPE, EMAIL_VERIFICATION_TYPE].contains(t)
+        [INVITE_TOKEN_TYPE, RESET_TOKEN_TYPE, PASSWORD_RESET_TOKEN_TYPE, EMAIL_VERIFICATION_TYPE, DEVICE_TYPE]
+            .contains(t)
     })?;
     let data = secret.data.as_ref()?;
     let text = |key: &str| data.get(key).and_then(|v| std::str::from_utf8(&v.0).ok()).unwrap_or_default();

@@ -91,7 +91,7 @@ pub async fn start(
         }
         Next::Reuse => {
             let Some(live) = live else { return unavailable(&issuer) };
-            if !admitted(&client, &live.user, &request) {
+            if !admitted(&client, &live.user) {
                 if request.prompt == Prompt::None {
                     return back_with_error(
                         &issuer,
@@ -130,44 +130,102 @@ pub async fn sign_in(
             "This form expired. Sign in again. (Cookies must be allowed for this site.)",
         );
     }
-    let identifier = Identifier::typed_in(&posted.identifier);
-    let outcome = signin::sign_in(&issuer.portal.signin, identifier, &posted.password, &posted.code).await;
+    let now = Timestamp::now();
+    let started =
+        start_session(&issuer, &client, &headers, &posted.identifier, &posted.password, &posted.code, now)
+            .await;
+    let started = match started {
+        Ok(started) => started,
+        Err(NotStarted::Again(status, error)) => return again(status, error),
+        Err(NotStarted::Denied(message)) => return denied(&issuer, &client, &request, message),
+    };
+    let Ok(mut response) =
+        code_for(&issuer, &started.user, &started.secret, &started.session, &request, now).await
+    else {
+        return again(StatusCode::SERVICE_UNAVAILABLE, SOMETHING_WRONG);
+    };
+    started.set_cookie(&mut response);
+    response
+}
+
+const SOMETHING_WRONG: &str = "Something went wrong. Try again in a moment.";
+
+/// A person signed in on one of the issuer's forms, with the session that started.
+pub(super) struct Started {
+    /// Who.
+    pub user: Arc<User>,
+    /// The session's Secret, as created.
+    pub secret: Secret,
+    /// The session.
+    pub session: Session,
+    /// The `Set-Cookie` value that hands the session to the browser.
+    cookie: String,
+}
+
+impl Started {
+    /// Hands the session to the browser.
+    pub fn set_cookie(&self, response: &mut Response) {
+        if let Ok(value) = HeaderValue::from_str(&self.cookie) {
+            response.headers_mut().append(header::SET_COOKIE, value);
+        }
+    }
+}
+
+/// Why a form's sign-in started no session.
+pub(super) enum NotStarted {
+    /// The form again, with this status and error.
+    Again(StatusCode, &'static str),
+    /// A page that tells the person why they cannot sign in to this client.
+    Denied(&'static str),
+}
+
+/// Signs the person in with what they typed on one of the issuer's forms (the shared
+/// decision: lockout, replay guard, generic errors), checks that they may have tokens and
+/// that `client` admits them, and starts their session. Another person's session on this
+/// browser ends.
+pub(super) async fn start_session(
+    issuer: &Issuer,
+    client: &OidcClient,
+    headers: &HeaderMap,
+    identifier: &str,
+    password: &str,
+    code: &str,
+    now: Timestamp,
+) -> Result<Started, NotStarted> {
+    let outcome =
+        signin::sign_in(&issuer.portal.signin, Identifier::typed_in(identifier), password, code).await;
     let (user, totp) = match outcome {
         Ok(Outcome::Success { user, totp }) => (user, totp),
         Ok(Outcome::Denied) => {
-            return again(
+            return Err(NotStarted::Again(
                 StatusCode::UNAUTHORIZED,
                 "That did not work. Check your email or username, password and code.",
-            );
+            ));
         }
         Ok(Outcome::Inactive) => {
-            return denied(
-                &issuer,
-                &client,
-                &request,
+            return Err(NotStarted::Denied(
                 "Your account cannot sign in now: it is deactivated or locked. Ask your administrator.",
-            );
+            ));
         }
         Ok(Outcome::Busy) => {
-            return again(
+            return Err(NotStarted::Again(
                 StatusCode::SERVICE_UNAVAILABLE,
                 "Too many sign-ins at once. Try again in a moment.",
-            );
+            ));
         }
         Err(e) => {
             tracing::warn!(error = %e, "recording a sign-in failed");
-            return again(StatusCode::SERVICE_UNAVAILABLE, "Something went wrong. Try again in a moment.");
+            return Err(NotStarted::Again(StatusCode::SERVICE_UNAVAILABLE, SOMETHING_WRONG));
         }
     };
-    let now = Timestamp::now();
     let Some(credentials) = issuer.portal.signin.caches.credentials_of(&user) else {
-        return again(StatusCode::SERVICE_UNAVAILABLE, "Something went wrong. Try again in a moment.");
+        return Err(NotStarted::Again(StatusCode::SERVICE_UNAVAILABLE, SOMETHING_WRONG));
     };
     if let Some(barrier) = issuer.portal.signin.barrier(&user, &credentials, now) {
-        return denied(&issuer, &client, &request, barrier.message());
+        return Err(NotStarted::Denied(barrier.message()));
     }
-    if !admitted(&client, &user, &request) {
-        return denied(&issuer, &client, &request, NOT_ADMITTED);
+    if !admitted(client, &user) {
+        return Err(NotStarted::Denied(NOT_ADMITTED));
     }
     let amr: &[&str] = if totp { &["pwd", "otp"] } else { &["pwd"] };
     let signed_in = Session::signed_in(&user, amr, grant::stamp(&credentials), now, issuer.session_lifetime);
@@ -181,33 +239,29 @@ pub async fn sign_in(
         Ok(started) => started,
         Err(e) => {
             tracing::warn!(error = %e, "starting a sign-in session failed");
-            return again(StatusCode::SERVICE_UNAVAILABLE, "Something went wrong. Try again in a moment.");
+            return Err(NotStarted::Again(StatusCode::SERVICE_UNAVAILABLE, SOMETHING_WRONG));
         }
     };
-    let Ok(mut response) = code_for(&issuer, &user, &secret, &signed_in, &request, now).await else {
-        return again(StatusCode::SERVICE_UNAVAILABLE, "Something went wrong. Try again in a moment.");
-    };
     // Another person signed in on this browser before: their session ends here.
-    if let Some(previous) = session::current(&issuer, &headers, now)
+    if let Some(previous) = session::current(issuer, headers, now)
         && previous.session.user_uid != signed_in.user_uid
     {
-        session::end_logged(&issuer, &previous.secret, "another person signed in on the same browser").await;
+        session::end_logged(issuer, &previous.secret, "another person signed in on the same browser").await;
     }
     let cookie = session::cookie(&token, issuer.https(), signed_in.expires_at, now);
-    if let Ok(value) = HeaderValue::from_str(&cookie) {
-        response.headers_mut().append(header::SET_COOKIE, value);
-    }
-    response
+    Ok(Started { user, secret, session: signed_in, cookie })
 }
 
-const NOT_ADMITTED: &str =
+pub(super) const NOT_ADMITTED: &str =
     "Your account may not use this application. Ask your administrator if you need it.";
 
 /// Whether `client` admits `user` (logged when not).
-fn admitted(client: &OidcClient, user: &User, request: &AuthRequest) -> bool {
-    let admits = registration::admits(&client.spec, &client.namespace().unwrap_or_default(), user);
+pub(super) fn admitted(client: &OidcClient, user: &User) -> bool {
+    let namespace = client.namespace().unwrap_or_default();
+    let admits = registration::admits(&client.spec, &namespace, user);
     if !admits {
-        tracing::info!(user = %signin::who(user), client = %request.client_id, "sign-in refused: the client does not admit the user");
+        let client = registration::client_id(&namespace, &client.name_any());
+        tracing::info!(user = %signin::who(user), %client, "sign-in refused: the client does not admit the user");
     }
     admits
 }

@@ -21,6 +21,7 @@ use serde::Deserialize;
 use serde_json::json;
 
 use super::client_auth;
+use super::device::{self, Polled};
 use super::grant::{self, CodeVerdict, Grant, RefreshVerdict};
 use super::session::{self, Live};
 use super::standing::{self, Denied};
@@ -44,6 +45,8 @@ pub struct TokenForm {
     code_verifier: Option<String>,
     #[serde(default)]
     refresh_token: Option<String>,
+    #[serde(default)]
+    device_code: Option<String>,
     #[serde(default)]
     client_id: Option<String>,
     #[serde(default)]
@@ -83,19 +86,31 @@ pub async fn token(
         Err(answer) => return *answer,
     };
     let client_id = registration::client_id(&client.namespace().unwrap_or_default(), &client.name_any());
-    let presented = match form.grant_type.as_str() {
-        "authorization_code" => form.code.as_deref(),
-        "refresh_token" => form.refresh_token.as_deref(),
+    let now = Timestamp::now();
+    let (mode, presented) = match form.grant_type.as_str() {
+        "authorization_code" => (Mode::Code, form.code.as_deref()),
+        "refresh_token" => (Mode::Refresh, form.refresh_token.as_deref()),
+        DEVICE_GRANT => (Mode::Device, None),
         _ => {
             return error(
                 StatusCode::BAD_REQUEST,
                 "unsupported_grant_type",
-                "authorization_code or refresh_token",
+                "authorization_code, refresh_token or urn:ietf:params:oauth:grant-type:device_code",
             );
         }
     };
-    let Some((namespace, name, hash)) = presented.and_then(|token| state::token_target(token, Kind::Grant))
-    else {
+    // The device's request, when it asks: its grant once the person allowed it.
+    let (target, device) = if mode == Mode::Device {
+        match device::poll(&issuer, &client, &client_id, form.device_code.as_deref(), now).await {
+            Polled::Allowed { device, namespace, name, hash } => {
+                (Some((namespace, name, hash)), Some(device))
+            }
+            Polled::Answer(answer) => return answer,
+        }
+    } else {
+        (presented.and_then(|token| state::token_target(token, Kind::Grant)), None)
+    };
+    let Some((namespace, name, hash)) = target else {
         return invalid_grant();
     };
     // A grant in a namespace whose people this client cannot have is not its own: refused
@@ -103,7 +118,6 @@ pub async fn token(
     if !registration::admits_namespace(&client.spec, &client.namespace().unwrap_or_default(), &namespace) {
         return invalid_grant();
     }
-    let now = Timestamp::now();
     let secret = match state::read(&issuer.portal.signin.client, &namespace, &name).await {
         Ok(Some(secret)) => secret,
         Ok(None) => return invalid_grant(),
@@ -127,21 +141,26 @@ pub async fn token(
     let locator = state::locator(&namespace, &name);
     let verifier = form.code_verifier.clone().unwrap_or_default();
     let redirect_uri = form.redirect_uri.clone().unwrap_or_default();
-    let code_flow = form.grant_type == "authorization_code";
     // What this use of the grant comes to; `None`: tokens may be issued.
     let judge = |found: &Grant| -> Option<Use> {
-        if code_flow {
-            match grant::judge_code(found, &hash, &client_id, &redirect_uri, &verifier, now) {
-                CodeVerdict::Redeem => None,
-                CodeVerdict::Reused => Some(Use::Reused),
-                CodeVerdict::Refused(reason) => Some(Use::Refused(reason)),
+        let code = match mode {
+            Mode::Code => grant::judge_code(found, &hash, &client_id, &redirect_uri, &verifier, now),
+            Mode::Device if found.redirect_uri != grant::DEVICE_REDIRECT => {
+                CodeVerdict::Refused("not a device grant")
             }
-        } else {
-            match grant::judge_refresh(found, &hash, &client_id, now) {
-                RefreshVerdict::Rotate => None,
-                RefreshVerdict::Reused => Some(Use::Reused),
-                RefreshVerdict::Refused(reason) => Some(Use::Refused(reason)),
+            Mode::Device => grant::judge_device(found, &hash, &client_id, now),
+            Mode::Refresh => {
+                return match grant::judge_refresh(found, &hash, &client_id, now) {
+                    RefreshVerdict::Rotate => None,
+                    RefreshVerdict::Reused => Some(Use::Reused),
+                    RefreshVerdict::Refused(reason) => Some(Use::Refused(reason)),
+                };
             }
+        };
+        match code {
+            CodeVerdict::Redeem => None,
+            CodeVerdict::Reused => Some(Use::Reused),
+            CodeVerdict::Refused(reason) => Some(Use::Refused(reason)),
         }
     };
     // Everything that can fail is done before the code or refresh token is spent: a client
@@ -170,7 +189,7 @@ pub async fn token(
         claims::email_verified(&user, issuer.portal.signin.caches.credentials_of(&user).as_deref());
     let person = claims::claims(&user, &found.scopes, verified);
     let access_lifetime = duration(&lifetimes.access_token);
-    let nonce = if code_flow { found.nonce.as_deref() } else { None };
+    let nonce = if mode == Mode::Code { found.nonce.as_deref() } else { None };
     let issued = signing.access_token(&found, &locator, access_lifetime).and_then(|access| {
         let id = signing.id_token(&found, person, &access, nonce, &locator, duration(&lifetimes.id_token))?;
         Ok((access, id))
@@ -213,7 +232,26 @@ pub async fn token(
     if let Some(refresh) = refresh {
         body["refresh_token"] = json!(refresh);
     }
+    // A device request redeemed is done (the sweeper would remove it at its expiry).
+    if let Some(device) = device {
+        let _ = state::delete(&issuer.portal.signin.client, &device).await;
+    }
     Json(body).into_response()
+}
+
+/// The grant type of a device's poll (RFC 8628); a device grant records it as its
+/// redirect URI.
+pub const DEVICE_GRANT: &str = grant::DEVICE_REDIRECT;
+
+/// Which grant a token request redeems.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Mode {
+    /// An authorization code (with its PKCE verifier).
+    Code,
+    /// A refresh token.
+    Refresh,
+    /// A device code whose request the person allowed.
+    Device,
 }
 
 /// What one use of a grant came to.

@@ -22,6 +22,10 @@ use crate::credentials::record::{PASSWORD_HASH, TOTP_SECRET};
 use crate::credentials::{hash_token, hashes_match};
 use crate::facts::{Changes, text};
 
+/// The redirect URI a device grant (RFC 8628) records: it is redeemed with its device code
+/// at the token endpoint, never with a code sent anywhere.
+pub const DEVICE_REDIRECT: &str = "urn:ietf:params:oauth:grant-type:device_code";
+
 /// How long an authorization code may wait to be redeemed.
 pub const CODE_LIFETIME: SignedDuration = SignedDuration::from_secs(60);
 /// Spent refresh tokens remembered per grant, to tell reuse (revoke) from garbage.
@@ -100,7 +104,8 @@ impl Grant {
             auth_time: time(AUTH_TIME)?,
             amr: words(AMR),
             redirect_uri: get(REDIRECT_URI)?,
-            challenge: get(CHALLENGE)?,
+            // None for a device grant; an authorization code's always has one.
+            challenge: get(CHALLENGE).unwrap_or_default(),
             code_hash: get(CODE_HASH)?,
             code_expires_at: time(CODE_EXPIRES_AT),
             code_redeemed: get(CODE_REDEEMED_AT).is_some(),
@@ -147,6 +152,27 @@ pub fn judge_code(
     verifier: &str,
     now: Timestamp,
 ) -> CodeVerdict {
+    if grant.redirect_uri == DEVICE_REDIRECT {
+        return CodeVerdict::Refused("a device grant is redeemed with its device code");
+    }
+    match judge_device(grant, hash, client, now) {
+        CodeVerdict::Redeem => {}
+        other => return other,
+    }
+    if grant.redirect_uri != redirect_uri {
+        return CodeVerdict::Refused("another redirect_uri");
+    }
+    if !pkce_verified(verifier, &grant.challenge) {
+        return CodeVerdict::Refused("PKCE verifier does not match");
+    }
+    CodeVerdict::Redeem
+}
+
+/// Judges a code by what every code is bound to — its hash, a single use, the client, the
+/// expiry: all a device grant's device code is judged by (the device code itself, a
+/// 256-bit secret only the device holds, takes PKCE's place), and the first part of
+/// judging an authorization code.
+pub fn judge_device(grant: &Grant, hash: &str, client: &str, now: Timestamp) -> CodeVerdict {
     if !hashes_match(hash, &grant.code_hash) {
         return CodeVerdict::Refused("not this grant's code");
     }
@@ -158,12 +184,6 @@ pub fn judge_code(
     }
     if grant.code_expires_at.is_none_or(|expires| expires <= now) {
         return CodeVerdict::Refused("expired");
-    }
-    if grant.redirect_uri != redirect_uri {
-        return CodeVerdict::Refused("another redirect_uri");
-    }
-    if !pkce_verified(verifier, &grant.challenge) {
-        return CodeVerdict::Refused("PKCE verifier does not match");
     }
     CodeVerdict::Redeem
 }
@@ -239,6 +259,52 @@ pub fn new(
     let namespace = user.namespace().unwrap_or_default();
     let name = Kind::Grant.new_name(&user.name_any())?;
     let code = state::new_token(&state::locator(&namespace, &name)).map_err(StateError::Random)?;
+    let secret = made(user, session, request, signed_in, name, &hash_token(&code), now + CODE_LIFETIME, now);
+    Ok((secret, code))
+}
+
+/// The grant a device sign-in (RFC 8628) becomes once the person allowed it in `session`:
+/// for `client_id` and `scopes`, redeemed with the device code (its hash `device_code_hash`)
+/// until `expires`.
+#[allow(clippy::too_many_arguments)]
+pub fn new_device(
+    user: &User,
+    session: &Secret,
+    client_id: &str,
+    scopes: Vec<Scope>,
+    signed_in: &Session,
+    device_code_hash: &str,
+    expires: Timestamp,
+    now: Timestamp,
+) -> Result<Secret, StateError> {
+    let request = AuthRequest {
+        client_id: client_id.to_owned(),
+        redirect_uri: DEVICE_REDIRECT.to_owned(),
+        scopes,
+        state: None,
+        nonce: None,
+        challenge: String::new(),
+        prompt: super::request::Prompt::Default,
+        max_age: None,
+        login_hint: None,
+    };
+    let name = Kind::Grant.new_name(&user.name_any())?;
+    Ok(made(user, session, &request, signed_in, name, device_code_hash, expires, now))
+}
+
+/// The grant Secret `name`, its code stored as `code_hash` until `code_expires_at`.
+#[allow(clippy::too_many_arguments)]
+fn made(
+    user: &User,
+    session: &Secret,
+    request: &AuthRequest,
+    signed_in: &Session,
+    name: String,
+    code_hash: &str,
+    code_expires_at: Timestamp,
+    now: Timestamp,
+) -> Secret {
+    let namespace = user.namespace().unwrap_or_default();
     let scopes: Vec<&str> = request.scopes.iter().map(|s| s.as_str()).collect();
     let mut data: BTreeMap<&str, String> = BTreeMap::from([
         (CLIENT, request.client_id.clone()),
@@ -248,8 +314,8 @@ pub fn new(
         (AMR, signed_in.amr.join(" ")),
         (REDIRECT_URI, request.redirect_uri.clone()),
         (CHALLENGE, request.challenge.clone()),
-        (CODE_HASH, hash_token(&code)),
-        (CODE_EXPIRES_AT, (now + CODE_LIFETIME).to_string()),
+        (CODE_HASH, code_hash.to_owned()),
+        (CODE_EXPIRES_AT, code_expires_at.to_string()),
         (STAMP, signed_in.stamp.clone()),
         (CREATED_AT, now.to_string()),
     ]);
@@ -264,8 +330,7 @@ pub fn new(
         ..Default::default()
     };
     let labels = [(USER_LABEL, user.name_any()), (SESSION_LABEL, session.name_any())];
-    let secret = state::secret(name, namespace, GRANT_TYPE, &labels, owner, data);
-    Ok((secret, code))
+    state::secret(name, namespace, GRANT_TYPE, &labels, owner, data)
 }
 
 /// A grant for tests elsewhere.
@@ -339,6 +404,27 @@ mod tests {
         assert_eq!(
             judge_code(&grant(), &hash_token("guess"), "team.app", uri, VERIFIER, now),
             CodeVerdict::Refused("not this grant's code")
+        );
+    }
+
+    #[test]
+    fn a_device_grant_is_redeemed_with_its_device_code_only() {
+        let now = at("2026-01-01T00:00:30Z");
+        let device = Grant { redirect_uri: DEVICE_REDIRECT.into(), challenge: String::new(), ..grant() };
+        assert_eq!(judge_device(&device, &hash_token("code"), "team.app", now), CodeVerdict::Redeem);
+        assert_eq!(
+            judge_code(&device, &hash_token("code"), "team.app", DEVICE_REDIRECT, "", now),
+            CodeVerdict::Refused("a device grant is redeemed with its device code")
+        );
+        assert_eq!(
+            judge_device(&device, &hash_token("code"), "team.other", now),
+            CodeVerdict::Refused("issued to another client")
+        );
+        let spent = Grant { code_redeemed: true, ..device.clone() };
+        assert_eq!(judge_device(&spent, &hash_token("code"), "team.app", now), CodeVerdict::Reused);
+        assert_eq!(
+            judge_device(&device, &hash_token("code"), "team.app", at("2026-01-01T00:01:00Z")),
+            CodeVerdict::Refused("expired")
         );
     }
 

@@ -10,6 +10,7 @@
 pub mod authorize;
 pub mod claims;
 pub mod client_auth;
+pub mod device;
 pub mod discovery;
 pub mod exchange;
 pub mod grant;
@@ -165,7 +166,8 @@ pub fn router(issuer: Arc<Issuer>, front: Arc<RateLimiter>, back: Arc<RateLimite
     let at = |path: &str| issuer.endpoint_path(path);
     let pages = Router::new()
         .route(&at("/authorize"), get(authorize::start).post(authorize::sign_in))
-        .route(&at("/logout"), get(logout::start).post(logout::confirm));
+        .route(&at("/logout"), get(logout::start).post(logout::confirm))
+        .route(&at("/device"), get(device::page).post(device::step));
     // Under a path of its own, the pages find the stylesheet there too (the Ingress may
     // route only that path to roster).
     let pages = if issuer.path.is_empty() {
@@ -178,7 +180,8 @@ pub fn router(issuer: Arc<Issuer>, front: Arc<RateLimiter>, back: Arc<RateLimite
         .route(&at("/keys"), get(discovery::keys))
         .route(&at("/token"), axum::routing::post(exchange::token))
         .route(&at("/userinfo"), get(userinfo::userinfo).post(userinfo::userinfo))
-        .route(&at("/revoke"), axum::routing::post(revocation::revoke));
+        .route(&at("/revoke"), axum::routing::post(revocation::revoke))
+        .route(&at("/device_authorization"), axum::routing::post(device::start));
     let limited = |router: Router<Arc<Issuer>>, limiter| {
         // `layer`, not `route_layer`: a wrong method's 405 counts too.
         router.layer(axum::middleware::from_fn_with_state(limiter, crate::portal::guard::rate_limit))

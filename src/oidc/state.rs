@@ -1,6 +1,7 @@
 //! Where the issuer's state lives: Secrets in the User's namespace — a sign-in session
 //! (`<user>-session-<10 hex>`) owned by the User, and a grant per client
-//! (`<user>-grant-<10 hex>`) owned by its session. They survive restarts, every replica reads
+//! (`<user>-grant-<10 hex>`) owned by its session — and, for a device sign-in not yet
+//! allowed, `<client>-device-<10 hex>` in the client's namespace, owned by the OidcClient. They survive restarts, every replica reads
 //! them, and the garbage collector removes a session's grants with it and a User's sessions
 //! with the User.
 //!
@@ -28,6 +29,8 @@ pub enum Kind {
     Session,
     /// What a sign-in gave one client: its code, then its refresh tokens.
     Grant,
+    /// A device sign-in waiting for the person (RFC 8628): what its device code names.
+    Device,
 }
 
 impl Kind {
@@ -35,6 +38,7 @@ impl Kind {
         match self {
             Self::Session => "-session-",
             Self::Grant => "-grant-",
+            Self::Device => "-device-",
         }
     }
 

@@ -1,4 +1,5 @@
-//! Removes sessions when they end and keeps what one person can pile up bounded: a
+//! Removes sessions when they end (and device requests at their expiry) and keeps what one
+//! person — or one client's callers — can pile up bounded: a
 //! [`Ledger`] kept from the Secret watch's events (no listing, O(log N) per event) knows
 //! each session's end, each user's sessions and each session's grants per client; the
 //! sweeper deletes a session at its end (its grants go with it), a grant whose code was
@@ -20,15 +21,19 @@ use kube::{Client, ResourceExt};
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
+use super::device::Device;
 use super::grant::Grant;
 use super::session::Session;
 use super::state;
-use crate::controller::names::{GRANT_TYPE, SESSION_TYPE};
+use crate::controller::names::{DEVICE_TYPE, GRANT_TYPE, SESSION_TYPE};
 
 /// Sessions one user may hold at once; signing in again removes the oldest.
 pub const SESSIONS_PER_USER: usize = 16;
 /// Grants one session may hold for one client; a new one removes the oldest.
 pub const GRANTS_PER_CLIENT: usize = 8;
+/// Device requests one client may have waiting (anyone may start one for a public client);
+/// a new one removes the oldest.
+pub const DEVICES_PER_CLIENT: usize = 64;
 
 /// `namespace/name`.
 type Key = String;
@@ -97,7 +102,17 @@ impl Ledger {
                 };
                 (entry, GRANTS_PER_CLIENT)
             }
-            (Some(SESSION_TYPE | GRANT_TYPE), _) => return self.remove(&key),
+            (Some(DEVICE_TYPE), Some(owner)) if owner.kind == "OidcClient" => {
+                let Some(device) = Device::of(secret) else { return self.remove(&key) };
+                let entry = Entry {
+                    uid: secret.metadata.uid.clone(),
+                    rank: (false, device.created_at, key.clone()),
+                    ends: Some(device.expires_at),
+                    group: format!("devices:{}", owner.uid),
+                };
+                (entry, DEVICES_PER_CLIENT)
+            }
+            (Some(SESSION_TYPE | GRANT_TYPE | DEVICE_TYPE), _) => return self.remove(&key),
             _ => return,
         };
         if self.entries.get(&key).is_some_and(|known| {
@@ -319,6 +334,35 @@ mod tests {
         assert_eq!(ledger.next_end(), Some(at("2026-01-01T00:30:00Z")), "an end moved is filed again");
         ledger.remove(&crate::index::object_key(&first));
         assert!(ledger.is_empty());
+    }
+
+    #[test]
+    fn a_device_request_is_due_at_its_expiry_and_one_clients_are_capped() {
+        let mut client = crate::api::OidcClient::new(
+            "tv",
+            serde_json::from_value(serde_json::json!({"redirectUris": ["https://tv.example.com/cb"]}))
+                .unwrap(),
+        );
+        client.metadata.namespace = Some("team".into());
+        client.metadata.uid = Some("c1".into());
+        let device = |minute: u32| {
+            let (mut secret, _, _) =
+                crate::oidc::device::new(&client, &[], at(&format!("2026-01-01T00:{minute:02}:00Z")))
+                    .unwrap();
+            secret.metadata.uid = Some(format!("uid-{}", secret.name_any()));
+            secret
+        };
+        let mut ledger = Ledger::default();
+        let first = device(0);
+        ledger.apply(&first);
+        assert!(ledger.take_due(at("2026-01-01T00:09:59Z")).is_empty());
+        assert_eq!(names(&ledger.take_due(at("2026-01-01T00:10:00Z"))), [first.name_any().as_str()]);
+        let mut ledger = Ledger::default();
+        let many: Vec<Secret> = (0..=DEVICES_PER_CLIENT).map(|i| device(1 + (i as u32 % 5))).collect();
+        for secret in &many {
+            ledger.apply(secret);
+        }
+        assert_eq!(ledger.take_due(at("2026-01-01T00:10:30Z")).len(), 1, "one beyond the cap");
     }
 
     #[test]

@@ -23,7 +23,7 @@ use super::reenrolment::{self, OpenReset};
 use super::verification;
 use crate::api::User;
 
-const TEMPLATES: [(&str, &str); 12] = [
+const TEMPLATES: [(&str, &str); 13] = [
     ("base.html", include_str!("templates/base.html")),
     ("password.html", include_str!("templates/password.html")),
     ("reset_password.html", include_str!("templates/reset_password.html")),
@@ -36,6 +36,7 @@ const TEMPLATES: [(&str, &str); 12] = [
     ("denied.html", include_str!("templates/denied.html")),
     ("logout.html", include_str!("templates/logout.html")),
     ("signed_out.html", include_str!("templates/signed_out.html")),
+    ("device.html", include_str!("templates/device.html")),
 ];
 const STYLESHEET: &str = include_str!("templates/portal.css");
 
@@ -498,6 +499,10 @@ mod tests {
             ("problem.html", context! { title => "Gone", message => "<b>m</b>" }),
             ("logout.html", context! { action => "/logout", params => vec![("state", "s")] }),
             ("signed_out.html", context! {}),
+            ("device.html", context! { mode => "code", action => "/device", user_code => "BCDF-GHJK" }),
+            ("device.html", context! { mode => "signin", client => "tv", user_code => "BCDF-GHJK" }),
+            ("device.html", context! { mode => "confirm", client => "tv", who => "j@example.com" }),
+            ("device.html", context! { mode => "done", client => "tv" }),
         ] {
             let response = pages.render(StatusCode::OK, name, context! { ..extra, ..common.clone() });
             assert_eq!(response.status(), StatusCode::OK, "{name}");
