@@ -10,12 +10,15 @@ use k8s_openapi::api::core::v1::Secret;
 use kube::ResourceExt;
 use kube::api::{Patch, PatchParams};
 use libtest_mimic::Trial;
+use openidconnect::DeviceAuthorizationUrl;
+use openidconnect::core::CoreDeviceAuthorizationResponse;
 use openidconnect::core::{CoreAuthenticationFlow, CoreClient, CoreProviderMetadata, CoreRevocableToken};
 use openidconnect::{
     AuthorizationCode, ClientId, ClientSecret, CsrfToken, IssuerUrl, Nonce, OAuth2TokenResponse,
     PkceCodeChallenge, RedirectUrl, RefreshToken, RevocationUrl, Scope, TokenResponse,
 };
 use roster::api::{OidcClient, User};
+use roster::oidc::exchange::DEVICE_GRANT;
 use serde_json::{Value, json};
 
 use crate::harness::{ISSUER, Ns, Operator, condition, poll_until, shared, trial, wait_for};
@@ -470,6 +473,146 @@ pub fn trials() -> Vec<Trial> {
                 Ok(())
             },
         ),
+        trial("oidc::a_device_without_a_browser_signs_in_once_the_person_allows_it", |ns| async move {
+            let totp = onboard(&ns, "dev", json!({"groups": ["dev"]})).await?;
+            let email = ns.api::<User>().get("dev").await?.spec.email;
+            let (client, client_id) = registered(&ns, "tv", json!({})).await?;
+            let discovered: Value = browser()
+                .get(local(&format!("{ISSUER}/.well-known/openid-configuration")))
+                .send()
+                .await?
+                .json()
+                .await?;
+            let endpoint =
+                discovered["device_authorization_endpoint"].as_str().context("no device endpoint")?;
+            ensure!(
+                discovered["grant_types_supported"]
+                    .as_array()
+                    .is_some_and(|g| g.iter().any(|t| t == DEVICE_GRANT)),
+                "{discovered}"
+            );
+            let client =
+                client.set_device_authorization_url(DeviceAuthorizationUrl::new(endpoint.to_owned())?);
+            let details: CoreDeviceAuthorizationResponse = client
+                .exchange_device_code()
+                .add_scope(Scope::new("email".into()))
+                .add_scope(Scope::new("offline_access".into()))
+                .request_async(&http())
+                .await
+                .context("the device authorization request")?;
+            let device_code = details.device_code().secret().clone();
+            note(&device_code);
+            let user_code = details.user_code().secret().clone();
+            note(&user_code);
+            ensure!(user_code.len() == 9 && user_code.as_bytes()[4] == b'-', "user code {user_code}");
+
+            // Before the person allows it: pending.
+            let poll = || async {
+                let answer = browser()
+                    .post(format!("{}/token", shared().portal_url))
+                    .basic_auth(&client_id, Some(credentials_of(&ns, "tv").await?.1))
+                    .form(&[("grant_type", DEVICE_GRANT), ("device_code", device_code.as_str())])
+                    .send()
+                    .await?;
+                let status = answer.status().as_u16();
+                anyhow::Ok((status, answer.json::<Value>().await?))
+            };
+            let (status, body) = poll().await?;
+            ensure!(status == 400 && body["error"] == "authorization_pending", "{status} {body}");
+
+            // The person, in a browser elsewhere: a wrong code, then the right one, then signs in.
+            let complete = details.verification_uri_complete().context("no complete URI")?.secret().clone();
+            let page = browser().get(local(&complete)).send().await?;
+            let cookie = set_cookie(page.headers(), "roster_form").context("no form cookie")?;
+            let html = page.text().await?;
+            ensure!(html.contains(&user_code), "the code is not filled in: {html}");
+            let mut fields = hidden_fields(&html);
+            let post = |form: Vec<(String, String)>, cookie: String| async move {
+                let answer = browser()
+                    .post(format!("{}/device", shared().portal_url))
+                    .header("cookie", cookie)
+                    .form(&form)
+                    .send()
+                    .await?;
+                let status = answer.status().as_u16();
+                let session = set_cookie(answer.headers(), "__Host-roster_session");
+                anyhow::Ok((status, answer.text().await?, session))
+            };
+            let with = |fields: &[(String, String)], extra: &[(&str, &str)]| {
+                let mut form = fields.to_vec();
+                form.extend(extra.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())));
+                form
+            };
+            let (status, html, _) =
+                post(with(&fields, &[("user_code", "BCDF-GHJK")]), cookie.clone()).await?;
+            ensure!(status == 400 && html.contains("not valid"), "a wrong code: {status}");
+            let (status, html, _) =
+                post(with(&fields, &[("user_code", &user_code.to_lowercase())]), cookie.clone()).await?;
+            ensure!(
+                status == 200 && html.contains("id=\"client\">tv<") && html.contains("name=\"password\""),
+                "{status} {html}"
+            );
+            fields = hidden_fields(&html);
+            let (status, html, _) = post(
+                with(
+                    &fields,
+                    &[("identifier", &email), ("password", "wrong password"), ("code", &code(&totp)?)],
+                ),
+                cookie.clone(),
+            )
+            .await?;
+            ensure!(status == 401 && html.contains("did not work"), "a wrong password: {status}");
+            let (status, html, session) = post(
+                with(
+                    &hidden_fields(&html),
+                    &[("identifier", &email), ("password", PASSWORD), ("code", &next_code(&totp)?)],
+                ),
+                cookie.clone(),
+            )
+            .await?;
+            ensure!(status == 200 && html.contains("Your device is signed in"), "{status} {html}");
+            let session = session.context("no session cookie")?;
+            note(session.split_once('=').map_or("", |(_, v)| v));
+
+            // The device's next poll gets the tokens, through the crate.
+            let tokens = client
+                .exchange_device_access_token(&details)?
+                .request_async(&http(), tokio::time::sleep, Some(std::time::Duration::from_secs(30)))
+                .await
+                .context("the device's token request")?;
+            note_tokens(&tokens);
+            let claims = jwt_claims(&tokens.id_token().context("no ID token")?.to_string())?;
+            ensure!(claims["email"] == email.as_str() && claims["amr"] == json!(["pwd", "otp"]), "{claims}");
+            ensure!(tokens.refresh_token().is_some(), "no refresh token for offline_access");
+            let (status, body) = poll().await?;
+            ensure!(
+                status == 400 && body["error"] == "invalid_grant",
+                "a device code used twice: {status} {body}"
+            );
+
+            // A second device with the browser signed in: one click, no password.
+            let second: CoreDeviceAuthorizationResponse =
+                client.exchange_device_code().request_async(&http()).await?;
+            note(second.device_code().secret());
+            let page = browser().get(local(&format!("{ISSUER}/device"))).send().await?;
+            let cookie = set_cookie(page.headers(), "roster_form").context("no form cookie")?;
+            let both = format!("{cookie}; {session}");
+            let fields = hidden_fields(&page.text().await?);
+            let (status, html, _) =
+                post(with(&fields, &[("user_code", second.user_code().secret())]), both.clone()).await?;
+            ensure!(
+                status == 200 && html.contains("id=\"who\">") && !html.contains("name=\"password\""),
+                "{status} {html}"
+            );
+            let (status, html, _) = post(hidden_fields(&html), both).await?;
+            ensure!(status == 200 && html.contains("Your device is signed in"), "{status} {html}");
+            let tokens = client
+                .exchange_device_access_token(&second)?
+                .request_async(&http(), tokio::time::sleep, Some(std::time::Duration::from_secs(30)))
+                .await?;
+            note_tokens(&tokens);
+            Ok(())
+        }),
         trial("oidc::requests_outside_the_registration_are_refused_without_redirecting", |ns| async move {
             let totp = onboard(&ns, "ann", json!({"groups": ["dev"]})).await?;
             let email = ns.api::<User>().get("ann").await?.spec.email;
@@ -508,6 +651,60 @@ pub fn trials() -> Vec<Trial> {
                     .iter()
                     .all(|s| !s.name_any().contains("-grant-") && !s.name_any().contains("-session-")),
                 "a grant or session was made for a refused sign-in"
+            );
+
+            // At the token endpoint: a wrong verifier, a wrong client secret, an expired code.
+            onboard(&ns, "ben", json!({"mfa": {"required": false}})).await?;
+            let (app, _) = registered(&ns, "app", json!({})).await?;
+            let flow = SignIn::start(&app, &[]).await?;
+            let (code1, _) = flow.page().await?.submit("ben", PASSWORD, "").await?.code()?;
+            note(&code1);
+            let wrong = openidconnect::PkceCodeVerifier::new("w".repeat(43));
+            ensure!(!redeems(&app, code1, wrong).await?, "a wrong PKCE verifier redeemed a code");
+            let flow = SignIn::start(&app, &[]).await?;
+            let (code2, _) = flow.page().await?.submit("ben", PASSWORD, "").await?.code()?;
+            note(&code2);
+            let impostor = app.clone().set_client_secret(ClientSecret::new("x".repeat(43)));
+            ensure!(
+                !redeems(&impostor, code2, flow.verifier()).await?,
+                "a wrong client secret redeemed a code"
+            );
+            let flow = SignIn::start(&app, &[]).await?;
+            let (code3, _) = flow.page().await?.submit("ben", PASSWORD, "").await?.code()?;
+            note(&code3);
+            let past = (k8s_openapi::jiff::Timestamp::now()
+                - k8s_openapi::jiff::SignedDuration::from_secs(1))
+            .to_string();
+            for grant in ns.api::<Secret>().list(&Default::default()).await?.items {
+                if grant.name_any().starts_with("ben-grant-") {
+                    let patch = json!({"stringData": {"codeExpiresAt": past}});
+                    ns.api::<Secret>()
+                        .patch(&grant.name_any(), &PatchParams::default(), &Patch::Merge(&patch))
+                        .await?;
+                }
+            }
+            ensure!(!redeems(&app, code3, flow.verifier()).await?, "an expired code was redeemed");
+
+            // A locked person with the right password and an unused code: told why, no code.
+            let cat = onboard(&ns, "cat", json!({})).await?;
+            let cat_email = ns.api::<User>().get("cat").await?.spec.email;
+            let now = k8s_openapi::jiff::Timestamp::now().to_string();
+            crate::lifecycle::write_facts(&ns, "cat", json!({"lockedAt": now, "failedLogins": "5"})).await?;
+            wait_for(&ns.raw::<User>(), "cat", "locked", |u| condition(u, "Ready")["reason"] == "LockedOut")
+                .await?;
+            let locked = SignIn::start(&app, &[])
+                .await?
+                .page()
+                .await?
+                .submit(&cat_email, PASSWORD, &next_code(&cat)?)
+                .await?;
+            ensure!(
+                locked.status == 403
+                    && locked.location.is_none()
+                    && locked.html.contains("error=access_denied"),
+                "a locked person: {} {:?}",
+                locked.status,
+                locked.location
             );
             Ok(())
         }),
@@ -769,6 +966,20 @@ fn http() -> impl Fn(
 async fn refresh(client: &Rp, token: &RefreshToken) -> anyhow::Result<()> {
     client.exchange_refresh_token(token)?.request_async(&http()).await.context("refresh")?;
     Ok(())
+}
+
+/// Whether `client` redeems `code` with `verifier` (the tokens it gets noted).
+async fn redeems(
+    client: &Rp,
+    code: String,
+    verifier: openidconnect::PkceCodeVerifier,
+) -> anyhow::Result<bool> {
+    let tokens = client
+        .exchange_code(AuthorizationCode::new(code))?
+        .set_pkce_verifier(verifier)
+        .request_async(&http())
+        .await;
+    Ok(tokens.map(|t| note_tokens(&t)).is_ok())
 }
 
 /// Revokes `token` as `client` (RFC 7009, through the crate).
