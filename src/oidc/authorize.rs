@@ -67,7 +67,7 @@ pub async fn start(
             ) {
                 Ok(()) => Some(live),
                 Err(denied) => {
-                    // Deactivated, credentials changed: the session is over (a lock pauses it).
+                    // Deactivated, locked, credentials changed: the session is over.
                     if denied.revoke {
                         session::end_logged(&issuer, &live.secret, denied.reason).await;
                     }

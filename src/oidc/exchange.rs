@@ -3,8 +3,8 @@
 //! decided on the grant Secret as the API server has it and written under its
 //! resourceVersion, so a code is redeemed once and a refresh token rotates once; a second
 //! use revokes the grant. Every exchange looks at the person again: deactivated, deleted,
-//! re-enrolling, credentials changed since sign-in, or no longer admitted → refused and the
-//! grant revoked; locked → refused while the lock lasts (see [`Denied`]); signed out (the
+//! re-enrolling, locked, credentials changed since sign-in, or no longer admitted → refused
+//! and the grant revoked (see [`Denied`]); signed out (the
 //! session is gone) → refused.
 
 use std::sync::Arc;

@@ -9,16 +9,16 @@ use kube::ResourceExt;
 use super::grant;
 use crate::api::{OidcClient, User};
 use crate::registration;
-use crate::signin::{Barrier, SignIn};
+use crate::signin::SignIn;
 
 /// Why the person may not hold tokens now, and whether that ends the grant for good.
 #[derive(Debug)]
 pub struct Denied {
     /// For the log.
     pub reason: &'static str,
-    /// Deactivation, changed credentials, lost admission: yes. A lock: no — anyone who
-    /// knows an address can lock an account by failing sign-ins, and that must not end the
-    /// person's sessions; they work again when the lock ends.
+    /// Deactivation, a lock, changed credentials, lost admission: yes. (A lock too, as the
+    /// issue asks: failed sign-ins may be someone guessing, and the person signs in again
+    /// once it ends — though whoever knows an address can so sign its person out.)
     pub revoke: bool,
     /// Whether it is about the person (deactivated, credentials changed), not one client:
     /// then the whole sign-in session ends, not only this grant.
@@ -40,8 +40,7 @@ pub fn of_person(
     }
     let credentials = signin.caches.credentials_of(user).ok_or(ends("no credentials"))?;
     if let Some(barrier) = signin.barrier(user, &credentials, now) {
-        let revoke = barrier != Barrier::Locked;
-        return Err(Denied { reason: barrier.message(), revoke, person: revoke });
+        return Err(ends(barrier.message()));
     }
     if grant::stamp(&credentials) != stamp {
         return Err(ends("credentials changed since the sign-in"));

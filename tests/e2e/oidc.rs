@@ -685,6 +685,25 @@ pub fn trials() -> Vec<Trial> {
             }
             ensure!(!redeems(&app, code3, flow.verifier()).await?, "an expired code was redeemed");
 
+            // A lock ends what a sign-in gave: the refresh token fails and the session ends.
+            let flow = SignIn::start(&app, &["offline_access"]).await?;
+            let answer = flow.page().await?.submit("ben", PASSWORD, "").await?;
+            let tokens = flow.redeem(&app, &answer).await?;
+            let sessions = || async {
+                let all = ns.api::<Secret>().list(&Default::default()).await?.items;
+                anyhow::Ok(all.iter().filter(|s| s.name_any().starts_with("ben-session-")).count())
+            };
+            let before = sessions().await?;
+            let now = k8s_openapi::jiff::Timestamp::now().to_string();
+            crate::lifecycle::write_facts(&ns, "ben", json!({"lockedAt": now, "failedLogins": "5"})).await?;
+            wait_for(&ns.raw::<User>(), "ben", "locked", |u| condition(u, "Ready")["reason"] == "LockedOut")
+                .await?;
+            ensure!(
+                refresh(&app, tokens.refresh_token().context("no refresh token")?).await.is_err(),
+                "a locked person's refresh token worked"
+            );
+            ensure!(sessions().await? == before - 1, "the lock did not end the session");
+
             // A locked person with the right password and an unused code: told why, no code.
             let cat = onboard(&ns, "cat", json!({})).await?;
             let cat_email = ns.api::<User>().get("cat").await?.spec.email;
