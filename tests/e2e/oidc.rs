@@ -470,6 +470,18 @@ pub fn trials() -> Vec<Trial> {
                     rotated.iter().any(|k| k.kid == new && k.retired_at.is_none()),
                     "signed with {new}, which is not the rotated current key"
                 );
+                // The token signed before the rotation still verifies against the keys now
+                // published, as a relying party checks it.
+                let jwks: openidconnect::core::CoreJsonWebKeySet = serde_json::from_value(published)?;
+                let verifier = openidconnect::core::CoreIdTokenVerifier::new_public_client(
+                    ClientId::new(client_id.clone()),
+                    IssuerUrl::new(ISSUER.to_owned())?,
+                    jwks,
+                );
+                let old_token: openidconnect::core::CoreIdToken = before.parse()?;
+                old_token
+                    .claims(&verifier, |_: Option<&Nonce>| Ok(()))
+                    .context("the token signed before the rotation no longer verifies")?;
                 Ok(())
             },
         ),
