@@ -195,18 +195,18 @@ pub fn trials() -> Vec<Trial> {
         trial("resets::a_second_factor_required_later_is_enrolled_through_a_reset", |ns| async move {
             // Onboarded without a second factor; then one is required. No invite may set
             // credentials for an onboarded person, so the reset's link is the way in.
-            onboard(&ns, "latecomer", json!({"mfa": {"required": false}})).await?;
-            let address = email("latecomer", &ns);
+            onboard(&ns, "adopter", json!({"mfa": {"required": false}})).await?;
+            let address = email("adopter", &ns);
             let required = json!({"spec": {"mfa": {"required": true}}});
             ns.raw::<User>()
-                .patch("latecomer", &Default::default(), &kube::api::Patch::Merge(&required))
+                .patch("adopter", &Default::default(), &kube::api::Patch::Merge(&required))
                 .await?;
-            wait_for(&ns.raw::<User>(), "latecomer", "asked for a second factor", |u| {
+            wait_for(&ns.raw::<User>(), "adopter", "asked for a second factor", |u| {
                 u.data["status"]["requiredActions"] == json!(["CONFIGURE_TOTP"])
             })
             .await?;
-            ns.apply(reset("latecomer-reset", "latecomer", "add a second factor", "Email")).await?;
-            let done = wait_for(&ns.raw::<MfaReset>(), "latecomer-reset", "Completed", completed).await?;
+            ns.apply(reset("adopter-reset", "adopter", "add a second factor", "Email")).await?;
+            let done = wait_for(&ns.raw::<MfaReset>(), "adopter-reset", "Completed", completed).await?;
             ensure!(condition(&done, "Ready")["reason"] == "Reset", "{}", done.data["status"]);
             let token = emailed_reset_token(&address).await?;
             let (status, body) =
@@ -216,7 +216,7 @@ pub fn trials() -> Vec<Trial> {
             let (status, body) =
                 post(&format!("/api/v1/mfa-resets/{token}/totp"), json!({"code": code(&secret)?})).await?;
             ensure!(status == 200, "{status} {body}");
-            wait_for(&ns.raw::<User>(), "latecomer", "ACTIVE with a second factor", |u| {
+            wait_for(&ns.raw::<User>(), "adopter", "ACTIVE with a second factor", |u| {
                 phase(u) == "ACTIVE" && condition(u, "MfaEnrolled")["status"] == "True"
             })
             .await?;

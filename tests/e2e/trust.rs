@@ -49,11 +49,11 @@ pub fn trials() -> Vec<Trial> {
             Ok(())
         }),
         trial("trust::onboarding_supersedes_every_other_open_link", |ns| async move {
-            let first = linked_user(&ns, "twice", json!({})).await?;
-            ns.apply(invite("twice-second", json!({"userRef": {"name": "twice"}, "delivery": "Link"})))
+            let first = linked_user(&ns, "relinked", json!({})).await?;
+            ns.apply(invite("relinked-second", json!({"userRef": {"name": "relinked"}, "delivery": "Link"})))
                 .await?;
-            wait_for(&ns.api::<UserInvite>(), "twice-second", "Sent", |i| phase_of(i) == "Sent").await?;
-            let second = link_token(&ns, "twice-second").await?;
+            wait_for(&ns.api::<UserInvite>(), "relinked-second", "Sent", |i| phase_of(i) == "Sent").await?;
+            let second = link_token(&ns, "relinked-second").await?;
             expect_link(&second, 200, "").await?;
 
             let (status, body) =
@@ -63,16 +63,16 @@ pub fn trials() -> Vec<Trial> {
             let (status, body) =
                 post(&format!("/api/v1/invites/{first}/totp"), json!({"code": code(&secret)?})).await?;
             ensure!(status == 200, "{status} {body}");
-            wait_for(&ns.raw::<User>(), "twice", "ACTIVE", |u| phase(u) == "ACTIVE").await?;
+            wait_for(&ns.raw::<User>(), "relinked", "ACTIVE", |u| phase(u) == "ACTIVE").await?;
 
-            let ended = wait_for(&ns.raw::<UserInvite>(), "twice-second", "Superseded", |i| {
+            let ended = wait_for(&ns.raw::<UserInvite>(), "relinked-second", "Superseded", |i| {
                 i.data["status"]["phase"] == "Superseded"
             })
             .await?;
             ensure!(condition(&ended, "Ready")["reason"] == "Superseded", "{}", ended.data["status"]);
             expect_link(&second, 410, "superseded").await?;
             ensure!(
-                ns.api::<Secret>().get_opt("twice-second-link").await?.is_none(),
+                ns.api::<Secret>().get_opt("relinked-second-link").await?.is_none(),
                 "the superseded link is still in its Secret"
             );
             let (status, _) =
