@@ -116,7 +116,7 @@ async fn run(config: RunConfig) -> roster::Result<()> {
             });
             let sweeper = Arc::new(oidc::sweeper::Sweeper::default());
             watches.follow_secrets(sweeper.follower());
-            tokio::spawn(sweeper.run(client.clone(), shutdown.clone()));
+            tokio::spawn(sweeper.clone().run(client.clone(), shutdown.clone()));
             let session_lifetime = SignedDuration::try_from(config.session_lifetime)
                 .map_err(|e| Error::Startup(format!("--session-lifetime: {e}")))?;
             let issuer = Issuer::new(
@@ -125,6 +125,7 @@ async fn run(config: RunConfig) -> roster::Result<()> {
                 portal.clone(),
                 config.oidc_trusted_namespaces.clone(),
                 session_lifetime,
+                sweeper,
             );
             let backchannel =
                 Arc::new(RateLimiter::new(config.oidc_rate_limit, config.trusted_proxies.clone()));

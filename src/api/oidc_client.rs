@@ -79,6 +79,13 @@ pub struct OidcClientSpec {
     #[serde(default)]
     pub public: bool,
 
+    /// true: the client may use the device authorization grant (RFC 8628), for CLIs on
+    /// machines without a browser: a code shown on the device, typed in at the issuer's
+    /// /device page. Off by default: a device code someone else started can be sent to a
+    /// person to allow (phishing), so only clients that need it take it.
+    #[serde(default)]
+    pub device_authorization: bool,
+
     /// A confidential client's existing Secret in this namespace, with the key
     /// `clientSecret` (at least 32 characters), for applications whose configuration holds
     /// it already. Unset: roster generates the secret into the Secret <name>-oidc, which it

@@ -68,9 +68,7 @@ pub async fn start(
                 Ok(()) => Some(live),
                 Err(denied) => {
                     // Deactivated, locked, credentials changed: the session is over.
-                    if denied.revoke {
-                        session::end_logged(&issuer, &live.secret, denied.reason).await;
-                    }
+                    session::end_logged(&issuer, &live.secret, denied.reason).await;
                     None
                 }
             }

@@ -33,6 +33,7 @@ use serde_json::json;
 
 use super::authorize::{NotStarted, admitted, start_session};
 use super::state::{self, Kind};
+use super::sweeper::DEVICES_PER_CLIENT;
 use super::{Issuer, client_auth, grant, oauth_error, session, standing};
 use crate::api::{OidcClient, Scope};
 use crate::controller::names::{DEVICE_TYPE, TOKEN_HASH, token_term};
@@ -156,6 +157,23 @@ pub async fn start(
         Ok(client) => client,
         Err(answer) => return *answer,
     };
+    if !client.spec.device_authorization {
+        return oauth_error(
+            StatusCode::BAD_REQUEST,
+            "unauthorized_client",
+            "this client may not use the device authorization grant (spec.deviceAuthorization)",
+        );
+    }
+    // A full client's new requests are refused, not the waiting ones pushed out: anyone may
+    // ask for a public client, and must not crowd out the people's own devices.
+    let uid = client.metadata.uid.clone().unwrap_or_default();
+    if issuer.devices_waiting(&client.namespace().unwrap_or_default(), &uid) >= DEVICES_PER_CLIENT {
+        return oauth_error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "temporarily_unavailable",
+            "too many device sign-ins are waiting for this client; try again later",
+        );
+    }
     let asked: Vec<&str> = form.scope.split_ascii_whitespace().collect();
     if !asked.contains(&"openid") {
         return oauth_error(StatusCode::BAD_REQUEST, "invalid_scope", "the openid scope is required");
@@ -240,7 +258,9 @@ fn pending(issuer: &Issuer, typed: &str, now: Timestamp) -> Option<Pending> {
         .owner_references()
         .iter()
         .any(|r| r.controller == Some(true) && Some(&r.uid) == client.metadata.uid.as_ref());
-    (owned && device.expires_at > now && device.grant.is_none()).then_some(Pending { secret, device, client })
+    let in_place = client.namespace().as_deref() == Some(namespace.as_str());
+    let open = client.spec.device_authorization && device.expires_at > now && device.grant.is_none();
+    (owned && in_place && open).then_some(Pending { secret, device, client })
 }
 
 /// What `/device` shows or posts.
@@ -283,7 +303,7 @@ pub async fn step(
     let code_again = |status, error: &str| {
         render(&issuer, &headers, status, context! { mode => "code", user_code => &typed, error => error })
     };
-    if !form_token_matches(&headers, &posted.form_token) {
+    if !form_token_matches(&headers, &posted.form_token) || !same_origin(&issuer, &headers) {
         return code_again(
             StatusCode::FORBIDDEN,
             "This form expired. Enter the code again. (Cookies must be allowed for this site.)",
@@ -294,6 +314,9 @@ pub async fn step(
         return code_again(StatusCode::BAD_REQUEST, NOT_VALID);
     };
     let client_name = found.client.name_any();
+    let scopes: Vec<&str> = found.device.scopes.iter().map(|s| s.as_str()).collect();
+    let scopes = scopes.join(" ");
+    let offline = found.device.scopes.contains(&Scope::OfflineAccess);
     let shown_code = normalized(&typed).map(|c| shown(&c)).unwrap_or_default();
     let live = session::current(&issuer, &headers, now).filter(|live| {
         standing::of_person(
@@ -314,7 +337,7 @@ pub async fn step(
             &issuer,
             &headers,
             status,
-            context! { mode, client => &client_name, user_code => &shown_code, who, identifier, error },
+            context! { mode, client => &client_name, user_code => &shown_code, who, identifier, error, scopes => &scopes, offline },
         )
     };
     // Allowed with the browser's session, or signed in on the form; otherwise: ask.
@@ -363,9 +386,19 @@ pub async fn step(
             }
             response
         }
-        Err(Allow::Gone) => code_again(StatusCode::BAD_REQUEST, NOT_VALID),
-        Err(Allow::Failed) => {
-            code_again(StatusCode::SERVICE_UNAVAILABLE, "Something went wrong. Try again in a moment.")
+        Err(failed) => {
+            let mut response = match failed {
+                Allow::Gone => code_again(StatusCode::BAD_REQUEST, NOT_VALID),
+                Allow::Failed => code_again(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "Something went wrong. Try again in a moment.",
+                ),
+            };
+            // The person did sign in: the browser keeps the session it started.
+            if let Some(started) = new_session {
+                started.set_cookie(&mut response);
+            }
+            response
         }
     }
 }
@@ -426,6 +459,18 @@ async fn allow(
     }
 }
 
+/// Whether a post comes from the issuer's own page, as far as the browser says: allowing a
+/// device with one click must not be triggered by a form on another site — even a sibling
+/// subdomain, which `SameSite` counts as the same site and which could plant a form cookie.
+fn same_origin(issuer: &Issuer, headers: &HeaderMap) -> bool {
+    let header = |name| headers.get(name).and_then(|v| v.to_str().ok());
+    if header("sec-fetch-site").is_some_and(|site| site != "same-origin") {
+        return false;
+    }
+    let own = url::Url::parse(&issuer.url).map(|u| u.origin().ascii_serialization()).unwrap_or_default();
+    header("origin").is_none_or(|origin| origin == own)
+}
+
 fn render(issuer: &Issuer, headers: &HeaderMap, status: StatusCode, extra: minijinja::Value) -> Response {
     super::form_page(issuer, headers, status, "device.html", "/device", &json!({}), None, extra)
 }
@@ -462,8 +507,14 @@ pub async fn poll(
             "the device code is invalid, expired or used",
         ))
     };
-    let Some((namespace, name, hash)) = device_code.and_then(|code| state::token_target(code, Kind::Device))
-    else {
+    let Some(device_code) = device_code.filter(|c| !c.is_empty()) else {
+        return Polled::Answer(oauth_error(
+            StatusCode::BAD_REQUEST,
+            "invalid_request",
+            "device_code is required",
+        ));
+    };
+    let Some((namespace, name, hash)) = state::token_target(device_code, Kind::Device) else {
         return invalid();
     };
     // A client's requests live in its own namespace: nothing elsewhere is read.
@@ -482,7 +533,8 @@ pub async fn poll(
         .owner_references()
         .iter()
         .any(|r| r.controller == Some(true) && Some(&r.uid) == client.metadata.uid.as_ref());
-    let Some(device) = Device::of(&secret).filter(|d| owned && d.client == client_id) else {
+    let allowed = client.spec.device_authorization;
+    let Some(device) = Device::of(&secret).filter(|d| owned && allowed && d.client == client_id) else {
         return invalid();
     };
     if !hashes_match(&hash, &device.device_code_hash) {

@@ -278,10 +278,10 @@ async fn refuse(issuer: &Issuer, secret: &Secret, live: &Live, client_id: &str, 
             revoke(issuer, secret).await;
         }
         Use::Denied(denied) => {
-            tracing::info!(user = %who, client = %client_id, reason = denied.reason, revoked = denied.revoke, "the person may not hold tokens now");
-            if denied.revoke && denied.person {
+            tracing::info!(user = %who, client = %client_id, reason = denied.reason, "the person may not hold tokens now");
+            if denied.person {
                 session::end_logged(issuer, &live.secret, denied.reason).await;
-            } else if denied.revoke {
+            } else {
                 revoke(issuer, secret).await;
             }
         }

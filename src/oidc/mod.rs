@@ -53,6 +53,8 @@ pub struct Issuer {
     pub trusted_namespaces: Vec<String>,
     /// How long a sign-in session lasts (`--session-lifetime`).
     pub session_lifetime: SignedDuration,
+    /// The sweeper, which also counts each client's waiting device requests.
+    pub sweeper: Arc<sweeper::Sweeper>,
 }
 
 impl Issuer {
@@ -63,10 +65,16 @@ impl Issuer {
         portal: Arc<Portal>,
         trusted_namespaces: Vec<String>,
         session_lifetime: SignedDuration,
+        sweeper: Arc<sweeper::Sweeper>,
     ) -> Self {
         let path =
             url::Url::parse(url).map(|u| u.path().trim_end_matches('/').to_owned()).unwrap_or_default();
-        Self { url: url.to_owned(), path, keys, portal, trusted_namespaces, session_lifetime }
+        Self { url: url.to_owned(), path, keys, portal, trusted_namespaces, session_lifetime, sweeper }
+    }
+
+    /// How many device requests the client with `uid` in `namespace` has waiting.
+    pub fn devices_waiting(&self, namespace: &str, uid: &str) -> usize {
+        self.sweeper.devices_waiting(namespace, uid)
     }
 
     /// The public URL of the endpoint at `path` (which starts with `/`).

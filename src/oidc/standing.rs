@@ -11,17 +11,15 @@ use crate::api::{OidcClient, User};
 use crate::registration;
 use crate::signin::SignIn;
 
-/// Why the person may not hold tokens now, and whether that ends the grant for good.
+/// Why the person may not hold tokens now. Every refusal ends what it judged for good —
+/// a lock too (failed sign-ins may be someone guessing; the person signs in again once it
+/// ends, though whoever knows an address can so sign its person out).
 #[derive(Debug)]
 pub struct Denied {
     /// For the log.
     pub reason: &'static str,
-    /// Deactivation, a lock, changed credentials, lost admission: yes. (A lock too, as the
-    /// issue asks: failed sign-ins may be someone guessing, and the person signs in again
-    /// once it ends — though whoever knows an address can so sign its person out.)
-    pub revoke: bool,
-    /// Whether it is about the person (deactivated, credentials changed), not one client:
-    /// then the whole sign-in session ends, not only this grant.
+    /// Whether it is about the person (deactivated, locked, credentials changed), not one
+    /// client: then the whole sign-in session ends, not only this grant.
     pub person: bool,
 }
 
@@ -34,7 +32,7 @@ pub fn of_person(
     stamp: &str,
     now: Timestamp,
 ) -> Result<(), Denied> {
-    let ends = |reason| Denied { reason, revoke: true, person: true };
+    let ends = |reason| Denied { reason, person: true };
     if user.metadata.uid.as_deref() != Some(user_uid) {
         return Err(ends("another User of that name"));
     }
@@ -59,7 +57,7 @@ pub fn with_client(
 ) -> Result<(), Denied> {
     of_person(signin, user, user_uid, stamp, now)?;
     if !registration::admits(&client.spec, &client.namespace().unwrap_or_default(), user) {
-        return Err(Denied { reason: "the client no longer admits this user", revoke: true, person: false });
+        return Err(Denied { reason: "the client no longer admits this user", person: false });
     }
     Ok(())
 }

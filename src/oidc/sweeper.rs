@@ -104,11 +104,14 @@ impl Ledger {
             }
             (Some(DEVICE_TYPE), Some(owner)) if owner.kind == "OidcClient" => {
                 let Some(device) = Device::of(secret) else { return self.remove(&key) };
+                // Ranked by when the API server made it (not a time the Secret claims), kept
+                // past its expiry for a while so that a late poll hears `expired_token`.
+                let made = secret.metadata.creation_timestamp.as_ref().map_or(device.created_at, |t| t.0);
                 let entry = Entry {
                     uid: secret.metadata.uid.clone(),
-                    rank: (false, device.created_at, key.clone()),
-                    ends: Some(device.expires_at),
-                    group: format!("devices:{}", owner.uid),
+                    rank: (false, made, key.clone()),
+                    ends: Some(device.expires_at + super::device::DEVICE_LIFETIME),
+                    group: devices_group(&secret.namespace().unwrap_or_default(), &owner.uid),
                 };
                 (entry, DEVICES_PER_CLIENT)
             }
@@ -194,6 +197,17 @@ impl Ledger {
     pub fn is_empty(&self) -> bool {
         self.entries.is_empty()
     }
+
+    /// How many device requests the client with `uid` in `namespace` has waiting.
+    pub fn devices_waiting(&self, namespace: &str, uid: &str) -> usize {
+        self.groups.get(&devices_group(namespace, uid)).map_or(0, BTreeSet::len)
+    }
+}
+
+/// The group of a client's device requests: its namespace and uid (a look-alike in another
+/// namespace naming the uid is a group of its own).
+fn devices_group(namespace: &str, uid: &str) -> String {
+    format!("devices:{namespace}/{uid}")
 }
 
 /// The ledger, kept by the Secret watch and read by the sweeping task.
@@ -204,6 +218,11 @@ pub struct Sweeper {
 }
 
 impl Sweeper {
+    /// How many device requests the client with `uid` in `namespace` has waiting.
+    pub fn devices_waiting(&self, namespace: &str, uid: &str) -> usize {
+        self.ledger.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).devices_waiting(namespace, uid)
+    }
+
     /// What the Secret watch calls with each event.
     pub fn follower(self: &Arc<Self>) -> impl FnMut(&watcher::Event<Secret>) + Send + 'static {
         let sweeper = self.clone();
@@ -355,14 +374,18 @@ mod tests {
         let mut ledger = Ledger::default();
         let first = device(0);
         ledger.apply(&first);
-        assert!(ledger.take_due(at("2026-01-01T00:09:59Z")).is_empty());
-        assert_eq!(names(&ledger.take_due(at("2026-01-01T00:10:00Z"))), [first.name_any().as_str()]);
+        assert_eq!(ledger.devices_waiting("team", "c1"), 1);
+        assert_eq!(ledger.devices_waiting("elsewhere", "c1"), 0, "grouped by namespace too");
+        // Kept ten minutes past its expiry, so that a late poll hears expired_token.
+        assert!(ledger.take_due(at("2026-01-01T00:19:59Z")).is_empty());
+        assert_eq!(names(&ledger.take_due(at("2026-01-01T00:20:00Z"))), [first.name_any().as_str()]);
         let mut ledger = Ledger::default();
         let many: Vec<Secret> = (0..=DEVICES_PER_CLIENT).map(|i| device(1 + (i as u32 % 5))).collect();
         for secret in &many {
             ledger.apply(secret);
         }
-        assert_eq!(ledger.take_due(at("2026-01-01T00:10:30Z")).len(), 1, "one beyond the cap");
+        assert_eq!(ledger.devices_waiting("team", "c1"), DEVICES_PER_CLIENT);
+        assert_eq!(ledger.take_due(at("2026-01-01T00:10:30Z")).len(), 1, "one beyond the cap (a race)");
     }
 
     #[test]

@@ -500,7 +500,10 @@ mod tests {
             ("logout.html", context! { action => "/logout", params => vec![("state", "s")] }),
             ("signed_out.html", context! {}),
             ("device.html", context! { mode => "code", action => "/device", user_code => "BCDF-GHJK" }),
-            ("device.html", context! { mode => "signin", client => "tv", user_code => "BCDF-GHJK" }),
+            (
+                "device.html",
+                context! { mode => "signin", client => "tv", user_code => "BCDF-GHJK", scopes => "openid", offline => true },
+            ),
             ("device.html", context! { mode => "confirm", client => "tv", who => "j@example.com" }),
             ("device.html", context! { mode => "done", client => "tv" }),
         ] {

@@ -488,7 +488,7 @@ pub fn trials() -> Vec<Trial> {
         trial("oidc::a_device_without_a_browser_signs_in_once_the_person_allows_it", |ns| async move {
             let totp = onboard(&ns, "dev", json!({"groups": ["dev"]})).await?;
             let email = ns.api::<User>().get("dev").await?.spec.email;
-            let (client, client_id) = registered(&ns, "tv", json!({})).await?;
+            let (client, client_id) = registered(&ns, "tv", json!({"deviceAuthorization": true})).await?;
             let discovered: Value = browser()
                 .get(local(&format!("{ISSUER}/.well-known/openid-configuration")))
                 .send()
@@ -502,6 +502,17 @@ pub fn trials() -> Vec<Trial> {
                     .as_array()
                     .is_some_and(|g| g.iter().any(|t| t == DEVICE_GRANT)),
                 "{discovered}"
+            );
+            // A client that did not ask for the grant does not get it.
+            let (plain, _) = registered(&ns, "plain", json!({})).await?;
+            let refused: Result<CoreDeviceAuthorizationResponse, _> = plain
+                .set_device_authorization_url(DeviceAuthorizationUrl::new(endpoint.to_owned())?)
+                .exchange_device_code()
+                .request_async(&http())
+                .await;
+            ensure!(
+                refused.as_ref().err().is_some_and(|e| format!("{e:?}").contains("unauthorized_client")),
+                "a client without deviceAuthorization: {refused:?}"
             );
             let client =
                 client.set_device_authorization_url(DeviceAuthorizationUrl::new(endpoint.to_owned())?);
@@ -558,6 +569,14 @@ pub fn trials() -> Vec<Trial> {
             let (status, html, _) =
                 post(with(&fields, &[("user_code", "BCDF-GHJK")]), cookie.clone()).await?;
             ensure!(status == 400 && html.contains("not valid"), "a wrong code: {status}");
+            let foreign = browser()
+                .post(format!("{}/device", shared().portal_url))
+                .header("cookie", cookie.clone())
+                .header("origin", "https://evil.example.com")
+                .form(&with(&fields, &[("user_code", &user_code)]))
+                .send()
+                .await?;
+            ensure!(foreign.status() == 403, "a post from another origin: {}", foreign.status());
             let (status, html, _) =
                 post(with(&fields, &[("user_code", &user_code.to_lowercase())]), cookie.clone()).await?;
             ensure!(
