@@ -23,7 +23,7 @@ use super::reenrolment::{self, OpenReset};
 use super::verification;
 use crate::api::User;
 
-const TEMPLATES: [(&str, &str); 13] = [
+const TEMPLATES: [(&str, &str); 14] = [
     ("base.html", include_str!("templates/base.html")),
     ("password.html", include_str!("templates/password.html")),
     ("reset_password.html", include_str!("templates/reset_password.html")),
@@ -37,6 +37,7 @@ const TEMPLATES: [(&str, &str); 13] = [
     ("logout.html", include_str!("templates/logout.html")),
     ("signed_out.html", include_str!("templates/signed_out.html")),
     ("device.html", include_str!("templates/device.html")),
+    ("signin_fields.html", include_str!("templates/signin_fields.html")),
 ];
 const STYLESHEET: &str = include_str!("templates/portal.css");
 
