@@ -39,11 +39,6 @@ impl Readiness {
         self.keys.store(true, Ordering::Release);
     }
 
-    /// Whether the process is ready.
-    pub fn is_ready(&self) -> bool {
-        self.waiting_for().is_none()
-    }
-
     /// What readiness still waits for, if anything.
     pub fn waiting_for(&self) -> Option<&'static str> {
         if !self.caches.load(Ordering::Acquire) {

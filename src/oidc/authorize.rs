@@ -22,7 +22,7 @@ use serde::Deserialize;
 
 use super::request::{self, AuthRequest, Params, Prompt, Refusal};
 use super::session::{self, Next, Session};
-use super::{Issuer, client_auth, grant, standing, state};
+use super::{Issuer, client_auth, grant, state};
 use crate::api::{OidcClient, User};
 use crate::directory::Identifier;
 use crate::portal::guard::form_token_matches;
@@ -55,26 +55,7 @@ pub async fn start(
         Err(refused) => return *refused,
     };
     let now = Timestamp::now();
-    let live = match session::current(&issuer, &headers, now) {
-        Some(live) => {
-            let session = &live.session;
-            match standing::of_person(
-                &issuer.portal.signin,
-                &live.user,
-                &session.user_uid,
-                &session.stamp,
-                now,
-            ) {
-                Ok(()) => Some(live),
-                Err(denied) => {
-                    // Deactivated, locked, credentials changed: the session is over.
-                    session::end_logged(&issuer, &live.secret, denied.reason).await;
-                    None
-                }
-            }
-        }
-        None => None,
-    };
+    let live = session::usable(&issuer, &headers, now).await;
     match session::next(live.as_ref().map(|live| &live.session), request.prompt, request.max_age, now) {
         Next::LoginRequired => back_with_error(
             &issuer,
@@ -146,7 +127,7 @@ pub async fn sign_in(
     response
 }
 
-const SOMETHING_WRONG: &str = "Something went wrong. Try again in a moment.";
+pub(super) const SOMETHING_WRONG: &str = "Something went wrong. Try again in a moment.";
 
 /// A person signed in on one of the issuer's forms, with the session that started.
 pub(super) struct Started {

@@ -31,11 +31,12 @@ use minijinja::context;
 use serde::Deserialize;
 use serde_json::json;
 
-use super::authorize::{NotStarted, admitted, start_session};
+use super::authorize::{NOT_ADMITTED, NotStarted, SOMETHING_WRONG, admitted, start_session};
 use super::state::{self, Kind};
 use super::sweeper::DEVICES_PER_CLIENT;
-use super::{Issuer, client_auth, grant, oauth_error, session, standing};
+use super::{Issuer, client_auth, grant, oauth_error, session};
 use crate::api::{OidcClient, Scope};
+use crate::controller::controlled_by;
 use crate::controller::names::{DEVICE_TYPE, TOKEN_HASH, token_term};
 use crate::credentials::{hash_token, hashes_match};
 use crate::facts::{self, Changes, text};
@@ -88,7 +89,7 @@ impl Device {
             scopes: text(secret, SCOPE)
                 .unwrap_or_default()
                 .split(' ')
-                .filter_map(|s| serde_json::from_value(json!(s)).ok())
+                .filter_map(grant::scope_named)
                 .collect(),
             device_code_hash: text(secret, DEVICE_CODE_HASH)?.to_owned(),
             expires_at: time(EXPIRES_AT)?,
@@ -167,19 +168,16 @@ pub async fn start(
     // A full client's new requests are refused, not the waiting ones pushed out: anyone may
     // ask for a public client, and must not crowd out the people's own devices.
     let uid = client.metadata.uid.clone().unwrap_or_default();
-    if issuer.devices_waiting(&client.namespace().unwrap_or_default(), &uid) >= DEVICES_PER_CLIENT {
+    if issuer.sweeper.devices_waiting(&client.namespace().unwrap_or_default(), &uid) >= DEVICES_PER_CLIENT {
         return oauth_error(
             StatusCode::SERVICE_UNAVAILABLE,
             "temporarily_unavailable",
             "too many device sign-ins are waiting for this client; try again later",
         );
     }
-    let asked: Vec<&str> = form.scope.split_ascii_whitespace().collect();
-    if !asked.contains(&"openid") {
+    let Some(scopes) = super::request::granted_scopes(&form.scope, &client) else {
         return oauth_error(StatusCode::BAD_REQUEST, "invalid_scope", "the openid scope is required");
-    }
-    let mut scopes = vec![Scope::OpenId];
-    scopes.extend(client.spec.scopes.iter().filter(|s| **s != Scope::OpenId && asked.contains(&s.as_str())));
+    };
     let now = Timestamp::now();
     let made = new(&client, &scopes, now);
     let (secret, device_code, user_code) = match made {
@@ -254,10 +252,7 @@ fn pending(issuer: &Issuer, typed: &str, now: Timestamp) -> Option<Pending> {
     let secret = caches.secrets.get(&ObjectRef::new(name).within(namespace))?;
     let device = Device::of(&secret)?;
     let client = client_auth::registered(issuer, &device.client)?;
-    let owned = secret
-        .owner_references()
-        .iter()
-        .any(|r| r.controller == Some(true) && Some(&r.uid) == client.metadata.uid.as_ref());
+    let owned = controlled_by(secret.as_ref(), client.as_ref());
     let in_place = client.namespace().as_deref() == Some(namespace.as_str());
     let open = client.spec.device_authorization && device.expires_at > now && device.grant.is_none();
     (owned && in_place && open).then_some(Pending { secret, device, client })
@@ -318,16 +313,7 @@ pub async fn step(
     let scopes = scopes.join(" ");
     let offline = found.device.scopes.contains(&Scope::OfflineAccess);
     let shown_code = normalized(&typed).map(|c| shown(&c)).unwrap_or_default();
-    let live = session::current(&issuer, &headers, now).filter(|live| {
-        standing::of_person(
-            &issuer.portal.signin,
-            &live.user,
-            &live.session.user_uid,
-            &live.session.stamp,
-            now,
-        )
-        .is_ok()
-    });
+    let live = session::usable(&issuer, &headers, now).await;
     let ask = |status, identifier: &str, error: Option<&str>| {
         let (mode, who) = match &live {
             Some(live) if error.is_none() => ("confirm", live.user.spec.email.clone()),
@@ -344,7 +330,7 @@ pub async fn step(
     let started = match (&live, posted.allow.as_deref(), posted.identifier.as_deref()) {
         (Some(live), Some("yes"), _) => {
             if !admitted(&found.client, &live.user) {
-                return ask(StatusCode::FORBIDDEN, "", Some(super::authorize::NOT_ADMITTED));
+                return ask(StatusCode::FORBIDDEN, "", Some(NOT_ADMITTED));
             }
             (live.user.clone(), Secret::clone(&live.secret), live.session.clone(), None)
         }
@@ -372,35 +358,19 @@ pub async fn step(
         _ => return ask(StatusCode::OK, "", None),
     };
     let (user, session_secret, signed_in, new_session) = started;
-    match allow(&issuer, &found, &user, &session_secret, &signed_in, now).await {
+    let mut response = match allow(&issuer, &found, &user, &session_secret, &signed_in, now).await {
         Ok(()) => {
             tracing::info!(user = %crate::signin::who(&user), client = %found.device.client, "allowed a device");
-            let mut response = render(
-                &issuer,
-                &headers,
-                StatusCode::OK,
-                context! { mode => "done", client => &client_name },
-            );
-            if let Some(started) = new_session {
-                started.set_cookie(&mut response);
-            }
-            response
+            render(&issuer, &headers, StatusCode::OK, context! { mode => "done", client => &client_name })
         }
-        Err(failed) => {
-            let mut response = match failed {
-                Allow::Gone => code_again(StatusCode::BAD_REQUEST, NOT_VALID),
-                Allow::Failed => code_again(
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    "Something went wrong. Try again in a moment.",
-                ),
-            };
-            // The person did sign in: the browser keeps the session it started.
-            if let Some(started) = new_session {
-                started.set_cookie(&mut response);
-            }
-            response
-        }
+        Err(Allow::Gone) => code_again(StatusCode::BAD_REQUEST, NOT_VALID),
+        Err(Allow::Failed) => code_again(StatusCode::SERVICE_UNAVAILABLE, SOMETHING_WRONG),
+    };
+    // The person signed in: the browser keeps the session it started, allowed or not.
+    if let Some(started) = new_session {
+        started.set_cookie(&mut response);
     }
+    response
 }
 
 /// Why allowing a device did not happen.
@@ -529,10 +499,7 @@ pub async fn poll(
             return Polled::Answer(super::exchange::unavailable());
         }
     };
-    let owned = secret
-        .owner_references()
-        .iter()
-        .any(|r| r.controller == Some(true) && Some(&r.uid) == client.metadata.uid.as_ref());
+    let owned = controlled_by(&secret, client);
     let allowed = client.spec.device_authorization;
     let Some(device) = Device::of(&secret).filter(|d| owned && allowed && d.client == client_id) else {
         return invalid();

@@ -118,7 +118,8 @@ impl Grant {
     }
 }
 
-fn scope_named(name: &str) -> Option<Scope> {
+/// The scope of that name, if roster knows it.
+pub fn scope_named(name: &str) -> Option<Scope> {
     serde_json::from_value(serde_json::Value::String(name.to_owned())).ok()
 }
 

@@ -72,11 +72,6 @@ impl Issuer {
         Self { url: url.to_owned(), path, keys, portal, trusted_namespaces, session_lifetime, sweeper }
     }
 
-    /// How many device requests the client with `uid` in `namespace` has waiting.
-    pub fn devices_waiting(&self, namespace: &str, uid: &str) -> usize {
-        self.sweeper.devices_waiting(namespace, uid)
-    }
-
     /// The public URL of the endpoint at `path` (which starts with `/`).
     pub fn endpoint(&self, path: &str) -> String {
         format!("{}{path}", self.url)

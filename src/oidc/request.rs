@@ -144,16 +144,9 @@ pub fn check(params: &Params, client: Option<&OidcClient>) -> Result<AuthRequest
     if params.response_mode.as_deref().is_some_and(|m| m != "query") {
         return Err(refuse("invalid_request", "only response_mode=query is supported"));
     }
-    let asked: Vec<&str> = params.scope.split_ascii_whitespace().collect();
-    if !asked.contains(&"openid") {
+    let Some(scopes) = granted_scopes(&params.scope, client) else {
         return Err(refuse("invalid_scope", "the openid scope is required"));
-    }
-    let mut scopes = vec![Scope::OpenId];
-    for scope in &client.spec.scopes {
-        if *scope != Scope::OpenId && asked.contains(&scope.as_str()) {
-            scopes.push(*scope);
-        }
-    }
+    };
     if params.code_challenge_method != "S256" || !pkce_challenge_sound(&params.code_challenge) {
         return Err(refuse(
             "invalid_request",
@@ -188,6 +181,18 @@ pub fn check(params: &Params, client: Option<&OidcClient>) -> Result<AuthRequest
         max_age,
         login_hint: params.login_hint.clone().filter(|h| h.len() <= MAX_ECHOED && !h.is_empty()),
     })
+}
+
+/// The scopes `client` gets for the space-separated `asked`: openid and those asked for that
+/// it may have; `None` without openid.
+pub fn granted_scopes(asked: &str, client: &OidcClient) -> Option<Vec<Scope>> {
+    let asked: Vec<&str> = asked.split_ascii_whitespace().collect();
+    if !asked.contains(&"openid") {
+        return None;
+    }
+    let mut scopes = vec![Scope::OpenId];
+    scopes.extend(client.spec.scopes.iter().filter(|s| **s != Scope::OpenId && asked.contains(&s.as_str())));
+    Some(scopes)
 }
 
 /// RFC 7636: an S256 challenge is the base64url (unpadded) SHA-256 of the verifier: 43

@@ -190,6 +190,26 @@ pub fn current(issuer: &Issuer, headers: &HeaderMap, now: Timestamp) -> Option<L
     hashes_match(&hash, &live.session.token_hash).then_some(live)
 }
 
+/// [`current`], if its person may still use it; a session they may no longer use
+/// (deactivated, locked, credentials changed) is ended here.
+pub async fn usable(issuer: &Issuer, headers: &HeaderMap, now: Timestamp) -> Option<Live> {
+    let live = current(issuer, headers, now)?;
+    let session = &live.session;
+    match super::standing::of_person(
+        &issuer.portal.signin,
+        &live.user,
+        &session.user_uid,
+        &session.stamp,
+        now,
+    ) {
+        Ok(()) => Some(live),
+        Err(denied) => {
+            end_logged(issuer, &live.secret, denied.reason).await;
+            None
+        }
+    }
+}
+
 /// The session a grant was made in, if it is live, as the API server has it now (a grant
 /// is used moments after it was made, maybe by another replica, and sign-out must count at
 /// once). Whether its person may still sign in is for the caller to ask, with the client.

@@ -415,12 +415,7 @@ pub fn trials() -> Vec<Trial> {
                 let client_id = format!("{}.cli", ns.name);
                 let portal = operator.portal_url.clone();
                 let kid = |token: &str| -> anyhow::Result<String> {
-                    use base64::Engine as _;
-                    let header = token.split('.').next().context("not a JWT")?;
-                    let header: Value = serde_json::from_slice(
-                        &base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(header)?,
-                    )?;
-                    Ok(header["kid"].as_str().unwrap_or_default().to_owned())
+                    Ok(jwt_part(token, 0)?["kid"].as_str().unwrap_or_default().to_owned())
                 };
                 let before = sign_in(&portal, ISSUER, &client_id, &address).await?.context("no ID token")?;
                 note(&before);
@@ -1057,7 +1052,12 @@ async fn userinfo(access_token: &str) -> anyhow::Result<(u16, Value)> {
 
 /// The claims of a JWT, unverified (the crate verified it already).
 fn jwt_claims(token: &str) -> anyhow::Result<Value> {
+    jwt_part(token, 1)
+}
+
+/// Part `index` of a JWT (0: the header, 1: the claims), decoded, unverified.
+fn jwt_part(token: &str, index: usize) -> anyhow::Result<Value> {
     use base64::Engine as _;
-    let payload = token.split('.').nth(1).context("not a JWT")?;
-    Ok(serde_json::from_slice(&base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(payload)?)?)
+    let part = token.split('.').nth(index).context("not a JWT")?;
+    Ok(serde_json::from_slice(&base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(part)?)?)
 }
