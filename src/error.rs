@@ -52,6 +52,15 @@ pub enum Error {
     /// Facts could not be written into a credentials Secret.
     #[error(transparent)]
     Facts(Box<crate::facts::WriteError>),
+    /// Sign-in sessions could not be ended.
+    #[error("ending the sign-in sessions of {user}: {source}")]
+    Sessions {
+        /// `namespace/name` of the User.
+        user: String,
+        /// What failed.
+        #[source]
+        source: Box<crate::oidc::state::StateError>,
+    },
     /// A CRD could not be rendered.
     #[error("rendering CRDs: {0}")]
     Render(#[from] serde_norway::Error),
@@ -71,6 +80,7 @@ impl Error {
             Error::Mail { .. } => "mail",
             Error::Credentials(_) => "credentials",
             Error::Facts(_) => "facts",
+            Error::Sessions { .. } => "sessions",
             Error::Render(_) => "render",
             Error::Startup(_) => "startup",
         }

@@ -76,6 +76,9 @@ pub struct Decision {
     pub ensure_auto_invite: bool,
     /// roster should reset the failed-login count (the admin deactivated the user).
     pub clear_lockout: bool,
+    /// The person may not hold sessions (deactivated or expired): roster ends them now, not
+    /// at their next use.
+    pub sessions_end: bool,
     /// roster should email a link that verifies the user's changed address.
     pub verify_email: bool,
     /// When a temporary lock ends (`None` when not locked, or locked until an admin acts).
@@ -162,8 +165,9 @@ pub fn decide(facts: &UserFacts<'_>) -> Decision {
         Standing::Open { .. } => None,
     };
     let deactivated = spec.state == UserState::Inactive;
+    let expired = !deactivated && spec.expired(facts.now);
 
-    let phase = if deactivated || locked_out {
+    let phase = if deactivated || expired || locked_out {
         UserPhase::Inactive
     } else if onboarded {
         UserPhase::Active
@@ -195,6 +199,19 @@ pub fn decide(facts: &UserFacts<'_>) -> Decision {
                 true,
                 reasons::DEACTIVATED,
                 "the user is deactivated (spec.state: Inactive); sign-ins are refused",
+            ),
+            false,
+            None,
+        ),
+        (None, UserPhase::Inactive) if expired => (
+            condition(
+                types::READY,
+                true,
+                reasons::EXPIRED,
+                format!(
+                    "the account ended at {} (spec.expiresAt); sign-ins are refused; move spec.expiresAt later to reactivate",
+                    spec.expires_at.as_ref().map(|t| t.0.to_string()).unwrap_or_default()
+                ),
             ),
             false,
             None,
@@ -359,9 +376,12 @@ pub fn decide(facts: &UserFacts<'_>) -> Decision {
         },
     ];
 
+    // The account's end is a deadline like a lock's: one timer, not a poll.
+    let ends_at = spec.expires_at.as_ref().map(|t| t.0).filter(|_| !deactivated);
     let recheck_at = locked_until
         .filter(|_| !deactivated)
         .into_iter()
+        .chain(ends_at)
         .chain(settle_by.filter(|_| settling))
         .filter(|e| *e > facts.now)
         .min();
@@ -373,12 +393,14 @@ pub fn decide(facts: &UserFacts<'_>) -> Decision {
         invite: current_invite(facts.invites),
         ensure_auto_invite: spec.invite.policy == InvitePolicy::Auto
             && !deactivated
+            && !expired
             && facts.blocker.is_none()
             && !credentials.password_set
             && facts.credentials.is_some(),
         clear_lockout: deactivated && (credentials.failed_logins > 0 || credentials.locked_at.is_some()),
         verify_email: spec.invite.policy == InvitePolicy::Auto
             && !deactivated
+            && !expired
             && facts.blocker.is_none()
             && credentials.onboarded(spec.mfa.required)
             // Only a change from a recorded address: a proof from before addresses were
@@ -386,6 +408,7 @@ pub fn decide(facts: &UserFacts<'_>) -> Decision {
             && credentials.email_verified_for.is_some()
             && credentials.email_verified(&spec.email) == EmailProof::OtherAddress,
         locked_until: locked_until.filter(|_| !deactivated),
+        sessions_end: deactivated || expired,
         recheck_at,
         settling,
     }
@@ -865,5 +888,42 @@ mod tests {
             ("False", reasons::EMAIL_CHANGED),
             "an address not recorded proves nothing"
         );
+    }
+
+    #[test]
+    fn an_account_ends_at_its_expiry_and_a_later_date_reactivates_it() {
+        let mut expiring = spec(InvitePolicy::Auto, UserState::Active, true);
+        expiring.expires_at = Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(at(1500)));
+        let case = Case {
+            name: "onboarded, ends at 1500",
+            spec: expiring,
+            credentials: creds(true, true, 0),
+            invites: vec![invite(Some(InvitePhase::Accepted), Some(2000))],
+            blocker: None,
+            phase: UserPhase::Active,
+            ready: ("True", reasons::ACTIVE),
+        };
+        let before = run(&case);
+        assert_eq!(before.phase, UserPhase::Active);
+        assert_eq!(before.recheck_at, Some(at(1500)), "woken at the deadline, not polled");
+        assert!(!before.sessions_end);
+        let ended = decide(&UserFacts { now: at(1500), ..facts_of(&case) });
+        assert_eq!(ended.phase, UserPhase::Inactive);
+        let ready = condition(&ended, types::READY);
+        assert_eq!((ready.status, ready.reason), ("True", reasons::EXPIRED));
+        assert!(ready.message.contains("spec.expiresAt"), "{}", ready.message);
+        assert!(ended.sessions_end, "an ended account keeps no sessions");
+        assert_eq!(ended.recheck_at, None);
+        assert!(!ended.clear_lockout, "only deactivation unlocks");
+        let mut later = case.spec.clone();
+        later.expires_at = Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(at(3000)));
+        let moved = decide(&UserFacts { spec: &later, now: at(1500), ..facts_of(&case) });
+        assert_eq!((moved.phase, moved.recheck_at), (UserPhase::Active, Some(at(3000))));
+        let fresh = Case { credentials: creds(false, false, 0), invites: vec![], ..case };
+        let new_but_ended = decide(&UserFacts { now: at(1600), ..facts_of(&fresh) });
+        assert!(!new_but_ended.ensure_auto_invite, "an ended account is not invited");
+        let deactivated = spec(InvitePolicy::Auto, UserState::Inactive, true);
+        let both = decide(&UserFacts { spec: &deactivated, ..facts_of(&fresh) });
+        assert!(both.sessions_end);
     }
 }

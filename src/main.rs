@@ -115,7 +115,7 @@ async fn run(config: RunConfig) -> roster::Result<()> {
                 ready.set_keys_loaded();
             });
             let sweeper = Arc::new(oidc::sweeper::Sweeper::default());
-            watches.follow_secrets(sweeper.follower());
+            watches.index_sessions(sweeper.clone());
             tokio::spawn(sweeper.clone().run(client.clone(), shutdown.clone()));
             let session_lifetime = SignedDuration::try_from(config.session_lifetime)
                 .map_err(|e| Error::Startup(format!("--session-lifetime: {e}")))?;

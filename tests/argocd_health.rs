@@ -121,6 +121,7 @@ fn users_map_to_healthy_progressing_suspended_and_degraded() {
             user("Inactive", Some("INACTIVE"), vec![ready("True", "Deactivated")], 2),
             "Suspended",
         ),
+        ("expired", user("Active", Some("INACTIVE"), vec![ready("True", "Expired")], 2), "Suspended"),
     ];
     for (name, obj, expected) in cases {
         let (status, message) = health("user", &obj);

@@ -3,6 +3,7 @@
 use std::collections::BTreeMap;
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
+use k8s_openapi::jiff::Timestamp;
 use kube::{CustomResource, KubeSchema};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
@@ -40,6 +41,13 @@ pub(crate) const EMAIL_MESSAGE: &str = "must be an email address such as jane.do
         type_ = "string",
         json_path = ".status.conditions[?(@.type==\"MfaEnrolled\")].status",
         description = "Whether a second factor is enrolled"
+    ),
+    printcolumn(
+        name = "Expires",
+        type_ = "string",
+        json_path = ".spec.expiresAt",
+        priority = "1",
+        description = "When the account ends (spec.expiresAt)"
     ),
     printcolumn(
         name = "Ready",
@@ -119,6 +127,12 @@ pub struct UserSpec {
     #[serde(default)]
     pub state: UserState,
 
+    /// When the account ends, in RFC 3339 (e.g. 2027-03-31T18:00:00Z): from then on the
+    /// user is INACTIVE with reason Expired, sign-ins are refused and sessions end. Moving it
+    /// later (or removing it) reactivates the user.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expires_at: Option<Time>,
+
     /// Second-factor policy.
     #[serde(default)]
     pub mfa: MfaSettings,
@@ -126,6 +140,19 @@ pub struct UserSpec {
     /// How the person is invited.
     #[serde(default)]
     pub invite: InviteSettings,
+}
+
+impl UserSpec {
+    /// Whether the account has ended at `now` (`expiresAt` reached).
+    pub fn expired(&self, now: Timestamp) -> bool {
+        self.expires_at.as_ref().is_some_and(|at| at.0 <= now)
+    }
+
+    /// The state in force at `now`: the one asked for, and Inactive once the account ended.
+    /// Every door that lets a person in asks this, not `state` alone.
+    pub fn state_at(&self, now: Timestamp) -> UserState {
+        if self.expired(now) { UserState::Inactive } else { self.state }
+    }
 }
 
 /// The state an admin asks for.
@@ -243,7 +270,7 @@ pub enum UserPhase {
     Pending,
     /// Password set and, when required, TOTP enrolled.
     Active,
-    /// Deactivated by an admin, or locked out.
+    /// Deactivated by an admin, expired (spec.expiresAt), or locked out.
     Inactive,
 }
 

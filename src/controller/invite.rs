@@ -283,7 +283,7 @@ pub(super) async fn reconcile(invite: Arc<UserInvite>, ctx: Arc<Context>) -> Res
             .and_then(|u| ctx.caches.directory_conflict(u, &ctx.settings.allowed_email_domains)),
     };
     let step = decide(
-        user.as_ref().map(|u| u.spec.state),
+        user.as_ref().map(|u| u.spec.state_at(now.0)),
         &person,
         invite.spec.resend,
         &previous,
@@ -408,7 +408,7 @@ pub(super) async fn reconcile(invite: Arc<UserInvite>, ctx: Arc<Context>) -> Res
             let mut may_read = seen.is_none();
             let outcome = loop {
                 let Step::Deliver { issuance, attempts } = decide(
-                    Some(user.spec.state),
+                    Some(user.spec.state_at(now.0)),
                     &person,
                     fresh.spec.resend,
                     &fresh_status,

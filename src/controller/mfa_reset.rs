@@ -60,7 +60,8 @@ impl ResetKind for MfaReset {
 
     fn stops(&self, user: &User, credentials: &CredentialFacts, ctx: &Context) -> Option<&'static str> {
         let locked = ctx.settings.lockout.of(credentials, Timestamp::now()).is_locked();
-        (user.spec.state == UserState::Inactive || locked).then_some(reasons::USER_INACTIVE)
+        (user.spec.state_at(Timestamp::now()) == UserState::Inactive || locked)
+            .then_some(reasons::USER_INACTIVE)
     }
 
     fn claim(now: &str) -> Changes {

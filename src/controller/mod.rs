@@ -48,6 +48,7 @@ use crate::directory::{Entry, Identities};
 use crate::health::Readiness;
 use crate::index::{Named, Shared, user_term};
 use crate::mail::Templates;
+use crate::oidc::sweeper::Sweeper;
 use crate::telemetry::Metrics;
 use crate::{Error, Result};
 
@@ -89,6 +90,8 @@ pub struct Context {
     pub settings: Settings,
     /// SMTP transport and email templates, as the cluster says now.
     pub mail: MailSetup,
+    /// The sign-in sessions by user, when roster is an OpenID Connect issuer.
+    pub sessions: Option<Arc<Sweeper>>,
     /// What this process created that the caches may not show yet.
     expectations: expectations::Expectations,
     backoff: Backoff,
@@ -108,6 +111,7 @@ pub struct Watches {
     invites_by_user: Shared<Named>,
     resets_by_user: Shared<Named>,
     password_resets_by_user: Shared<Named>,
+    sessions: Option<Arc<Sweeper>>,
 }
 
 impl Watches {
@@ -129,6 +133,7 @@ impl Watches {
             invites_by_user: Shared::default(),
             resets_by_user: Shared::default(),
             password_resets_by_user: Shared::default(),
+            sessions: None,
         };
         watches.users.follow(watches.directory.follower(|user: &User| {
             let entry = Entry::of(user);
@@ -157,9 +162,12 @@ impl Watches {
         watches
     }
 
-    /// Keeps `follower` in step with the Secret cache (see [`Informer::follow`]).
-    pub fn follow_secrets(&mut self, follower: impl FnMut(&watcher::Event<Secret>) + Send + 'static) {
-        self.secrets.follow(follower);
+    /// Keeps the sign-in sessions' index (the issuer's sweeper) in step with the Secret
+    /// cache; the User reconciler then ends the sessions of a person who may no longer hold
+    /// any.
+    pub fn index_sessions(&mut self, sweeper: Arc<Sweeper>) {
+        self.secrets.follow(sweeper.follower());
+        self.sessions = Some(sweeper);
     }
 
     /// Readers of the caches and indexes the watches fill.
@@ -212,6 +220,7 @@ pub async fn run(
         mut password_resets,
         mut oidc_clients,
         mut secrets,
+        sessions,
         ..
     } = watches;
     let (mail, mail_watches) = MailSetup::new(
@@ -235,6 +244,7 @@ pub async fn run(
             oidc_trusted_namespaces: config.oidc_trusted_namespaces.clone(),
         },
         mail,
+        sessions,
         expectations: Default::default(),
         backoff: Backoff::default(),
     });
@@ -513,10 +523,15 @@ fn now() -> Time {
 
 /// Requeue a second after `at` (a deadline such as an invite's expiry), or at once if it
 /// has passed: the reconcile that finds the deadline reached does the work.
+/// The longest a reconcile is put off, in seconds (a year).
+const REQUEUE_LIMIT: u64 = 365 * 24 * 3600;
+
 fn requeue_at(at: Option<Timestamp>, now: Timestamp) -> Action {
     match at {
         Some(at) => {
-            let seconds = u64::try_from(at.as_second() - now.as_second()).unwrap_or(0);
+            // The runtime's timer wheel holds at most about two years; a deadline further out
+            // (an account that ends in 2030) is looked at again after a year.
+            let seconds = u64::try_from(at.as_second() - now.as_second()).unwrap_or(0).min(REQUEUE_LIMIT);
             Action::requeue(Duration::from_secs(seconds.saturating_add(1)))
         }
         None => Action::await_change(),

@@ -55,7 +55,7 @@ impl ResetKind for PasswordReset {
     /// (`delivery: Link`, immutable: the admin vouching) while an MfaReset is open: the
     /// person lost their phone and forgot their password.
     fn stops(&self, user: &User, credentials: &CredentialFacts, _ctx: &Context) -> Option<&'static str> {
-        if user.spec.state == UserState::Inactive {
+        if user.spec.state_at(k8s_openapi::jiff::Timestamp::now()) == UserState::Inactive {
             return Some(reasons::USER_INACTIVE);
         }
         let vouched = self.spec.delivery == Delivery::Link;

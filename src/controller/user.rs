@@ -95,6 +95,9 @@ pub(super) async fn reconcile(user: Arc<User>, ctx: Arc<Context>) -> Result<Acti
     {
         clear_failed_logins(&ctx, secret).await?;
     }
+    if decision.sessions_end {
+        end_sessions(&ctx, &user).await?;
+    }
 
     // Status: derived, compared, written only when it changed.
     let previous = user.status.clone().unwrap_or_default();
@@ -233,6 +236,21 @@ async fn ensure_auto_invite(ctx: &Context, user: &User) -> Result<Creation> {
         tracing::info!(invite = %name, "resending the revoked automatic invite");
     }
     Ok(creation)
+}
+
+/// Ends the sign-in sessions of a user who may no longer hold any (their grants, and so
+/// relying parties' refresh tokens, go with them). Read from the sweeper's index: nothing to
+/// do is no request.
+async fn end_sessions(ctx: &Context, user: &User) -> Result<()> {
+    let (Some(sessions), Some(uid)) = (&ctx.sessions, user.uid()) else { return Ok(()) };
+    let ended = sessions
+        .end_sessions_of(&ctx.client, &uid)
+        .await
+        .map_err(|e| Error::Sessions { user: cache::key(user), source: Box::new(e) })?;
+    if ended > 0 {
+        tracing::info!(sessions = ended, "ended the sign-in sessions of a user who may no longer sign in");
+    }
+    Ok(())
 }
 
 /// Resets the failed-login count, with the Secret's resourceVersion as precondition so that

@@ -87,7 +87,7 @@ impl Ledger {
                     uid: secret.metadata.uid.clone(),
                     rank: (true, session.created_at, key.clone()),
                     ends: Some(session.expires_at),
-                    group: format!("user:{}", owner.uid),
+                    group: sessions_group(&owner.uid),
                 };
                 (entry, SESSIONS_PER_USER)
             }
@@ -202,6 +202,24 @@ impl Ledger {
     pub fn devices_waiting(&self, namespace: &str, uid: &str) -> usize {
         self.groups.get(&devices_group(namespace, uid)).map_or(0, BTreeSet::len)
     }
+
+    /// The sessions of the User with `uid`, oldest first (at most [`SESSIONS_PER_USER`]).
+    pub fn sessions_of(&self, uid: &str) -> Vec<Doomed> {
+        let Some(group) = self.groups.get(&sessions_group(uid)) else { return Vec::new() };
+        group
+            .iter()
+            .filter_map(|(_, _, key)| {
+                let (namespace, name) = key.split_once('/')?;
+                let uid = self.entries.get(key)?.uid.clone();
+                Some(Doomed { namespace: namespace.to_owned(), name: name.to_owned(), uid })
+            })
+            .collect()
+    }
+}
+
+/// The group of a user's sessions: the User's uid.
+fn sessions_group(uid: &str) -> String {
+    format!("user:{uid}")
 }
 
 /// The group of a client's device requests: its namespace and uid (a look-alike in another
@@ -221,6 +239,20 @@ impl Sweeper {
     /// How many device requests the client with `uid` in `namespace` has waiting.
     pub fn devices_waiting(&self, namespace: &str, uid: &str) -> usize {
         self.ledger.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).devices_waiting(namespace, uid)
+    }
+
+    /// The sessions of the User with `uid` (see [`Ledger::sessions_of`]).
+    pub fn sessions_of(&self, uid: &str) -> Vec<Doomed> {
+        self.ledger.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).sessions_of(uid)
+    }
+
+    /// Ends every session of the User with `uid` (their grants go with them); how many.
+    pub async fn end_sessions_of(&self, client: &Client, uid: &str) -> Result<usize, state::StateError> {
+        let sessions = self.sessions_of(uid);
+        for session in &sessions {
+            state::delete_named(client, &session.namespace, &session.name, session.uid.clone()).await?;
+        }
+        Ok(sessions.len())
     }
 
     /// What the Secret watch calls with each event.

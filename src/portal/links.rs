@@ -244,7 +244,7 @@ pub fn open(portal: &Portal, token: &str, now: Timestamp) -> Result<OpenLink, Li
     let facts = LinkFacts {
         phase: invite.status.as_ref().and_then(|s| s.phase),
         expires_at,
-        user_state: user.as_ref().map(|u| u.spec.state),
+        user_state: user.as_ref().map(|u| u.spec.state_at(now)),
         mfa_required,
         token_hash: &hash,
         onboarding_token: text(progress, ONBOARDING_TOKEN),

@@ -111,7 +111,7 @@ pub fn open(portal: &Portal, token: &str, now: Timestamp) -> Result<OpenPassword
         uid: &uid,
         phase: reset.status.as_ref().and_then(|s| s.phase),
         expires_at,
-        user_state: Some(user.spec.state),
+        user_state: Some(user.spec.state_at(now)),
         refused: caches.directory_conflict(&user, &portal.signin.allowed_email_domains).is_some(),
         open: text(&credentials, PASSWORD_RESET_UID),
         used: text(&credentials, PASSWORD_RESET_DONE_FOR),

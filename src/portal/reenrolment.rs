@@ -130,7 +130,7 @@ pub fn open(portal: &Portal, token: &str, now: Timestamp) -> Result<OpenReset, L
         uid: &uid,
         phase: reset.status.as_ref().and_then(|s| s.phase),
         expires_at,
-        user_state: Some(user.spec.state),
+        user_state: Some(user.spec.state_at(now)),
         locked: portal.signin.lockout.of(&progress, now).is_locked()
             || caches.directory_conflict(&user, &portal.signin.allowed_email_domains).is_some(),
         token_hash: &hash,

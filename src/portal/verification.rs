@@ -61,7 +61,7 @@ pub fn open(portal: &Portal, token: &str, now: Timestamp) -> Result<OpenVerifica
     let address = text(&secret, TOKEN_RECIPIENT).unwrap_or_default().to_lowercase();
     let expires_at = text(&secret, TOKEN_EXPIRES_AT).and_then(|t| t.parse().ok());
     let verified_for = text(&credentials, EMAIL_VERIFIED_FOR);
-    judge(user.spec.state, &address, &user.spec.email, verified_for, expires_at, now)?;
+    judge(user.spec.state_at(now), &address, &user.spec.email, verified_for, expires_at, now)?;
     if caches.directory_conflict(&user, &portal.signin.allowed_email_domains).is_some() {
         return Err(LinkProblem::Refused);
     }

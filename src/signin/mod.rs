@@ -188,7 +188,7 @@ pub async fn sign_in(
         signin.metrics.login("denied");
         return Ok(Outcome::Denied);
     };
-    let admitted = user.spec.state == UserState::Active
+    let admitted = user.spec.state_at(Timestamp::now()) == UserState::Active
         && signin.caches.directory_conflict(&user, &signin.allowed_email_domains).is_none();
     let totp_required = user.spec.mfa.required || text(&credentials, TOTP_SECRET).is_some();
     let code = code.to_owned();
@@ -318,7 +318,7 @@ impl SignIn {
     pub fn barrier(&self, user: &User, credentials: &Secret, now: Timestamp) -> Option<Barrier> {
         let facts = CredentialFacts::of(credentials);
         barrier_of(
-            user.spec.state == UserState::Active,
+            user.spec.state_at(now) == UserState::Active,
             self.caches.directory_conflict(user, &self.allowed_email_domains).is_none(),
             self.lockout.of(&facts, now),
             &facts,

@@ -11,6 +11,7 @@ mod chart;
 mod cluster;
 mod directory;
 mod examples;
+mod expiry;
 mod faults;
 mod harness;
 mod hygiene;
@@ -40,6 +41,7 @@ fn main() -> ExitCode {
         cluster::trials(),
         directory::trials(),
         examples::trials(),
+        expiry::trials(),
         faults::trials(),
         invites::trials(),
         kubernetes::trials(),

@@ -38,7 +38,7 @@ pub fn note(secret: &str) {
     ISSUED.lock().unwrap_or_else(|p| p.into_inner()).push(secret.to_owned());
 }
 
-fn note_tokens(tokens: &openidconnect::core::CoreTokenResponse) {
+pub fn note_tokens(tokens: &openidconnect::core::CoreTokenResponse) {
     note(tokens.access_token().secret());
     if let Some(refresh) = tokens.refresh_token() {
         note(refresh.secret());
@@ -758,7 +758,7 @@ pub fn trials() -> Vec<Trial> {
 
 /// An OidcClient `name` with the loopback redirect URI, once Ready; the relying party
 /// configured with its ID and secret.
-async fn registered(ns: &Ns, name: &str, extra: Value) -> anyhow::Result<(Rp, String)> {
+pub async fn registered(ns: &Ns, name: &str, extra: Value) -> anyhow::Result<(Rp, String)> {
     let mut spec = json!({"redirectUris": ["http://127.0.0.1/callback"]});
     if let (Some(spec), Some(extra)) = (spec.as_object_mut(), extra.as_object()) {
         spec.extend(extra.clone());
@@ -792,7 +792,7 @@ pub async fn credentials_of(ns: &Ns, name: &str) -> anyhow::Result<(String, Stri
     Ok((value("clientID")?, value("clientSecret")?))
 }
 
-type Rp = openidconnect::core::CoreClient<
+pub type Rp = openidconnect::core::CoreClient<
     openidconnect::EndpointSet,
     openidconnect::EndpointNotSet,
     openidconnect::EndpointNotSet,
@@ -802,7 +802,7 @@ type Rp = openidconnect::core::CoreClient<
 >;
 
 /// One authorization request in flight.
-struct SignIn {
+pub struct SignIn {
     url: String,
     csrf: CsrfToken,
     nonce: Nonce,
@@ -810,7 +810,7 @@ struct SignIn {
 }
 
 impl SignIn {
-    async fn start(client: &Rp, scopes: &[&str]) -> anyhow::Result<Self> {
+    pub async fn start(client: &Rp, scopes: &[&str]) -> anyhow::Result<Self> {
         let (challenge, verifier) = PkceCodeChallenge::new_random_sha256();
         note(verifier.secret());
         let mut request = client.authorize_url(
@@ -839,7 +839,7 @@ impl SignIn {
     }
 
     /// Redeems the code `answer` carries, checks the state, notes the tokens.
-    async fn redeem(
+    pub async fn redeem(
         &self,
         client: &Rp,
         answer: &Answer,
@@ -857,7 +857,7 @@ impl SignIn {
     }
 
     /// The sign-in page, as a browser gets it.
-    async fn page(&self) -> anyhow::Result<Page> {
+    pub async fn page(&self) -> anyhow::Result<Page> {
         let response = browser().get(local(&self.url)).send().await?;
         ensure!(response.status() == 200, "GET /authorize: {}", response.status());
         let cookie = set_cookie(response.headers(), "roster_form").context("no form cookie")?;
@@ -867,22 +867,22 @@ impl SignIn {
 }
 
 /// A sign-in page: its hidden fields and the form cookie.
-struct Page {
+pub struct Page {
     cookie: String,
     fields: Vec<(String, String)>,
     html: String,
 }
 
 /// What posting the form (or visiting /authorize) answered.
-struct Answer {
-    status: u16,
-    location: Option<String>,
+pub struct Answer {
+    pub status: u16,
+    pub location: Option<String>,
     cookies: Vec<String>,
     html: String,
 }
 
 impl Page {
-    async fn submit(&self, identifier: &str, password: &str, code: &str) -> anyhow::Result<Answer> {
+    pub async fn submit(&self, identifier: &str, password: &str, code: &str) -> anyhow::Result<Answer> {
         self.submit_with(None, identifier, password, code).await
     }
 
@@ -924,7 +924,7 @@ impl Answer {
     }
 
     /// `name=value` of a cookie the answer set.
-    fn cookie(&self, name: &str) -> Option<String> {
+    pub fn cookie(&self, name: &str) -> Option<String> {
         cookie_named(self.cookies.iter().map(String::as_str), name)
     }
 
@@ -974,17 +974,17 @@ fn unescape(text: &str) -> String {
 }
 
 /// A URL at the issuer, on the operator's portal port.
-fn local(url: &str) -> String {
+pub fn local(url: &str) -> String {
     url.replace(ISSUER, &shared().portal_url)
 }
 
 /// A browser that does not follow redirects (the test reads them).
-fn browser() -> reqwest::Client {
+pub fn browser() -> reqwest::Client {
     reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build().unwrap_or_default()
 }
 
 /// The relying party's HTTP client: requests to the issuer go to the operator's portal port.
-fn http() -> impl Fn(
+pub fn http() -> impl Fn(
     openidconnect::HttpRequest,
 ) -> std::pin::Pin<
     Box<dyn Future<Output = Result<openidconnect::HttpResponse, reqwest::Error>> + Send>,
@@ -1008,7 +1008,7 @@ fn http() -> impl Fn(
     }
 }
 
-async fn refresh(client: &Rp, token: &RefreshToken) -> anyhow::Result<()> {
+pub async fn refresh(client: &Rp, token: &RefreshToken) -> anyhow::Result<()> {
     client.exchange_refresh_token(token)?.request_async(&http()).await.context("refresh")?;
     Ok(())
 }
@@ -1044,7 +1044,7 @@ fn urlencoding(text: &str) -> String {
     url::form_urlencoded::byte_serialize(text.as_bytes()).collect()
 }
 
-async fn userinfo(access_token: &str) -> anyhow::Result<(u16, Value)> {
+pub async fn userinfo(access_token: &str) -> anyhow::Result<(u16, Value)> {
     let response =
         browser().get(format!("{}/userinfo", shared().portal_url)).bearer_auth(access_token).send().await?;
     Ok((response.status().as_u16(), response.json().await.unwrap_or_default()))

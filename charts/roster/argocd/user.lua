@@ -1,5 +1,5 @@
 -- Argo CD health of a roster.dev User: ACTIVE and delivered PENDING are Healthy, a
--- deactivated user is Suspended, a stalled or locked-out one Degraded, the rest Progressing.
+-- deactivated or expired (spec.expiresAt passed) user is Suspended, a stalled or locked-out one Degraded, the rest Progressing.
 local function condition(type)
   for _, c in ipairs(obj.status.conditions or {}) do
     if c.type == type then return c end
@@ -18,6 +18,9 @@ local stalled = condition("Stalled") or {}
 local phase = obj.status.phase
 if obj.spec ~= nil and obj.spec.state == "Inactive" then
   return {status = "Suspended", message = ready.message or "deactivated"}
+end
+if phase == "INACTIVE" and ready.reason == "Expired" then
+  return {status = "Suspended", message = ready.message or "expired"}
 end
 if stalled.status == "True" or phase == "INACTIVE" then
   return {status = "Degraded", message = ready.message or stalled.message or phase}
