@@ -39,6 +39,12 @@ pub struct RunConfig {
     #[arg(long, env = "ROSTER_OIDC_RATE_LIMIT", default_value_t = 600, value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
     pub oidc_rate_limit: u32,
 
+    /// "Forgot your password?" requests per hour one client address may make (bursts up to
+    /// the same number); more are answered 429. Each person can also get at most 3 recovery
+    /// emails a day, one at a time.
+    #[arg(long, env = "ROSTER_RECOVERY_RATE_LIMIT", default_value_t = 10, value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
+    pub recovery_rate_limit: u32,
+
     /// The proxies in front of the portal (e.g. the Ingress controller's pods), as CIDRs,
     /// comma-separated. From a trusted proxy, the client is the right-most
     /// `X-Forwarded-For` address that is not a trusted proxy; otherwise the peer itself.

@@ -91,8 +91,18 @@ async fn run(config: RunConfig) -> roster::Result<()> {
         )
         .await?,
     );
-    let portal =
-        Arc::new(Portal::new(signin, config.password_policy(), config.org_name.clone(), &config.portal_url)?);
+    let recovery = portal::recovery::Recovery::start(
+        signin.clone(),
+        config.recovery_rate_limit,
+        config.trusted_proxies.clone(),
+    );
+    let portal = Arc::new(Portal::new(
+        signin,
+        config.password_policy(),
+        config.org_name.clone(),
+        &config.portal_url,
+        recovery,
+    )?);
     let limiter = Arc::new(RateLimiter::new(config.portal_rate_limit, config.trusted_proxies.clone()));
     let issuer_routes = match (&config.issuer_url, &config.signing_keys_secret) {
         (None, _) => axum::Router::new(),

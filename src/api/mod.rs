@@ -20,7 +20,7 @@ pub use mfa_reset::{MfaReset, MfaResetSpec};
 pub use oidc_client::{
     OidcClient, OidcClientSpec, OidcClientStatus, Scope, SigningAlgorithm, TokenLifetimes,
 };
-pub use password_reset::{PasswordReset, PasswordResetSpec};
+pub use password_reset::{Initiator, PasswordReset, PasswordResetSpec};
 pub use reset::{ResetPhase, ResetStatus};
 pub use user::{
     InvitePolicy, InviteSettings, InviteSummary, MfaSettings, MfaStatus, RequiredAction, User, UserPhase,

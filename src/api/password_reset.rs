@@ -29,6 +29,12 @@ use super::reset::ResetStatus;
         description = "The user whose password is reset"
     ),
     printcolumn(
+        name = "Initiator",
+        type_ = "string",
+        json_path = ".spec.initiator",
+        description = "Admin, or Self (the person asked)"
+    ),
+    printcolumn(
         name = "Phase",
         type_ = "string",
         json_path = ".status.phase",
@@ -61,6 +67,14 @@ pub struct PasswordResetSpec {
     #[x_kube(validation = Rule::new("self == oldSelf").message("delivery is immutable; create a new PasswordReset instead"))]
     pub delivery: Delivery,
 
+    /// Who asked for it: Admin (the default: someone with kubectl), or Self (the person,
+    /// through "Forgot your password?" on a sign-in page; roster creates it). A Self reset
+    /// clears only a lock that ends by itself, and its email says the person asked.
+    /// Immutable.
+    #[serde(default)]
+    #[x_kube(validation = Rule::new("self == oldSelf").message("initiator is immutable; it is the audit record of this reset"))]
+    pub initiator: Initiator,
+
     /// How long the link works, as a duration such as 24h or 30m, between 1m and 168h (7
     /// days).
     #[serde(default = "default_ttl")]
@@ -75,6 +89,17 @@ pub struct PasswordResetSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 0, max = 31536000))]
     pub ttl_seconds_after_finished: Option<i64>,
+}
+
+/// Who asked for a password reset.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq, schemars::JsonSchema)]
+pub enum Initiator {
+    /// An admin, with kubectl or through Git.
+    #[default]
+    Admin,
+    /// The person, through the sign-in page's "Forgot your password?".
+    #[serde(rename = "Self")]
+    Person,
 }
 
 fn default_ttl() -> kube::core::Duration {

@@ -40,6 +40,7 @@ impl ResetKind for MfaReset {
             delivery: self.spec.delivery,
             ttl_after_finished: self.spec.ttl_seconds_after_finished,
             link_ttl: LINK_TTL,
+            requested_by_person: false,
         }
     }
 

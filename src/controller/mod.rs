@@ -9,6 +9,7 @@ mod invite;
 mod mail_setup;
 mod mfa_reset;
 pub mod names;
+pub mod notices;
 mod oidc_client;
 mod password_reset;
 mod reset;

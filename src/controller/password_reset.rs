@@ -10,7 +10,7 @@ use super::Context;
 use super::names::{PASSWORD_RESET_LABEL, PASSWORD_RESET_LINK_TYPE, PASSWORD_RESET_TOKEN_TYPE};
 use super::reset::{ResetKind, ResetSpec};
 use crate::api::conditions::reasons;
-use crate::api::{Delivery, PasswordReset, ResetStatus, User, UserState};
+use crate::api::{Delivery, Initiator, PasswordReset, ResetStatus, User, UserState};
 use crate::credentials::CredentialFacts;
 use crate::credentials::record::{
     PASSWORD_RESET_AT, PASSWORD_RESET_DONE_FOR, PASSWORD_RESET_FAILURES, PASSWORD_RESET_UID,
@@ -37,6 +37,7 @@ impl ResetKind for PasswordReset {
             ttl_after_finished: self.spec.ttl_seconds_after_finished,
             link_ttl: SignedDuration::try_from(std::time::Duration::from(self.spec.ttl))
                 .unwrap_or(SignedDuration::from_hours(24)),
+            requested_by_person: self.spec.initiator == Initiator::Person,
         }
     }
 

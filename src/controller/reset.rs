@@ -51,6 +51,8 @@ pub(super) struct ResetSpec<'a> {
     pub ttl_after_finished: Option<i64>,
     /// How long the link works.
     pub link_ttl: SignedDuration,
+    /// The person asked for it themselves (a PasswordReset with `initiator: Self`).
+    pub requested_by_person: bool,
 }
 
 /// What differs between the kinds of reset.
@@ -558,6 +560,7 @@ async fn notify<K: ResetKind>(
         name: addressed_as(&user),
         link,
         expires: expires.strftime("%Y-%m-%d %H:%M UTC").to_string(),
+        requested: reset.spec().requested_by_person,
     };
     let mail = templates
         .notice(K::TEMPLATE, user.spec.locale.as_deref(), &notice)

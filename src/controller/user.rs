@@ -138,6 +138,9 @@ pub(super) async fn reconcile(user: Arc<User>, ctx: Arc<Context>) -> Result<Acti
         apply_status(&ctx, user.as_ref(), &status).await?;
     }
     // After the status write: a delivery problem is retried, and never keeps status stale.
+    if let (Some(secret), Some(true)) = (&secret, owned) {
+        super::notices::send_due(&ctx, &user, secret).await?;
+    }
     let verification_due =
         if decision.verify_email { super::verification::ensure_sent(&ctx, &user).await? } else { None };
     tracing::debug!(phase = %decision.phase, wrote_status = changed, "reconciled");

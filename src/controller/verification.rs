@@ -106,6 +106,7 @@ pub(super) async fn ensure_sent(ctx: &Context, user: &User) -> Result<Option<Tim
             name: addressed_as(user),
             link: Some(link),
             expires: expires.strftime("%Y-%m-%d %H:%M UTC").to_string(),
+            requested: false,
         };
         let mail = templates
             .notice("verify-email", user.spec.locale.as_deref(), &notice)

@@ -55,6 +55,20 @@ pub const PASSWORD_RESET_DONE_FOR: &str = "passwordResetDoneFor";
 /// Key of wrong codes entered through the open PasswordReset's link: at
 /// [`PASSWORD_RESET_MAX_FAILURES`] the link is spent.
 pub const PASSWORD_RESET_FAILURES: &str = "passwordResetFailures";
+/// Key of when the person asked to recover their password ("Forgot your password?"), the
+/// last day's requests, space-separated RFC 3339: the per-user limits count them.
+pub const RECOVERY_REQUESTS: &str = "recoveryRequests";
+/// Key of when the person changed a password they had (through a reset link or the account
+/// page; not the first one, set while onboarding): the security notice names it.
+pub const PASSWORD_CHANGED_AT: &str = "passwordChangedAt";
+/// Key of when the person replaced their authenticator on the account page.
+pub const TOTP_REPLACED_AT: &str = "totpReplacedAt";
+/// Key of the [`PASSWORD_CHANGED_AT`] the person was last told about by email.
+pub const NOTICED_PASSWORD_CHANGE: &str = "noticedPasswordChange";
+/// Key of the [`TOTP_REPLACED_AT`] the person was last told about by email.
+pub const NOTICED_TOTP_REPLACEMENT: &str = "noticedTotpReplacement";
+/// Key of the [`LOCKED_AT`] the person was last told about by email.
+pub const NOTICED_LOCK: &str = "noticedLock";
 /// Wrong codes a password-reset link tolerates before it stops working (a link holder
 /// without the authenticator must not guess codes for a day).
 pub const PASSWORD_RESET_MAX_FAILURES: u32 = 5;

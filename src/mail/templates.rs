@@ -9,7 +9,7 @@ use minijinja::Environment;
 /// Languages with built-in templates; the first is the fallback.
 pub const LANGUAGES: [&str; 2] = ["en", "de"];
 
-const BUILT_IN: [(&str, &str); 24] = [
+const BUILT_IN: [(&str, &str); 30] = [
     ("invitation.en.subject.txt", include_str!("templates/invitation.en.subject.txt")),
     ("invitation.en.body.txt", include_str!("templates/invitation.en.body.txt")),
     ("invitation.en.body.html", include_str!("templates/invitation.en.body.html")),
@@ -34,6 +34,12 @@ const BUILT_IN: [(&str, &str); 24] = [
     ("verify-email.de.subject.txt", include_str!("templates/verify-email.de.subject.txt")),
     ("verify-email.de.body.txt", include_str!("templates/verify-email.de.body.txt")),
     ("verify-email.de.body.html", include_str!("templates/verify-email.de.body.html")),
+    ("security-notice.en.subject.txt", include_str!("templates/security-notice.en.subject.txt")),
+    ("security-notice.en.body.txt", include_str!("templates/security-notice.en.body.txt")),
+    ("security-notice.en.body.html", include_str!("templates/security-notice.en.body.html")),
+    ("security-notice.de.subject.txt", include_str!("templates/security-notice.de.subject.txt")),
+    ("security-notice.de.body.txt", include_str!("templates/security-notice.de.body.txt")),
+    ("security-notice.de.body.html", include_str!("templates/security-notice.de.body.html")),
 ];
 
 /// A rendered email.
@@ -73,6 +79,24 @@ pub struct ResetNotice {
     pub link: Option<String>,
     /// When the link expires, formatted for people.
     pub expires: String,
+    /// The person asked for it (a forgotten password), not an admin.
+    pub requested: bool,
+}
+
+/// What a security notice says: something changed about the account, and what to do if it
+/// was not the person. Holds no secret.
+#[derive(Clone, Debug)]
+pub struct SecurityNotice {
+    /// The organisation (`--org-name`).
+    pub org: String,
+    /// How the person is addressed.
+    pub name: String,
+    /// `password-changed`, `authenticator-replaced` or `locked`.
+    pub event: &'static str,
+    /// When it happened, formatted for people.
+    pub at: String,
+    /// For a lock that ends by itself, when, formatted for people.
+    pub until: Option<String>,
 }
 
 impl std::fmt::Debug for Invitation {
@@ -93,6 +117,7 @@ impl std::fmt::Debug for ResetNotice {
             .field("name", &self.name)
             .field("link", &self.link.as_ref().map(|_| "<redacted>"))
             .field("expires", &self.expires)
+            .field("requested", &self.requested)
             .finish()
     }
 }
@@ -154,8 +179,25 @@ impl Templates {
             name => &notice.name,
             link => &notice.link,
             expires => &notice.expires,
+            requested => notice.requested,
         };
         self.render(template, locale, &values)
+    }
+
+    /// Renders a security notice (`security-notice.<language>.…`) in `locale`.
+    pub fn security_notice(
+        &self,
+        locale: Option<&str>,
+        notice: &SecurityNotice,
+    ) -> Result<Rendered, TemplateError> {
+        let values = minijinja::context! {
+            org => &notice.org,
+            name => &notice.name,
+            event => notice.event,
+            at => &notice.at,
+            until => &notice.until,
+        };
+        self.render("security-notice", locale, &values)
     }
 
     fn render(
@@ -203,8 +245,13 @@ mod tests {
         let link = "https://accounts.example.com/invite/SECRET-TOKEN-123";
         let invitation =
             Invitation { org: "o".into(), name: "n".into(), link: link.into(), expires: "e".into() };
-        let notice =
-            ResetNotice { org: "o".into(), name: "n".into(), link: Some(link.into()), expires: "e".into() };
+        let notice = ResetNotice {
+            org: "o".into(),
+            name: "n".into(),
+            link: Some(link.into()),
+            expires: "e".into(),
+            requested: false,
+        };
         for shown in [format!("{invitation:?}"), format!("{notice:?}")] {
             assert!(!shown.contains("SECRET-TOKEN") && shown.contains("<redacted>"), "{shown}");
         }
@@ -285,6 +332,7 @@ mod tests {
             name: "Jane".into(),
             link: Some("https://portal.example.com/mfa-reset/abc".into()),
             expires: "2026-12-24 10:00 UTC".into(),
+            requested: false,
         };
         let emailed = templates.notice("mfa-reset", Some("en"), &notice).unwrap();
         assert_eq!(emailed.subject, "Example Corp: your second factor was reset");
@@ -292,6 +340,30 @@ mod tests {
         notice.link = None;
         let told = templates.notice("mfa-reset", Some("de-DE"), &notice).unwrap();
         assert!(told.subject.contains("zurückgesetzt") && !told.text.contains("mfa-reset/"), "{}", told.text);
+    }
+
+    #[test]
+    fn every_security_notice_says_what_happened_and_what_to_do_in_both_languages() {
+        let templates = Templates::new(&BTreeMap::new()).unwrap();
+        for (event, english, german) in [
+            ("password-changed", "password was changed", "Passwort wurde geändert"),
+            ("authenticator-replaced", "authenticator app was replaced", "Authenticator-App wurde ersetzt"),
+            ("locked", "account was locked", "Konto wurde gesperrt"),
+        ] {
+            let notice = SecurityNotice {
+                org: "Example Corp".into(),
+                name: "Jane".into(),
+                event,
+                at: "2026-11-24 10:00 UTC".into(),
+                until: Some("2026-11-24 10:15 UTC".into()),
+            };
+            let en = templates.security_notice(Some("en"), &notice).unwrap();
+            assert!(en.subject.contains(english), "{}", en.subject);
+            assert!(en.text.contains("If this was not you") && en.html.contains("2026-11-24 10:00 UTC"));
+            let de = templates.security_notice(Some("de"), &notice).unwrap();
+            assert!(de.subject.contains(german), "{}", de.subject);
+            assert!(de.text.contains("Waren Sie das nicht"), "{}", de.text);
+        }
     }
 
     #[test]

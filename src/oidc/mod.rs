@@ -119,6 +119,7 @@ pub fn form_page(
             action => issuer.endpoint_path(endpoint),
             params => hidden_fields(params),
             form_token => &token,
+            forgot => issuer.portal.forgot_password_url(),
             ..extra
         },
     );

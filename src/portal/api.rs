@@ -15,6 +15,7 @@ use serde_json::json;
 use super::links::{self, LinkProblem, Stage};
 use super::login::{LoginOutcome, LoginRequest};
 use super::onboarding::{self, StepError, TotpOffer};
+use super::recovery::Asked;
 use super::{Portal, login};
 use super::{password_reset, reenrolment, verification};
 use crate::api::User;
@@ -289,5 +290,48 @@ pub async fn readyz(State(portal): State<Arc<Portal>>) -> Response {
         "ready".into_response()
     } else {
         link_problem(LinkProblem::Starting)
+    }
+}
+
+/// `POST /api/v1/password-resets`: "forgot your password?".
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RecoverRequest {
+    /// The account's email address or username.
+    pub identifier: String,
+}
+
+/// `POST /api/v1/password-resets`: 202 for any account, known or not (if it exists and may
+/// recover, its email address gets a link that works for an hour); 429 with `Retry-After`
+/// when this client address has asked too often; 400 when the identifier is empty.
+pub async fn recover(
+    State(portal): State<Arc<Portal>>,
+    axum::extract::ConnectInfo(peer): axum::extract::ConnectInfo<std::net::SocketAddr>,
+    headers: axum::http::HeaderMap,
+    Json(request): Json<RecoverRequest>,
+) -> Response {
+    let client = portal.recovery.client(peer.ip(), &headers);
+    match portal.recovery.ask(&request.identifier, client) {
+        Asked::Taken => (
+            StatusCode::ACCEPTED,
+            Json(json!({
+                "status": "accepted",
+                "message": "if an account with this email address or username exists and may recover, a link to choose a new password was emailed to it; it works for an hour",
+            })),
+        )
+            .into_response(),
+        Asked::TooMany(wait) => {
+            let mut response =
+                problem(StatusCode::TOO_MANY_REQUESTS, "tooManyRequests", "too many recovery requests; try again later");
+            if let Ok(value) = axum::http::HeaderValue::from_str(&wait.as_secs().saturating_add(1).to_string()) {
+                response.headers_mut().insert(axum::http::header::RETRY_AFTER, value);
+            }
+            response
+        }
+        Asked::Empty => problem(
+            StatusCode::BAD_REQUEST,
+            "identifierRequired",
+            "identifier must be the account's email address or username (at most 254 characters)",
+        ),
     }
 }

@@ -15,6 +15,7 @@ pub mod onboarding;
 pub mod pages;
 pub mod password_reset;
 pub mod rate_limit;
+pub mod recovery;
 pub mod reenrolment;
 pub mod verification;
 
@@ -45,8 +46,12 @@ pub struct Portal {
     pub org_name: String,
     /// Whether the portal is reached over HTTPS (cookies are then `Secure`).
     pub https: bool,
+    /// The portal's public URL, without a trailing slash.
+    pub url: String,
     /// The HTML pages.
     pub pages: pages::Pages,
+    /// "Forgot your password?" requests, worked off after the answer.
+    pub recovery: recovery::Recovery,
 }
 
 impl Portal {
@@ -56,11 +61,14 @@ impl Portal {
         policy: PasswordPolicy,
         org_name: String,
         portal_url: &str,
+        recovery: recovery::Recovery,
     ) -> Result<Self> {
         Ok(Self {
+            recovery,
             policy,
             org_name,
             https: portal_url.starts_with("https://"),
+            url: portal_url.trim_end_matches('/').to_owned(),
             pages: pages::Pages::new().map_err(|e| Error::Startup(e.to_string()))?,
             signin,
         })
@@ -68,6 +76,13 @@ impl Portal {
 }
 
 use crate::signin::who;
+
+impl Portal {
+    /// Where "Forgot your password?" leads, on every sign-in page.
+    pub fn forgot_password_url(&self) -> String {
+        format!("{}/forgot-password", self.url)
+    }
+}
 
 /// Every route of the portal and the `more` routes served beside it (the OpenID Connect
 /// issuer, which brings rate limits of its own), with their guards: the portal's rate limit
@@ -84,6 +99,8 @@ pub fn router(portal: Arc<Portal>, limiter: Arc<rate_limit::RateLimiter>, more: 
         .route("/api/v1/mfa-resets/{token}/accept", post(api::reset_accept))
         .route("/api/v1/mfa-resets/{token}/totp", post(api::reset_totp))
         .route("/password-reset/{token}", get(pages::password_reset).post(pages::password_reset_step))
+        .route("/forgot-password", get(pages::forgot_password).post(pages::forgot_password_step))
+        .route("/api/v1/password-resets", post(api::recover))
         .route("/api/v1/password-resets/{token}", get(api::password_reset).post(api::password_reset_set))
         .route("/verify-email/{token}", get(pages::verification).post(pages::verification_step))
         .route("/api/v1/email-verifications/{token}", get(api::verification).post(api::verify))

@@ -6,7 +6,9 @@
 use std::sync::Arc;
 
 use axum::Form;
-use axum::extract::{Path, State};
+use std::net::SocketAddr;
+
+use axum::extract::{ConnectInfo, Path, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{Html, IntoResponse, Redirect, Response};
 use base64::Engine as _;
@@ -19,11 +21,12 @@ use super::guard::{form_cookie, form_token, form_token_matches};
 use super::links::{self, LinkProblem, OpenLink, Stage};
 use super::onboarding::{self, StepError};
 use super::password_reset::{self, OpenPasswordReset};
+use super::recovery::Asked;
 use super::reenrolment::{self, OpenReset};
 use super::verification;
-use crate::api::User;
+use crate::api::{Initiator, User};
 
-const TEMPLATES: [(&str, &str); 14] = [
+const TEMPLATES: [(&str, &str); 15] = [
     ("base.html", include_str!("templates/base.html")),
     ("password.html", include_str!("templates/password.html")),
     ("reset_password.html", include_str!("templates/reset_password.html")),
@@ -38,6 +41,7 @@ const TEMPLATES: [(&str, &str); 14] = [
     ("signed_out.html", include_str!("templates/signed_out.html")),
     ("device.html", include_str!("templates/device.html")),
     ("signin_fields.html", include_str!("templates/signin_fields.html")),
+    ("forgot.html", include_str!("templates/forgot.html")),
 ];
 const STYLESHEET: &str = include_str!("templates/portal.css");
 
@@ -265,11 +269,84 @@ fn password_reset_page(
     page(
         portal,
         &link.user,
-        Shown::ResetPassword(link.expires_at, link.code_required),
+        Shown::ResetPassword(
+            link.expires_at,
+            link.code_required,
+            link.reset.spec.initiator == Initiator::Person,
+        ),
         headers,
         status,
         error,
     )
+}
+
+/// What the "forgot your password?" form posts.
+#[derive(Deserialize)]
+pub struct ForgotForm {
+    #[serde(default)]
+    form_token: String,
+    #[serde(default)]
+    identifier: String,
+}
+
+/// `GET /forgot-password`: asks for the account's email address or username.
+pub async fn forgot_password(State(portal): State<Arc<Portal>>, headers: HeaderMap) -> Response {
+    forgot_page(&portal, &headers, StatusCode::OK, false, None)
+}
+
+/// `POST /forgot-password`: the same page for every account, known or not ("check your
+/// email"); the request is worked off after the answer ([`super::recovery`]).
+pub async fn forgot_password_step(
+    State(portal): State<Arc<Portal>>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+    Form(form): Form<ForgotForm>,
+) -> Response {
+    if !form_token_matches(&headers, &form.form_token) {
+        return forgot_page(
+            &portal,
+            &headers,
+            StatusCode::FORBIDDEN,
+            false,
+            Some("This form has expired. Try again. (Cookies must be allowed for this site.)"),
+        );
+    }
+    let client = portal.recovery.client(peer.ip(), &headers);
+    match portal.recovery.ask(&form.identifier, client) {
+        Asked::Taken => forgot_page(&portal, &headers, StatusCode::OK, true, None),
+        Asked::TooMany(_) => forgot_page(
+            &portal,
+            &headers,
+            StatusCode::TOO_MANY_REQUESTS,
+            false,
+            Some("Too many requests from your network. Try again in an hour."),
+        ),
+        Asked::Empty => forgot_page(
+            &portal,
+            &headers,
+            StatusCode::UNPROCESSABLE_ENTITY,
+            false,
+            Some("Enter the email address or username of your account."),
+        ),
+    }
+}
+
+fn forgot_page(
+    portal: &Portal,
+    headers: &HeaderMap,
+    status: StatusCode,
+    sent: bool,
+    error: Option<&str>,
+) -> Response {
+    let Ok(form_token) = form_token(headers) else {
+        return problem(portal, StatusCode::INTERNAL_SERVER_ERROR, "Something went wrong", "Try again.");
+    };
+    let page = portal.pages.render(
+        status,
+        "forgot.html",
+        context! { org => &portal.org_name, root => "", form_token => &form_token, sent => sent, error => error },
+    );
+    with_form_cookie(portal, page, &form_token)
 }
 
 /// `GET /verify-email/{token}`: asks for a click (nothing changes on GET).
@@ -340,8 +417,8 @@ enum Shown<'a> {
     /// Confirm the current password (re-enrolment).
     CurrentPassword,
     /// Choose a new password through a reset link (with the link's expiry), with a code
-    /// when a second factor is enrolled.
-    ResetPassword(Option<Timestamp>, bool),
+    /// when a second factor is enrolled; whether the person asked for it.
+    ResetPassword(Option<Timestamp>, bool, bool),
     /// Set up an authenticator app with this secret.
     Totp(&'a str),
 }
@@ -408,12 +485,13 @@ fn page(
             },
         ),
         Shown::CurrentPassword => portal.pages.render(status, "reset_password.html", common),
-        Shown::ResetPassword(expires, code_required) => portal.pages.render(
+        Shown::ResetPassword(expires, code_required, requested) => portal.pages.render(
             status,
             "new_password.html",
             context! {
                 min_length => portal.policy.min_length,
                 code_required => code_required,
+                requested => requested,
                 expires => expires.map(|t| t.strftime("%Y-%m-%d %H:%M UTC").to_string()),
                 ..common
             },
@@ -507,6 +585,9 @@ mod tests {
             ),
             ("device.html", context! { mode => "confirm", client => "tv", who => "j@example.com" }),
             ("device.html", context! { mode => "done", client => "tv" }),
+            ("forgot.html", context! { sent => false, error => "empty" }),
+            ("forgot.html", context! { sent => true }),
+            ("signin.html", context! { client => "app", forgot => "/forgot-password" }),
         ] {
             let response = pages.render(StatusCode::OK, name, context! { ..extra, ..common.clone() });
             assert_eq!(response.status(), StatusCode::OK, "{name}");

@@ -1,7 +1,7 @@
 //! Setting a new password through a PasswordReset's link — one step, shared by the page and
 //! the JSON API: the new password (policy enforced) and, when a second factor is enrolled, a
 //! current code (a link alone does not take an account over). Success sets the password,
-//! ends the failed-sign-in count and any lock, and spends the link. A link is judged like
+//! ends the failed-sign-in count and the lock (see [`ends_lock`]), and spends the link. A link is judged like
 //! the others: by the token's hash in the index, the reset's phase and expiry, and what the
 //! credentials Secret records (which reset's link is open, which was used, wrong codes).
 
@@ -14,13 +14,14 @@ use kube::ResourceExt;
 use super::Portal;
 use super::links::{LinkProblem, account, find_token, owner};
 use super::onboarding::{StepError, caught_up, internal, new_password_hash};
-use crate::api::{Delivery, PasswordReset, ResetPhase, User, UserState};
+use crate::api::{Delivery, Initiator, PasswordReset, ResetPhase, User, UserState};
 use crate::controller::names::{PASSWORD_RESET_TOKEN_TYPE, TOKEN_EXPIRES_AT};
 use crate::credentials::record::{
-    FAILED_LOGINS, LOCKED_AT, PASSWORD_HASH, PASSWORD_RESET_DONE_FOR, PASSWORD_RESET_FAILURES,
-    PASSWORD_RESET_MAX_FAILURES, PASSWORD_RESET_UID, PASSWORD_SET_AT, TOTP_LAST_STEP, TOTP_SECRET,
+    FAILED_LOGINS, LOCKED_AT, PASSWORD_CHANGED_AT, PASSWORD_HASH, PASSWORD_RESET_DONE_FOR,
+    PASSWORD_RESET_FAILURES, PASSWORD_RESET_MAX_FAILURES, PASSWORD_RESET_UID, PASSWORD_SET_AT,
+    TOTP_LAST_STEP, TOTP_SECRET,
 };
-use crate::credentials::{CredentialFacts, TotpSecret, verify_totp};
+use crate::credentials::{CredentialFacts, Standing, TotpSecret, verify_totp};
 use crate::facts::{self, Changes, text};
 
 /// A password-reset link that can be used. Its `Debug` leaves the credentials Secret out.
@@ -156,6 +157,8 @@ pub async fn set_password(
     let now = Timestamp::now().to_string();
     let vouched = link.reset.spec.delivery == Delivery::Link;
     let mfa_required = link.user.spec.mfa.required;
+    let requested = link.reset.spec.initiator == Initiator::Person;
+    let (lockout, at) = (portal.signin.lockout, Timestamp::now());
     // One decision on the Secret as it is now, under its resourceVersion: the link may have
     // been used or replaced, the code spent, or the wrong codes used up, meanwhile — so every
     // code is judged once, and the cap on wrong codes holds however many requests race.
@@ -185,11 +188,14 @@ pub async fn set_password(
         let mut changes = Changes::from([
             (PASSWORD_HASH, Some(hash.clone())),
             (PASSWORD_SET_AT, Some(now.clone())),
-            (FAILED_LOGINS, Some("0".to_owned())),
-            (LOCKED_AT, None),
+            (PASSWORD_CHANGED_AT, Some(now.clone())),
             (PASSWORD_RESET_DONE_FOR, Some(uid.clone())),
             (PASSWORD_RESET_FAILURES, None),
         ]);
+        if ends_lock(requested, lockout.of(&facts, at)) {
+            changes.insert(FAILED_LOGINS, Some("0".to_owned()));
+            changes.insert(LOCKED_AT, None);
+        }
         if let Some(step) = step {
             changes.insert(TOTP_LAST_STEP, Some(step.to_string()));
         }
@@ -200,6 +206,13 @@ pub async fn set_password(
     caught_up(portal, &link.credentials, written).await?;
     tracing::info!(user = %super::who(&link.user), reset = %link.reset.name_any(), "a new password was set through a reset link");
     Ok(())
+}
+
+/// Whether a new password set through a reset ends the account's lock: an admin's reset
+/// ends any (the admin vouches); one the person asked for ends only a lock that would end by
+/// itself — one an admin must lift stays for the admin.
+pub fn ends_lock(requested_by_person: bool, standing: Standing) -> bool {
+    !requested_by_person || !matches!(standing, Standing::Locked { until: None })
 }
 
 #[cfg(test)]
@@ -219,6 +232,16 @@ mod tests {
             open: Some("r1"),
             ..Default::default()
         }
+    }
+
+    #[test]
+    fn the_persons_own_reset_ends_only_a_lock_that_ends_by_itself() {
+        let temporary = Standing::Locked { until: Some(at(100)) };
+        let for_good = Standing::Locked { until: None };
+        assert!(ends_lock(false, for_good), "an admin's reset unlocks");
+        assert!(ends_lock(true, temporary));
+        assert!(!ends_lock(true, for_good), "a lock an admin must lift stays");
+        assert!(ends_lock(true, Standing::Open { failed: 3 }), "failures so far are forgiven");
     }
 
     #[test]

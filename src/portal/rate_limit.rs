@@ -33,17 +33,22 @@ impl RateLimiter {
     /// `per_minute` requests per minute per client, in bursts of as many, remembering at
     /// most [`MAX_CLIENTS`]; `trusted` are the proxies in front of roster.
     pub fn new(per_minute: u32, trusted: Vec<IpNet>) -> Self {
-        Self::with_capacity(per_minute, trusted, MAX_CLIENTS)
+        Self::per_period(per_minute, Duration::from_secs(60), trusted)
     }
 
-    fn with_capacity(per_minute: u32, trusted: Vec<IpNet>, capacity: usize) -> Self {
-        let per_minute = per_minute.max(1);
-        let interval = Duration::from_secs(60) / per_minute;
+    /// `count` requests per `period` per client, in bursts of as many.
+    pub fn per_period(count: u32, period: Duration, trusted: Vec<IpNet>) -> Self {
+        Self::with_capacity(count, period, trusted, MAX_CLIENTS)
+    }
+
+    fn with_capacity(count: u32, period: Duration, trusted: Vec<IpNet>, capacity: usize) -> Self {
+        let count = count.max(1);
+        let interval = period / count;
         Self {
             buckets: Mutex::new(LruCache::unbounded()),
             capacity: capacity.max(1),
             interval,
-            tolerance: interval * (per_minute - 1),
+            tolerance: interval * (count - 1),
             trusted,
         }
     }
@@ -166,7 +171,7 @@ mod tests {
 
     #[test]
     fn the_remembered_clients_are_bounded_least_recent_first() {
-        let limiter = RateLimiter::with_capacity(1, Vec::new(), 100);
+        let limiter = RateLimiter::with_capacity(1, Duration::from_secs(60), Vec::new(), 100);
         let now = Instant::now();
         for n in 0..1000u32 {
             let _ = limiter.check(IpAddr::V4(n.into()), now);

@@ -355,6 +355,21 @@ async fn flow(ns: &Ns, mailpit: &Mailpit, operator: &Operator) -> anyhow::Result
         .await?;
     ensure!(confirm.status() == 200, "totp: {}", confirm.status());
     wait_for(&ns.raw::<User>(), "proof", "ACTIVE", |u| phase(u) == "ACTIVE").await?;
+    // "Forgot your password?": roster creates the PasswordReset itself.
+    let asked = client
+        .post(format!("{}/api/v1/password-resets", operator.portal_url))
+        .json(&json!({"identifier": address}))
+        .send()
+        .await?;
+    ensure!(asked.status() == 202, "recovery: {}", asked.status());
+    crate::harness::poll_until("the person's own reset delivered", || async {
+        let resets = ns.api::<PasswordReset>().list(&Default::default()).await?.items;
+        Ok(resets.iter().any(|r| {
+            r.spec.initiator == roster::api::Initiator::Person
+                && r.status.as_ref().and_then(|s| s.phase) == Some(roster::api::ResetPhase::Completed)
+        }))
+    })
+    .await?;
     ns.apply(json!({
         "apiVersion": "roster.dev/v1alpha1", "kind": "MfaReset", "metadata": {"name": "proof-reset"},
         "spec": {"userRef": {"name": "proof"}, "reason": "rbac proof", "delivery": "Email", "ttlSecondsAfterFinished": 1},

@@ -129,6 +129,7 @@ impl Operator {
         let mut args = vec![
             // The tests share one client address; the rate-limit test runs its own operator.
             "--portal-rate-limit=100000".to_owned(),
+            "--recovery-rate-limit=100000".to_owned(),
             // Fast hashing: the tests exercise the flow, not argon2's cost.
             "--argon2-memory-kib=1024".to_owned(),
             "--argon2-iterations=1".to_owned(),

@@ -25,6 +25,7 @@ mod oidc_clients;
 mod operator;
 mod password_resets;
 mod portal;
+mod recovery;
 mod resets;
 mod settle;
 mod signin;
@@ -53,6 +54,7 @@ fn main() -> ExitCode {
         operator::trials(),
         password_resets::trials(),
         portal::trials(),
+        recovery::trials(),
         resets::trials(),
         settle::trials(),
         signin::trials(),

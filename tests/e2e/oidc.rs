@@ -803,7 +803,7 @@ pub type Rp = openidconnect::core::CoreClient<
 
 /// One authorization request in flight.
 pub struct SignIn {
-    url: String,
+    pub url: String,
     csrf: CsrfToken,
     nonce: Nonce,
     verifier: String,

@@ -303,6 +303,25 @@ pub fn trials() -> Vec<Trial> {
                 statuses.push(client.get(url).send().await?.status().as_u16());
             }
             ensure!(statuses == [200, 200, 200, 429], "discovery: {statuses:?}");
+
+            // "Forgot your password?" has a budget of its own, per address, within the
+            // portal's: a fresh operator, so that the portal's is not spent.
+            drop(operator);
+            let operator = Operator::start(
+                &shared().kubeconfig,
+                &dir,
+                "operator-recovery-limited",
+                &["--recovery-rate-limit=2", &format!("--watch-namespaces={}", ns.name)],
+            )
+            .await?;
+            let mut statuses = Vec::new();
+            for _ in 0..3 {
+                let url = format!("{}/api/v1/password-resets", operator.portal_url);
+                let answer =
+                    client.post(url).json(&json!({"identifier": "nobody@example.com"})).send().await?;
+                statuses.push(answer.status().as_u16());
+            }
+            ensure!(statuses == [202, 202, 429], "recovery requests: {statuses:?}");
             Ok(())
         }),
     ]
