@@ -522,11 +522,11 @@ fn now() -> Time {
     crate::api::status_time(Timestamp::now())
 }
 
-/// Requeue a second after `at` (a deadline such as an invite's expiry), or at once if it
-/// has passed: the reconcile that finds the deadline reached does the work.
 /// The longest a reconcile is put off, in seconds (a year).
 const REQUEUE_LIMIT: u64 = 365 * 24 * 3600;
 
+/// Requeue a second after `at` (a deadline such as an invite's expiry), or at once if it
+/// has passed: the reconcile that finds the deadline reached does the work.
 fn requeue_at(at: Option<Timestamp>, now: Timestamp) -> Action {
     match at {
         Some(at) => {

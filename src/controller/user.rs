@@ -138,14 +138,15 @@ pub(super) async fn reconcile(user: Arc<User>, ctx: Arc<Context>) -> Result<Acti
         apply_status(&ctx, user.as_ref(), &status).await?;
     }
     // After the status write: a delivery problem is retried, and never keeps status stale.
-    if let (Some(secret), Some(true)) = (&secret, owned) {
-        super::notices::send_due(&ctx, &user, secret).await?;
-    }
     let verification_due =
         if decision.verify_email { super::verification::ensure_sent(&ctx, &user).await? } else { None };
     tracing::debug!(phase = %decision.phase, wrote_status = changed, "reconciled");
     if previous.phase != Some(decision.phase) {
         announce(&ctx, &user, previous.phase, &status).await;
+    }
+    // Last: a notice that cannot be sent yet holds nothing above back.
+    if let (Some(secret), Some(true)) = (&secret, owned) {
+        super::notices::send_due(&ctx, &user, secret).await?;
     }
 
     let recheck = awaited.then(|| now.0 + super::expectations::RECHECK);
@@ -284,6 +285,9 @@ async fn announce(ctx: &Context, user: &User, from: Option<UserPhase>, status: &
         UserPhase::Active => (EventType::Normal, "Activated", "the user completed onboarding".to_owned()),
         UserPhase::Inactive if ready.is_some_and(|c| c.reason == reasons::LOCKED_OUT) => {
             (EventType::Warning, "LockedOut", "locked out after too many failed sign-ins".to_owned())
+        }
+        UserPhase::Inactive if ready.is_some_and(|c| c.reason == reasons::EXPIRED) => {
+            (EventType::Normal, "Expired", "spec.expiresAt has passed; sign-ins are refused".to_owned())
         }
         UserPhase::Inactive => {
             (EventType::Normal, "Deactivated", "spec.state is Inactive; sign-ins are refused".to_owned())

@@ -61,7 +61,7 @@ pub const RECOVERY_REQUESTS: &str = "recoveryRequests";
 /// Key of when the person changed a password they had (through a reset link or the account
 /// page; not the first one, set while onboarding): the security notice names it.
 pub const PASSWORD_CHANGED_AT: &str = "passwordChangedAt";
-/// Key of when the person replaced their authenticator on the account page.
+/// Key of when the person replaced their authenticator (re-enrolment after an MfaReset).
 pub const TOTP_REPLACED_AT: &str = "totpReplacedAt";
 /// Key of the [`PASSWORD_CHANGED_AT`] the person was last told about by email.
 pub const NOTICED_PASSWORD_CHANGE: &str = "noticedPasswordChange";

@@ -19,9 +19,15 @@ use kube::{Resource, ResourceExt};
 use tokio::sync::mpsc;
 
 use super::rate_limit::RateLimiter;
-use crate::api::{Delivery, Initiator, LocalObjectReference, PasswordReset, PasswordResetSpec, UserState};
-use crate::credentials::CredentialFacts;
-use crate::credentials::record::RECOVERY_REQUESTS;
+use k8s_openapi::api::core::v1::Secret;
+
+use crate::api::{
+    Delivery, Initiator, LocalObjectReference, PasswordReset, PasswordResetSpec, ResetPhase, UserState,
+};
+use crate::credentials::record::{
+    EmailProof, PASSWORD_RESET_DONE_FOR, PASSWORD_RESET_UID, RECOVERY_REQUESTS,
+};
+use crate::credentials::{CredentialFacts, Standing};
 use crate::directory::Identifier;
 use crate::facts::{self, Changes, text};
 use crate::signin::{SignIn, who};
@@ -32,8 +38,8 @@ pub const PER_DAY: usize = 3;
 /// request waits.
 pub const LINK_TTL: SignedDuration = SignedDuration::from_hours(1);
 /// How long a finished self-service PasswordReset is kept for audit before it deletes
-/// itself (seconds).
-pub const KEPT_FOR: i64 = 7 * 24 * 3600;
+/// itself (seconds): a day, so that strangers' requests leave few objects behind.
+pub const KEPT_FOR: i64 = 24 * 3600;
 /// Requests waiting for the worker; beyond, a request is dropped (logged). The per-address
 /// limit keeps a flood from one client far below it.
 pub const QUEUE: usize = 1024;
@@ -88,8 +94,14 @@ impl Recovery {
         if let Err(wait) = self.limiter.check(client, Instant::now()) {
             return Asked::TooMany(wait);
         }
-        if self.queue.try_send(Request { identifier: identifier.to_owned(), client }).is_err() {
-            tracing::warn!("too many password recovery requests waiting; one was dropped");
+        match self.queue.try_send(Request { identifier: identifier.to_owned(), client }) {
+            Ok(()) => {}
+            Err(mpsc::error::TrySendError::Full(_)) => {
+                tracing::warn!("too many password recovery requests waiting; one was dropped");
+            }
+            Err(mpsc::error::TrySendError::Closed(_)) => {
+                tracing::error!("the password recovery worker has stopped; a request was dropped");
+            }
         }
         Asked::Taken
     }
@@ -106,6 +118,13 @@ pub struct RecoveryFacts {
     pub onboarded: bool,
     /// A second factor is due but none is enrolled: nothing would prove who holds the link.
     pub unproven: bool,
+    /// No second factor is enrolled and the person never proved they read mail at their
+    /// address: the link alone would open the account, sent to an address nobody vouched for.
+    pub mailbox_unproven: bool,
+    /// Locked until an admin acts: recovery cannot lift that.
+    pub locked_for_good: bool,
+    /// An admin's reset link is open: a stranger's request must not replace it.
+    pub admin_link_open: bool,
     /// When the person asked before (what the credentials Secret recorded).
     pub asked: Vec<Timestamp>,
     /// When the password was last set.
@@ -136,6 +155,15 @@ pub fn decide(facts: &RecoveryFacts, now: Timestamp) -> Verdict {
     if facts.unproven {
         return Verdict::Skip("a second factor is due and none is enrolled");
     }
+    if facts.mailbox_unproven {
+        return Verdict::Skip("no second factor, and the address was never proven");
+    }
+    if facts.locked_for_good {
+        return Verdict::Skip("the account is locked until an admin acts");
+    }
+    if facts.admin_link_open {
+        return Verdict::Skip("an admin's reset link is open");
+    }
     let day_ago = now - SignedDuration::from_hours(24);
     let mut recent: Vec<Timestamp> =
         facts.asked.iter().copied().filter(|t| *t > day_ago && *t <= now).collect();
@@ -154,7 +182,7 @@ pub fn decide(facts: &RecoveryFacts, now: Timestamp) -> Verdict {
 }
 
 /// The times recorded under [`RECOVERY_REQUESTS`] (space-separated RFC 3339).
-fn asked(secret: &k8s_openapi::api::core::v1::Secret) -> Vec<Timestamp> {
+fn asked(secret: &Secret) -> Vec<Timestamp> {
     text(secret, RECOVERY_REQUESTS)
         .unwrap_or_default()
         .split_whitespace()
@@ -195,11 +223,16 @@ async fn recover(signin: &SignIn, request: &Request) -> Result<(), RecoveryError
         refused: signin.caches.directory_conflict(&user, &signin.allowed_email_domains).is_some(),
         ..Default::default()
     };
+    let resets = signin.caches.password_resets_of(&user.namespace().unwrap_or_default(), &user.name_any());
     let (verdict, _) = facts::update(&signin.client, &credentials, |current| {
         let progress = CredentialFacts::of(current);
         let facts = RecoveryFacts {
             onboarded: progress.onboarded(mfa_required),
             unproven: progress.reset_link_unproven(mfa_required, false),
+            mailbox_unproven: !progress.totp_enrolled
+                && progress.email_verified(&user.spec.email) != EmailProof::Verified,
+            locked_for_good: matches!(signin.lockout.of(&progress, now), Standing::Locked { until: None }),
+            admin_link_open: admin_link_open(&resets, current, now),
             asked: asked(current),
             password_set_at: progress.password_set_at,
             ..fixed.clone()
@@ -218,16 +251,47 @@ async fn recover(signin: &SignIn, request: &Request) -> Result<(), RecoveryError
             tracing::info!(user = %who(&user), client = %request.client, reason = why, "a password recovery was not sent");
             Ok(())
         }
-        Verdict::Send(_) => {
-            let reset = create(signin, &user, request.client).await?;
-            tracing::info!(user = %who(&user), client = %request.client, reset = %reset, "a person asked to recover their password");
-            Ok(())
-        }
+        Verdict::Send(_) => match create(signin, &user).await {
+            Ok(reset) => {
+                tracing::info!(user = %who(&user), client = %request.client, reset = %reset, "a person asked to recover their password");
+                Ok(())
+            }
+            Err(error) => {
+                // Not made: the request does not count against the person's limits.
+                let latest = signin.caches.credentials_of(&user).unwrap_or(credentials);
+                let forget = facts::update(&signin.client, &latest, |current| {
+                    let kept: Vec<String> =
+                        asked(current).into_iter().filter(|t| *t != now).map(|t| t.to_string()).collect();
+                    ((), Changes::from([(RECOVERY_REQUESTS, (!kept.is_empty()).then(|| kept.join(" ")))]))
+                });
+                if let Err(e) = forget.await {
+                    tracing::warn!(user = %who(&user), error = %e, "a failed recovery still counts against the person's limits");
+                }
+                Err(error)
+            }
+        },
     }
 }
 
+/// Whether an admin's PasswordReset of the user has its link open: the one the credentials
+/// name, not used, not failed, not expired.
+fn admin_link_open(resets: &[Arc<PasswordReset>], credentials: &Secret, now: Timestamp) -> bool {
+    let open = text(credentials, PASSWORD_RESET_UID);
+    let used = text(credentials, PASSWORD_RESET_DONE_FOR);
+    resets.iter().any(|reset| {
+        let uid = reset.metadata.uid.as_deref();
+        let status = reset.status.as_ref();
+        reset.spec.initiator == Initiator::Admin
+            && uid.is_some()
+            && uid == open
+            && uid != used
+            && status.and_then(|s| s.phase) != Some(ResetPhase::Failed)
+            && status.and_then(|s| s.expires_at.as_ref()).is_none_or(|at| now < at.0)
+    })
+}
+
 /// Creates the PasswordReset (owned by the User, so it goes with them); its name.
-async fn create(signin: &SignIn, user: &crate::api::User, client: IpAddr) -> Result<String, RecoveryError> {
+async fn create(signin: &SignIn, user: &crate::api::User) -> Result<String, RecoveryError> {
     let namespace = user.namespace().unwrap_or_default();
     let failed = |source| RecoveryError::Create { user: who(user), source: Box::new(source) };
     let reset = PasswordReset {
@@ -243,9 +307,7 @@ async fn create(signin: &SignIn, user: &crate::api::User, client: IpAddr) -> Res
         },
         spec: PasswordResetSpec {
             user_ref: LocalObjectReference { name: user.name_any() },
-            reason: format!(
-                "forgot password: the person asked on the sign-in page (client address {client})"
-            ),
+            reason: "forgot password: the person asked on the sign-in page".to_owned(),
             delivery: Delivery::Email,
             initiator: Initiator::Person,
             ttl: std::time::Duration::try_from(LINK_TTL).unwrap_or(Duration::from_secs(3600)).into(),
@@ -285,6 +347,9 @@ mod tests {
             RecoveryFacts { refused: true, ..may() },
             RecoveryFacts { onboarded: false, ..may() },
             RecoveryFacts { unproven: true, ..may() },
+            RecoveryFacts { mailbox_unproven: true, ..may() },
+            RecoveryFacts { locked_for_good: true, ..may() },
+            RecoveryFacts { admin_link_open: true, ..may() },
         ] {
             assert!(matches!(decide(&facts, now), Verdict::Skip(_)), "{facts:?}");
         }

@@ -17,7 +17,7 @@ use crate::api::{MfaReset, ResetPhase, User, UserState};
 use crate::controller::names::{RESET_TOKEN_TYPE, TOKEN_EXPIRES_AT};
 use crate::credentials::record::{
     FAILED_LOGINS, LOCKED_AT, MFA_REENROLLED_FOR, MFA_RESET_UID, PASSWORD_HASH, REENROL_TOKEN,
-    TOTP_ENROLLED_AT, TOTP_LAST_STEP, TOTP_PENDING, TOTP_SECRET,
+    TOTP_ENROLLED_AT, TOTP_LAST_STEP, TOTP_PENDING, TOTP_REPLACED_AT, TOTP_SECRET,
 };
 use crate::credentials::{CredentialError, CredentialFacts, TotpSecret, verify_totp};
 use crate::facts::{self, Changes, text};
@@ -215,6 +215,7 @@ pub async fn confirm_totp(portal: &Portal, link: &OpenReset, code: &str) -> Resu
         let changes = Changes::from([
             (TOTP_SECRET, Some(secret.clone())),
             (TOTP_ENROLLED_AT, Some(now.clone())),
+            (TOTP_REPLACED_AT, Some(now.clone())),
             (TOTP_LAST_STEP, Some(step.to_string())),
             (TOTP_PENDING, None),
             (REENROL_TOKEN, None),

@@ -18,7 +18,7 @@ use serde_json::{Value, json};
 use crate::browser::{ChromeDriver, screenshot};
 use crate::harness::{Ns, poll_until, shared, trial, wait_for};
 use crate::invites::{message_text, messages_to, token_after};
-use crate::lifecycle::email;
+use crate::lifecycle::{email, enrolled};
 use crate::oidc::{SignIn, local, registered};
 use crate::portal::{PASSWORD, login, next_code, onboard, post};
 
@@ -84,14 +84,15 @@ pub fn trials() -> Vec<Trial> {
                         .any(|o| o.kind == "User" && o.name == "quinn"),
                     "not owned by its User"
                 );
-                poll_until("the recovery email", || async { Ok(!recovery_links(&known).await?.is_empty()) }).await?;
-            let links = recovery_links(&known).await?;
+                poll_until("the recovery email", || async { Ok(!recovery_links(&known).await?.is_empty()) })
+                    .await?;
+                let links = recovery_links(&known).await?;
                 ensure!(links.len() == 1, "{} recovery emails", links.len());
                 ensure!(messages_to(&unknown).await?.is_empty(), "mail to an address no account has");
 
                 // A password-only person: each used link makes room for the next, three a day.
-                onboard(&ns, "rosa", json!({"mfa": {"required": false}})).await?;
-                let rosa = email("rosa", &ns);
+                // (Without a second factor the mailbox alone recovers: only a proven one.)
+                let rosa = enrolled(&ns, "rosa", json!({"mfa": {"required": false}}), None).await?;
                 for round in 1..=3 {
                     recover(&rosa).await?;
                     poll_until("the recovery link emailed", || async {
@@ -108,8 +109,14 @@ pub fn trials() -> Vec<Trial> {
                 ensure!(self_resets(&ns, "rosa").await?.len() == 3, "a fourth recovery in a day");
                 ensure!(recovery_links(&rosa).await?.len() == 3, "a fourth recovery email in a day");
 
+                // No second factor and an address never proven (a handed-over invitation): nothing.
+                onboard(&ns, "una", json!({"mfa": {"required": false}})).await?;
+                recover(&email("una", &ns)).await?;
+                settled(&ns).await?;
+                ensure!(self_resets(&ns, "una").await?.is_empty(), "the mailbox alone, unproven, recovered");
+
                 // Deactivated: nothing at all.
-                onboard(&ns, "sid", json!({"mfa": {"required": false}})).await?;
+                enrolled(&ns, "sid", json!({"mfa": {"required": false}}), None).await?;
                 let patch = json!({"spec": {"state": "Inactive"}});
                 ns.api::<User>().patch("sid", &PatchParams::default(), &Patch::Merge(&patch)).await?;
                 wait_for(&ns.raw::<User>(), "sid", "INACTIVE", |u| u.data["status"]["phase"] == "INACTIVE")
@@ -220,8 +227,8 @@ fn step_now() -> i64 {
 /// are decided.
 async fn settled(ns: &Ns) -> anyhow::Result<()> {
     let name = format!("sentinel-{}", Timestamp::now().as_millisecond() % 1_000_000);
-    onboard(ns, &name, json!({"mfa": {"required": false}})).await?;
-    recover(&email(&name, ns)).await?;
+    let address = enrolled(ns, &name, json!({"mfa": {"required": false}}), None).await?;
+    recover(&address).await?;
     poll_until("the sentinel's recovery", || async { Ok(!self_resets(ns, &name).await?.is_empty()) }).await
 }
 
