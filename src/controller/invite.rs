@@ -647,7 +647,7 @@ async fn send_email(
                 org: ctx.settings.org_name.clone(),
                 name,
                 link: link.to_owned(),
-                expires: expires.strftime("%Y-%m-%d %H:%M UTC").to_string(),
+                expires: crate::mail::for_people(expires),
             },
         )
         .map_err(|e| Undelivered::Setup(SetupError::Templates(e.to_string())))?;

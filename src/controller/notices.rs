@@ -22,7 +22,7 @@ use crate::credentials::record::{
 };
 use crate::credentials::{CredentialFacts, Lockout, Standing};
 use crate::facts::{self, Changes, text};
-use crate::mail::SecurityNotice;
+use crate::mail::{SecurityNotice, for_people};
 use crate::{Error, Result};
 
 /// Something the person is told about.
@@ -167,17 +167,13 @@ async fn send(
     until: Option<Timestamp>,
 ) -> Result<()> {
     let failed = |reason: String| Error::Mail { what: "a security notice", reason };
-    let people = |text: &str| {
-        text.parse::<Timestamp>()
-            .map(|t| t.strftime("%Y-%m-%d %H:%M UTC").to_string())
-            .unwrap_or_else(|_| text.to_owned())
-    };
+    let people = |text: &str| text.parse::<Timestamp>().map_or_else(|_| text.to_owned(), for_people);
     let mail = SecurityNotice {
         org: ctx.settings.org_name.clone(),
         name: addressed_as(user),
         event: notice.event.name(),
         at: people(&notice.happened),
-        until: until.map(|t| people(&t.to_string())),
+        until: until.map(for_people),
     };
     let rendered =
         templates.security_notice(user.spec.locale.as_deref(), &mail).map_err(|e| failed(e.to_string()))?;

@@ -559,7 +559,7 @@ async fn notify<K: ResetKind>(
         org: ctx.settings.org_name.clone(),
         name: addressed_as(&user),
         link,
-        expires: expires.strftime("%Y-%m-%d %H:%M UTC").to_string(),
+        expires: crate::mail::for_people(expires),
         requested: reset.spec().requested_by_person,
     };
     let mail = templates

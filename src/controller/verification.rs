@@ -105,7 +105,7 @@ pub(super) async fn ensure_sent(ctx: &Context, user: &User) -> Result<Option<Tim
             org: ctx.settings.org_name.clone(),
             name: addressed_as(user),
             link: Some(link),
-            expires: expires.strftime("%Y-%m-%d %H:%M UTC").to_string(),
+            expires: crate::mail::for_people(expires),
             requested: false,
         };
         let mail = templates

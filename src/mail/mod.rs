@@ -13,7 +13,9 @@ use lettre::transport::smtp::authentication::Credentials;
 use lettre::transport::smtp::client::{Tls, TlsParameters};
 use lettre::{AsyncSmtpTransport, AsyncTransport, Message, Tokio1Executor};
 
-pub use templates::{Invitation, Rendered, ResetNotice, SecurityNotice, TemplateError, Templates};
+pub use templates::{
+    Invitation, Rendered, ResetNotice, SecurityNotice, TemplateError, Templates, for_people,
+};
 
 /// How the SMTP connection is secured.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

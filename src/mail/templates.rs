@@ -4,6 +4,7 @@
 
 use std::collections::BTreeMap;
 
+use k8s_openapi::jiff::Timestamp;
 use minijinja::Environment;
 
 /// Languages with built-in templates; the first is the fallback.
@@ -41,6 +42,11 @@ const BUILT_IN: [(&str, &str); 30] = [
     ("security-notice.de.body.txt", include_str!("templates/security-notice.de.body.txt")),
     ("security-notice.de.body.html", include_str!("templates/security-notice.de.body.html")),
 ];
+
+/// A time as emails and pages show it to people: `2026-11-24 10:00 UTC`.
+pub fn for_people(time: Timestamp) -> String {
+    time.strftime("%Y-%m-%d %H:%M UTC").to_string()
+}
 
 /// A rendered email.
 #[derive(Clone, Debug, PartialEq, Eq)]

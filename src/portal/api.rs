@@ -320,14 +320,10 @@ pub async fn recover(
             })),
         )
             .into_response(),
-        Asked::TooMany(wait) => {
-            let mut response =
-                problem(StatusCode::TOO_MANY_REQUESTS, "tooManyRequests", "too many recovery requests; try again later");
-            if let Ok(value) = axum::http::HeaderValue::from_str(&wait.as_secs().saturating_add(1).to_string()) {
-                response.headers_mut().insert(axum::http::header::RETRY_AFTER, value);
-            }
-            response
-        }
+        Asked::TooMany(wait) => super::guard::retry_after(
+            problem(StatusCode::TOO_MANY_REQUESTS, "tooManyRequests", "too many recovery requests; try again later"),
+            wait,
+        ),
         Asked::Empty => problem(
             StatusCode::BAD_REQUEST,
             "identifierRequired",

@@ -27,15 +27,19 @@ pub async fn rate_limit(
     match limiter.check(client, std::time::Instant::now()) {
         Ok(()) => next.run(request).await,
         Err(wait) => {
-            let mut response =
+            let response =
                 (StatusCode::TOO_MANY_REQUESTS, "too many requests; try again shortly\n").into_response();
-            let seconds = wait.as_secs().saturating_add(1).to_string();
-            if let Ok(value) = HeaderValue::from_str(&seconds) {
-                response.headers_mut().insert(header::RETRY_AFTER, value);
-            }
-            response
+            retry_after(response, wait)
         }
     }
+}
+
+/// `response` with a `Retry-After` of `wait`, rounded up to whole seconds.
+pub fn retry_after(mut response: Response, wait: std::time::Duration) -> Response {
+    if let Ok(value) = HeaderValue::from_str(&wait.as_secs().saturating_add(1).to_string()) {
+        response.headers_mut().insert(header::RETRY_AFTER, value);
+    }
+    response
 }
 
 /// Headers on every response: nothing is cached (pages show secrets, links carry tokens),

@@ -480,7 +480,7 @@ fn page(
             context! {
                 min_length => portal.policy.min_length,
                 steps => if spec.mfa.required { 2 } else { 1 },
-                expires => expires.map(|t| t.strftime("%Y-%m-%d %H:%M UTC").to_string()),
+                expires => expires.map(crate::mail::for_people),
                 ..common
             },
         ),
@@ -492,7 +492,7 @@ fn page(
                 min_length => portal.policy.min_length,
                 code_required => code_required,
                 requested => requested,
-                expires => expires.map(|t| t.strftime("%Y-%m-%d %H:%M UTC").to_string()),
+                expires => expires.map(crate::mail::for_people),
                 ..common
             },
         ),

@@ -192,9 +192,7 @@ async fn forgot_in_browser(ns: &Ns, browser: &Client, dir: &Path) -> anyhow::Res
 
     // Signed in with the new password, the lock gone: a code from a step after the one the
     // reset spent.
-    while step_now() < used_step {
-        tokio::time::sleep(Duration::from_millis(500)).await; // the next TOTP step, not a race
-    }
+    poll_until("the TOTP step after the spent one", || async { Ok(step_now() >= used_step) }).await?;
     let again = SignIn::start(&client, &[]).await?;
     browser.goto(&local(&again.url)).await?;
     browser.wait().for_element(Locator::Css("#identifier")).await?.send_keys(&address).await?;
