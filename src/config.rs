@@ -139,6 +139,13 @@ pub struct RunConfig {
     #[arg(long, env = "ROSTER_SESSION_LIFETIME", default_value = "24h", value_parser = parse_session_lifetime)]
     pub session_lifetime: std::time::Duration,
 
+    /// How long a sign-in session lasts unused, as a duration (`0`: no idle timeout; else at
+    /// least 10s). Each use moves it on: an application signed in with it, a refresh of one
+    /// of its applications' tokens, the account page. Unused longer, it ends with its
+    /// applications' refresh tokens, as at its lifetime.
+    #[arg(long, env = "ROSTER_SESSION_IDLE_TIMEOUT", default_value = "2h", value_parser = parse_idle_timeout)]
+    pub session_idle_timeout: std::time::Duration,
+
     /// Namespaces whose OidcClients may admit other namespaces' Users (`userNamespaces`),
     /// comma-separated. Elsewhere a client that names another namespace reports
     /// UserNamespacesNotAllowed: a namespace admin cannot reach another tenant's people.
@@ -252,6 +259,16 @@ fn parse_session_lifetime(text: &str) -> Result<std::time::Duration, String> {
     Ok(duration)
 }
 
+/// An idle timeout: `0` (none) or at least ten seconds (a session must outlast the redirects
+/// of one sign-in).
+fn parse_idle_timeout(text: &str) -> Result<std::time::Duration, String> {
+    let duration = parse_duration(text)?;
+    if !duration.is_zero() && duration < std::time::Duration::from_secs(10) {
+        return Err(format!("{text:?} must be 0 (none) or at least 10s"));
+    }
+    Ok(duration)
+}
+
 /// A Go-style duration (`15m`, `1h30m`, `0`), at most a year.
 fn parse_duration(text: &str) -> Result<std::time::Duration, String> {
     let parsed: kube::core::Duration =
@@ -307,5 +324,8 @@ mod tests {
         assert_eq!(parse_rotation("720h").unwrap(), std::time::Duration::from_secs(720 * 3600));
         assert_eq!(parse_session_lifetime("24h").unwrap(), std::time::Duration::from_secs(24 * 3600));
         assert!(parse_session_lifetime("4m").is_err());
+        assert_eq!(parse_idle_timeout("0").unwrap(), std::time::Duration::ZERO);
+        assert!(parse_idle_timeout("9s").is_err());
+        assert_eq!(parse_idle_timeout("30m").unwrap(), std::time::Duration::from_secs(1800));
     }
 }

@@ -23,6 +23,7 @@
 //! Errors are one [`Error`] enum; every failure path in a reconcile ends in it.
 #![forbid(unsafe_code)]
 
+pub mod account;
 pub mod api;
 pub mod config;
 pub mod controller;

@@ -127,14 +127,19 @@ async fn run(config: RunConfig) -> roster::Result<()> {
             let sweeper = Arc::new(oidc::sweeper::Sweeper::default());
             watches.index_sessions(sweeper.clone());
             tokio::spawn(sweeper.clone().run(client.clone(), shutdown.clone()));
-            let session_lifetime = SignedDuration::try_from(config.session_lifetime)
-                .map_err(|e| Error::Startup(format!("--session-lifetime: {e}")))?;
+            let sessions = oidc::session::Policy {
+                lifetime: SignedDuration::try_from(config.session_lifetime)
+                    .map_err(|e| Error::Startup(format!("--session-lifetime: {e}")))?,
+                idle: SignedDuration::try_from(config.session_idle_timeout)
+                    .map_err(|e| Error::Startup(format!("--session-idle-timeout: {e}")))
+                    .map(|idle| (!idle.is_zero()).then_some(idle))?,
+            };
             let issuer = Issuer::new(
                 &url.to_string(),
                 keys,
                 portal.clone(),
                 config.oidc_trusted_namespaces.clone(),
-                session_lifetime,
+                sessions,
                 sweeper,
             );
             let backchannel =

@@ -202,11 +202,25 @@ pub struct TokenLifetimes {
     #[schemars(length(max = 32), extend("default" = "720h"))]
     #[x_kube(validation = Rule::new(format!("{DURATION_PATTERN} && duration(self) >= duration('1m') && duration(self) <= duration('2160h')")).message("must be a duration such as 720h or 12h, between 1m and 2160h"))]
     pub refresh_token: kube::core::Duration,
+
+    /// How long refresh tokens keep coming after the sign-in, used or not, between 5m and
+    /// 8760h (a year); then the application must send the person to sign in again. Unset:
+    /// until the sign-in session ends (`--session-lifetime`, `--session-idle-timeout`), which
+    /// bounds every refresh token anyway.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 32))]
+    #[x_kube(validation = Rule::new(format!("{DURATION_PATTERN} && duration(self) >= duration('5m') && duration(self) <= duration('8760h')")).message("must be a duration such as 12h or 168h, between 5m and 8760h"))]
+    pub refresh_token_absolute: Option<kube::core::Duration>,
 }
 
 impl Default for TokenLifetimes {
     fn default() -> Self {
-        Self { access_token: one_hour(), id_token: one_hour(), refresh_token: thirty_days() }
+        Self {
+            access_token: one_hour(),
+            id_token: one_hour(),
+            refresh_token: thirty_days(),
+            refresh_token_absolute: None,
+        }
     }
 }
 

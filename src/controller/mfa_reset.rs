@@ -13,7 +13,7 @@ use crate::api::{Delivery, MfaReset, ResetStatus, User, UserState};
 use crate::credentials::CredentialFacts;
 use crate::credentials::record::{
     MFA_REENROLLED_FOR, MFA_RESET_AT, MFA_RESET_UID, REENROL_TOKEN, TOTP_ENROLLED_AT, TOTP_LAST_STEP,
-    TOTP_PENDING, TOTP_SECRET,
+    TOTP_PENDING, TOTP_REPLACEMENT, TOTP_SECRET,
 };
 use crate::facts::Changes;
 
@@ -71,6 +71,7 @@ impl ResetKind for MfaReset {
             (TOTP_ENROLLED_AT, None),
             (TOTP_LAST_STEP, None),
             (TOTP_PENDING, None),
+            (TOTP_REPLACEMENT, None),
             (REENROL_TOKEN, None),
             (MFA_RESET_AT, Some(now.to_owned())),
         ])

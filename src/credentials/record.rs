@@ -21,6 +21,8 @@ pub const FAILED_LOGINS: &str = "failedLogins";
 /// Key of when the failure that reached the lockout threshold happened (RFC 3339): a
 /// temporary lock runs from it.
 pub const LOCKED_AT: &str = "lockedAt";
+/// Key of the person's recent sign-ins and failed attempts (see [`crate::signin::history`]).
+pub const RECENT_SIGN_INS: &str = "recentSignIns";
 /// Key of when the person last signed in (RFC 3339).
 pub const LAST_LOGIN_AT: &str = "lastLoginAt";
 /// Key of when the person proved their mailbox by using an emailed link (RFC 3339).
@@ -30,6 +32,9 @@ pub const EMAIL_VERIFIED_AT: &str = "emailVerifiedAt";
 pub const EMAIL_VERIFIED_FOR: &str = "emailVerifiedFor";
 /// Key of a TOTP secret shown to the person but not yet confirmed with a code.
 pub const TOTP_PENDING: &str = "totpPending";
+/// Key of a new TOTP secret the person asked for on their account page, not yet confirmed
+/// with a code (an MfaReset removes it with the factor it would replace).
+pub const TOTP_REPLACEMENT: &str = "totpReplacement";
 /// Key of the SHA-256 of the invite token onboarding was started with: the link is in use.
 pub const ONBOARDING_TOKEN: &str = "onboardingToken";
 /// Key of when onboarding with that token was completed (RFC 3339): the link is spent.

@@ -11,7 +11,9 @@
 use std::sync::Arc;
 
 use axum::Form;
-use axum::extract::{Query, State};
+use std::net::{IpAddr, SocketAddr};
+
+use axum::extract::{ConnectInfo, Query, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Redirect, Response};
 use k8s_openapi::api::core::v1::Secret;
@@ -82,6 +84,7 @@ pub async fn start(
                 }
                 return denied(&issuer, &client, &request, NOT_ADMITTED);
             }
+            session::touch(&issuer, &live, now).await;
             match code_for(&issuer, &live.user, &live.secret, &live.session, &request, now).await {
                 Ok(redirect) => redirect,
                 Err(()) => unavailable(&issuer),
@@ -93,6 +96,7 @@ pub async fn start(
 /// `POST /authorize`: the sign-in.
 pub async fn sign_in(
     State(issuer): State<Arc<Issuer>>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
     headers: HeaderMap,
     Form(posted): Form<SignInForm>,
 ) -> Response {
@@ -110,9 +114,9 @@ pub async fn sign_in(
         );
     }
     let now = Timestamp::now();
-    let started =
-        start_session(&issuer, &client, &headers, &posted.identifier, &posted.password, &posted.code, now)
-            .await;
+    let typed = Typed { identifier: &posted.identifier, password: &posted.password, code: &posted.code };
+    let address = issuer.portal.address_of(peer, &headers);
+    let started = start_session(&issuer, Some(&client), &headers, &typed, address, now).await;
     let started = match started {
         Ok(started) => started,
         Err(NotStarted::Again(status, error)) => return again(status, error),
@@ -127,10 +131,10 @@ pub async fn sign_in(
     response
 }
 
-pub(super) const SOMETHING_WRONG: &str = "Something went wrong. Try again in a moment.";
+pub(crate) const SOMETHING_WRONG: &str = "Something went wrong. Try again in a moment.";
 
 /// A person signed in on one of the issuer's forms, with the session that started.
-pub(super) struct Started {
+pub(crate) struct Started {
     /// Who.
     pub user: Arc<User>,
     /// The session's Secret, as created.
@@ -151,28 +155,38 @@ impl Started {
 }
 
 /// Why a form's sign-in started no session.
-pub(super) enum NotStarted {
+pub(crate) enum NotStarted {
     /// The form again, with this status and error.
     Again(StatusCode, &'static str),
     /// A page that tells the person why they cannot sign in to this client.
     Denied(&'static str),
 }
 
-/// Signs the person in with what they typed on one of the issuer's forms (the shared
-/// decision: lockout, replay guard, generic errors), checks that they may have tokens and
-/// that `client` admits them, and starts their session. Another person's session on this
-/// browser ends.
-pub(super) async fn start_session(
+/// What a person typed on a sign-in form.
+pub(crate) struct Typed<'a> {
+    /// Email or username.
+    pub identifier: &'a str,
+    /// Password.
+    pub password: &'a str,
+    /// TOTP code, or empty.
+    pub code: &'a str,
+}
+
+/// Signs the person in with what they `typed` on one of the issuer's forms, from `address`
+/// (the shared decision: lockout, replay guard, generic errors), checks that they may have
+/// tokens and that `client` (if the form is for one) admits them, and starts their session.
+/// Another person's session on this browser ends.
+pub(crate) async fn start_session(
     issuer: &Issuer,
-    client: &OidcClient,
+    client: Option<&OidcClient>,
     headers: &HeaderMap,
-    identifier: &str,
-    password: &str,
-    code: &str,
+    typed: &Typed<'_>,
+    address: IpAddr,
     now: Timestamp,
 ) -> Result<Started, NotStarted> {
+    let identifier = Identifier::typed_in(typed.identifier);
     let outcome =
-        signin::sign_in(&issuer.portal.signin, Identifier::typed_in(identifier), password, code).await;
+        signin::sign_in(&issuer.portal.signin, identifier, typed.password, typed.code, Some(address)).await;
     let (user, totp) = match outcome {
         Ok(Outcome::Success { user, totp }) => (user, totp),
         Ok(Outcome::Denied) => {
@@ -203,11 +217,12 @@ pub(super) async fn start_session(
     if let Some(barrier) = issuer.portal.signin.barrier(&user, &credentials, now) {
         return Err(NotStarted::Denied(barrier.message()));
     }
-    if !admitted(client, &user) {
+    if client.is_some_and(|client| !admitted(client, &user)) {
         return Err(NotStarted::Denied(NOT_ADMITTED));
     }
     let amr: &[&str] = if totp { &["pwd", "otp"] } else { &["pwd"] };
-    let signed_in = Session::signed_in(&user, amr, grant::stamp(&credentials), now, issuer.session_lifetime);
+    let stamp = grant::stamp(&credentials);
+    let signed_in = Session::signed_in(&user, amr, stamp, now, &issuer.sessions, Some(address.to_string()));
     let started = match session::new(&user, &signed_in) {
         Ok((secret, token)) => {
             state::create(&issuer.portal.signin.client, &secret).await.map(|made| (made, token))

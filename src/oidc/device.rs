@@ -31,7 +31,7 @@ use minijinja::context;
 use serde::Deserialize;
 use serde_json::json;
 
-use super::authorize::{NOT_ADMITTED, NotStarted, SOMETHING_WRONG, admitted, start_session};
+use super::authorize::{NOT_ADMITTED, NotStarted, SOMETHING_WRONG, Typed, admitted, start_session};
 use super::state::{self, Kind};
 use super::sweeper::DEVICES_PER_CLIENT;
 use super::{Issuer, client_auth, grant, oauth_error, session};
@@ -291,6 +291,7 @@ pub async fn page(
 /// session) that allows the device.
 pub async fn step(
     State(issuer): State<Arc<Issuer>>,
+    axum::extract::ConnectInfo(peer): axum::extract::ConnectInfo<std::net::SocketAddr>,
     headers: HeaderMap,
     Form(posted): Form<DevicePage>,
 ) -> Response {
@@ -298,7 +299,7 @@ pub async fn step(
     let code_again = |status, error: &str| {
         render(&issuer, &headers, status, context! { mode => "code", user_code => &typed, error => error })
     };
-    if !form_token_matches(&headers, &posted.form_token) || !same_origin(&issuer, &headers) {
+    if !form_token_matches(&headers, &posted.form_token) || !super::same_origin(&issuer, &headers) {
         return code_again(
             StatusCode::FORBIDDEN,
             "This form expired. Enter the code again. (Cookies must be allowed for this site.)",
@@ -332,20 +333,13 @@ pub async fn step(
             if !admitted(&found.client, &live.user) {
                 return ask(StatusCode::FORBIDDEN, "", Some(NOT_ADMITTED));
             }
+            session::touch(&issuer, live, now).await;
             (live.user.clone(), Secret::clone(&live.secret), live.session.clone(), None)
         }
         (_, _, Some(identifier)) => {
-            match start_session(
-                &issuer,
-                &found.client,
-                &headers,
-                identifier,
-                &posted.password,
-                &posted.code,
-                now,
-            )
-            .await
-            {
+            let typed = Typed { identifier, password: &posted.password, code: &posted.code };
+            let address = issuer.portal.address_of(peer, &headers);
+            match start_session(&issuer, Some(&found.client), &headers, &typed, address, now).await {
                 Ok(started) => {
                     (started.user.clone(), started.secret.clone(), started.session.clone(), Some(started))
                 }
@@ -427,18 +421,6 @@ async fn allow(
             Err(if outcome.is_err() { Allow::Failed } else { Allow::Gone })
         }
     }
-}
-
-/// Whether a post comes from the issuer's own page, as far as the browser says: allowing a
-/// device with one click must not be triggered by a form on another site — even a sibling
-/// subdomain, which `SameSite` counts as the same site and which could plant a form cookie.
-fn same_origin(issuer: &Issuer, headers: &HeaderMap) -> bool {
-    let header = |name| headers.get(name).and_then(|v| v.to_str().ok());
-    if header("sec-fetch-site").is_some_and(|site| site != "same-origin") {
-        return false;
-    }
-    let own = url::Url::parse(&issuer.url).map(|u| u.origin().ascii_serialization()).unwrap_or_default();
-    header("origin").is_none_or(|origin| origin == own)
 }
 
 fn render(issuer: &Issuer, headers: &HeaderMap, status: StatusCode, extra: minijinja::Value) -> Response {

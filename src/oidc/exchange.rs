@@ -201,13 +201,21 @@ pub async fn token(
             return unavailable();
         }
     };
+    // A refresh token never outlives the session, nor the client's absolute limit from the
+    // sign-in that made the grant.
+    let signed_in = found.created_at.unwrap_or(found.auth_time);
+    let refresh_until = lifetimes
+        .refresh_token_absolute
+        .as_ref()
+        .and_then(|absolute| signed_in.checked_add(duration(absolute)).ok())
+        .map_or(live.session.expires_at, |end| end.min(live.session.expires_at));
     // Spend it: decided again on the grant as it is now (another replica may have been first).
     let written = facts::update(&issuer.portal.signin.client, &secret, |current: &Secret| {
         let Some(current) = Grant::of(current) else { return (Use::Refused("not a grant"), Changes::new()) };
         if let Some(refused) = judge(&current) {
             return (refused, Changes::new());
         }
-        match grant::issue_refresh(&current, &locator, now, refresh_lifetime, live.session.expires_at) {
+        match grant::issue_refresh(&current, &locator, now, refresh_lifetime, refresh_until) {
             Ok((refresh, changes)) => (Use::Issue(refresh), changes),
             Err(_) => (Use::Refused("no randomness"), Changes::new()),
         }
@@ -221,6 +229,8 @@ pub async fn token(
             return unavailable();
         }
     };
+    // A use of the session: its idle deadline moves on.
+    session::touch(&issuer, &live, now).await;
     let scopes: Vec<&str> = found.scopes.iter().map(|s| s.as_str()).collect();
     let mut body = json!({
         "access_token": access,

@@ -84,6 +84,8 @@ pub struct Grant {
     pub stamp: String,
     /// When it was made.
     pub created_at: Option<Timestamp>,
+    /// When its code or a refresh token was last redeemed.
+    pub last_used_at: Option<Timestamp>,
 }
 
 impl Grant {
@@ -114,6 +116,7 @@ impl Grant {
             spent: words(SPENT_REFRESH),
             stamp: get(STAMP).unwrap_or_default(),
             created_at: time(CREATED_AT),
+            last_used_at: time(LAST_USED_AT),
         })
     }
 }
@@ -368,6 +371,7 @@ mod tests {
             spent: vec![],
             stamp: "s".into(),
             created_at: None,
+            last_used_at: None,
         }
     }
 

@@ -33,7 +33,6 @@ use axum::Router;
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
-use k8s_openapi::jiff::SignedDuration;
 
 use crate::portal::Portal;
 use crate::portal::rate_limit::RateLimiter;
@@ -51,8 +50,8 @@ pub struct Issuer {
     pub portal: Arc<Portal>,
     /// Namespaces whose clients may admit other namespaces' Users.
     pub trusted_namespaces: Vec<String>,
-    /// How long a sign-in session lasts (`--session-lifetime`).
-    pub session_lifetime: SignedDuration,
+    /// How long sign-in sessions last (`--session-lifetime`, `--session-idle-timeout`).
+    pub sessions: session::Policy,
     /// The sweeper, which also counts each client's waiting device requests.
     pub sweeper: Arc<sweeper::Sweeper>,
 }
@@ -64,12 +63,12 @@ impl Issuer {
         keys: Arc<KeyStore>,
         portal: Arc<Portal>,
         trusted_namespaces: Vec<String>,
-        session_lifetime: SignedDuration,
+        sessions: session::Policy,
         sweeper: Arc<sweeper::Sweeper>,
     ) -> Self {
         let path =
             url::Url::parse(url).map(|u| u.path().trim_end_matches('/').to_owned()).unwrap_or_default();
-        Self { url: url.to_owned(), path, keys, portal, trusted_namespaces, session_lifetime, sweeper }
+        Self { url: url.to_owned(), path, keys, portal, trusted_namespaces, sessions, sweeper }
     }
 
     /// The public URL of the endpoint at `path` (which starts with `/`).
@@ -139,6 +138,21 @@ fn hidden_fields(params: &impl serde::Serialize) -> Vec<(String, String)> {
     }
 }
 
+/// Whether a request comes from the issuer's own pages, as far as the browser says: allowing
+/// a device with one click, or a change on the account page, must not be triggered by a
+/// form or script on another site — even a sibling subdomain, which `SameSite` counts as the
+/// same site and which could plant a form cookie.
+pub fn same_origin(issuer: &Issuer, headers: &axum::http::HeaderMap) -> bool {
+    let header = |name| headers.get(name).and_then(|v| v.to_str().ok());
+    // Fetch metadata, where the browser sends it, is its own word (no script can set it) and
+    // holds behind a proxy that changes the host; else the Origin, if any, must be ours.
+    if let Some(site) = header("sec-fetch-site") {
+        return site == "same-origin";
+    }
+    let own = url::Url::parse(&issuer.url).map(|u| u.origin().ascii_serialization()).unwrap_or_default();
+    header("origin").is_none_or(|origin| origin == own)
+}
+
 /// An OAuth error answer (JSON).
 pub fn oauth_error(status: StatusCode, code: &str, description: &str) -> Response {
     (status, Json(serde_json::json!({"error": code, "error_description": description}))).into_response()
@@ -171,7 +185,8 @@ pub fn router(issuer: Arc<Issuer>, front: Arc<RateLimiter>, back: Arc<RateLimite
     let pages = Router::new()
         .route(&at("/authorize"), get(authorize::start).post(authorize::sign_in))
         .route(&at("/logout"), get(logout::start).post(logout::confirm))
-        .route(&at("/device"), get(device::page).post(device::step));
+        .route(&at("/device"), get(device::page).post(device::step))
+        .merge(crate::account::routes(&issuer));
     // Under a path of its own, the pages find the stylesheet there too (the Ingress may
     // route only that path to roster).
     let pages = if issuer.path.is_empty() {

@@ -3,7 +3,10 @@
 //! owned by the User), so the next client they open signs them in without asking again.
 //! The Secret holds when and how they signed in, a fingerprint of their credentials and the
 //! SHA-256 of the cookie's token; the grants made in the session are owned by it, so ending
-//! the session (sign-out, expiry, deleting the User) ends them too.
+//! the session (sign-out, expiry, deleting the User) ends them too. A session ends at its
+//! lifetime whatever happens, and sooner when it goes unused for the idle timeout
+//! ([`Policy`]): each use — a client signed in with it, a refresh token of one of its
+//! grants, the account page — moves `idleUntil` on, written at most once a minute.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -22,7 +25,7 @@ use crate::api::User;
 use crate::controller::controlled_by;
 use crate::controller::names::{SESSION_TYPE, USER_LABEL};
 use crate::credentials::{hash_token, hashes_match};
-use crate::facts::text;
+use crate::facts::{Changes, text};
 
 /// The cookie that carries the session's token over https: `__Host-` makes browsers refuse
 /// one set by a sibling domain or for a narrower path (a planted session), and requires
@@ -38,6 +41,28 @@ const STAMP: &str = "credentialsStamp";
 const TOKEN_HASH: &str = "tokenHash";
 const CREATED_AT: &str = "createdAt";
 const EXPIRES_AT: &str = "expiresAt";
+const ADDRESS: &str = "address";
+const LAST_USED_AT: &str = "lastUsedAt";
+const IDLE_UNTIL: &str = "idleUntil";
+
+/// Longest time between two writes of a session's last use.
+const TOUCH_EVERY: SignedDuration = SignedDuration::from_secs(60);
+
+/// How long sign-in sessions last (`--session-lifetime`, `--session-idle-timeout`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Policy {
+    /// From the sign-in, whatever happens.
+    pub lifetime: SignedDuration,
+    /// Without use; `None`: only the lifetime counts.
+    pub idle: Option<SignedDuration>,
+}
+
+impl Policy {
+    /// How long a use may go unwritten: a tenth of the idle timeout, at most a minute.
+    fn touch_every(&self) -> SignedDuration {
+        self.idle.map_or(TOUCH_EVERY, |idle| (idle / 10).min(TOUCH_EVERY))
+    }
+}
 
 /// A session as its Secret says.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -56,6 +81,12 @@ pub struct Session {
     pub created_at: Timestamp,
     /// When it ends, whatever happens.
     pub expires_at: Timestamp,
+    /// The client address it was started from.
+    pub address: Option<String>,
+    /// When it was last used (written at most once a minute).
+    pub last_used_at: Option<Timestamp>,
+    /// When it ends unless used again (the idle timeout).
+    pub idle_until: Option<Timestamp>,
 }
 
 impl Session {
@@ -74,16 +105,45 @@ impl Session {
             token_hash: get(TOKEN_HASH)?,
             created_at: time(CREATED_AT)?,
             expires_at: time(EXPIRES_AT)?,
+            address: get(ADDRESS),
+            last_used_at: time(LAST_USED_AT),
+            idle_until: time(IDLE_UNTIL),
         })
     }
 
-    /// A person who just signed in: the session to record, before it has a token.
+    /// When it ends: its lifetime, or sooner its idle timeout.
+    pub fn ends(&self) -> Timestamp {
+        self.idle_until.map_or(self.expires_at, |idle| idle.min(self.expires_at))
+    }
+
+    /// When it was last used, as far as written.
+    pub fn last_used(&self) -> Timestamp {
+        self.last_used_at.unwrap_or(self.created_at)
+    }
+
+    /// What a use at `now` writes: the last use and the new idle deadline, unless the last
+    /// one written is recent (`None`).
+    pub fn touched(&self, policy: &Policy, now: Timestamp) -> Option<Changes> {
+        let written = self.last_used().checked_add(policy.touch_every()).unwrap_or(Timestamp::MAX);
+        if now < written && self.idle_until.is_some() == policy.idle.is_some() {
+            return None;
+        }
+        let idle_until = policy.idle.map(|idle| now.checked_add(idle).unwrap_or(Timestamp::MAX));
+        Some(Changes::from([
+            (LAST_USED_AT, Some(now.to_string())),
+            (IDLE_UNTIL, idle_until.map(|at| at.to_string())),
+        ]))
+    }
+
+    /// A person who just signed in from `address`: the session to record, before it has a
+    /// token.
     pub fn signed_in(
         user: &User,
         amr: &[&str],
         stamp: String,
         now: Timestamp,
-        lifetime: SignedDuration,
+        policy: &Policy,
+        address: Option<String>,
     ) -> Self {
         Self {
             user_uid: user.metadata.uid.clone().unwrap_or_default(),
@@ -92,7 +152,10 @@ impl Session {
             stamp,
             token_hash: String::new(),
             created_at: now,
-            expires_at: now.checked_add(lifetime).unwrap_or(Timestamp::MAX),
+            expires_at: now.checked_add(policy.lifetime).unwrap_or(Timestamp::MAX),
+            address,
+            last_used_at: None,
+            idle_until: policy.idle.map(|idle| now.checked_add(idle).unwrap_or(Timestamp::MAX)),
         }
     }
 }
@@ -129,7 +192,7 @@ pub fn new(user: &User, session: &Session) -> Result<(Secret, String), StateErro
     let namespace = user.namespace().unwrap_or_default();
     let name = Kind::Session.new_name(&user.name_any())?;
     let token = state::new_token(&state::locator(&namespace, &name)).map_err(StateError::Random)?;
-    let data = BTreeMap::from([
+    let mut data = BTreeMap::from([
         (USER_UID, session.user_uid.clone()),
         (AUTH_TIME, session.auth_time.to_string()),
         (AMR, session.amr.join(" ")),
@@ -138,6 +201,12 @@ pub fn new(user: &User, session: &Session) -> Result<(Secret, String), StateErro
         (CREATED_AT, session.created_at.to_string()),
         (EXPIRES_AT, session.expires_at.to_string()),
     ]);
+    if let Some(address) = &session.address {
+        data.insert(ADDRESS, address.clone());
+    }
+    if let Some(idle_until) = session.idle_until {
+        data.insert(IDLE_UNTIL, idle_until.to_string());
+    }
     let owner = OwnerReference {
         api_version: User::api_version(&()).into_owned(),
         kind: User::kind(&()).into_owned(),
@@ -234,12 +303,48 @@ fn live(issuer: &Issuer, secret: Arc<Secret>, now: Timestamp) -> Option<Live> {
     let signin = &issuer.portal.signin;
     let namespace = secret.namespace()?;
     let session = Session::of(&secret)?;
-    if session.expires_at <= now || secret.metadata.deletion_timestamp.is_some() {
+    if session.ends() <= now || secret.metadata.deletion_timestamp.is_some() {
         return None;
     }
     let user_name = secret.labels().get(USER_LABEL)?;
     let user = signin.caches.users.get(&ObjectRef::new(user_name).within(&namespace))?;
     controlled_by(secret.as_ref(), user.as_ref()).then_some(Live { secret, session, user })
+}
+
+/// Records a use of the live session (see [`Session::touched`]): logged, not fatal — a
+/// session whose use could not be written ends at its idle deadline at worst.
+pub async fn touch(issuer: &Issuer, live: &Live, now: Timestamp) {
+    if live.session.touched(&issuer.sessions, now).is_none() {
+        return;
+    }
+    let policy = issuer.sessions;
+    let written = crate::facts::update(&issuer.portal.signin.client, &live.secret, |current| {
+        ((), Session::of(current).and_then(|session| session.touched(&policy, now)).unwrap_or_default())
+    })
+    .await;
+    if let Err(e) = written {
+        tracing::warn!(error = %e, session = %live.secret.name_any(), "recording a session's use failed");
+    }
+}
+
+/// Carries the session over a change of its person's credentials made in it (a password
+/// changed, an authenticator replaced on the account page): it records `stamp`, the new
+/// fingerprint, if it still has `old`. Its grants keep the old one, so applications sign
+/// in again — through this session, without asking.
+pub async fn restamp(issuer: &Issuer, secret: &Secret, old: &str, stamp: &str) -> Result<(), StateError> {
+    let written = crate::facts::update(&issuer.portal.signin.client, secret, |current| {
+        let changes = match Session::of(current) {
+            Some(session) if session.stamp == old => Changes::from([(STAMP, Some(stamp.to_owned()))]),
+            _ => Changes::new(),
+        };
+        ((), changes)
+    })
+    .await
+    .map_err(|e| StateError::Write(Box::new(e)))?;
+    if let (_, Some(version)) = written {
+        crate::facts::await_cached(&issuer.portal.signin.caches.secrets, secret, &version).await;
+    }
+    Ok(())
 }
 
 /// Ends a session (its grants go with it) and returns once this replica's cache no longer
@@ -275,7 +380,29 @@ mod tests {
             token_hash: "h".into(),
             created_at: at("2026-01-01T00:00:00Z"),
             expires_at: at("2026-01-02T00:00:00Z"),
+            address: Some("203.0.113.9".into()),
+            last_used_at: None,
+            idle_until: Some(at("2026-01-01T08:00:00Z")),
         }
+    }
+
+    #[test]
+    fn a_session_ends_at_its_idle_deadline_unless_used_and_never_after_its_lifetime() {
+        let policy =
+            Policy { lifetime: SignedDuration::from_hours(24), idle: Some(SignedDuration::from_hours(8)) };
+        let fresh = session();
+        assert_eq!(fresh.ends(), at("2026-01-01T08:00:00Z"));
+        assert_eq!(fresh.touched(&policy, at("2026-01-01T00:00:59Z")), None, "used a moment ago");
+        let changes = fresh.touched(&policy, at("2026-01-01T07:00:00Z")).unwrap();
+        assert_eq!(changes.get(IDLE_UNTIL), Some(&Some("2026-01-01T15:00:00Z".to_owned())));
+        assert_eq!(changes.get(LAST_USED_AT), Some(&Some("2026-01-01T07:00:00Z".to_owned())));
+        let late = Session { idle_until: Some(at("2026-01-03T00:00:00Z")), ..session() };
+        assert_eq!(late.ends(), late.expires_at, "the lifetime bounds the idle deadline");
+        let short = Policy { idle: Some(SignedDuration::from_secs(20)), ..policy };
+        assert!(fresh.touched(&short, at("2026-01-01T00:00:02Z")).is_some(), "a tenth of a short timeout");
+        let none = Policy { idle: None, ..policy };
+        let changes = fresh.touched(&none, at("2026-01-01T00:00:01Z")).unwrap();
+        assert_eq!(changes.get(IDLE_UNTIL), Some(&None), "a timeout switched off is removed at once");
     }
 
     #[test]

@@ -177,6 +177,9 @@ pub enum StateError {
     /// The API server refused or was unreachable.
     #[error("writing or reading a session or grant: {0}")]
     Kube(Box<kube::Error>),
+    /// A write under a resourceVersion precondition failed.
+    #[error("updating a session: {0}")]
+    Write(Box<crate::facts::WriteError>),
 }
 
 #[cfg(test)]

@@ -11,7 +11,7 @@
 //! User, a grant's session), grouped by that owner's uid, so a look-alike planted with
 //! labels alone is neither counted nor deleted.
 
-use std::collections::{BTreeSet, HashMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
 
 use k8s_openapi::api::core::v1::Secret;
@@ -58,6 +58,17 @@ struct Entry {
     ends: Option<Timestamp>,
     /// A session's user; a grant's (session, client).
     group: String,
+    /// A grant's session (uid).
+    session: Option<String>,
+}
+
+/// What a session's grant shows on the account page: for which client, last used when.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct GrantUse {
+    /// The client ID.
+    pub client: String,
+    /// When its code or a refresh token was last redeemed (else when it was made).
+    pub last_used: Option<Timestamp>,
 }
 
 /// Unredeemed grants before redeemed ones, then the oldest.
@@ -73,6 +84,8 @@ pub struct Ledger {
     groups: HashMap<String, BTreeSet<Rank>>,
     /// Beyond a cap, waiting to be deleted.
     doomed: VecDeque<Key>,
+    /// Each session's grants (by session uid), for the account page.
+    uses: HashMap<String, HashMap<Key, GrantUse>>,
 }
 
 impl Ledger {
@@ -86,8 +99,9 @@ impl Ledger {
                 let entry = Entry {
                     uid: secret.metadata.uid.clone(),
                     rank: (true, session.created_at, key.clone()),
-                    ends: Some(session.expires_at),
+                    ends: Some(session.ends()),
                     group: sessions_group(&owner.uid),
+                    session: None,
                 };
                 (entry, SESSIONS_PER_USER)
             }
@@ -99,7 +113,11 @@ impl Ledger {
                     rank: (grant.code_redeemed, created, key.clone()),
                     ends: if grant.code_redeemed { None } else { grant.code_expires_at },
                     group: format!("grants:{} {}", owner.uid, grant.client),
+                    session: Some(owner.uid.clone()),
                 };
+                let used =
+                    GrantUse { client: grant.client, last_used: grant.last_used_at.or(grant.created_at) };
+                self.uses.entry(owner.uid.clone()).or_default().insert(key.clone(), used);
                 (entry, GRANTS_PER_CLIENT)
             }
             (Some(DEVICE_TYPE), Some(owner)) if owner.kind == "OidcClient" => {
@@ -112,6 +130,7 @@ impl Ledger {
                     rank: (false, made, key.clone()),
                     ends: Some(device.expires_at + super::device::DEVICE_LIFETIME),
                     group: devices_group(&secret.namespace().unwrap_or_default(), &owner.uid),
+                    session: None,
                 };
                 (entry, DEVICES_PER_CLIENT)
             }
@@ -124,7 +143,7 @@ impl Ledger {
             // Already filed (a grant is written at every refresh).
             return;
         }
-        self.remove(&key);
+        self.forget(&key);
         if let Some(ends) = entry.ends {
             self.ends.insert((ends, key.clone()));
         }
@@ -148,6 +167,19 @@ impl Ledger {
 
     /// Forgets a Secret the watch deleted.
     pub fn remove(&mut self, key: &str) {
+        if let Some(Entry { session: Some(session), .. }) = self.entries.get(key)
+            && let Some(uses) = self.uses.get_mut(session)
+        {
+            uses.remove(key);
+            if uses.is_empty() {
+                self.uses.remove(session);
+            }
+        }
+        self.forget(key);
+    }
+
+    /// Takes a Secret out of the indexes the sweeper works from (its use stays).
+    fn forget(&mut self, key: &str) {
         let Some(entry) = self.entries.remove(key) else { return };
         if let Some(ends) = entry.ends {
             self.ends.remove(&(ends, key.to_owned()));
@@ -203,6 +235,20 @@ impl Ledger {
         self.groups.get(&devices_group(namespace, uid)).map_or(0, BTreeSet::len)
     }
 
+    /// What the grants of the session with `uid` were used for, by client: the latest use
+    /// of each (at most a client's [`GRANTS_PER_CLIENT`] grants are looked at).
+    pub fn uses_of(&self, uid: &str) -> Vec<GrantUse> {
+        let mut latest: BTreeMap<&str, Option<Timestamp>> = BTreeMap::new();
+        for used in self.uses.get(uid).into_iter().flat_map(HashMap::values) {
+            let seen = latest.entry(&used.client).or_default();
+            *seen = (*seen).max(used.last_used);
+        }
+        latest
+            .into_iter()
+            .map(|(client, last_used)| GrantUse { client: client.to_owned(), last_used })
+            .collect()
+    }
+
     /// The sessions of the User with `uid`, oldest first (at most [`SESSIONS_PER_USER`]).
     pub fn sessions_of(&self, uid: &str) -> Vec<Doomed> {
         let Some(group) = self.groups.get(&sessions_group(uid)) else { return Vec::new() };
@@ -239,6 +285,11 @@ impl Sweeper {
     /// How many device requests the client with `uid` in `namespace` has waiting.
     pub fn devices_waiting(&self, namespace: &str, uid: &str) -> usize {
         self.ledger.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).devices_waiting(namespace, uid)
+    }
+
+    /// What the session with `uid` was used for (see [`Ledger::uses_of`]).
+    pub fn uses_of(&self, uid: &str) -> Vec<GrantUse> {
+        self.ledger.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).uses_of(uid)
     }
 
     /// The sessions of the User with `uid` (see [`Ledger::sessions_of`]).
@@ -335,7 +386,8 @@ mod tests {
 
     fn session(created: &str) -> Secret {
         let now = at(created);
-        let signed_in = Session::signed_in(&user(), &["pwd"], "s".into(), now, SignedDuration::from_hours(1));
+        let policy = crate::oidc::session::Policy { lifetime: SignedDuration::from_hours(1), idle: None };
+        let signed_in = Session::signed_in(&user(), &["pwd"], "s".into(), now, &policy, None);
         let (mut secret, _) = crate::oidc::session::new(&user(), &signed_in).unwrap();
         secret.metadata.uid = Some(format!("uid-{}", secret.name_any()));
         secret
@@ -444,9 +496,17 @@ mod tests {
             ledger.apply(secret);
         }
         ledger.apply(&grant(&owner, "team.other", "2026-01-01T00:00:00Z"));
+        let session_uid = owner.metadata.uid.clone().unwrap();
+        let uses = ledger.uses_of(&session_uid);
+        assert_eq!(uses.iter().map(|u| u.client.as_str()).collect::<Vec<_>>(), ["team.app", "team.other"]);
+        assert_eq!(uses[0].last_used, Some(at(&format!("2026-01-01T00:00:{GRANTS_PER_CLIENT:02}Z"))));
         let due = ledger.take_due(at("2026-01-01T00:00:30Z"));
         assert_eq!(names(&due), [grants[0].name_any().as_str()], "the other client's grant stays");
         assert_eq!(ledger.len(), 1 + GRANTS_PER_CLIENT + 2, "filed until the watch deletes them");
+        for secret in &grants {
+            ledger.remove(&crate::index::object_key(secret));
+        }
+        assert_eq!(ledger.uses_of(&session_uid).len(), 1, "a client's uses go with its grants");
     }
 
     #[test]

@@ -36,12 +36,13 @@ pub struct TotpRequest {
     pub code: String,
 }
 
-fn problem(status: StatusCode, code: &str, message: impl Into<String>) -> Response {
+/// A JSON error answer: `{"error": code, "message": message}`.
+pub fn problem(status: StatusCode, code: &str, message: impl Into<String>) -> Response {
     (status, Json(json!({"error": code, "message": message.into()}))).into_response()
 }
 
 /// 503 with `Retry-After`: every password check is busy.
-fn busy() -> Response {
+pub fn busy() -> Response {
     let mut response =
         problem(StatusCode::SERVICE_UNAVAILABLE, "busy", "too many requests at once; try again in a moment");
     response.headers_mut().insert(axum::http::header::RETRY_AFTER, axum::http::HeaderValue::from_static("1"));
@@ -258,11 +259,16 @@ pub async fn verify(State(portal): State<Arc<Portal>>, Path(token): Path<String>
 
 /// `POST /api/v1/login`: 200 with the profile, 401 for any wrong credential, 403 when the
 /// account is deactivated or locked.
-pub async fn login(State(portal): State<Arc<Portal>>, Json(request): Json<LoginRequest>) -> Response {
+pub async fn login(
+    State(portal): State<Arc<Portal>>,
+    axum::extract::ConnectInfo(peer): axum::extract::ConnectInfo<std::net::SocketAddr>,
+    headers: axum::http::HeaderMap,
+    Json(request): Json<LoginRequest>,
+) -> Response {
     if !portal.signin.caches.is_ready() {
         return link_problem(LinkProblem::Starting);
     }
-    match login::login(&portal, &request).await {
+    match login::login(&portal, &request, portal.address_of(peer, &headers)).await {
         Ok(LoginOutcome::Success(profile)) => Json(profile).into_response(),
         Ok(LoginOutcome::Denied) => {
             problem(StatusCode::UNAUTHORIZED, "invalidCredentials", "the sign-in details are not correct")
@@ -310,7 +316,7 @@ pub async fn recover(
     headers: axum::http::HeaderMap,
     Json(request): Json<RecoverRequest>,
 ) -> Response {
-    let client = portal.recovery.client(peer.ip(), &headers);
+    let client = portal.address_of(peer, &headers);
     match portal.recovery.ask(&request.identifier, client) {
         Asked::Taken => (
             StatusCode::ACCEPTED,

@@ -95,11 +95,15 @@ pub enum LoginOutcome {
     Busy,
 }
 
-/// Signs a person in with the shared decision; the profile is the answer.
-pub async fn login(portal: &Arc<Portal>, request: &LoginRequest) -> Result<LoginOutcome, facts::WriteError> {
+/// Signs a person in from `address` with the shared decision; the profile is the answer.
+pub async fn login(
+    portal: &Arc<Portal>,
+    request: &LoginRequest,
+    address: std::net::IpAddr,
+) -> Result<LoginOutcome, facts::WriteError> {
     let identifier = Identifier::typed(request.email.as_deref(), request.username.as_deref());
     let code = request.code.as_deref().unwrap_or_default();
-    Ok(match signin::sign_in(&portal.signin, identifier, &request.password, code).await? {
+    Ok(match signin::sign_in(&portal.signin, identifier, &request.password, code, Some(address)).await? {
         Outcome::Success { user, .. } => LoginOutcome::Success(Box::new(Profile::of(&user))),
         Outcome::Denied => LoginOutcome::Denied,
         Outcome::Inactive => LoginOutcome::Inactive,

@@ -78,6 +78,12 @@ impl Portal {
 use crate::signin::who;
 
 impl Portal {
+    /// The client address of a request from `peer` with `headers`: `peer`, or what a
+    /// trusted proxy says (see [`rate_limit::RateLimiter::client`]).
+    pub fn address_of(&self, peer: SocketAddr, headers: &axum::http::HeaderMap) -> std::net::IpAddr {
+        self.recovery.client(peer.ip(), headers)
+    }
+
     /// Where "Forgot your password?" leads, on every sign-in page.
     pub fn forgot_password_url(&self) -> String {
         format!("{}/forgot-password", self.url)

@@ -157,7 +157,7 @@ pub async fn confirm_totp(portal: &Portal, link: &OpenLink, code: &str) -> Resul
 
 /// The hash of a new password for `user`, once it passes the policy: every door that sets a
 /// password (onboarding, a password reset) goes through here.
-pub(super) async fn new_password_hash(
+pub(crate) async fn new_password_hash(
     portal: &Portal,
     user: &User,
     password: &str,

@@ -26,7 +26,7 @@ use super::reenrolment::{self, OpenReset};
 use super::verification;
 use crate::api::{Initiator, User};
 
-const TEMPLATES: [(&str, &str); 15] = [
+const TEMPLATES: [(&str, &str); 16] = [
     ("base.html", include_str!("templates/base.html")),
     ("password.html", include_str!("templates/password.html")),
     ("reset_password.html", include_str!("templates/reset_password.html")),
@@ -42,6 +42,7 @@ const TEMPLATES: [(&str, &str); 15] = [
     ("device.html", include_str!("templates/device.html")),
     ("signin_fields.html", include_str!("templates/signin_fields.html")),
     ("forgot.html", include_str!("templates/forgot.html")),
+    ("account.html", include_str!("templates/account.html")),
 ];
 const STYLESHEET: &str = include_str!("templates/portal.css");
 
@@ -311,7 +312,7 @@ pub async fn forgot_password_step(
             Some("This form has expired. Try again. (Cookies must be allowed for this site.)"),
         );
     }
-    let client = portal.recovery.client(peer.ip(), &headers);
+    let client = portal.address_of(peer, &headers);
     match portal.recovery.ask(&form.identifier, client) {
         Asked::Taken => forgot_page(&portal, &headers, StatusCode::OK, true, None),
         Asked::TooMany(_) => forgot_page(
@@ -502,15 +503,13 @@ fn page(
                 Err(e) => return step_failed(portal, e),
             };
             let Some(qr) = qr_data_uri(&offer.otpauth_uri) else { return oops() };
-            let grouped: Vec<String> =
-                offer.secret.as_bytes().chunks(4).map(|c| String::from_utf8_lossy(c).into_owned()).collect();
             portal.pages.render(
                 status,
                 "totp.html",
                 context! {
                     qr => qr,
                     otpauth_uri => &offer.otpauth_uri,
-                    secret_grouped => grouped.join(" "),
+                    secret_grouped => grouped(&offer.secret),
                     ..common
                 },
             )
@@ -540,9 +539,16 @@ fn done(portal: &Portal, user: &User) -> Response {
     )
 }
 
+/// A TOTP secret in groups of four, for typing by hand.
+pub(crate) fn grouped(secret: &str) -> String {
+    let groups: Vec<String> =
+        secret.as_bytes().chunks(4).map(|c| String::from_utf8_lossy(c).into_owned()).collect();
+    groups.join(" ")
+}
+
 /// The QR code of `uri` as an SVG `data:` URI (an image: the content security policy allows
 /// no inline styles or scripts).
-fn qr_data_uri(uri: &str) -> Option<String> {
+pub(crate) fn qr_data_uri(uri: &str) -> Option<String> {
     let code = qrcode::QrCode::new(uri.as_bytes()).ok()?;
     let svg = code.render::<qrcode::render::svg::Color<'_>>().min_dimensions(220, 220).build();
     Some(format!("data:image/svg+xml;base64,{}", base64::engine::general_purpose::STANDARD.encode(svg)))

@@ -19,7 +19,7 @@ use crate::credentials::record::{
     FAILED_LOGINS, LOCKED_AT, MFA_REENROLLED_FOR, MFA_RESET_UID, PASSWORD_HASH, REENROL_TOKEN,
     TOTP_ENROLLED_AT, TOTP_LAST_STEP, TOTP_PENDING, TOTP_REPLACED_AT, TOTP_SECRET,
 };
-use crate::credentials::{CredentialError, CredentialFacts, TotpSecret, verify_totp};
+use crate::credentials::{CredentialFacts, TotpSecret, verify_totp};
 use crate::facts::{self, Changes, text};
 use crate::signin::failures;
 
@@ -154,13 +154,8 @@ pub async fn prove_password(
         return offer(portal, &link.user, secret);
     }
     let stored = text(&link.credentials, PASSWORD_HASH).map(str::to_owned);
-    let verified =
-        portal.signin.hasher.verify(password, stored.as_deref().unwrap_or(&portal.signin.dummy_hash)).await;
-    let right = match verified {
-        Ok(matched) => matched && stored.is_some(),
-        Err(CredentialError::Busy) => return Err(StepError::Busy),
-        Err(_) => false,
-    };
+    let right =
+        portal.signin.verify_password(password, stored.as_deref()).await.map_err(|_| StepError::Busy)?;
     let pending = TotpSecret::generate().map_err(internal)?.to_base32();
     let lockout = portal.signin.lockout;
     let uid = link.reset.uid().unwrap_or_default();

@@ -11,8 +11,10 @@ use k8s_openapi::api::core::v1::Secret;
 use k8s_openapi::jiff::Timestamp;
 use kube::runtime::reflector::ObjectRef;
 
+use super::history::{self, Attempt};
 use super::{SignIn, Verdict, failures, who};
 use crate::api::User;
+use crate::credentials::record::RECENT_SIGN_INS;
 use crate::facts::{self, Changes};
 
 /// Accounts whose failures may be waiting to be written at once; beyond, a failure is
@@ -23,41 +25,58 @@ const TRIES: u32 = 3;
 
 /// Failures per credentials Secret (`namespace/name`) not yet written.
 #[derive(Default)]
-pub struct FailureLog(Mutex<HashMap<String, u32>>);
+pub struct FailureLog(Mutex<HashMap<String, Pending>>);
+
+/// One account's failures not yet written: how many, and the latest few for its history.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+struct Pending {
+    count: u32,
+    attempts: Vec<Attempt>,
+}
+
+impl Pending {
+    fn add(&mut self, attempt: Attempt) {
+        self.count = self.count.saturating_add(1);
+        if self.attempts.len() >= history::KEPT {
+            self.attempts.remove(0);
+        }
+        self.attempts.push(attempt);
+    }
+}
 
 impl FailureLog {
-    /// Counts one failed sign-in of `user`: adds it to the account's pending failures and,
-    /// unless a writer for the account is running, starts one.
-    pub fn record(signin: &Arc<SignIn>, user: Arc<User>, credentials: Arc<Secret>) {
+    /// Counts one failed sign-in of `user` (`attempt`): adds it to the account's pending
+    /// failures and, unless a writer for the account is running, starts one.
+    pub fn record(signin: &Arc<SignIn>, user: Arc<User>, credentials: Arc<Secret>, attempt: Attempt) {
         let key = crate::index::object_key(credentials.as_ref());
         {
             let mut pending = signin.failures.0.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
-            if let Some(count) = pending.get_mut(&key) {
-                *count = count.saturating_add(1);
+            if let Some(waiting) = pending.get_mut(&key) {
+                waiting.add(attempt);
                 return;
             }
             if pending.len() >= MAX_ACCOUNTS {
                 tracing::warn!(user = %who(&user), "too many accounts with failed sign-ins in flight; one not counted");
                 return;
             }
-            pending.insert(key.clone(), 1);
+            pending.entry(key.clone()).or_default().add(attempt);
         }
         let signin = signin.clone();
         tokio::spawn(async move {
-            while let Some(count) = signin.failures.take(&key) {
+            while let Some(waiting) = signin.failures.take(&key) {
                 // The cache's copy: usually current, so a batch seldom meets a conflict.
                 let latest = signin.caches.secrets.get(&ObjectRef::from_obj(credentials.as_ref()));
-                write(&signin, &user, latest.as_deref().unwrap_or(&credentials), count).await;
+                write(&signin, &user, latest.as_deref().unwrap_or(&credentials), &waiting).await;
             }
         });
     }
 
     /// The failures pending for `key`, reset to none; `None` (and `key` forgotten) when there
     /// are none left: the writer stops.
-    fn take(&self, key: &str) -> Option<u32> {
+    fn take(&self, key: &str) -> Option<Pending> {
         let mut pending = self.0.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
         match pending.get_mut(key) {
-            Some(count) if *count > 0 => Some(std::mem::take(count)),
+            Some(waiting) if waiting.count > 0 => Some(std::mem::take(waiting)),
             _ => {
                 pending.remove(key);
                 None
@@ -66,13 +85,29 @@ impl FailureLog {
     }
 }
 
-/// Writes `count` failures into the account's credentials Secret (re-read and decided again
-/// on conflict), a few tries with a pause between.
-async fn write(signin: &SignIn, user: &User, credentials: &Secret, count: u32) {
+/// What counting `count` failures (the latest `attempts`) writes into the credentials
+/// Secret as it is now: the count and lock ([`failures`]) and the history. Shared by every
+/// door that checks a password.
+pub fn counted(
+    current: &Secret,
+    count: u32,
+    attempts: &[Attempt],
+    lockout: &crate::credentials::Lockout,
+    now: Timestamp,
+) -> Option<(Verdict, Changes)> {
+    let (verdict, mut changes) = failures(current, count, lockout, now)?;
+    changes.insert(RECENT_SIGN_INS, Some(history::with(facts::text(current, RECENT_SIGN_INS), attempts)));
+    Some((verdict, changes))
+}
+
+/// Writes the failures into the account's credentials Secret (re-read and decided again on
+/// conflict), a few tries with a pause between.
+async fn write(signin: &SignIn, user: &User, credentials: &Secret, waiting: &Pending) {
     let lockout = signin.lockout;
+    let count = waiting.count;
     for attempt in 1..=TRIES {
         let written = facts::update(&signin.client, credentials, |current| {
-            failures(current, count, &lockout, Timestamp::now())
+            counted(current, count, &waiting.attempts, &lockout, Timestamp::now())
                 .map_or((None, Changes::new()), |(v, c)| (Some(v), c))
         })
         .await;
@@ -98,11 +133,20 @@ mod tests {
     #[test]
     fn failures_arriving_meanwhile_are_added_up_and_the_writer_then_stops() {
         let log = FailureLog::default();
-        log.0.lock().unwrap().insert("ns/a-credentials".into(), 1);
-        assert_eq!(log.take("ns/a-credentials"), Some(1));
-        *log.0.lock().unwrap().get_mut("ns/a-credentials").unwrap() += 3;
-        assert_eq!(log.take("ns/a-credentials"), Some(3), "three arrived while the first was written");
+        let attempt = Attempt::new(Timestamp::UNIX_EPOCH, false, None);
+        log.0.lock().unwrap().entry("ns/a-credentials".into()).or_default().add(attempt.clone());
+        assert_eq!(log.take("ns/a-credentials").map(|p| p.count), Some(1));
+        for _ in 0..3 {
+            log.0.lock().unwrap().get_mut("ns/a-credentials").unwrap().add(attempt.clone());
+        }
+        let three = log.take("ns/a-credentials").unwrap();
+        assert_eq!((three.count, three.attempts.len()), (3, 3), "three arrived while the first was written");
         assert_eq!(log.take("ns/a-credentials"), None);
         assert!(log.0.lock().unwrap().is_empty(), "the account is forgotten once written");
+        let mut many = Pending::default();
+        for _ in 0..100 {
+            many.add(attempt.clone());
+        }
+        assert_eq!((many.count, many.attempts.len()), (100, history::KEPT), "the history is bounded");
     }
 }

@@ -7,6 +7,7 @@
 //! and records the time and the TOTP step used, so a code is never accepted twice.
 
 pub mod failures;
+pub mod history;
 
 use std::sync::Arc;
 
@@ -17,7 +18,7 @@ use kube::{Client, ResourceExt};
 use crate::api::{User, UserState};
 use crate::controller::Caches;
 use crate::credentials::record::{
-    FAILED_LOGINS, LAST_LOGIN_AT, LOCKED_AT, PASSWORD_HASH, TOTP_LAST_STEP, TOTP_SECRET,
+    FAILED_LOGINS, LAST_LOGIN_AT, LOCKED_AT, PASSWORD_HASH, RECENT_SIGN_INS, TOTP_LAST_STEP, TOTP_SECRET,
 };
 use crate::credentials::{CredentialError, CredentialFacts, Lockout, PasswordHasher, Standing, TotpSecret};
 use crate::directory::Identifier;
@@ -165,7 +166,24 @@ impl SignIn {
     }
 }
 
-/// Signs a person in by `identifier` (`None`: the person typed nothing usable). Every
+/// Every password check is busy: try again shortly.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Busy;
+
+impl SignIn {
+    /// Whether `password` matches the `stored` hash. Without one, a hash of nothing anyone
+    /// knows is checked, so that an account without a password costs the same.
+    pub async fn verify_password(&self, password: &str, stored: Option<&str>) -> Result<bool, Busy> {
+        match self.hasher.verify(password, stored.unwrap_or(&self.dummy_hash)).await {
+            Ok(matched) => Ok(matched && stored.is_some()),
+            Err(CredentialError::Busy) => Err(Busy),
+            Err(_) => Ok(false),
+        }
+    }
+}
+
+/// Signs a person in by `identifier` (`None`: the person typed nothing usable) from
+/// `address` (recorded in their history). Every
 /// identifier — unknown, inactive, locked or active — costs one password check, and every
 /// wrong answer is the same: which accounts exist cannot be read off the answers or their
 /// timing. A counted failure is recorded after the answer.
@@ -174,16 +192,14 @@ pub async fn sign_in(
     identifier: Option<Identifier<'_>>,
     password: &str,
     code: &str,
+    address: Option<std::net::IpAddr>,
 ) -> Result<Outcome, facts::WriteError> {
     let found = identifier.and_then(|identifier| account(signin, identifier));
     let stored =
         found.as_ref().and_then(|(_, credentials)| text(credentials, PASSWORD_HASH)).map(str::to_owned);
-    let password_ok =
-        match signin.hasher.verify(password, stored.as_deref().unwrap_or(&signin.dummy_hash)).await {
-            Ok(matched) => matched && stored.is_some(),
-            Err(CredentialError::Busy) => return Ok(Outcome::Busy),
-            Err(_) => false,
-        };
+    let Ok(password_ok) = signin.verify_password(password, stored.as_deref()).await else {
+        return Ok(Outcome::Busy);
+    };
     let Some((user, credentials)) = found else {
         signin.metrics.login("denied");
         return Ok(Outcome::Denied);
@@ -218,7 +234,7 @@ pub async fn sign_in(
         }
         Verdict::Failure { .. } => {
             signin.metrics.login("denied");
-            FailureLog::record(signin, user, credentials);
+            FailureLog::record(signin, user, credentials, history::Attempt::new(now, false, address));
             return Ok(Outcome::Denied);
         }
     }
@@ -232,6 +248,9 @@ pub async fn sign_in(
                     (LOCKED_AT, None),
                     (LAST_LOGIN_AT, Some(now.to_string())),
                 ]);
+                let attempt = history::Attempt::new(now, true, address);
+                changes
+                    .insert(RECENT_SIGN_INS, Some(history::with(text(current, RECENT_SIGN_INS), &[attempt])));
                 if let Some(step) = step {
                     changes.insert(TOTP_LAST_STEP, Some(step.to_string()));
                 }
@@ -333,7 +352,7 @@ pub fn who(user: &User) -> String {
 }
 
 /// The TOTP step `code` matches in `credentials`, if it is right and unused.
-fn totp_step(credentials: &Secret, code: &str, unix: u64) -> Option<u64> {
+pub(crate) fn totp_step(credentials: &Secret, code: &str, unix: u64) -> Option<u64> {
     let secret = TotpSecret::from_base32(text(credentials, TOTP_SECRET)?).ok()?;
     let last = text(credentials, TOTP_LAST_STEP).and_then(|v| v.parse().ok());
     crate::credentials::verify_totp(&secret, code, unix, last).ok()

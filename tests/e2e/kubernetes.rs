@@ -148,6 +148,23 @@ pub async fn sign_in(
     client_id: &str,
     identifier: &str,
 ) -> anyhow::Result<Option<String>> {
+    let Some(tokens) = tokens_for(portal, issuer, client_id, identifier, "openid email groups").await? else {
+        return Ok(None);
+    };
+    Ok(Some(
+        tokens["id_token"].as_str().with_context(|| format!("no id_token: {}", tokens["error"]))?.to_owned(),
+    ))
+}
+
+/// The token endpoint's answer for a public client's code, signed in with PASSWORD alone on
+/// `portal`'s sign-in page for `scope`, and the session cookie; `None` when refused.
+pub async fn tokens_for(
+    portal: &str,
+    issuer: &str,
+    client_id: &str,
+    identifier: &str,
+    scope: &str,
+) -> anyhow::Result<Option<Value>> {
     let browser = reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build()?;
     let verifier =
         base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(roster::credentials::random_bytes::<32>()?);
@@ -158,7 +175,7 @@ pub async fn sign_in(
         ("response_type", "code"),
         ("client_id", client_id),
         ("redirect_uri", CALLBACK),
-        ("scope", "openid email groups"),
+        ("scope", scope),
         ("state", "kube-state"),
         ("code_challenge", challenge.as_str()),
         ("code_challenge_method", "S256"),
@@ -198,12 +215,12 @@ pub async fn sign_in(
         .await?
         .json()
         .await?;
-    if let Some(access) = tokens["access_token"].as_str() {
-        note(access);
+    for token in ["access_token", "refresh_token", "id_token"] {
+        if let Some(value) = tokens[token].as_str() {
+            note(value);
+        }
     }
-    Ok(Some(
-        tokens["id_token"].as_str().with_context(|| format!("no id_token: {}", tokens["error"]))?.to_owned(),
-    ))
+    Ok(Some(tokens))
 }
 
 /// A kubeconfig with only the person's ID token (no client certificate, which would win).

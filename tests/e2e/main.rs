@@ -5,6 +5,7 @@
 //! Each test gets its own namespace; on failure it prints the roster objects it saw and the
 //! end of the operator's log. Logs of every process stay in `target/tmp/e2e/` after a run.
 
+mod account;
 mod admission;
 mod browser;
 mod chart;
@@ -36,6 +37,7 @@ use std::process::ExitCode;
 fn main() -> ExitCode {
     let args = libtest_mimic::Arguments::from_args();
     let trials: Vec<_> = [
+        account::trials(),
         admission::trials(),
         browser::trials(),
         chart::trials(),

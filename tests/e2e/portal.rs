@@ -398,7 +398,7 @@ pub fn next_code(secret: &str) -> anyhow::Result<String> {
 }
 
 /// A code that is wrong now (not valid in any accepted step).
-fn wrong_code(secret: &str) -> anyhow::Result<String> {
+pub fn wrong_code(secret: &str) -> anyhow::Result<String> {
     let parsed = TotpSecret::from_base32(secret)?;
     let valid: Vec<String> =
         [now() - 30, now(), now() + 30].iter().map(|t| parsed.code_at(*t)).collect::<Result<_, _>>()?;

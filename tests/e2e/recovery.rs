@@ -216,7 +216,7 @@ fn median(times: &mut [Duration]) -> Duration {
     times[times.len() / 2]
 }
 
-fn step_now() -> i64 {
+pub fn step_now() -> i64 {
     Timestamp::now().as_second() / 30
 }
 
@@ -254,7 +254,7 @@ async fn recovery_links(address: &str) -> anyhow::Result<Vec<String>> {
 }
 
 /// The text of the security notice about `event` emailed to `address`, if any.
-async fn notice(address: &str, event: &str) -> anyhow::Result<Option<String>> {
+pub async fn notice(address: &str, event: &str) -> anyhow::Result<Option<String>> {
     let subject = match event {
         "locked" => "your account was locked",
         "password-changed" => "your password was changed",

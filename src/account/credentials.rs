@@ -1,0 +1,196 @@
+//! The changes a person makes to their own credentials on the account page: a new password
+//! (the current password, a current code when an authenticator is enrolled, and the policy),
+//! and a new authenticator app (a current code — the password without one — then the new
+//! app's code). Each is decided again on the credentials Secret as it is at the write, under
+//! its resourceVersion; a wrong password or code counts as a failed sign-in (and may lock the
+//! account, which ends the session). Success is recorded for the security notices
+//! (`passwordChangedAt`, `totpReplacedAt`), keeps this session signed in and ends the
+//! person's other sessions: whoever else was signed in is signed out.
+
+use std::net::IpAddr;
+
+use k8s_openapi::api::core::v1::Secret;
+use k8s_openapi::jiff::Timestamp;
+
+use super::proof::{self, Proof, Wrong};
+use super::{AccountError, internal, sessions};
+use crate::credentials::record::{
+    FAILED_LOGINS, PASSWORD_CHANGED_AT, PASSWORD_HASH, PASSWORD_SET_AT, TOTP_ENROLLED_AT, TOTP_LAST_STEP,
+    TOTP_REPLACED_AT, TOTP_REPLACEMENT, TOTP_SECRET,
+};
+use crate::credentials::{TotpSecret, verify_totp};
+use crate::facts::{self, Changes, text};
+use crate::oidc::session::{self, Live};
+use crate::oidc::{Issuer, grant};
+use crate::portal::onboarding::{StepError, TotpOffer, new_password_hash, offer};
+use crate::signin::failures::counted;
+use crate::signin::history::Attempt;
+
+/// Sets a new password, proven by the current one and (when enrolled) a current code.
+pub async fn change_password(
+    issuer: &Issuer,
+    live: &Live,
+    current_password: &str,
+    code: &str,
+    new_password: &str,
+    address: IpAddr,
+) -> Result<(), AccountError> {
+    let portal = &issuer.portal;
+    let credentials = credentials_of(issuer, live)?;
+    let hash = new_password_hash(portal, &live.user, new_password).await.map_err(|e| match e {
+        StepError::Policy(violation) => AccountError::Policy(violation),
+        StepError::Busy => AccountError::Busy,
+        other => internal(other),
+    })?;
+    let seen = text(&credentials, PASSWORD_HASH).map(str::to_owned);
+    let password_ok = verified(issuer, current_password, seen.as_deref()).await?;
+    let proof = Proof { password_ok: Some(password_ok), seen_hash: seen.as_deref(), code };
+    let now = Timestamp::now().to_string();
+    change(issuer, live, &credentials, &proof, address, |_, step| {
+        let mut changes = Changes::from([
+            (PASSWORD_HASH, Some(hash.clone())),
+            (PASSWORD_SET_AT, Some(now.clone())),
+            (PASSWORD_CHANGED_AT, Some(now.clone())),
+        ]);
+        spent(&mut changes, step);
+        changes
+    })
+    .await?;
+    tracing::info!(user = %crate::signin::who(&live.user), "the person changed their password");
+    Ok(())
+}
+
+/// Starts replacing the authenticator app: proven by a current code (the current password
+/// when none is enrolled), a new secret waits to be confirmed; the offer shows it.
+pub async fn begin_replacement(
+    issuer: &Issuer,
+    live: &Live,
+    password: &str,
+    code: &str,
+    address: IpAddr,
+) -> Result<TotpOffer, AccountError> {
+    let credentials = credentials_of(issuer, live)?;
+    let seen = text(&credentials, PASSWORD_HASH).map(str::to_owned);
+    let password_ok = if proof::replacement_needs_password(&credentials) {
+        Some(verified(issuer, password, seen.as_deref()).await?)
+    } else {
+        None
+    };
+    let proof = Proof { password_ok, seen_hash: seen.as_deref(), code };
+    let pending = TotpSecret::generate().map_err(internal)?.to_base32();
+    change(issuer, live, &credentials, &proof, address, |_, step| {
+        let mut changes = Changes::from([(TOTP_REPLACEMENT, Some(pending.clone()))]);
+        spent(&mut changes, step);
+        changes
+    })
+    .await?;
+    offer(&issuer.portal, &live.user, &pending).map_err(internal)
+}
+
+/// Confirms the new authenticator app with its code: it replaces the old one.
+pub async fn confirm_replacement(issuer: &Issuer, live: &Live, code: &str) -> Result<(), AccountError> {
+    let credentials = credentials_of(issuer, live)?;
+    let pending = text(&credentials, TOTP_REPLACEMENT).ok_or(AccountError::NothingPending)?.to_owned();
+    let secret = TotpSecret::from_base32(&pending).map_err(internal)?;
+    let unix = u64::try_from(Timestamp::now().as_second()).unwrap_or(0);
+    let step = verify_totp(&secret, code, unix, None).map_err(|_| AccountError::WrongCode)?;
+    let now = Timestamp::now().to_string();
+    let written = facts::update(&issuer.portal.signin.client, &credentials, |current: &Secret| {
+        if text(current, TOTP_REPLACEMENT) != Some(pending.as_str()) {
+            return (Err(AccountError::NothingPending), Changes::new());
+        }
+        let changes = Changes::from([
+            (TOTP_SECRET, Some(pending.clone())),
+            (TOTP_ENROLLED_AT, Some(now.clone())),
+            (TOTP_REPLACED_AT, Some(now.clone())),
+            (TOTP_LAST_STEP, Some(step.to_string())),
+            (TOTP_REPLACEMENT, None),
+        ]);
+        (Ok(()), changes)
+    })
+    .await
+    .map_err(internal)?;
+    caught_up(issuer, &credentials, &written.1).await;
+    written.0?;
+    keep_signed_in(issuer, live).await;
+    tracing::info!(user = %crate::signin::who(&live.user), "the person replaced their authenticator app");
+    Ok(())
+}
+
+/// Writes `success`'s changes if `proof` holds on the Secret as it is now; otherwise counts a
+/// failed sign-in from `address`. A change of the credentials' fingerprint keeps this session
+/// and ends the others.
+async fn change(
+    issuer: &Issuer,
+    live: &Live,
+    credentials: &Secret,
+    proof: &Proof<'_>,
+    address: IpAddr,
+    success: impl Fn(&Secret, Option<u64>) -> Changes,
+) -> Result<(), AccountError> {
+    let signin = &issuer.portal.signin;
+    let lockout = signin.lockout;
+    let now = Timestamp::now();
+    let unix = u64::try_from(now.as_second()).unwrap_or(0);
+    let written =
+        facts::update(&signin.client, credentials, |current| match proof::judge(current, proof, unix) {
+            Ok(step) => (Ok(()), success(current, step)),
+            Err(wrong) => {
+                let attempt = Attempt::new(now, false, Some(address));
+                let changes = counted(current, 1, &[attempt], &lockout, now).map(|(_, changes)| changes);
+                (Err(wrong), changes.unwrap_or_default())
+            }
+        })
+        .await
+        .map_err(internal)?;
+    caught_up(issuer, credentials, &written.1).await;
+    match written.0 {
+        Ok(()) => {}
+        Err(wrong) => {
+            signin.metrics.login("denied");
+            return Err(match wrong {
+                Wrong::Password => AccountError::WrongPassword,
+                Wrong::Code => AccountError::WrongCode,
+            });
+        }
+    }
+    let after = credentials_of(issuer, live)?;
+    if grant::stamp(&after) != live.session.stamp {
+        keep_signed_in(issuer, live).await;
+    }
+    Ok(())
+}
+
+/// Carries this session over the new credentials and ends the person's other sessions.
+async fn keep_signed_in(issuer: &Issuer, live: &Live) {
+    let Some(after) = issuer.portal.signin.caches.credentials_of(&live.user) else { return };
+    if let Err(e) = session::restamp(issuer, &live.secret, &live.session.stamp, &grant::stamp(&after)).await {
+        tracing::warn!(error = %e, "keeping the session over changed credentials failed; the person signs in again");
+    }
+    if let Err(e) = sessions::end_others(issuer, live).await {
+        tracing::warn!(error = %e, "ending the person's other sessions failed; they end at their next use");
+    }
+}
+
+/// The failed-sign-in count back to none and the code's step spent.
+fn spent(changes: &mut Changes, step: Option<u64>) {
+    changes.insert(FAILED_LOGINS, Some("0".to_owned()));
+    if let Some(step) = step {
+        changes.insert(TOTP_LAST_STEP, Some(step.to_string()));
+    }
+}
+
+async fn verified(issuer: &Issuer, password: &str, stored: Option<&str>) -> Result<bool, AccountError> {
+    issuer.portal.signin.verify_password(password, stored).await.map_err(|_| AccountError::Busy)
+}
+
+fn credentials_of(issuer: &Issuer, live: &Live) -> Result<std::sync::Arc<Secret>, AccountError> {
+    issuer.portal.signin.caches.credentials_of(&live.user).ok_or_else(|| internal("no credentials Secret"))
+}
+
+/// Waits until the watch cache shows what was written, so the next page shows it.
+async fn caught_up(issuer: &Issuer, credentials: &Secret, version: &Option<String>) {
+    if let Some(version) = version {
+        facts::await_cached(&issuer.portal.signin.caches.secrets, credentials, version).await;
+    }
+}

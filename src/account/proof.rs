@@ -1,0 +1,100 @@
+//! What a signed-in person proves on their account page before a credential changes, judged
+//! on the credentials Secret as it is at the write: a session alone changes nothing (it may
+//! be a borrowed laptop). Changing the password takes the current password, and a current
+//! code when an authenticator is enrolled; replacing the authenticator takes a current code
+//! (the current password when none is enrolled yet). Codes are spent like a sign-in's.
+
+use k8s_openapi::api::core::v1::Secret;
+
+use crate::credentials::record::{PASSWORD_HASH, TOTP_SECRET};
+use crate::facts::text;
+use crate::signin::totp_step;
+
+/// What the person typed as proof.
+#[derive(Clone, Copy, Debug)]
+pub struct Proof<'a> {
+    /// Whether the current password was asked for and verified against `seen_hash`
+    /// (`None`: not asked).
+    pub password_ok: Option<bool>,
+    /// The hash the password was verified against.
+    pub seen_hash: Option<&'a str>,
+    /// The code from the authenticator app, or empty.
+    pub code: &'a str,
+}
+
+/// Which part of the proof failed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Wrong {
+    /// The current password (or it changed meanwhile).
+    Password,
+    /// The code: wrong, used before, or missing.
+    Code,
+}
+
+/// Whether `proof` holds on `current` at `unix`; the TOTP step the code spent, if one was due.
+pub fn judge(current: &Secret, proof: &Proof<'_>, unix: u64) -> Result<Option<u64>, Wrong> {
+    if let Some(ok) = proof.password_ok
+        && !(ok && text(current, PASSWORD_HASH) == proof.seen_hash && proof.seen_hash.is_some())
+    {
+        return Err(Wrong::Password);
+    }
+    if text(current, TOTP_SECRET).is_none() {
+        return Ok(None);
+    }
+    totp_step(current, proof.code, unix).map(Some).ok_or(Wrong::Code)
+}
+
+/// Whether a password must come with a replacement of the authenticator: only when none is
+/// enrolled (a code proves the person otherwise).
+pub fn replacement_needs_password(credentials: &Secret) -> bool {
+    text(credentials, TOTP_SECRET).is_none()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::credentials::TotpSecret;
+    use crate::credentials::record::TOTP_LAST_STEP;
+
+    fn secret(pairs: &[(&str, &str)]) -> Secret {
+        let data = pairs
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), k8s_openapi::ByteString(v.as_bytes().to_vec())))
+            .collect();
+        Secret { data: Some(data), ..Default::default() }
+    }
+
+    const UNIX: u64 = 1_800_000_000;
+
+    #[test]
+    fn the_password_and_an_unused_code_prove_the_person() {
+        let totp = TotpSecret::generate().unwrap();
+        let base32 = totp.to_base32();
+        let current = secret(&[(PASSWORD_HASH, "h1"), (TOTP_SECRET, &base32)]);
+        let code = totp.code_at(UNIX).unwrap();
+        let proof = Proof { password_ok: Some(true), seen_hash: Some("h1"), code: &code };
+        assert_eq!(judge(&current, &proof, UNIX), Ok(Some(UNIX / 30)));
+        let spent = secret(&[
+            (PASSWORD_HASH, "h1"),
+            (TOTP_SECRET, &base32),
+            (TOTP_LAST_STEP, &(UNIX / 30).to_string()),
+        ]);
+        assert_eq!(judge(&spent, &proof, UNIX), Err(Wrong::Code), "a code counts once");
+        assert_eq!(judge(&current, &Proof { code: "", ..proof }, UNIX), Err(Wrong::Code));
+        assert_eq!(judge(&current, &Proof { password_ok: Some(false), ..proof }, UNIX), Err(Wrong::Password));
+        let changed = secret(&[(PASSWORD_HASH, "h2"), (TOTP_SECRET, &base32)]);
+        assert_eq!(judge(&changed, &proof, UNIX), Err(Wrong::Password), "changed meanwhile");
+        let code_only = Proof { password_ok: None, seen_hash: None, code: &code };
+        assert_eq!(judge(&current, &code_only, UNIX), Ok(Some(UNIX / 30)));
+    }
+
+    #[test]
+    fn without_an_authenticator_the_password_alone_proves_the_person() {
+        let current = secret(&[(PASSWORD_HASH, "h1")]);
+        let proof = Proof { password_ok: Some(true), seen_hash: Some("h1"), code: "" };
+        assert_eq!(judge(&current, &proof, UNIX), Ok(None));
+        assert!(replacement_needs_password(&current));
+        let nothing = Proof { password_ok: Some(false), seen_hash: None, code: "" };
+        assert_eq!(judge(&secret(&[]), &nothing, UNIX), Err(Wrong::Password));
+    }
+}
