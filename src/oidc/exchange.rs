@@ -201,14 +201,8 @@ pub async fn token(
             return unavailable();
         }
     };
-    // A refresh token never outlives the session, nor the client's absolute limit from the
-    // sign-in that made the grant.
-    let signed_in = found.created_at.unwrap_or(found.auth_time);
-    let refresh_until = lifetimes
-        .refresh_token_absolute
-        .as_ref()
-        .and_then(|absolute| signed_in.checked_add(duration(absolute)).ok())
-        .map_or(live.session.expires_at, |end| end.min(live.session.expires_at));
+    let absolute = lifetimes.refresh_token_absolute.as_ref().map(duration);
+    let refresh_until = grant::refresh_until(&found, absolute, live.session.expires_at);
     // Spend it: decided again on the grant as it is now (another replica may have been first).
     let written = facts::update(&issuer.portal.signin.client, &secret, |current: &Secret| {
         let Some(current) = Grant::of(current) else { return (Use::Refused("not a grant"), Changes::new()) };

@@ -220,6 +220,15 @@ pub fn judge_refresh(grant: &Grant, hash: &str, client: &str, now: Timestamp) ->
     RefreshVerdict::Rotate
 }
 
+/// Until when the grant's refresh tokens may work: never past its session's end, nor the
+/// client's `absolute` limit from the sign-in that made the grant.
+pub fn refresh_until(grant: &Grant, absolute: Option<SignedDuration>, session_ends: Timestamp) -> Timestamp {
+    let signed_in = grant.created_at.unwrap_or(grant.auth_time);
+    absolute
+        .and_then(|limit| signed_in.checked_add(limit).ok())
+        .map_or(session_ends, |end| end.min(session_ends))
+}
+
 /// The changes that redeem the code (or rotate the refresh token): a new refresh token
 /// when the grant carries offline_access, valid for `refresh_lifetime` but not past `until`
 /// (when its session ends); the spent one remembered.
@@ -481,6 +490,17 @@ mod tests {
             ..live
         };
         assert_eq!(judge_refresh(&rotated, &hash_token(&first), "team.app", now), RefreshVerdict::Reused);
+    }
+
+    #[test]
+    fn refresh_tokens_end_with_the_session_or_the_clients_absolute_limit() {
+        let made = Grant { created_at: Some(at("2026-01-01T00:00:00Z")), ..grant() };
+        let session_ends = at("2026-01-02T00:00:00Z");
+        assert_eq!(refresh_until(&made, None, session_ends), session_ends);
+        let eight_hours = Some(SignedDuration::from_hours(8));
+        assert_eq!(refresh_until(&made, eight_hours, session_ends), at("2026-01-01T08:00:00Z"));
+        let long = Some(SignedDuration::from_hours(100));
+        assert_eq!(refresh_until(&made, long, session_ends), session_ends, "never past the session");
     }
 
     #[test]
