@@ -27,12 +27,16 @@ use crate::oidc::session::{self, Live};
 /// Why a change on the account page was refused.
 #[derive(Debug, thiserror::Error)]
 pub enum AccountError {
-    /// The current password is wrong (counted as a failed sign-in).
-    #[error("the current password is not correct")]
-    WrongPassword,
-    /// The code is wrong, expired or used before (a current code counts as a failed sign-in).
-    #[error("the code is wrong, expired or was used already")]
+    /// The current password or code is wrong (counted as a failed sign-in; which of them
+    /// is not said).
+    #[error("the current password or code is not correct")]
+    WrongProof,
+    /// The new authenticator app's code is wrong or expired.
+    #[error("the code is wrong or expired")]
     WrongCode,
+    /// The person's credentials changed since this session's sign-in (elsewhere, meanwhile).
+    #[error("your password or authenticator changed meanwhile; sign in again")]
+    CredentialsChanged,
     /// The new password breaks a rule.
     #[error("the new password {0}")]
     Policy(PolicyViolation),
@@ -54,7 +58,8 @@ impl AccountError {
     /// The HTTP status both doors answer it with.
     pub fn status(&self) -> StatusCode {
         match self {
-            Self::WrongPassword | Self::WrongCode => StatusCode::FORBIDDEN,
+            Self::WrongProof | Self::WrongCode => StatusCode::FORBIDDEN,
+            Self::CredentialsChanged => StatusCode::CONFLICT,
             Self::Policy(_) => StatusCode::UNPROCESSABLE_ENTITY,
             Self::NothingPending => StatusCode::CONFLICT,
             Self::NoSuchSession => StatusCode::NOT_FOUND,
@@ -66,8 +71,9 @@ impl AccountError {
     /// The JSON API's error code.
     pub fn code(&self) -> &'static str {
         match self {
-            Self::WrongPassword => "wrongPassword",
+            Self::WrongProof => "wrongProof",
             Self::WrongCode => "wrongCode",
+            Self::CredentialsChanged => "credentialsChanged",
             Self::Policy(_) => "passwordPolicy",
             Self::NothingPending => "nothingPending",
             Self::NoSuchSession => "sessionNotFound",

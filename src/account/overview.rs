@@ -4,10 +4,11 @@
 
 use k8s_openapi::jiff::Timestamp;
 
+use super::credentials::Pending;
 use super::sessions::{self, SessionView};
 use crate::api::UserPhase;
 use crate::credentials::CredentialFacts;
-use crate::credentials::record::{EmailProof, PASSWORD_CHANGED_AT, RECENT_SIGN_INS, TOTP_REPLACEMENT};
+use crate::credentials::record::{EmailProof, PASSWORD_CHANGED_AT, RECENT_SIGN_INS};
 use crate::facts::text;
 use crate::oidc::Issuer;
 use crate::oidc::session::Live;
@@ -26,7 +27,7 @@ pub struct Overview {
     pub expires_at: Option<Timestamp>,
     /// Whether an authenticator app is enrolled.
     pub authenticator: bool,
-    /// Whether a new authenticator waits to be confirmed.
+    /// Whether a new authenticator this session asked for waits to be confirmed.
     pub replacement_pending: bool,
     /// Whether the person proved they receive mail at their address.
     pub email_verified: bool,
@@ -51,7 +52,10 @@ pub fn of(issuer: &Issuer, live: &Live) -> Overview {
         phase: user.status.as_ref().and_then(|s| s.phase),
         expires_at: user.spec.expires_at.as_ref().map(|t| t.0),
         authenticator: facts.totp_enrolled,
-        replacement_pending: value(TOTP_REPLACEMENT).is_some(),
+        replacement_pending: credentials
+            .as_deref()
+            .and_then(|c| Pending::for_session(c, live.secret.metadata.uid.as_deref(), Timestamp::now()))
+            .is_some(),
         email_verified: facts.email_verified(&user.spec.email) == EmailProof::Verified,
         password_set_at: facts.password_set_at,
         password_changed_at: value(PASSWORD_CHANGED_AT).and_then(|t| t.parse().ok()),

@@ -15,10 +15,8 @@ use k8s_openapi::jiff::Timestamp;
 use minijinja::context;
 use serde::Deserialize;
 
+use super::credentials::Pending;
 use super::{AccountError, credentials, overview, sessions, signed_in};
-use crate::credentials::TotpSecret;
-use crate::credentials::record::TOTP_REPLACEMENT;
-use crate::facts::text;
 use crate::mail::for_people;
 use crate::oidc::authorize::{NotStarted, Typed, start_session};
 use crate::oidc::session::{self, Live};
@@ -284,12 +282,12 @@ fn page(issuer: &Issuer, headers: &HeaderMap, live: &Live, status: StatusCode, s
     form_page(issuer, headers, status, "account.html", "/account", &serde_json::json!({}), None, extra)
 }
 
-/// The new authenticator app waiting to be confirmed, as the page shows it.
+/// The new authenticator app this session asked for, waiting to be confirmed, as the page
+/// shows it (to this session only, until it is confirmed or late).
 fn pending_offer(issuer: &Issuer, live: &Live) -> Option<minijinja::Value> {
     let credentials = issuer.portal.signin.caches.credentials_of(&live.user)?;
-    let pending = text(&credentials, TOTP_REPLACEMENT)?;
-    TotpSecret::from_base32(pending).ok()?;
-    let offer = crate::portal::onboarding::offer(&issuer.portal, &live.user, pending).ok()?;
+    let pending = Pending::for_session(&credentials, live.secret.metadata.uid.as_deref(), Timestamp::now())?;
+    let offer = crate::portal::onboarding::offer(&issuer.portal, &live.user, &pending.secret).ok()?;
     let qr = qr_data_uri(&offer.otpauth_uri)?;
     Some(context! { qr => qr, uri => &offer.otpauth_uri, grouped => grouped(&offer.secret) })
 }

@@ -2,7 +2,9 @@
 //! on the credentials Secret as it is at the write: a session alone changes nothing (it may
 //! be a borrowed laptop). Changing the password takes the current password, and a current
 //! code when an authenticator is enrolled; replacing the authenticator takes a current code
-//! (the current password when none is enrolled yet). Codes are spent like a sign-in's.
+//! (the current password when none is enrolled yet). Codes are spent like a sign-in's. A
+//! failed proof does not say which part failed: a borrowed session must not learn whether a
+//! password guess was right.
 
 use k8s_openapi::api::core::v1::Secret;
 
@@ -22,26 +24,25 @@ pub struct Proof<'a> {
     pub code: &'a str,
 }
 
-/// Which part of the proof failed.
+/// The proof failed: a wrong, changed or missing password, or a wrong, used or missing code.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Wrong {
-    /// The current password (or it changed meanwhile).
-    Password,
-    /// The code: wrong, used before, or missing.
-    Code,
-}
+pub struct Wrong;
 
 /// Whether `proof` holds on `current` at `unix`; the TOTP step the code spent, if one was due.
+/// At least one factor must be checked against `current` (an authenticator removed meanwhile
+/// does not leave a proof of nothing).
 pub fn judge(current: &Secret, proof: &Proof<'_>, unix: u64) -> Result<Option<u64>, Wrong> {
-    if let Some(ok) = proof.password_ok
-        && !(ok && text(current, PASSWORD_HASH) == proof.seen_hash && proof.seen_hash.is_some())
-    {
-        return Err(Wrong::Password);
-    }
+    let password = match proof.password_ok {
+        Some(ok) if ok && proof.seen_hash.is_some() && text(current, PASSWORD_HASH) == proof.seen_hash => {
+            true
+        }
+        Some(_) => return Err(Wrong),
+        None => false,
+    };
     if text(current, TOTP_SECRET).is_none() {
-        return Ok(None);
+        return if password { Ok(None) } else { Err(Wrong) };
     }
-    totp_step(current, proof.code, unix).map(Some).ok_or(Wrong::Code)
+    totp_step(current, proof.code, unix).map(Some).ok_or(Wrong)
 }
 
 /// Whether a password must come with a replacement of the authenticator: only when none is
@@ -79,11 +80,11 @@ mod tests {
             (TOTP_SECRET, &base32),
             (TOTP_LAST_STEP, &(UNIX / 30).to_string()),
         ]);
-        assert_eq!(judge(&spent, &proof, UNIX), Err(Wrong::Code), "a code counts once");
-        assert_eq!(judge(&current, &Proof { code: "", ..proof }, UNIX), Err(Wrong::Code));
-        assert_eq!(judge(&current, &Proof { password_ok: Some(false), ..proof }, UNIX), Err(Wrong::Password));
+        assert_eq!(judge(&spent, &proof, UNIX), Err(Wrong), "a code counts once");
+        assert_eq!(judge(&current, &Proof { code: "", ..proof }, UNIX), Err(Wrong));
+        assert_eq!(judge(&current, &Proof { password_ok: Some(false), ..proof }, UNIX), Err(Wrong));
         let changed = secret(&[(PASSWORD_HASH, "h2"), (TOTP_SECRET, &base32)]);
-        assert_eq!(judge(&changed, &proof, UNIX), Err(Wrong::Password), "changed meanwhile");
+        assert_eq!(judge(&changed, &proof, UNIX), Err(Wrong), "changed meanwhile");
         let code_only = Proof { password_ok: None, seen_hash: None, code: &code };
         assert_eq!(judge(&current, &code_only, UNIX), Ok(Some(UNIX / 30)));
     }
@@ -94,7 +95,13 @@ mod tests {
         let proof = Proof { password_ok: Some(true), seen_hash: Some("h1"), code: "" };
         assert_eq!(judge(&current, &proof, UNIX), Ok(None));
         assert!(replacement_needs_password(&current));
+        let code_only = Proof { password_ok: None, seen_hash: None, code: "123456" };
+        assert_eq!(
+            judge(&current, &code_only, UNIX),
+            Err(Wrong),
+            "no authenticator left to check a code with"
+        );
         let nothing = Proof { password_ok: Some(false), seen_hash: None, code: "" };
-        assert_eq!(judge(&secret(&[]), &nothing, UNIX), Err(Wrong::Password));
+        assert_eq!(judge(&secret(&[]), &nothing, UNIX), Err(Wrong));
     }
 }

@@ -168,11 +168,9 @@ pub async fn token(
     let Some(found) = Grant::of(&secret) else { return invalid_grant() };
     let refused = match judge(&found) {
         Some(refused) => Some(refused),
-        None => {
-            standing::with_client(&issuer.portal.signin, &client, &user, &found.user_uid, &found.stamp, now)
-                .err()
-                .map(Use::Denied)
-        }
+        None => standing::of_grant(&issuer.portal.signin, &client, &user, &found, &live.session.stamp, now)
+            .err()
+            .map(Use::Denied),
     };
     if let Some(refused) = refused {
         return refuse(&issuer, &secret, &live, &client_id, refused).await;
@@ -202,7 +200,11 @@ pub async fn token(
         }
     };
     let absolute = lifetimes.refresh_token_absolute.as_ref().map(duration);
-    let refresh_until = grant::refresh_until(&found, absolute, live.session.expires_at);
+    let refresh_until = grant::refresh_until(&live.session, absolute);
+    if mode == Mode::Refresh && refresh_until <= now {
+        // The client's limit was shortened after this refresh token was issued.
+        return refuse(&issuer, &secret, &live, &client_id, Use::Refused("past the absolute lifetime")).await;
+    }
     // Spend it: decided again on the grant as it is now (another replica may have been first).
     let written = facts::update(&issuer.portal.signin.client, &secret, |current: &Secret| {
         let Some(current) = Grant::of(current) else { return (Use::Refused("not a grant"), Changes::new()) };

@@ -129,10 +129,15 @@ pub fn scope_named(name: &str) -> Option<Scope> {
 /// A fingerprint of the person's password hash and TOTP secret: a grant made with other
 /// credentials (before a PasswordReset, an MfaReset, a password change) is void.
 pub fn stamp(credentials: &Secret) -> String {
+    stamp_of(text(credentials, PASSWORD_HASH), text(credentials, TOTP_SECRET))
+}
+
+/// [`stamp`] of a password hash and a TOTP secret (a change not yet written).
+pub fn stamp_of(password_hash: Option<&str>, totp_secret: Option<&str>) -> String {
     let mut hasher = Sha256::new();
-    hasher.update(text(credentials, PASSWORD_HASH).unwrap_or_default().as_bytes());
+    hasher.update(password_hash.unwrap_or_default().as_bytes());
     hasher.update([0]);
-    hasher.update(text(credentials, TOTP_SECRET).unwrap_or_default().as_bytes());
+    hasher.update(totp_secret.unwrap_or_default().as_bytes());
     hex::encode(&hasher.finalize()[..12])
 }
 
@@ -220,13 +225,12 @@ pub fn judge_refresh(grant: &Grant, hash: &str, client: &str, now: Timestamp) ->
     RefreshVerdict::Rotate
 }
 
-/// Until when the grant's refresh tokens may work: never past its session's end, nor the
-/// client's `absolute` limit from the sign-in that made the grant.
-pub fn refresh_until(grant: &Grant, absolute: Option<SignedDuration>, session_ends: Timestamp) -> Timestamp {
-    let signed_in = grant.created_at.unwrap_or(grant.auth_time);
+/// Until when refresh tokens made in `session` may work: never past its end, nor the
+/// client's `absolute` limit from the person's sign-in.
+pub fn refresh_until(session: &Session, absolute: Option<SignedDuration>) -> Timestamp {
     absolute
-        .and_then(|limit| signed_in.checked_add(limit).ok())
-        .map_or(session_ends, |end| end.min(session_ends))
+        .and_then(|limit| session.auth_time.checked_add(limit).ok())
+        .map_or(session.expires_at, |end| end.min(session.expires_at))
 }
 
 /// The changes that redeem the code (or rotate the refresh token): a new refresh token
@@ -494,13 +498,17 @@ mod tests {
 
     #[test]
     fn refresh_tokens_end_with_the_session_or_the_clients_absolute_limit() {
-        let made = Grant { created_at: Some(at("2026-01-01T00:00:00Z")), ..grant() };
-        let session_ends = at("2026-01-02T00:00:00Z");
-        assert_eq!(refresh_until(&made, None, session_ends), session_ends);
+        let policy = super::super::session::Policy { lifetime: SignedDuration::from_hours(24), idle: None };
+        let mut user =
+            User::new("jane", serde_json::from_value(serde_json::json!({"email": "j@example.com"})).unwrap());
+        user.metadata.uid = Some("u1".into());
+        let session =
+            Session::signed_in(&user, &["pwd"], "s".into(), at("2026-01-01T00:00:00Z"), &policy, None);
+        assert_eq!(refresh_until(&session, None), at("2026-01-02T00:00:00Z"));
         let eight_hours = Some(SignedDuration::from_hours(8));
-        assert_eq!(refresh_until(&made, eight_hours, session_ends), at("2026-01-01T08:00:00Z"));
+        assert_eq!(refresh_until(&session, eight_hours), at("2026-01-01T08:00:00Z"), "from the sign-in");
         let long = Some(SignedDuration::from_hours(100));
-        assert_eq!(refresh_until(&made, long, session_ends), session_ends, "never past the session");
+        assert_eq!(refresh_until(&session, long), session.expires_at, "never past the session");
     }
 
     #[test]

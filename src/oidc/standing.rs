@@ -61,3 +61,22 @@ pub fn with_client(
     }
     Ok(())
 }
+
+/// [`with_client`] for a grant made in a session: the person as the session knows them —
+/// a session carried over a change of credentials on the account page stays theirs — and
+/// the grant made with the session's credentials (one made before the change ends alone;
+/// the application signs in again through the session).
+pub fn of_grant(
+    signin: &SignIn,
+    client: &OidcClient,
+    user: &User,
+    grant: &super::grant::Grant,
+    session_stamp: &str,
+    now: Timestamp,
+) -> Result<(), Denied> {
+    with_client(signin, client, user, &grant.user_uid, session_stamp, now)?;
+    if grant.stamp != session_stamp {
+        return Err(Denied { reason: "credentials changed since this grant was made", person: false });
+    }
+    Ok(())
+}

@@ -95,7 +95,7 @@ async fn in_browser(ns: &Ns, browser: &Client, dir: &Path) -> anyhow::Result<()>
     };
     password_form("Not-My-Password-1234".into(), "000000".into()).await?;
     let error = browser.wait().for_element(Locator::Css("#error")).await?.text().await?;
-    ensure!(error.contains("current password is not correct"), "{error}");
+    ensure!(error.contains("current password or code is not correct"), "{error}");
     ensure!(
         !browser.find_all(Locator::Css("#history li.failed")).await?.is_empty(),
         "no failed attempt listed"
@@ -200,11 +200,14 @@ async fn over_the_api(ns: &Ns) -> anyhow::Result<()> {
         change("Not-My-Password-1234", next_code(&totp)?, NEW_PASSWORD),
     )
     .await?;
-    ensure!(status == 403 && body["error"] == "wrongPassword", "{status} {body}");
+    ensure!(status == 403 && body["error"] == "wrongProof", "{status} {body}");
     let (status, body) =
         account(Some(&blake), "POST", "/password", change(PASSWORD, wrong_code(&totp)?, NEW_PASSWORD))
             .await?;
-    ensure!(status == 403 && body["error"] == "wrongCode", "{status} {body}");
+    ensure!(
+        status == 403 && body["error"] == "wrongProof",
+        "the same answer for a wrong code: {status} {body}"
+    );
     let (status, body) =
         account(Some(&blake), "POST", "/password", change(PASSWORD, next_code(&totp)?, "short")).await?;
     ensure!(status == 422 && body["error"] == "passwordPolicy", "{status} {body}");
