@@ -77,6 +77,11 @@ pub async fn sign_in(
     let address = issuer.portal.address_of(peer, &headers);
     match start_session(&issuer, None, &headers, &typed, address, Timestamp::now()).await {
         Ok(started) => {
+            // The page the browser is sent to looks the session up in this replica's cache.
+            if let Some(version) = started.secret.metadata.resource_version.as_deref() {
+                crate::facts::await_cached(&issuer.portal.signin.caches.secrets, &started.secret, version)
+                    .await;
+            }
             let mut response = Redirect::to(&issuer.endpoint_path("/account")).into_response();
             started.set_cookie(&mut response);
             response

@@ -142,7 +142,9 @@ async fn in_browser(ns: &Ns, browser: &Client, dir: &Path) -> anyhow::Result<()>
 
     // Signed out everywhere: this browser too.
     browser.find(Locator::Css("#sign-out-everywhere")).await?.click().await?;
-    let said = browser.wait().for_element(Locator::Css("#notice")).await?.text().await?;
+    // The sign-in form (the account page had a notice of its own).
+    browser.wait().for_element(Locator::Css("#identifier")).await?;
+    let said = browser.find(Locator::Css("#notice")).await?.text().await?;
     ensure!(said.contains("You are signed out"), "{said}");
     browser.goto(&format!("{}/account", shared().portal_url)).await?;
     browser.wait().for_element(Locator::Css("#identifier")).await?;
