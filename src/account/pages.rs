@@ -196,6 +196,17 @@ enum Said<'a> {
     Error(&'a str),
 }
 
+impl<'a> Said<'a> {
+    /// The page's notice and error.
+    fn parts(self) -> (Option<&'a str>, Option<&'a str>) {
+        match self {
+            Said::Nothing => (None, None),
+            Said::Notice(text) => (Some(text), None),
+            Said::Error(text) => (None, Some(text)),
+        }
+    }
+}
+
 /// The person of a posted form: its form token and origin checked, signed in.
 async fn guarded(issuer: &Issuer, headers: &HeaderMap, posted: &AccountForm) -> Result<Live, Box<Response>> {
     let live = signed_in(issuer, headers).await;
@@ -262,11 +273,7 @@ fn page(issuer: &Issuer, headers: &HeaderMap, live: &Live, status: StatusCode, s
         .iter()
         .map(|a| context! { at => for_people(a.at), succeeded => a.succeeded, address => a.address.map(|a| a.to_string()) })
         .collect();
-    let (notice, error) = match said {
-        Said::Nothing => (None, None),
-        Said::Notice(text) => (Some(text), None),
-        Said::Error(text) => (None, Some(text)),
-    };
+    let (notice, error) = said.parts();
     let extra = context! {
         email => &account.profile.email,
         email_verified => account.email_verified,
@@ -305,11 +312,7 @@ fn sign_in_form(
     identifier: &str,
     said: Said<'_>,
 ) -> Response {
-    let (notice, error) = match said {
-        Said::Nothing => (None, None),
-        Said::Notice(text) => (Some(text), None),
-        Said::Error(text) => (None, Some(text)),
-    };
+    let (notice, error) = said.parts();
     let extra = context! { hint => identifier, error => error, notice => notice };
     form_page(issuer, headers, status, "signin.html", "/account/signin", &serde_json::json!({}), None, extra)
 }

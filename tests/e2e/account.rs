@@ -170,6 +170,11 @@ async fn over_the_api(ns: &Ns) -> anyhow::Result<()> {
     let answer = flow.page().await?.submit(&address, PASSWORD, &unused_code(&totp, &mut used).await?).await?;
     let refresh_token =
         flow.redeem(&client, &answer).await?.refresh_token().context("no refresh token")?.clone();
+    // And through this browser's session, without a form.
+    let own = SignIn::start(&client, &["offline_access"]).await?;
+    let reused = own.visit(Some(&blake), "").await?;
+    let own_refresh =
+        own.redeem(&client, &reused).await?.refresh_token().context("no refresh token")?.clone();
 
     let (status, body) = account(Some(&blake), "GET", "", Value::Null).await?;
     ensure!(status == 200, "{status} {body}");
@@ -223,8 +228,14 @@ async fn over_the_api(ns: &Ns) -> anyhow::Result<()> {
     let (status, body) = account(Some(&blake), "POST", "/password", proof).await?;
     ensure!(status == 204, "{status} {body}");
     ensure!(refresh(&client, &refresh_token).await.is_err(), "the application's refresh token still works");
+    // The grant made in this session before the change ends alone; the session stays, and the
+    // application signs in again through it without a form.
+    ensure!(refresh(&client, &own_refresh).await.is_err(), "a grant from before the change still refreshes");
     let (status, body) = account(Some(&blake), "GET", "", Value::Null).await?;
     ensure!(status == 200 && body["sessions"].as_array().map(Vec::len) == Some(1), "{status} {body}");
+    let again = SignIn::start(&client, &[]).await?;
+    let answer = again.visit(Some(&blake), "").await?;
+    again.redeem(&client, &answer).await.context("signing in again through the kept session")?;
 
     // A new authenticator: wrong code refused, the right one confirms it.
     let proof = json!({"code": unused_code(&totp, &mut used).await?});

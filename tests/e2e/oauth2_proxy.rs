@@ -225,8 +225,13 @@ impl Proxy {
         let deadline = tokio::time::Instant::now() + crate::harness::DEADLINE;
         loop {
             let at = browser.current_url().await?;
-            let body = browser.find(Locator::Css("body")).await?.text().await.unwrap_or_default();
-            if at.as_str().starts_with(&self.url) && !at.path().starts_with("/oauth2/") {
+            // Mid-navigation the document may have no body yet: not there yet, poll again.
+            let body = match browser.find(Locator::Css("body")).await {
+                Ok(body) => body.text().await.unwrap_or_default(),
+                Err(_) => String::new(),
+            };
+            let arrived = at.as_str().starts_with(&self.url) && !at.path().starts_with("/oauth2/");
+            if arrived && !body.is_empty() {
                 ensure!(body.contains("the app behind the proxy"), "the proxy answered {at}: {body}");
                 return Ok(body);
             }

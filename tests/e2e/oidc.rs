@@ -830,7 +830,7 @@ impl SignIn {
     }
 
     /// `GET /authorize` with `extra` query parameters and, maybe, a cookie.
-    async fn visit(&self, cookie: Option<&str>, extra: &str) -> anyhow::Result<Answer> {
+    pub async fn visit(&self, cookie: Option<&str>, extra: &str) -> anyhow::Result<Answer> {
         let mut request = browser().get(local(&format!("{}{extra}", self.url)));
         if let Some(cookie) = cookie {
             request = request.header("cookie", cookie);
