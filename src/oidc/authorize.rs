@@ -58,7 +58,8 @@ pub async fn start(
     };
     let now = Timestamp::now();
     let live = session::usable(&issuer, &headers, now).await;
-    match session::next(live.as_ref().map(|live| &live.session), request.prompt, request.max_age, now) {
+    let max_age = max_age_for(&client, &request);
+    match session::next(live.as_ref().map(|live| &live.session), request.prompt, max_age, now) {
         Next::LoginRequired => back_with_error(
             &issuer,
             &request.redirect_uri,
@@ -249,6 +250,20 @@ pub(crate) async fn start_session(
 pub(super) const NOT_ADMITTED: &str =
     "Your account may not use this application. Ask your administrator if you need it.";
 
+/// The oldest sign-in (seconds) `request` accepts: its `max_age`, and for refresh tokens
+/// the client's `refreshTokenAbsolute` — past it the person signs in again, rather than be
+/// handed a refresh token that no longer works.
+fn max_age_for(client: &OidcClient, request: &AuthRequest) -> Option<u64> {
+    let absolute = client.spec.token_lifetimes.refresh_token_absolute.as_ref();
+    let limit = absolute
+        .filter(|_| request.scopes.contains(&crate::api::Scope::OfflineAccess))
+        .map(|limit| std::time::Duration::from(*limit).as_secs());
+    match (request.max_age, limit) {
+        (Some(asked), Some(limit)) => Some(asked.min(limit)),
+        (asked, limit) => asked.or(limit),
+    }
+}
+
 /// Whether `client` admits `user` (logged when not).
 pub(super) fn admitted(client: &OidcClient, user: &User) -> bool {
     let namespace = client.namespace().unwrap_or_default();
@@ -377,4 +392,34 @@ fn form(
         Some(&params.redirect_uri),
         context! { client => client.name_any(), hint => identifier, error => error },
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn past_the_clients_absolute_limit_a_refresh_token_needs_a_fresh_sign_in() {
+        let client: OidcClient = serde_json::from_value(serde_json::json!({
+            "apiVersion": "roster.dev/v1alpha1", "kind": "OidcClient", "metadata": {"name": "cli"},
+            "spec": {"redirectUris": ["https://app.example.com/cb"], "tokenLifetimes": {"refreshTokenAbsolute": "8h"}},
+        }))
+        .unwrap();
+        let mut request = AuthRequest {
+            client_id: "team.cli".into(),
+            redirect_uri: "https://app.example.com/cb".into(),
+            scopes: vec![crate::api::Scope::OpenId],
+            state: None,
+            nonce: None,
+            challenge: "c".into(),
+            prompt: Prompt::Default,
+            max_age: None,
+            login_hint: None,
+        };
+        assert_eq!(max_age_for(&client, &request), None, "no refresh token asked for");
+        request.scopes = vec![crate::api::Scope::OpenId, crate::api::Scope::OfflineAccess];
+        assert_eq!(max_age_for(&client, &request), Some(8 * 3600));
+        request.max_age = Some(60);
+        assert_eq!(max_age_for(&client, &request), Some(60), "the request's own is shorter");
+    }
 }

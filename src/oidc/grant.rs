@@ -235,7 +235,8 @@ pub fn refresh_until(session: &Session, absolute: Option<SignedDuration>) -> Tim
 
 /// The changes that redeem the code (or rotate the refresh token): a new refresh token
 /// when the grant carries offline_access, valid for `refresh_lifetime` but not past `until`
-/// (when its session ends); the spent one remembered.
+/// (its session's end or the client's absolute limit; none once that has passed); the spent
+/// one remembered.
 pub fn issue_refresh(
     grant: &Grant,
     locator: &str,
@@ -253,7 +254,8 @@ pub fn issue_refresh(
         let from = kept.len().saturating_sub(SPENT_KEPT);
         changes.insert(SPENT_REFRESH, Some(kept[from..].join(" ")));
     }
-    if !grant.scopes.contains(&Scope::OfflineAccess) {
+    // No refresh token without offline_access, nor one that would not work.
+    if !grant.scopes.contains(&Scope::OfflineAccess) || until <= now {
         changes.insert(REFRESH_HASH, None);
         return Ok((None, changes));
     }
@@ -523,6 +525,12 @@ mod tests {
         )
         .unwrap();
         assert_eq!(token, None);
+        assert_eq!(changes[REFRESH_HASH], None);
+        let offline = Grant { scopes: vec![Scope::OpenId, Scope::OfflineAccess], ..grant() };
+        let now = at("2026-01-01T00:00:10Z");
+        let (token, changes) =
+            issue_refresh(&offline, "loc", now, SignedDuration::from_hours(1), now).unwrap();
+        assert_eq!(token, None, "none past the absolute limit");
         assert_eq!(changes[REFRESH_HASH], None);
     }
 }
