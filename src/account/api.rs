@@ -10,7 +10,7 @@ use std::sync::Arc;
 
 use axum::Json;
 use axum::extract::{ConnectInfo, Path, State};
-use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 
@@ -137,8 +137,8 @@ pub async fn end_all(State(issuer): State<Arc<Issuer>>, headers: HeaderMap) -> R
 /// 204, clearing the session cookie when `current`.
 fn signed_out(issuer: &Issuer, current: bool) -> Response {
     let mut response = StatusCode::NO_CONTENT.into_response();
-    if current && let Ok(value) = HeaderValue::from_str(&session::cleared(issuer.https())) {
-        response.headers_mut().append(header::SET_COOKIE, value);
+    if current {
+        session::clear_cookie(&mut response, issuer.https());
     }
     response
 }

@@ -25,7 +25,7 @@ use crate::credentials::{TotpSecret, verify_totp};
 use crate::facts::{self, Changes, text};
 use crate::oidc::session::{self, Live};
 use crate::oidc::{Issuer, grant};
-use crate::portal::onboarding::{StepError, TotpOffer, new_password_hash, offer};
+use crate::portal::onboarding::{StepError, TotpOffer, caught_up, new_password_hash, offer};
 use crate::signin::failures::counted;
 use crate::signin::history::Attempt;
 use k8s_openapi::jiff::SignedDuration;
@@ -168,8 +168,7 @@ pub async fn confirm_replacement(issuer: &Issuer, live: &Live, code: &str) -> Re
     })
     .await
     .map_err(internal)?;
-    caught_up(issuer, &credentials, &written.1).await;
-    let stamp = written.0?;
+    let stamp = caught_up(&issuer.portal, &credentials, written).await?;
     keep_signed_in(issuer, live, &stamp).await;
     tracing::info!(user = %crate::signin::who(&live.user), "the person replaced their authenticator app");
     Ok(())
@@ -208,8 +207,7 @@ async fn change(
     })
     .await
     .map_err(internal)?;
-    caught_up(issuer, credentials, &written.1).await;
-    let stamp = written.0.inspect_err(|e| {
+    let stamp = caught_up(&issuer.portal, credentials, written).await.inspect_err(|e| {
         if matches!(e, AccountError::WrongProof) {
             signin.metrics.login("denied");
         }
@@ -254,13 +252,6 @@ async fn verified(issuer: &Issuer, password: &str, stored: Option<&str>) -> Resu
 
 fn credentials_of(issuer: &Issuer, live: &Live) -> Result<std::sync::Arc<Secret>, AccountError> {
     issuer.portal.signin.caches.credentials_of(&live.user).ok_or_else(|| internal("no credentials Secret"))
-}
-
-/// Waits until the watch cache shows what was written, so the next page shows it.
-async fn caught_up(issuer: &Issuer, credentials: &Secret, version: &Option<String>) {
-    if let Some(version) = version {
-        facts::await_cached(&issuer.portal.signin.caches.secrets, credentials, version).await;
-    }
 }
 
 #[cfg(test)]

@@ -9,7 +9,7 @@ use std::sync::Arc;
 
 use axum::Form;
 use axum::extract::{ConnectInfo, State};
-use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Redirect, Response};
 use k8s_openapi::jiff::Timestamp;
 use minijinja::context;
@@ -179,9 +179,7 @@ pub async fn end_sessions(
         Ok(true) => {
             let said = Said::Notice("You are signed out.");
             let mut response = sign_in_form(&issuer, &headers, StatusCode::OK, "", said);
-            if let Ok(value) = HeaderValue::from_str(&session::cleared(issuer.https())) {
-                response.headers_mut().append(header::SET_COOKIE, value);
-            }
+            session::clear_cookie(&mut response, issuer.https());
             response
         }
         ended => outcome(&issuer, &headers, &live, ended.map(drop), "That session is signed out."),
@@ -279,7 +277,7 @@ fn page(issuer: &Issuer, headers: &HeaderMap, live: &Live, status: StatusCode, s
         email_verified => account.email_verified,
         username => &account.profile.username,
         groups => account.profile.groups.join(", "),
-        phase => account.phase.map(|phase| format!("{phase:?}").to_uppercase()),
+        phase => account.phase.map(|phase| phase.to_string()),
         authenticator => account.authenticator,
         name => if name.is_empty() { live.user.spec.email.clone() } else { name },
         expires => account.expires_at.map(for_people),

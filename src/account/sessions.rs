@@ -4,17 +4,13 @@
 //! [`crate::oidc::sweeper::SESSIONS_PER_USER`] each, no listing), which files only sessions
 //! whose controller is the User: a session ID names one of the person's own or nothing.
 
-use std::sync::Arc;
-
-use k8s_openapi::api::core::v1::Secret;
 use k8s_openapi::jiff::Timestamp;
 use kube::ResourceExt;
 use kube::runtime::reflector::ObjectRef;
 
 use super::AccountError;
-use crate::controller::controlled_by;
 use crate::oidc::Issuer;
-use crate::oidc::session::{self, Live, Session};
+use crate::oidc::session::{self, Live};
 use crate::oidc::state::StateError;
 
 /// One session, as the person sees it.
@@ -41,8 +37,7 @@ pub struct SessionView {
 pub fn list(issuer: &Issuer, live: &Live) -> Vec<SessionView> {
     own(issuer, live)
         .into_iter()
-        .filter_map(|secret| {
-            let session = Session::of(&secret)?;
+        .filter_map(|Live { secret, session, .. }| {
             let uses = issuer.sweeper.uses_of(secret.metadata.uid.as_deref()?);
             let latest_use = uses.iter().filter_map(|used| used.last_used).max();
             Some(SessionView {
@@ -60,8 +55,10 @@ pub fn list(issuer: &Issuer, live: &Live) -> Vec<SessionView> {
 
 /// Signs out the session `id`; whether it was this browser's.
 pub async fn end(issuer: &Issuer, live: &Live, id: &str) -> Result<bool, AccountError> {
-    let secret =
-        own(issuer, live).into_iter().find(|s| s.name_any() == id).ok_or(AccountError::NoSuchSession)?;
+    let Live { secret, .. } = own(issuer, live)
+        .into_iter()
+        .find(|s| s.secret.name_any() == id)
+        .ok_or(AccountError::NoSuchSession)?;
     session::end(issuer, &secret).await.map_err(super::internal)?;
     log(live, 1);
     Ok(secret.metadata.uid == live.secret.metadata.uid)
@@ -76,37 +73,36 @@ pub async fn end_all(issuer: &Issuer, live: &Live) -> Result<usize, AccountError
 
 /// Signs out every session of the person but this one; how many.
 pub async fn end_others(issuer: &Issuer, live: &Live) -> Result<usize, StateError> {
-    let others = own(issuer, live).into_iter().filter(|s| s.metadata.uid != live.secret.metadata.uid);
+    let others = own(issuer, live).into_iter().filter(|s| s.secret.metadata.uid != live.secret.metadata.uid);
     end_each(issuer, others.collect()).await
 }
 
-async fn end_each(issuer: &Issuer, secrets: Vec<Arc<Secret>>) -> Result<usize, StateError> {
-    for secret in &secrets {
-        session::end(issuer, secret).await?;
+async fn end_each(issuer: &Issuer, sessions: Vec<Live>) -> Result<usize, StateError> {
+    for ended in &sessions {
+        session::end(issuer, &ended.secret).await?;
     }
-    Ok(secrets.len())
+    Ok(sessions.len())
 }
 
 fn log(live: &Live, ended: usize) {
     tracing::info!(user = %crate::signin::who(&live.user), ended, "the person signed sessions out on their account page");
 }
 
-/// The person's live session Secrets (of their User, by uid), oldest first.
-fn own(issuer: &Issuer, live: &Live) -> Vec<Arc<Secret>> {
+/// The person's live sessions (of their User, by uid), oldest first.
+fn own(issuer: &Issuer, live: &Live) -> Vec<Live> {
     let now = Timestamp::now();
-    let uid = live.user.metadata.uid.clone().unwrap_or_default();
+    let uid = live.user.metadata.uid.as_deref();
     issuer
         .sweeper
-        .sessions_of(&uid)
+        .sessions_of(uid.unwrap_or_default())
         .into_iter()
         .filter_map(|filed| {
             let key = ObjectRef::new(&filed.name).within(&filed.namespace);
-            let secret = issuer.portal.signin.caches.secrets.get(&key)?;
-            let session = Session::of(&secret)?;
-            let mine = controlled_by(secret.as_ref(), live.user.as_ref())
-                && session.user_uid == uid
-                && secret.metadata.uid == filed.uid;
-            (mine && session.ends() > now && secret.metadata.deletion_timestamp.is_none()).then_some(secret)
+            let found = session::live(issuer, issuer.portal.signin.caches.secrets.get(&key)?, now)?;
+            let mine = found.user.metadata.uid.as_deref() == uid
+                && Some(found.session.user_uid.as_str()) == uid
+                && found.secret.metadata.uid == filed.uid;
+            mine.then_some(found)
         })
         .collect()
 }

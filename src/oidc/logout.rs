@@ -12,7 +12,7 @@ use std::sync::Arc;
 
 use axum::Form;
 use axum::extract::{Query, State};
-use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Redirect, Response};
 use k8s_openapi::jiff::Timestamp;
 use kube::ResourceExt;
@@ -191,8 +191,8 @@ async fn sign_out(issuer: &Issuer, headers: &HeaderMap, plan: Plan) -> Response 
         tracing::info!(session = %secret.name_any(), "signed out");
     }
     let mut response = finish(issuer, plan);
-    if clear && let Ok(value) = HeaderValue::from_str(&session::cleared(issuer.https())) {
-        response.headers_mut().append(header::SET_COOKIE, value);
+    if clear {
+        session::clear_cookie(&mut response, issuer.https());
     }
     response
 }

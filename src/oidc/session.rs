@@ -238,6 +238,13 @@ pub fn cleared(https: bool) -> String {
     cookie("", https, Timestamp::UNIX_EPOCH, Timestamp::UNIX_EPOCH)
 }
 
+/// Adds to `response` the `Set-Cookie` that removes the session cookie: signed out here.
+pub fn clear_cookie(response: &mut axum::response::Response, https: bool) {
+    if let Ok(value) = axum::http::HeaderValue::from_str(&cleared(https)) {
+        response.headers_mut().append(axum::http::header::SET_COOKIE, value);
+    }
+}
+
 /// A session found live, with its Secret and its User.
 pub struct Live {
     /// The session's Secret.
@@ -299,7 +306,7 @@ pub async fn of_grant(issuer: &Issuer, grant: &Secret, now: Timestamp) -> Result
 }
 
 /// The session in `secret`, if it is one, not being deleted, unexpired and owned by its User.
-fn live(issuer: &Issuer, secret: Arc<Secret>, now: Timestamp) -> Option<Live> {
+pub(crate) fn live(issuer: &Issuer, secret: Arc<Secret>, now: Timestamp) -> Option<Live> {
     let signin = &issuer.portal.signin;
     let namespace = secret.namespace()?;
     let session = Session::of(&secret)?;

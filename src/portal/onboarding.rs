@@ -172,11 +172,11 @@ pub(crate) async fn new_password_hash(
 }
 
 /// The step's verdict, once the watch cache shows what it wrote.
-pub(super) async fn caught_up(
+pub(crate) async fn caught_up<T, E>(
     portal: &Portal,
     credentials: &Secret,
-    (verdict, version): (Result<(), StepError>, Option<String>),
-) -> Result<(), StepError> {
+    (verdict, version): (Result<T, E>, Option<String>),
+) -> Result<T, E> {
     if let Some(version) = version {
         facts::await_cached(&portal.signin.caches.secrets, credentials, &version).await;
     }
