@@ -146,6 +146,18 @@ pub struct RunConfig {
     #[arg(long, env = "ROSTER_SESSION_IDLE_TIMEOUT", default_value = "2h", value_parser = parse_idle_timeout)]
     pub session_idle_timeout: std::time::Duration,
 
+    /// The Lease, as NAMESPACE/NAME (in roster's own namespace), the replicas elect a leader
+    /// with: only its holder reconciles; every replica serves the portal and the issuer.
+    /// Unset: no election — this process reconciles (run one replica only).
+    #[arg(long, env = "ROSTER_LEADER_ELECTION_LEASE")]
+    pub leader_election_lease: Option<ObjectName>,
+
+    /// How long the leader's Lease stands without a renewal (2s-5m): after a crash, another
+    /// replica takes over within it. The leader stops at 2/3 of it if it cannot renew; each
+    /// replica tries every 2/15 of it. A leader that shuts down releases the Lease at once.
+    #[arg(long, env = "ROSTER_LEADER_ELECTION_LEASE_DURATION", default_value = "15s", value_parser = parse_lease_duration)]
+    pub leader_election_lease_duration: std::time::Duration,
+
     /// Namespaces whose OidcClients may admit other namespaces' Users (`userNamespaces`),
     /// comma-separated. Elsewhere a client that names another namespace reports
     /// UserNamespacesNotAllowed: a namespace admin cannot reach another tenant's people.
@@ -269,6 +281,16 @@ fn parse_idle_timeout(text: &str) -> Result<std::time::Duration, String> {
     Ok(duration)
 }
 
+/// A leader election lease: between 2 seconds (a retry period of at least 200 ms) and 5
+/// minutes (how long a crashed leader may leave the reconcilers idle).
+fn parse_lease_duration(text: &str) -> Result<std::time::Duration, String> {
+    let duration = parse_duration(text)?;
+    if !(std::time::Duration::from_secs(2)..=std::time::Duration::from_secs(300)).contains(&duration) {
+        return Err(format!("{text:?} must be between 2s and 5m"));
+    }
+    Ok(duration)
+}
+
 /// A Go-style duration (`15m`, `1h30m`, `0`), at most a year.
 fn parse_duration(text: &str) -> Result<std::time::Duration, String> {
     let parsed: kube::core::Duration =
@@ -327,5 +349,8 @@ mod tests {
         assert_eq!(parse_idle_timeout("0").unwrap(), std::time::Duration::ZERO);
         assert!(parse_idle_timeout("9s").is_err());
         assert_eq!(parse_idle_timeout("30m").unwrap(), std::time::Duration::from_secs(1800));
+        assert!(parse_lease_duration("1s").is_err());
+        assert!(parse_lease_duration("6m").is_err());
+        assert_eq!(parse_lease_duration("15s").unwrap(), std::time::Duration::from_secs(15));
     }
 }

@@ -14,6 +14,7 @@
 //! - [`config`]: the settings `roster run` takes, as flags with environment fallbacks.
 //! - [`telemetry`]: logs and Prometheus metrics.
 //! - [`health`]: the metrics port (`/healthz`, `/readyz`, `/metrics`).
+//! - [`leader`]: leader election on a Lease: only the leader reconciles.
 //! - [`memory`]: memory freed by a burst of work goes back to the operating system.
 //! - [`signin`]: the one sign-in decision (password, TOTP, lockout, replay) every door uses.
 //! - [`portal`]: the self-service portal (onboarding pages, the JSON API, sign-in).
@@ -32,6 +33,7 @@ pub mod directory;
 pub mod facts;
 pub mod health;
 pub mod index;
+pub mod leader;
 pub mod lifecycle;
 pub mod mail;
 pub mod memory;

@@ -9,6 +9,7 @@ use k8s_openapi::jiff::SignedDuration;
 use roster::config::RunConfig;
 use roster::credentials::PasswordHasher;
 use roster::health::{self, Readiness};
+use roster::leader::{Elector, Leadership, Timing};
 use roster::mail::Templates;
 use roster::oidc::{self, Issuer, key_store::KeyStore};
 use roster::portal::{self, Portal, rate_limit::RateLimiter};
@@ -79,6 +80,18 @@ async fn run(config: RunConfig) -> roster::Result<()> {
 
     tokio::spawn(roster::memory::release_after_bursts(release_free_memory, shutdown.clone()));
 
+    let (leadership, elector) = match config.leader_election_lease.clone() {
+        None => (Leadership::always(), None),
+        Some(lease) => {
+            let timing = Timing::for_lease(config.leader_election_lease_duration);
+            let (elector, leadership) = Elector::new(&client, lease, Elector::identity(), timing);
+            (leadership, Some(elector))
+        }
+    };
+    tokio::spawn(show_leadership(leadership.clone(), metrics.clone()));
+    // Cancelled once the controllers have stopped: the leader then releases its Lease.
+    let stop_leading = CancellationToken::new();
+
     let mut watches = controller::Watches::new(&client, &config.watch_namespaces);
     let signin = Arc::new(
         SignIn::new(
@@ -126,7 +139,7 @@ async fn run(config: RunConfig) -> roster::Result<()> {
             });
             let sweeper = Arc::new(oidc::sweeper::Sweeper::default());
             watches.index_sessions(sweeper.clone());
-            tokio::spawn(sweeper.clone().run(client.clone(), shutdown.clone()));
+            tokio::spawn(sweeper.clone().run(client.clone(), leadership.clone(), shutdown.clone()));
             let sessions = oidc::session::Policy {
                 lifetime: SignedDuration::try_from(config.session_lifetime)
                     .map_err(|e| Error::Startup(format!("--session-lifetime: {e}")))?,
@@ -168,13 +181,31 @@ async fn run(config: RunConfig) -> roster::Result<()> {
             templates,
             metrics.clone(),
             readiness.clone(),
+            leadership,
             shutdown.clone(),
         )
         .await;
         shutdown.cancel();
+        stop_leading.cancel();
         Ok(())
     };
-    tokio::try_join!(server, portal_server, controllers).map(drop)
+    let election = async {
+        if let Some(elector) = elector {
+            elector.run(stop_leading.clone()).await;
+        }
+        Ok(())
+    };
+    tokio::try_join!(server, portal_server, controllers, election).map(drop)
+}
+
+/// Keeps the `roster_leader` gauge in step with this replica's leadership.
+async fn show_leadership(mut leadership: Leadership, metrics: Arc<Metrics>) {
+    loop {
+        leadership.leading().await;
+        metrics.leading(true);
+        leadership.lost().await;
+        metrics.leading(false);
+    }
 }
 
 /// Asks glibc to return its free pages to the operating system (see `roster::memory`);

@@ -6,6 +6,7 @@ use std::time::Duration;
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
 use tracing_subscriber::EnvFilter;
@@ -57,6 +58,7 @@ pub struct Metrics {
     reconciles: Family<ControllerLabels, Counter>,
     failures: Family<FailureLabels, Counter>,
     duration: Family<ControllerLabels, Histogram>,
+    leader: Gauge,
 }
 
 impl Default for Metrics {
@@ -94,7 +96,9 @@ impl Default for Metrics {
             "Onboardings completed in the portal",
             onboardings.clone(),
         );
-        Self { registry, logins, lockouts, onboardings, deliveries, reconciles, failures, duration }
+        let leader = Gauge::default();
+        registry.register("leader", "1 while this replica leads (reconciles), else 0", leader.clone());
+        Self { registry, logins, lockouts, onboardings, deliveries, reconciles, failures, duration, leader }
     }
 }
 
@@ -124,6 +128,11 @@ impl Metrics {
     /// Counts one lockout.
     pub fn lockout(&self) {
         self.lockouts.inc();
+    }
+
+    /// Whether this replica leads now.
+    pub fn leading(&self, leading: bool) {
+        self.leader.set(i64::from(leading));
     }
 
     /// Counts one completed onboarding.

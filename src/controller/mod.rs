@@ -48,6 +48,7 @@ use crate::credentials::Lockout;
 use crate::directory::{Entry, Identities};
 use crate::health::Readiness;
 use crate::index::{Named, Shared, user_term};
+use crate::leader::Leadership;
 use crate::mail::Templates;
 use crate::oidc::sweeper::Sweeper;
 use crate::telemetry::Metrics;
@@ -93,6 +94,8 @@ pub struct Context {
     pub mail: MailSetup,
     /// The sign-in sessions by user, when roster is an OpenID Connect issuer.
     pub sessions: Option<Arc<Sweeper>>,
+    /// Whether this replica leads: only the leader reconciles.
+    pub leadership: Leadership,
     /// What this process created that the caches may not show yet.
     expectations: expectations::Expectations,
     backoff: Backoff,
@@ -202,8 +205,11 @@ fn named<K: Resource>(obj: &K) -> Named {
     (obj.namespace().unwrap_or_default(), obj.name_any())
 }
 
-/// Runs the watches and the three controllers until `shutdown` is cancelled, then lets
-/// in-flight reconciles finish. Marks `readiness` once every watch cache has synced.
+/// Runs the watches and the controllers until `shutdown` is cancelled, then lets in-flight
+/// reconciles finish. Marks `readiness` once every watch cache has synced. The watches run
+/// on every replica (the portal and the issuer read them); the controllers act only while
+/// `leadership` says this replica leads.
+#[allow(clippy::too_many_arguments)]
 pub async fn run(
     client: Client,
     watches: Watches,
@@ -211,6 +217,7 @@ pub async fn run(
     templates: Templates,
     metrics: Arc<Metrics>,
     readiness: Arc<Readiness>,
+    leadership: Leadership,
     shutdown: CancellationToken,
 ) {
     let caches = watches.caches();
@@ -246,6 +253,7 @@ pub async fn run(
         },
         mail,
         sessions,
+        leadership,
         expectations: Default::default(),
         backoff: Backoff::default(),
     });
@@ -431,7 +439,9 @@ fn directory_peers(caches: &Caches, identities: &Mutex<Identities>, user: &User)
 }
 
 /// Runs one controller: reconciles are timed and counted; failures are counted by kind,
-/// logged, and retried with per-object exponential backoff.
+/// logged, and retried with per-object exponential backoff. A replica that does not lead
+/// passes every object by (its events keep the controller's queue moving, so the shared
+/// watches never wait on it) and looks at them all once it becomes the leader.
 async fn drive<K, F, Fut>(
     controller: Controller<K>,
     name: &'static str,
@@ -447,11 +457,15 @@ async fn drive<K, F, Fut>(
     let reconcile = Arc::new(reconcile);
     controller
         .with_config(settings)
+        .reconcile_all_on(ctx.leadership.gained())
         .graceful_shutdown_on(shutdown.cancelled_owned())
         .run(
             move |obj: Arc<K>, ctx: Arc<Context>| {
                 let reconcile = reconcile.clone();
                 async move {
+                    if !ctx.leadership.is_leading() {
+                        return Ok(Action::await_change());
+                    }
                     let key = object_key(obj.as_ref());
                     let started = Instant::now();
                     let result = reconcile(obj, ctx.clone()).await;

@@ -26,6 +26,7 @@ use super::grant::Grant;
 use super::session::Session;
 use super::state;
 use crate::controller::names::{DEVICE_TYPE, GRANT_TYPE, SESSION_TYPE};
+use crate::leader::Leadership;
 
 /// Sessions one user may hold at once; signing in again removes the oldest.
 pub const SESSIONS_PER_USER: usize = 16;
@@ -322,9 +323,19 @@ impl Sweeper {
     }
 
     /// Deletes what is due, then sleeps until the next session ends or the ledger changes,
-    /// until `shutdown`.
-    pub async fn run(self: Arc<Self>, client: Client, shutdown: CancellationToken) {
+    /// until `shutdown`. Only while this replica leads: the others keep their ledgers for
+    /// look-ups and delete nothing.
+    pub async fn run(
+        self: Arc<Self>,
+        client: Client,
+        mut leadership: Leadership,
+        shutdown: CancellationToken,
+    ) {
         loop {
+            tokio::select! {
+                () = shutdown.cancelled() => return,
+                () = leadership.leading() => {}
+            }
             let (due, next) = {
                 let mut ledger = self.ledger.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
                 (ledger.take_due(Timestamp::now()), ledger.next_end())

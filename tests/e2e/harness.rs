@@ -348,18 +348,27 @@ pub fn condition(object: &DynamicObject, type_: &str) -> serde_json::Value {
 }
 
 /// Polls `check` until it holds, failing at the deadline with `what`.
-pub async fn poll_until<F, Fut>(what: &str, mut check: F) -> anyhow::Result<()>
+pub async fn poll_until<F, Fut>(what: &str, check: F) -> anyhow::Result<()>
 where
     F: FnMut() -> Fut,
     Fut: Future<Output = anyhow::Result<bool>>,
 {
-    let deadline = tokio::time::Instant::now() + DEADLINE;
+    poll_within(what, DEADLINE, check).await
+}
+
+/// [`poll_until`] with a deadline of `within` (a batch of hundreds takes longer).
+pub async fn poll_within<F, Fut>(what: &str, within: Duration, mut check: F) -> anyhow::Result<()>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = anyhow::Result<bool>>,
+{
+    let deadline = tokio::time::Instant::now() + within;
     loop {
         if check().await? {
             return Ok(());
         }
         if tokio::time::Instant::now() > deadline {
-            bail!("not {what} within {DEADLINE:?}");
+            bail!("not {what} within {within:?}");
         }
         tokio::time::sleep(POLL_INTERVAL).await;
     }

@@ -7,9 +7,11 @@
 
 mod account;
 mod admission;
+mod batch;
 mod browser;
 mod chart;
 mod cluster;
+mod crash;
 mod directory;
 mod examples;
 mod expiry;
@@ -18,6 +20,7 @@ mod harness;
 mod hygiene;
 mod invites;
 mod kubernetes;
+mod leader;
 mod lifecycle;
 mod mail;
 mod oauth2_proxy;
@@ -42,12 +45,14 @@ fn main() -> ExitCode {
         browser::trials(),
         chart::trials(),
         cluster::trials(),
+        crash::trials(),
         directory::trials(),
         examples::trials(),
         expiry::trials(),
         faults::trials(),
         invites::trials(),
         kubernetes::trials(),
+        leader::trials(),
         lifecycle::trials(),
         mail::trials(),
         oauth2_proxy::trials(),

@@ -342,14 +342,20 @@ pub async fn linked_user(ns: &Ns, name: &str, spec: Value) -> anyhow::Result<Str
 
 /// Onboards `name` through the API; returns the TOTP secret (empty without MFA).
 pub async fn onboard(ns: &Ns, name: &str, spec: Value) -> anyhow::Result<String> {
+    onboard_at(&shared().portal_url, ns, name, spec).await
+}
+
+/// [`onboard`] through the portal at `portal` (an operator of the test's own).
+pub async fn onboard_at(portal: &str, ns: &Ns, name: &str, spec: Value) -> anyhow::Result<String> {
     let token = linked_user(ns, name, spec).await?;
     let (status, body) =
-        post(&format!("/api/v1/invites/{token}/accept"), json!({"password": PASSWORD})).await?;
+        post_at(portal, &format!("/api/v1/invites/{token}/accept"), json!({"password": PASSWORD})).await?;
     ensure!(status == 200, "accept: {status} {body}");
     let secret = body["totp"]["secret"].as_str().unwrap_or_default().to_owned();
     if !secret.is_empty() {
         let (status, body) =
-            post(&format!("/api/v1/invites/{token}/totp"), json!({"code": code(&secret)?})).await?;
+            post_at(portal, &format!("/api/v1/invites/{token}/totp"), json!({"code": code(&secret)?}))
+                .await?;
         ensure!(status == 200, "totp: {status} {body}");
     }
     wait_for(&ns.raw::<User>(), name, "ACTIVE", |u| phase(u) == "ACTIVE").await?;
@@ -415,8 +421,12 @@ pub async fn get(path: &str) -> anyhow::Result<(u16, Value)> {
 }
 
 pub async fn post(path: &str, body: Value) -> anyhow::Result<(u16, Value)> {
-    let response =
-        reqwest::Client::new().post(format!("{}{path}", shared().portal_url)).json(&body).send().await?;
+    post_at(&shared().portal_url, path, body).await
+}
+
+/// POSTs `body` as JSON to `path` on the portal at `portal`.
+pub async fn post_at(portal: &str, path: &str, body: Value) -> anyhow::Result<(u16, Value)> {
+    let response = reqwest::Client::new().post(format!("{portal}{path}")).json(&body).send().await?;
     Ok((response.status().as_u16(), response.json().await.unwrap_or_default()))
 }
 

@@ -92,12 +92,24 @@ impl Process {
         Error::NotReady { name: self.name.clone(), reason, log: self.log.display().to_string(), tail }
     }
 
+    /// Kills the process outright (SIGKILL), as a node failure or the OOM killer would, and
+    /// reaps it.
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// Sends SIGTERM (as the kubelet does when a pod is deleted) without waiting.
+    pub fn terminate(&mut self) {
+        let _ = Command::new("kill").arg("-TERM").arg(self.child.id().to_string()).status();
+    }
+
     /// Stops the process: SIGTERM, then SIGKILL if it is still there after a grace period.
     pub fn stop(&mut self) {
         if matches!(self.child.try_wait(), Ok(Some(_))) {
             return;
         }
-        let _ = Command::new("kill").arg("-TERM").arg(self.child.id().to_string()).status();
+        self.terminate();
         if self.wait_timeout(Duration::from_secs(10)).is_some() {
             return;
         }

@@ -1,0 +1,63 @@
+//! A crash in the middle of onboarding: a batch of Users applied, the operator killed with
+//! SIGKILL several times at random moments and started again. Afterwards everyone is
+//! PENDING with a Sent invite and an email, nothing is orphaned or doubled, and no more
+//! emails went out twice than there were kills. 300 people and 5 kills by default
+//! (`ROSTER_CRASH_USERS`, `ROSTER_CRASH_KILLS` for other sizes); its own control plane and
+//! Mailpit, so the shared operator's work does not mix in.
+
+use std::time::Duration;
+
+use anyhow::ensure;
+use libtest_mimic::Trial;
+use roster_testenv::{ControlPlane, Mailpit};
+
+use crate::batch::{Batch, random_between, size};
+use crate::harness::{Ns, Operator, repo_path, shared, smtp_secret};
+
+pub fn trials() -> Vec<Trial> {
+    vec![Trial::test("crash::sigkill_mid_onboarding_loses_and_doubles_nothing", || {
+        let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+        runtime.block_on(scenario()).map_err(|e| format!("{e:#}").into())
+    })]
+}
+
+async fn scenario() -> anyhow::Result<()> {
+    let (users, kills) = (size("CRASH_USERS", 300), size("CRASH_KILLS", 5));
+    let dir = shared().work_dir.join("crash");
+    let crds = std::fs::read_to_string(repo_path("crds/roster.yaml"))?;
+    let plane = ControlPlane::start(&dir.join("control-plane"), &crds).await?;
+    let mailpit = Mailpit::start_keeping(&dir.join("mailpit"), "mailpit", false, users * 3).await?;
+    let client = plane.client().await?;
+    smtp_secret(&client, mailpit.smtp_port).await?;
+    // Two reconciles at a time stretch the batch over the kills.
+    let flags = ["--concurrency=2"];
+    let mut operator = Operator::start(plane.kubeconfig(), &dir, "operator-0", &flags).await?;
+    let ns = Ns::create(client, "crash").await?;
+
+    let batch = Batch::apply(&ns, "p", users).await?;
+    let mut sent_at_kill = Vec::new();
+    for kill in 1..=kills {
+        // When the fault strikes: a random moment, not a synchronisation.
+        tokio::time::sleep(random_between(Duration::from_millis(200), Duration::from_millis(1500))).await;
+        sent_at_kill.push(batch.sent(&ns).await?);
+        operator.process.kill();
+        operator = Operator::start(plane.kubeconfig(), &dir, &format!("operator-{kill}"), &flags).await?;
+    }
+    let figures = batch.converged(&ns, &mailpit.api_url).await?;
+    println!(
+        "crash: {users} users, {kills} SIGKILLs (invites sent at each kill: {sent_at_kill:?}); \
+         converged: {} PENDING, {} Secrets, {} emails, {} duplicates",
+        figures.users, figures.secrets, figures.emails, figures.duplicates
+    );
+    ensure!(
+        sent_at_kill.iter().any(|sent| *sent < users),
+        "every kill came after the batch had finished: nothing was tested"
+    );
+    ensure!(
+        figures.duplicates <= kills,
+        "{} duplicate emails after {kills} kills (at most one per kill)",
+        figures.duplicates
+    );
+    drop(operator);
+    Ok(())
+}

@@ -1,0 +1,167 @@
+//! Two replicas with leader election on a Lease: exactly one reconciles; the leader killed
+//! mid-batch (SIGKILL) is replaced within the lease duration, the batch completes with at
+//! most one duplicate email, and sign-in through the surviving replica keeps answering
+//! throughout; a leader stopped with SIGTERM releases the Lease and the other takes over in
+//! about a retry period, not a lease. Its own control plane and Mailpit; a 6 s lease.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use anyhow::ensure;
+use k8s_openapi::api::coordination::v1::Lease;
+use kube::api::Api;
+use libtest_mimic::Trial;
+use roster_testenv::{ControlPlane, Mailpit};
+use serde_json::json;
+
+use crate::batch::{Batch, SETTLE, random_between, size};
+use crate::harness::{Ns, Operator, POLL_INTERVAL, SMTP_SECRET, poll_within, repo_path, shared, smtp_secret};
+use crate::lifecycle::email;
+use crate::portal::{PASSWORD, onboard_at};
+
+/// The Lease the replicas share, and how long it stands.
+const LEASE: &str = "roster";
+const LEASE_SECONDS: u64 = 6;
+
+pub fn trials() -> Vec<Trial> {
+    vec![Trial::test("leader::one_of_two_replicas_leads_and_hands_over_on_kill_and_on_sigterm", || {
+        let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+        runtime.block_on(scenario()).map_err(|e| format!("{e:#}").into())
+    })]
+}
+
+async fn scenario() -> anyhow::Result<()> {
+    let users = size("LEADER_USERS", 100);
+    let dir = shared().work_dir.join("leader");
+    let crds = std::fs::read_to_string(repo_path("crds/roster.yaml"))?;
+    let plane = ControlPlane::start(&dir.join("control-plane"), &crds).await?;
+    let mailpit = Mailpit::start_keeping(&dir.join("mailpit"), "mailpit", false, users * 3).await?;
+    let client = plane.client().await?;
+    smtp_secret(&client, mailpit.smtp_port).await?;
+    let lease_flag = format!("--leader-election-lease={}/{LEASE}", SMTP_SECRET.0);
+    let duration_flag = format!("--leader-election-lease-duration={LEASE_SECONDS}s");
+    let flags = [lease_flag.as_str(), duration_flag.as_str(), "--concurrency=2"];
+    let start = |name: &'static str| Operator::start(plane.kubeconfig(), &dir, name, &flags);
+    let mut replicas = vec![start("operator-a").await?, start("operator-b").await?];
+
+    // Exactly one leads, and the Lease names it.
+    let leader = sole_leader(&replicas).await?;
+    let leases: Api<Lease> = Api::namespaced(client.clone(), SMTP_SECRET.0);
+    let holder = leases.get(LEASE).await?.spec.and_then(|s| s.holder_identity).unwrap_or_default();
+    ensure!(!holder.is_empty(), "the Lease has no holder while replica {leader} leads");
+    let survivor = 1 - leader;
+
+    // A person who signs in through the survivor all along; onboarded through it too.
+    let ns = Ns::create(client.clone(), "leader").await?;
+    onboard_at(&replicas[survivor].portal_url, &ns, "steady", json!({"mfa": {"required": false}})).await?;
+    let probe = Probe::start(&replicas[survivor].portal_url, email("steady", &ns));
+
+    let batch = Batch::apply(&ns, "q", users).await?;
+    // Mid-delivery: once a fifth of the invites went out, at a random moment after.
+    poll_within("a fifth of the invites sent", SETTLE, || async { Ok(batch.sent(&ns).await? >= users / 5) })
+        .await?;
+    tokio::time::sleep(random_between(Duration::ZERO, Duration::from_millis(500))).await;
+    let sent_at_kill = batch.sent(&ns).await?;
+    let killed = Instant::now();
+    replicas[leader].process.kill();
+    wait_leading(&replicas[survivor], Duration::from_secs(LEASE_SECONDS * 3)).await?;
+    let take_over = killed.elapsed();
+    let figures = batch.converged(&ns, &mailpit.api_url).await?;
+    let (answered, failed) = probe.stop().await;
+    println!(
+        "leader loss: {users} users, leader SIGKILLed with {sent_at_kill} invites sent; the other \
+         replica led {take_over:.1?} later (lease {LEASE_SECONDS}s); converged: {} emails, {} \
+         duplicates; sign-ins through the survivor: {answered} answered, {failed} failed",
+        figures.emails, figures.duplicates
+    );
+    ensure!(sent_at_kill < users, "the leader was killed after the batch had finished: nothing was tested");
+    // Taken over when the Lease has stood unchanged for its duration, seen at the next try.
+    ensure!(
+        take_over <= Duration::from_secs(LEASE_SECONDS) + Duration::from_secs(2),
+        "took {take_over:?} to take over a {LEASE_SECONDS}s lease"
+    );
+    ensure!(figures.duplicates <= 1, "{} duplicate emails after one kill", figures.duplicates);
+    ensure!(failed == 0 && answered > 0, "{failed} of {answered} sign-ins failed during the leader loss");
+
+    // Graceful: the restarted replica follows; the leader, sent SIGTERM, releases the Lease.
+    replicas[leader] = start(if leader == 0 { "operator-a-again" } else { "operator-b-again" }).await?;
+    let terminated = Instant::now();
+    replicas[survivor].process.terminate();
+    wait_leading(&replicas[leader], Duration::from_secs(LEASE_SECONDS * 3)).await?;
+    let hand_over = terminated.elapsed();
+    let status = replicas[survivor].process.wait_timeout(Duration::from_secs(30));
+    println!("hand-over: SIGTERM to the leader, the other led {hand_over:.1?} later");
+    ensure!(status.is_some_and(|s| s.success()), "the leader did not exit cleanly on SIGTERM: {status:?}");
+    let log = std::fs::read_to_string(replicas[survivor].process.log())?;
+    ensure!(log.contains("released the Lease"), "the leader did not release its Lease");
+    ensure!(
+        hand_over < Duration::from_secs(LEASE_SECONDS / 2),
+        "a released Lease took {hand_over:?} to be taken over (lease {LEASE_SECONDS}s)"
+    );
+    Ok(())
+}
+
+/// Whether the replica says it leads (`roster_leader 1`).
+async fn leads(replica: &Operator) -> anyhow::Result<bool> {
+    let text = reqwest::get(format!("{}/metrics", replica.url)).await?.text().await?;
+    Ok(text.lines().any(|line| line == "roster_leader 1"))
+}
+
+/// The index of the one replica that leads, once exactly one does.
+async fn sole_leader(replicas: &[Operator]) -> anyhow::Result<usize> {
+    let deadline = Instant::now() + Duration::from_secs(LEASE_SECONDS * 3);
+    loop {
+        let mut leading = Vec::new();
+        for (index, replica) in replicas.iter().enumerate() {
+            if leads(replica).await? {
+                leading.push(index);
+            }
+        }
+        if let [only] = leading[..] {
+            return Ok(only);
+        }
+        ensure!(Instant::now() < deadline, "not exactly one replica leading: {leading:?}");
+        tokio::time::sleep(POLL_INTERVAL).await;
+    }
+}
+
+async fn wait_leading(replica: &Operator, within: Duration) -> anyhow::Result<()> {
+    poll_within("the other replica leading", within, || leads(replica)).await
+}
+
+/// Signs one person in again and again until stopped, counting answers and failures.
+struct Probe {
+    stop: Arc<AtomicBool>,
+    task: tokio::task::JoinHandle<()>,
+    answered: Arc<AtomicUsize>,
+    failed: Arc<AtomicUsize>,
+}
+
+impl Probe {
+    fn start(portal: &str, address: String) -> Self {
+        let stop = Arc::new(AtomicBool::new(false));
+        let (answered, failed) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
+        let url = format!("{portal}/api/v1/login");
+        let (until, ok, bad) = (stop.clone(), answered.clone(), failed.clone());
+        let task = tokio::spawn(async move {
+            let http = reqwest::Client::builder().timeout(Duration::from_secs(5)).build().unwrap_or_default();
+            while !until.load(Ordering::Relaxed) {
+                let body = json!({"email": address, "password": PASSWORD});
+                let response = http.post(&url).json(&body).send().await;
+                ok.fetch_add(1, Ordering::Relaxed);
+                if !response.is_ok_and(|r| r.status().as_u16() == 200) {
+                    bad.fetch_add(1, Ordering::Relaxed);
+                }
+                tokio::time::sleep(Duration::from_millis(50)).await; // pacing, not synchronisation
+            }
+        });
+        Self { stop, task, answered, failed }
+    }
+
+    async fn stop(self) -> (usize, usize) {
+        self.stop.store(true, Ordering::Relaxed);
+        let _ = self.task.await;
+        (self.answered.load(Ordering::Relaxed), self.failed.load(Ordering::Relaxed))
+    }
+}
