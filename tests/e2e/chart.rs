@@ -220,7 +220,9 @@ async fn rbac_proof() -> anyhow::Result<()> {
     let token = command(&kubectl(), &["create", "token", "roster", "-n", NAMESPACE], config, None)?.stdout;
     let token_config = dir.join("serviceaccount.kubeconfig");
     std::fs::write(&token_config, token_kubeconfig(config, token.trim())?)?;
-    let operator = Operator::start(&token_config, &dir, "operator-serviceaccount", &[]).await?;
+    // The Lease the chart names (the release is called roster: fullname roster).
+    let lease = format!("--leader-election-lease={NAMESPACE}/roster");
+    let operator = Operator::start(&token_config, &dir, "operator-serviceaccount", &[&lease]).await?;
     let ns = Ns::create(admin.clone(), "rbac-proof").await?;
     flow(&ns, &mailpit, &operator).await.context("the flow under the chart's ServiceAccount")?;
     let log = std::fs::read_to_string(operator.process.log())?;
@@ -239,6 +241,15 @@ async fn rbac_proof() -> anyhow::Result<()> {
     ensure!(
         granted == used,
         "the chart's RBAC differs from what roster used (audit log):\n granted {granted:?}\n used    {used:?}"
+    );
+    // In the release namespace, the leader-election Lease: what it may do is what it did
+    // (acquired, read, renewed). The flow lasts longer than a retry period.
+    const LEASES: &str = "leases.coordination.k8s.io";
+    let lease_granted = can_i(&account, NAMESPACE)?.remove(LEASES);
+    let lease_used = used_by(plane.audit_log(), &account, NAMESPACE)?.remove(LEASES);
+    ensure!(
+        lease_granted.is_some() && lease_granted == lease_used,
+        "the chart's Lease permissions differ from what roster used: granted {lease_granted:?}, used {lease_used:?}"
     );
 
     // With watchNamespaces, the same only in those namespaces.
