@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Builds the programs roster's tests run against — kube-apiserver, kube-controller-manager,
 # etcd, Mailpit, Helm and oauth2-proxy (a relying party of roster's OpenID Connect issuer) —
-# from their Go modules at pinned versions, into a cache outside the repo; installs
+# from their Go modules at pinned versions, and cargo-deny from crates.io, into a cache
+# outside the repo; installs
 # Chromium, ChromeDriver and Lua 5.1 from Debian's packages.
 #
 # Idempotent: each binary carries a stamp naming its version; a warm run only checks stamps.
@@ -17,6 +18,7 @@ MAILPIT_VERSION="${MAILPIT_VERSION:-v1.31.0}"
 HELM_VERSION="${HELM_VERSION:-v4.3.1}"
 # v7.8.1: the newest release the Go module proxy serves here (later ones are refused).
 OAUTH2_PROXY_VERSION="${OAUTH2_PROXY_VERSION:-v7.8.1}"
+CARGO_DENY_VERSION="${CARGO_DENY_VERSION:-0.20.2}"
 
 CACHE="${ROSTER_CACHE:-$HOME/.cache/roster}"
 BIN="$CACHE/bin"
@@ -111,7 +113,20 @@ install_debian_packages() {
   "${sudo[@]}" "${install[@]}" >&2 || { "${sudo[@]}" apt-get update >&2 && "${sudo[@]}" "${install[@]}" >&2; }
 }
 
+# cargo-deny (licences, bans, sources of the crates), from crates.io; without its default
+# features it has no advisory-database fetching, which this CI cannot reach anyway.
+install_cargo_deny() {
+  up_to_date cargo-deny "$CARGO_DENY_VERSION" && return 0
+  log "building cargo-deny $CARGO_DENY_VERSION (cold: about two minutes)"
+  local root="$BUILD/cargo-deny-$CARGO_DENY_VERSION"
+  cargo install --quiet --locked --no-default-features --root "$root" cargo-deny --version "$CARGO_DENY_VERSION" >&2
+  cp "$root/bin/cargo-deny" "$BIN/cargo-deny.tmp"
+  mv "$BIN/cargo-deny.tmp" "$BIN/cargo-deny"
+  stamp cargo-deny "$CARGO_DENY_VERSION"
+}
+
 install_debian_packages
+install_cargo_deny
 build_module etcd "$ETCD_VERSION" go.etcd.io/etcd/server/v3
 build_module mailpit "$MAILPIT_VERSION" github.com/axllent/mailpit
 build_module helm "$HELM_VERSION" helm.sh/helm/v4/cmd/helm

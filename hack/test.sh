@@ -5,9 +5,12 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-hack/install-test-tools.sh >/dev/null
+bin=$(hack/install-test-tools.sh | tail -n 1)
 cargo fmt --all --check
 cargo clippy --workspace --all-targets --locked -- -D warnings
+# Licences, banned and duplicated crates, crate sources (deny.toml), once cargo has fetched
+# the crates; offline: the advisory database cannot be fetched here.
+"$bin/cargo-deny" --offline check licenses bans sources
 cargo test --workspace --locked
 # The benchmark at a small N, on the test build: it keeps working (figures are for people).
 BENCH_PROFILE=dev hack/bench.sh 200 --signin-seconds 5 --lookup-seconds 3
