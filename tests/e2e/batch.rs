@@ -132,13 +132,25 @@ pub struct Figures {
     pub duplicates: usize,
 }
 
-/// Messages Mailpit holds, per recipient address (lowercase).
+/// Messages Mailpit holds, per recipient address (lowercase). The token of each invitation
+/// is noted for the log check after every test (this Mailpit is gone by then).
 async fn received(api: &str) -> anyhow::Result<BTreeMap<String, usize>> {
     let list: Value = reqwest::get(format!("{api}/api/v1/messages?limit=100000")).await?.json().await?;
+    let messages = list["messages"].as_array().cloned().unwrap_or_default();
     let mut counts = BTreeMap::new();
-    for message in list["messages"].as_array().cloned().unwrap_or_default() {
+    for message in &messages {
         for to in message["To"].as_array().cloned().unwrap_or_default() {
             *counts.entry(to["Address"].as_str().unwrap_or_default().to_lowercase()).or_default() += 1;
+        }
+    }
+    let texts: Vec<String> = futures::stream::iter(&messages)
+        .map(|message| crate::invites::message_text_at(api, message))
+        .buffer_unordered(16)
+        .try_collect()
+        .await?;
+    for text in texts {
+        if let Some(token) = crate::invites::token_after(&text, "/invite/") {
+            crate::oidc::note(&token);
         }
     }
     Ok(counts)
