@@ -281,12 +281,16 @@ fn parse_idle_timeout(text: &str) -> Result<std::time::Duration, String> {
     Ok(duration)
 }
 
-/// A leader election lease: between 2 seconds (a retry period of at least 200 ms) and 5
-/// minutes (how long a crashed leader may leave the reconcilers idle).
+/// A leader election lease: whole seconds (what a Lease holds, so the renew deadline is
+/// computed from what others read), between 2 seconds and 5 minutes (how long a crashed
+/// leader may leave the reconcilers idle).
 fn parse_lease_duration(text: &str) -> Result<std::time::Duration, String> {
     let duration = parse_duration(text)?;
     if !(std::time::Duration::from_secs(2)..=std::time::Duration::from_secs(300)).contains(&duration) {
         return Err(format!("{text:?} must be between 2s and 5m"));
+    }
+    if duration.subsec_nanos() != 0 {
+        return Err(format!("{text:?} must be whole seconds (a Lease holds seconds)"));
     }
     Ok(duration)
 }
@@ -351,6 +355,7 @@ mod tests {
         assert_eq!(parse_idle_timeout("30m").unwrap(), std::time::Duration::from_secs(1800));
         assert!(parse_lease_duration("1s").is_err());
         assert!(parse_lease_duration("6m").is_err());
+        assert!(parse_lease_duration("2999ms").is_err());
         assert_eq!(parse_lease_duration("15s").unwrap(), std::time::Duration::from_secs(15));
     }
 }

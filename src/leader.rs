@@ -17,7 +17,9 @@
 //! - on shutdown, once the reconcilers have stopped, the leader releases the Lease (no holder,
 //!   1 s), so another replica takes over within one retry period instead of a whole lease.
 
-use std::time::{Duration, Instant};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
 
 use futures::Stream;
 use k8s_openapi::api::coordination::v1::{Lease, LeaseSpec};
@@ -26,6 +28,7 @@ use k8s_openapi::jiff::Timestamp;
 use kube::api::{Api, PostParams};
 use kube::{Client, ResourceExt};
 use tokio::sync::watch;
+use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::ObjectName;
@@ -50,52 +53,110 @@ impl Timing {
     }
 }
 
-/// Whether this replica leads now, and when it starts to: what the reconcilers ask before
-/// acting.
+/// How long this replica may act as the leader.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Term {
+    /// It does not lead.
+    Following,
+    /// It leads until this instant (the start of its last successful renewal plus the
+    /// renew deadline), unless a renewal extends it.
+    Until(Instant),
+    /// No election: the only replica.
+    Always,
+}
+
+impl Term {
+    fn leads_at(self, now: Instant) -> bool {
+        match self {
+            Term::Following => false,
+            Term::Until(until) => now < until,
+            Term::Always => true,
+        }
+    }
+}
+
+/// Whether this replica leads now, and when it starts or stops: what the reconcilers ask
+/// before acting. Leading ends at the renew deadline by this process's own clock, whatever
+/// the elector is doing (a hung request, a paused process).
 #[derive(Clone)]
-pub struct Leadership(watch::Receiver<bool>);
+pub struct Leadership {
+    term: watch::Receiver<Term>,
+    /// Counts reconciles passed by or cut short while not leading: a term that starts after
+    /// one begins by looking at every object. Without it, a term renewed a moment late would
+    /// reconcile the whole directory again for nothing.
+    missed: Arc<AtomicU64>,
+}
 
 impl Leadership {
+    fn new(term: watch::Receiver<Term>) -> Self {
+        Self { term, missed: Arc::default() }
+    }
+
     /// A replica without election (one replica, or a test): it always leads.
     pub fn always() -> Self {
-        let (sender, receiver) = watch::channel(true);
+        let (sender, receiver) = watch::channel(Term::Always);
         // Kept for the life of the process, so the receiver never sees it closed.
         std::mem::forget(sender);
-        Self(receiver)
+        Self::new(receiver)
     }
 
     /// Whether this replica leads now.
     pub fn is_leading(&self) -> bool {
-        *self.0.borrow()
+        self.term.borrow().leads_at(Instant::now())
+    }
+
+    /// Notes that an object was not reconciled because this replica did not lead.
+    pub fn missed(&self) {
+        self.missed.fetch_add(1, Ordering::AcqRel);
     }
 
     /// Resolves once this replica leads (at once if it does).
     pub async fn leading(&mut self) {
         // Err: the elector has stopped (shutdown); this replica will not lead again.
-        if self.0.wait_for(|leading| *leading).await.is_err() {
+        if self.term.wait_for(|term| term.leads_at(Instant::now())).await.is_err() {
             futures::future::pending::<()>().await;
         }
     }
 
-    /// Resolves once this replica no longer leads (never while it does and runs).
+    /// Resolves once this replica no longer leads: at once when it does not, else at its
+    /// renew deadline unless renewed meanwhile, or when the elector says so.
     pub async fn lost(&mut self) {
-        if self.0.wait_for(|leading| !*leading).await.is_err() {
-            futures::future::pending::<()>().await;
+        loop {
+            let term = *self.term.borrow_and_update();
+            let until = match term {
+                Term::Until(until) if Instant::now() < until => until,
+                Term::Always => {
+                    if self.term.changed().await.is_err() {
+                        futures::future::pending::<()>().await;
+                    }
+                    continue;
+                }
+                Term::Following | Term::Until(_) => return,
+            };
+            tokio::select! {
+                changed = self.term.changed() => if changed.is_err() { return },
+                () = tokio::time::sleep_until(until) => {}
+            }
         }
     }
 
-    /// One item each time this replica becomes the leader after not being it: the
-    /// reconcilers then look at every object, since what changed meanwhile was not acted on.
+    /// One item each time this replica becomes the leader after a reconcile was missed (by
+    /// any controller: each stream keeps its own count of what it has caught up on): the
+    /// reconcilers then look at every object.
     pub fn gained(&self) -> impl Stream<Item = ()> + Send + 'static {
-        let mut receiver = self.0.clone();
+        let mut receiver = self.term.clone();
         receiver.borrow_and_update();
-        // The elector notifies only flips, so a change that ends leading is a rise, even
+        let missed = self.missed.clone();
+        // The elector notifies only the start of a term, so every change is a start, even
         // when a quick loss and regain were seen as one change.
-        futures::stream::unfold(receiver, |mut receiver| async move {
+        futures::stream::unfold((receiver, missed, 0), |(mut receiver, missed, mut caught_up)| async move {
             loop {
                 receiver.changed().await.ok()?;
-                if *receiver.borrow_and_update() {
-                    return Some(((), receiver));
+                let leads = receiver.borrow_and_update().leads_at(Instant::now());
+                let misses = missed.load(Ordering::Acquire);
+                if leads && misses > caught_up {
+                    caught_up = misses;
+                    return Some(((), (receiver, missed, caught_up)));
                 }
             }
         })
@@ -135,7 +196,7 @@ pub struct Elector {
     lease: ObjectName,
     identity: String,
     timing: Timing,
-    leading: watch::Sender<bool>,
+    term: watch::Sender<Term>,
 }
 
 /// A failed read or write of the Lease; the campaign goes on.
@@ -150,9 +211,9 @@ enum LeaseError {
 impl Elector {
     /// A candidate for `lease` named `identity` (unique per process).
     pub fn new(client: &Client, lease: ObjectName, identity: String, timing: Timing) -> (Self, Leadership) {
-        let (leading, receiver) = watch::channel(false);
+        let (term, receiver) = watch::channel(Term::Following);
         let api = Api::namespaced(client.clone(), &lease.namespace);
-        (Self { api, lease, identity, timing, leading }, Leadership(receiver))
+        (Self { api, lease, identity, timing, term }, Leadership::new(receiver))
     }
 
     /// A unique name for this process: the pod's name (or the host's), and a random part
@@ -173,46 +234,54 @@ impl Elector {
         tracing::info!(lease = %self.lease, identity = %self.identity, "campaigning for leadership");
         // The Lease as last read, and since when (this process's clock) it has not changed.
         let mut observed: Option<(String, Instant)> = None;
-        let mut renewed: Option<Instant> = None;
         loop {
-            match self.try_once(&mut observed).await {
-                Ok(true) => {
-                    renewed = Some(Instant::now());
-                    self.set_leading(true, "acquired or renewed the Lease");
+            let started = Instant::now();
+            // A leader's round may last only until its term ends: a hung request must not
+            // keep it from noticing.
+            let limit = match *self.term.borrow() {
+                Term::Until(until) => until,
+                _ => started + self.timing.renew_deadline,
+            };
+            match tokio::time::timeout_at(limit, self.try_once(&mut observed)).await {
+                Ok(Ok(true)) => self.lead_until(started + self.timing.renew_deadline),
+                Ok(Ok(false)) => self.follow("another replica holds the Lease"),
+                Ok(Err(error)) => tracing::warn!(%error, "leader election: trying again"),
+                Err(_) => {
+                    tracing::warn!(lease = %self.lease, "leader election: a round took too long; trying again")
                 }
-                Ok(false) => {
-                    renewed = None;
-                    self.set_leading(false, "another replica holds the Lease");
-                }
-                Err(error) => {
-                    tracing::warn!(%error, "leader election: trying again");
-                    if renewed.is_some_and(|at| at.elapsed() >= self.timing.renew_deadline) {
-                        renewed = None;
-                        self.set_leading(false, "could not renew the Lease within the renew deadline");
-                    }
-                }
+            }
+            if !self.term.borrow().leads_at(Instant::now()) {
+                self.follow("could not renew the Lease within the renew deadline");
             }
             tokio::select! {
                 () = stop.cancelled() => break,
                 () = tokio::time::sleep(self.timing.retry) => {}
             }
         }
-        if *self.leading.borrow() {
-            self.leading.send_replace(false);
-            match self.release().await {
-                Ok(()) => tracing::info!(lease = %self.lease, "released the Lease"),
-                Err(error) => tracing::warn!(%error, "releasing the Lease failed; it expires by itself"),
-            }
+        self.follow("shutting down");
+        // Released whenever this replica still holds it, even past its own deadline.
+        match self.release().await {
+            Ok(true) => tracing::info!(lease = %self.lease, "released the Lease"),
+            Ok(false) => {}
+            Err(error) => tracing::warn!(%error, "releasing the Lease failed; it expires by itself"),
         }
     }
 
-    fn set_leading(&self, leading: bool, why: &str) {
-        if self.leading.send_if_modified(|now| std::mem::replace(now, leading) != leading) {
-            if leading {
-                tracing::info!(lease = %self.lease, identity = %self.identity, "became the leader: {why}");
-            } else {
-                tracing::warn!(lease = %self.lease, identity = %self.identity, "stopped leading: {why}");
-            }
+    /// Leads until `until`; says so when a term starts (only then are watchers woken).
+    fn lead_until(&self, until: Instant) {
+        let started = self.term.send_if_modified(|term| {
+            let was = term.leads_at(Instant::now());
+            *term = Term::Until(until);
+            !was
+        });
+        if started {
+            tracing::info!(lease = %self.lease, identity = %self.identity, "became the leader");
+        }
+    }
+
+    fn follow(&self, why: &str) {
+        if self.term.send_if_modified(|term| std::mem::replace(term, Term::Following) != Term::Following) {
+            tracing::warn!(lease = %self.lease, identity = %self.identity, "stopped leading: {why}");
         }
     }
 
@@ -276,21 +345,22 @@ impl Elector {
         }
     }
 
-    /// Gives the Lease up: no holder, lasting 1 s, at the version this replica holds.
-    async fn release(&self) -> Result<(), LeaseError> {
+    /// Gives the Lease up if this replica holds it: no holder, lasting 1 s, at the version
+    /// read. `true` when it did.
+    async fn release(&self) -> Result<bool, LeaseError> {
         let Some(mut lease) = self.call("reading", self.api.get_opt(&self.lease.name)).await? else {
-            return Ok(());
+            return Ok(false);
         };
         let spec = lease.spec.get_or_insert_with(Default::default);
         if spec.holder_identity.as_deref() != Some(self.identity.as_str()) {
-            return Ok(());
+            return Ok(false);
         }
         spec.holder_identity = None;
         spec.lease_duration_seconds = Some(1);
         spec.renew_time = Some(MicroTime(Timestamp::now()));
         self.call("releasing", self.api.replace(&self.lease.name, &PostParams::default(), &lease))
             .await
-            .map(drop)
+            .map(|_| true)
     }
 
     /// One request, bounded by the retry period (a hung request must not hold a leader past
@@ -307,6 +377,13 @@ impl Elector {
             Ok(Err(source)) => Err(LeaseError::Api { action, lease, source: Box::new(source) }),
             Err(_) => Err(LeaseError::Timeout { action, lease, limit }),
         }
+    }
+}
+
+impl Drop for Elector {
+    /// An elector that stops, however, ends the term: nothing may act on a Lease no one renews.
+    fn drop(&mut self) {
+        self.term.send_replace(Term::Following);
     }
 }
 
@@ -350,19 +427,65 @@ mod tests {
         assert!(timing.renew_deadline + timing.retry <= timing.lease);
     }
 
+    fn term(seconds: u64) -> Term {
+        Term::Until(Instant::now() + Duration::from_secs(seconds))
+    }
+
     #[tokio::test]
-    async fn gained_fires_on_each_rise_not_on_staying_or_falling() {
-        let (sender, receiver) = watch::channel(false);
-        let leadership = Leadership(receiver);
+    async fn a_new_term_reconciles_everything_only_after_a_miss() {
+        let (sender, receiver) = watch::channel(Term::Following);
+        let leadership = Leadership::new(receiver);
         let mut gained = Box::pin(leadership.gained());
-        sender.send_replace(true);
+        let mut other_controller = Box::pin(leadership.gained());
+        leadership.missed();
+        sender.send_replace(term(60));
         assert_eq!(gained.next().await, Some(()));
-        sender.send_replace(false);
-        sender.send_replace(true);
+        assert_eq!(other_controller.next().await, Some(()), "every controller catches up");
+        // Lost and regained at once, nothing missed meanwhile: nothing to catch up on.
+        sender.send_replace(Term::Following);
+        sender.send_replace(term(60));
+        assert!(gained.next().now_or_never().is_none());
+        leadership.missed();
+        sender.send_replace(Term::Following);
+        sender.send_replace(term(60));
         assert_eq!(gained.next().await, Some(()));
         drop(sender);
         assert_eq!(gained.next().await, None);
         assert!(Leadership::always().gained().boxed().next().now_or_never().is_none());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_term_ends_at_its_deadline_whatever_the_elector_does() {
+        let (sender, receiver) = watch::channel(term(10));
+        let mut leadership = Leadership::new(receiver);
+        assert!(leadership.is_leading());
+        let started = Instant::now();
+        leadership.lost().await;
+        assert_eq!(started.elapsed(), Duration::from_secs(10));
+        assert!(!leadership.is_leading());
+        // A renewal extends the term without waking anyone; lost() follows it.
+        sender.send_modify(|t| *t = term(10));
+        let started = Instant::now();
+        sender.send_if_modified(|t| {
+            *t = Term::Until(started + Duration::from_secs(25));
+            false
+        });
+        leadership.lost().await;
+        assert_eq!(started.elapsed(), Duration::from_secs(25));
+    }
+
+    #[tokio::test]
+    async fn a_stopped_elector_ends_the_term() {
+        let client =
+            kube::Client::try_from(kube::Config::new("http://127.0.0.1:9".parse().unwrap())).unwrap();
+        let lease = ObjectName { namespace: "ns".into(), name: "lease".into() };
+        let (elector, mut leadership) =
+            Elector::new(&client, lease, "me".into(), Timing::for_lease(Duration::from_secs(15)));
+        elector.lead_until(Instant::now() + Duration::from_secs(10));
+        assert!(leadership.is_leading());
+        drop(elector);
+        assert!(!leadership.is_leading());
+        leadership.lost().await;
     }
 
     #[test]

@@ -464,11 +464,22 @@ async fn drive<K, F, Fut>(
                 let reconcile = reconcile.clone();
                 async move {
                     if !ctx.leadership.is_leading() {
+                        ctx.leadership.missed();
                         return Ok(Action::await_change());
                     }
                     let key = object_key(obj.as_ref());
                     let started = Instant::now();
-                    let result = reconcile(obj, ctx.clone()).await;
+                    // A reconcile still running when the term ends stops at its next await,
+                    // as at a crash (every reconcile is written to survive one): the next
+                    // leader may already act on the same object.
+                    let mut lost = ctx.leadership.clone();
+                    let result = tokio::select! {
+                        result = reconcile(obj, ctx.clone()) => result,
+                        () = lost.lost() => {
+                            ctx.leadership.missed();
+                            return Ok(Action::await_change());
+                        }
+                    };
                     ctx.metrics.reconciled(name, started.elapsed());
                     crate::memory::note_work();
                     if result.is_ok() {

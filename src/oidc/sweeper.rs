@@ -341,6 +341,10 @@ impl Sweeper {
                 (ledger.take_due(Timestamp::now()), ledger.next_end())
             };
             for doomed in due {
+                if !leadership.is_leading() {
+                    self.retry_later(&doomed);
+                    continue;
+                }
                 if let Err(e) =
                     state::delete_named(&client, &doomed.namespace, &doomed.name, doomed.uid.clone()).await
                 {

@@ -29,8 +29,9 @@ async fn scenario() -> anyhow::Result<()> {
     let mailpit = Mailpit::start_keeping(&dir.join("mailpit"), "mailpit", false, users * 3).await?;
     let client = plane.client().await?;
     smtp_secret(&client, mailpit.smtp_port).await?;
-    // Two reconciles at a time stretch the batch over the kills.
-    let flags = ["--concurrency=2"];
+    // One reconcile at a time: at most one delivery in flight at each kill, and a batch
+    // long enough for the kills.
+    let flags = ["--concurrency=1"];
     let mut operator = Operator::start(plane.kubeconfig(), &dir, "operator-0", &flags).await?;
     let ns = Ns::create(client, "crash").await?;
 
