@@ -107,7 +107,7 @@ impl Leadership {
 
     /// Notes that an object was not reconciled because this replica did not lead.
     pub fn missed(&self) {
-        self.missed.fetch_add(1, Ordering::AcqRel);
+        self.missed.fetch_add(1, Ordering::SeqCst);
     }
 
     /// Resolves once this replica leads (at once if it does).
@@ -153,7 +153,7 @@ impl Leadership {
             loop {
                 receiver.changed().await.ok()?;
                 let leads = receiver.borrow_and_update().leads_at(Instant::now());
-                let misses = missed.load(Ordering::Acquire);
+                let misses = missed.load(Ordering::SeqCst);
                 if leads && misses > caught_up {
                     caught_up = misses;
                     return Some(((), (receiver, missed, caught_up)));
@@ -162,6 +162,9 @@ impl Leadership {
         })
     }
 }
+
+/// The longest a shutting-down leader spends releasing its Lease.
+const RELEASE_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// What a candidate does with the Lease as it reads it.
 #[derive(Debug, PartialEq, Eq)]
@@ -239,7 +242,7 @@ impl Elector {
             // A leader's round may last only until its term ends: a hung request must not
             // keep it from noticing.
             let limit = match *self.term.borrow() {
-                Term::Until(until) => until,
+                Term::Until(until) if until > started => until,
                 _ => started + self.timing.renew_deadline,
             };
             match tokio::time::timeout_at(limit, self.try_once(&mut observed)).await {
@@ -259,11 +262,15 @@ impl Elector {
             }
         }
         self.follow("shutting down");
-        // Released whenever this replica still holds it, even past its own deadline.
-        match self.release().await {
-            Ok(true) => tracing::info!(lease = %self.lease, "released the Lease"),
-            Ok(false) => {}
-            Err(error) => tracing::warn!(%error, "releasing the Lease failed; it expires by itself"),
+        // Released whenever this replica still holds it, even past its own deadline, within
+        // a few seconds: the pod's grace period must not run out first.
+        match tokio::time::timeout(RELEASE_TIMEOUT, self.release()).await {
+            Ok(Ok(true)) => tracing::info!(lease = %self.lease, "released the Lease"),
+            Ok(Ok(false)) => {}
+            Ok(Err(error)) => tracing::warn!(%error, "releasing the Lease failed; it expires by itself"),
+            Err(_) => {
+                tracing::warn!(lease = %self.lease, "releasing the Lease took too long; it expires by itself")
+            }
         }
     }
 

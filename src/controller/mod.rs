@@ -465,6 +465,11 @@ async fn drive<K, F, Fut>(
                 async move {
                     if !ctx.leadership.is_leading() {
                         ctx.leadership.missed();
+                        // A term that started meanwhile may have caught up before this miss
+                        // was counted: then this object is looked at again now.
+                        if ctx.leadership.is_leading() {
+                            return Ok(Action::requeue(Duration::ZERO));
+                        }
                         return Ok(Action::await_change());
                     }
                     let key = object_key(obj.as_ref());
@@ -474,11 +479,13 @@ async fn drive<K, F, Fut>(
                     // leader may already act on the same object.
                     let mut lost = ctx.leadership.clone();
                     let result = tokio::select! {
-                        result = reconcile(obj, ctx.clone()) => result,
+                        // The end of the term first: a reconcile must not run on past it.
+                        biased;
                         () = lost.lost() => {
                             ctx.leadership.missed();
                             return Ok(Action::await_change());
                         }
+                        result = reconcile(obj, ctx.clone()) => result,
                     };
                     ctx.metrics.reconciled(name, started.elapsed());
                     crate::memory::note_work();

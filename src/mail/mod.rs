@@ -172,9 +172,17 @@ impl Mailer {
 
     /// Sends `mail` to `to`, with a Message-ID derived from `message_id` (stable for one
     /// delivery, so a retried send is recognisable as the same message).
+    ///
+    /// The exchange runs as a task of its own: a caller that stops waiting (a reconcile cut
+    /// short at the end of its replica's term) leaves it to finish, instead of returning a
+    /// pooled connection with a reply still unread, which would shift every later reply.
     pub async fn send(&self, to: &str, mail: &Rendered, message_id: &str) -> Result<(), SendError> {
         let message = build_message(&self.from, to, mail, message_id)?;
-        self.transport.send(message).await.map(drop).map_err(classify)
+        let transport = self.transport.clone();
+        match tokio::spawn(async move { transport.send(message).await }).await {
+            Ok(sent) => sent.map(drop).map_err(classify),
+            Err(stopped) => Err(SendError::Unavailable(format!("the SMTP exchange stopped: {stopped}"))),
+        }
     }
 }
 

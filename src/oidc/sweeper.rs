@@ -345,9 +345,16 @@ impl Sweeper {
                     self.retry_later(&doomed);
                     continue;
                 }
-                if let Err(e) =
-                    state::delete_named(&client, &doomed.namespace, &doomed.name, doomed.uid.clone()).await
-                {
+                let mut lost = leadership.clone();
+                let deleted = tokio::select! {
+                    biased;
+                    () = lost.lost() => {
+                        self.retry_later(&doomed);
+                        continue;
+                    }
+                    deleted = state::delete_named(&client, &doomed.namespace, &doomed.name, doomed.uid.clone()) => deleted,
+                };
+                if let Err(e) = deleted {
                     // The watch still has it; the next session end or change tries again.
                     tracing::warn!(error = %e, secret = %format!("{}/{}", doomed.namespace, doomed.name), "removing an ended session or grant failed");
                     self.retry_later(&doomed);
