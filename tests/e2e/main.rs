@@ -33,6 +33,7 @@ mod recovery;
 mod resets;
 mod settle;
 mod signin;
+mod tenancy;
 mod trust;
 
 use std::process::ExitCode;
@@ -65,6 +66,7 @@ fn main() -> ExitCode {
         resets::trials(),
         settle::trials(),
         signin::trials(),
+        tenancy::trials(),
         trust::trials(),
     ]
     .into_iter()
