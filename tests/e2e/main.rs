@@ -33,6 +33,7 @@ mod recovery;
 mod resets;
 mod settle;
 mod signin;
+mod specs;
 mod tenancy;
 mod trust;
 
@@ -66,6 +67,7 @@ fn main() -> ExitCode {
         resets::trials(),
         settle::trials(),
         signin::trials(),
+        specs::trials(),
         tenancy::trials(),
         trust::trials(),
     ]
