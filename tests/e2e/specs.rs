@@ -16,7 +16,7 @@ use libtest_mimic::Trial;
 use roster_testenv::{ControlPlane, Mailpit};
 use serde_json::{Value, json};
 
-use crate::batch::size;
+use crate::batch::{SETTLE, size};
 use crate::harness::{Ns, Operator, POLL_INTERVAL, condition, is_reconciled, repo_path, shared, smtp_secret};
 
 pub fn trials() -> Vec<Trial> {
@@ -94,9 +94,11 @@ fn hostile(rng: &mut Rng) -> Value {
 
 async fn scenario() -> anyhow::Result<()> {
     let per_kind = size("SPECS_PER_KIND", 40);
-    let seed = std::env::var("ROSTER_SPECS_SEED").ok().and_then(|s| s.parse().ok()).unwrap_or_else(|| {
-        u64::from_le_bytes(roster::credentials::random_bytes::<8>().unwrap_or_default()) | 1
-    });
+    let seed =
+        std::env::var("ROSTER_SPECS_SEED").ok().and_then(|s| s.parse().ok()).unwrap_or_else(|| {
+            u64::from_le_bytes(roster::credentials::random_bytes::<8>().unwrap_or_default())
+        }) | 1;
+    println!("specs: seed {seed} (ROSTER_SPECS_SEED repeats this run)");
     let mut rng = Rng(seed);
     let dir = shared().work_dir.join("specs");
     let crds = std::fs::read_to_string(repo_path("crds/roster.yaml"))?;
@@ -116,10 +118,16 @@ async fn scenario() -> anyhow::Result<()> {
     for (kind, base) in bases() {
         for n in 0..per_kind {
             let mut spec = base.clone();
-            for _ in 0..=rng.below(3) {
-                mutate(&mut spec, &mut rng);
-            }
             let name = format!("{}-{n}", kind.to_lowercase());
+            if kind == "User" {
+                // A person of their own, so that what is accepted goes on to be invited.
+                spec["email"] = json!(format!("{name}@example.com"));
+                spec["username"] = json!(name.clone());
+            }
+            let mut touched = Vec::new();
+            for _ in 0..=rng.below(3) {
+                touched.extend(mutate(&mut spec, &mut rng));
+            }
             let manifest = json!({"apiVersion": "roster.dev/v1alpha1", "kind": kind, "metadata": {"name": name}, "spec": spec});
             // Created (POST): server-side apply answers a wrong type with a 500 of its own (the
             // API server's "failed to create typed patch object"). Unknown fields are pruned
@@ -127,26 +135,38 @@ async fn scenario() -> anyhow::Result<()> {
             let params = PostParams::default();
             match api(&ns, kind).create(&params, &serde_json::from_value(manifest)?).await {
                 Ok(_) => accepted.push((kind.to_owned(), name)),
+                // The message names a field changed (its path, or its name in a rule's words).
                 Err(kube::Error::Api(status))
-                    if (400..500).contains(&status.code) && status.message.contains("spec") =>
+                    if (400..500).contains(&status.code)
+                        && touched.iter().any(|path| names(&status.message, path)) =>
                 {
                     *refused.entry(kind).or_default() += 1;
                 }
-                Err(error) => unclear.push(format!("{kind} {spec}: {error}")),
+                Err(error) => unclear.push(format!("{kind} {spec} (changed {touched:?}): {error}")),
             }
         }
     }
     ensure!(unclear.is_empty(), "refused without naming a field (seed {seed}):\n{}", unclear.join("\n"));
 
     // Every accepted object reaches a Ready condition with a reason for its generation.
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(90);
+    // Both sides are exercised: every kind has refusals, and a fair share is accepted (an
+    // OidcClient has many fields to break, so few of its are).
+    for kind in ["User", "UserInvite", "MfaReset", "PasswordReset", "OidcClient"] {
+        ensure!(refused.get(kind).is_some_and(|n| *n > 0), "no {kind} was refused (seed {seed})");
+    }
+    ensure!(accepted.len() >= per_kind / 2, "only {} accepted (seed {seed})", accepted.len());
+    let deadline = tokio::time::Instant::now() + SETTLE;
     loop {
         let mut unsettled = Vec::new();
         for (kind, name) in &accepted {
-            // Gone: a reset finished and removed by its ttlSecondsAfterFinished (0 is allowed).
-            let Some(object) = api(&ns, kind).get_opt(name).await? else { continue };
+            let Some(object) = api(&ns, kind).get_opt(name).await? else {
+                // Gone: only a reset, finished and removed by its ttlSecondsAfterFinished.
+                ensure!(kind.ends_with("Reset"), "{kind}/{name} disappeared (seed {seed})");
+                continue;
+            };
             let reason = condition(&object, "Ready")["reason"].as_str().unwrap_or_default().to_owned();
-            if !is_reconciled(&object) || reason.is_empty() || reason == "Reconciling" {
+            let working = condition(&object, "Reconciling")["status"] == "True";
+            if !is_reconciled(&object) || reason.is_empty() || reason == "Reconciling" || working {
                 unsettled.push(format!("{kind}/{name}: {}", object.data["status"]));
             }
         }
@@ -154,20 +174,25 @@ async fn scenario() -> anyhow::Result<()> {
             break;
         }
         if tokio::time::Instant::now() > deadline {
-            bail!("not reconciled with a reason within 90 s (seed {seed}):\n{}", unsettled.join("\n"));
+            bail!("not reconciled with a reason within {SETTLE:?} (seed {seed}):\n{}", unsettled.join("\n"));
         }
         tokio::time::sleep(POLL_INTERVAL).await;
     }
     let reasons = reasons_of(&ns, &accepted).await?;
 
-    // Quiet now: a hot loop would show as reconciles; retries back off from 1 s.
+    // Quiet now: a loop would show as reconciles and as writes; retries back off from 1 s.
+    let versions = versions_of(&ns, &accepted).await?;
     let before = reconciles(&operator).await?;
     tokio::time::sleep(Duration::from_secs(10)).await; // a measuring window, not a synchronisation
     let during = reconciles(&operator).await? - before;
+    let now = versions_of(&ns, &accepted).await?;
+    let rewritten: Vec<&String> =
+        now.iter().filter(|(k, v)| versions.get(*k) != Some(v)).map(|(k, _)| k).collect();
+    ensure!(rewritten.is_empty(), "written again while settled: {rewritten:?} (seed {seed})");
     operator.process.check_running()?;
     let log = std::fs::read_to_string(operator.process.log())?;
     println!(
-        "specs: seed {seed}, {} generated; refused at admission by kind {refused:?}; {} accepted and \
+        "specs: {} generated; refused at admission by kind {refused:?}; {} accepted and \
          reconciled, Ready reasons {reasons:?}; {during} reconciles in the next 10 s",
         per_kind * bases().len(),
         accepted.len()
@@ -181,40 +206,77 @@ async fn scenario() -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Changes one place of `spec`: a hostile value, a removal, or an unknown field beside it.
-fn mutate(spec: &mut Value, rng: &mut Rng) {
+/// Changes one place of `spec` — a hostile value, a removal, or an unknown field beside it
+/// — and returns the paths it touched.
+fn mutate(spec: &mut Value, rng: &mut Rng) -> Vec<Vec<String>> {
     let mut paths = Vec::new();
     leaves(spec, &mut Vec::new(), &mut paths);
     if paths.is_empty() {
-        return;
+        return Vec::new();
     }
     let path = paths[rng.below(paths.len())].clone();
-    let Some((last, parents)) = path.split_last() else { return };
-    let Some(parent) = parents.iter().try_fold(&mut *spec, |v, key| v.get_mut(key.as_str())) else { return };
-    let Some(object) = parent.as_object_mut() else { return };
-    match rng.below(4) {
-        0 => {
-            object.remove(last);
+    let Some((last, parents)) = path.split_last() else { return Vec::new() };
+    let parent = parents.iter().try_fold(&mut *spec, |v, key| match v {
+        Value::Array(items) => key.parse::<usize>().ok().and_then(|i| items.get_mut(i)),
+        other => other.get_mut(key.as_str()),
+    });
+    match parent {
+        Some(Value::Array(items)) => {
+            if let Some(item) = last.parse::<usize>().ok().and_then(|i| items.get_mut(i)) {
+                *item = hostile(rng);
+            }
         }
-        1 => {
-            object.insert(format!("bogus{}", rng.below(100)), hostile(rng));
-        }
-        _ => {
-            object.insert(last.clone(), hostile(rng));
-        }
+        Some(Value::Object(object)) => match rng.below(4) {
+            0 => {
+                object.remove(last);
+            }
+            1 => {
+                object.insert(format!("bogus{}", rng.below(100)), hostile(rng));
+            }
+            _ => {
+                object.insert(last.clone(), hostile(rng));
+            }
+        },
+        _ => return Vec::new(),
+    }
+    vec![path]
+}
+
+/// The paths of every field and array item in `value`.
+fn leaves(value: &Value, at: &mut Vec<String>, out: &mut Vec<Vec<String>>) {
+    let children: Vec<(String, &Value)> = match value {
+        Value::Object(map) => map.iter().map(|(k, v)| (k.clone(), v)).collect(),
+        Value::Array(items) => items.iter().enumerate().map(|(i, v)| (i.to_string(), v)).collect(),
+        _ => return,
+    };
+    for (key, child) in children {
+        at.push(key);
+        out.push(at.clone());
+        leaves(child, at, out);
+        at.pop();
     }
 }
 
-/// The paths of every field in `value` (objects only; arrays are replaced whole).
-fn leaves(value: &Value, at: &mut Vec<String>, out: &mut Vec<Vec<String>>) {
-    if let Value::Object(map) = value {
-        for (key, child) in map {
-            at.push(key.clone());
-            out.push(at.clone());
-            leaves(child, at, out);
-            at.pop();
+/// Whether an error message names the field at `path`: its path (`spec.a.b`, `spec.a[0]`,
+/// or a parent's, for a removed field), or its name in the words of a rule.
+fn names(message: &str, path: &[String]) -> bool {
+    let fields: Vec<&String> = path.iter().filter(|p| p.parse::<usize>().is_err()).collect();
+    let dotted = format!("spec.{}", fields.iter().map(|f| f.as_str()).collect::<Vec<_>>().join("."));
+    let parent = format!("spec.{}", fields.first().map_or("", |f| f.as_str()));
+    message.contains(&dotted)
+        || (fields.len() > 1 && message.contains(&parent))
+        || fields.last().is_some_and(|f| message.contains(f.as_str()))
+}
+
+/// Each accepted object's resourceVersion, by `kind/name`.
+async fn versions_of(ns: &Ns, accepted: &[(String, String)]) -> anyhow::Result<BTreeMap<String, String>> {
+    let mut versions = BTreeMap::new();
+    for (kind, name) in accepted {
+        if let Some(object) = api(ns, kind).get_opt(name).await? {
+            versions.insert(format!("{kind}/{name}"), object.metadata.resource_version.unwrap_or_default());
         }
     }
+    Ok(versions)
 }
 
 fn api(ns: &Ns, kind: &str) -> Api<DynamicObject> {

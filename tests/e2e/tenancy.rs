@@ -4,14 +4,18 @@
 //! namespaces are refused unless trusted: `oidc_clients::`.)
 
 use anyhow::ensure;
+use k8s_openapi::api::core::v1::Secret;
 use libtest_mimic::Trial;
 use roster::api::{User, UserInvite};
 use serde_json::json;
 
-use crate::harness::{Ns, condition, trial, wait_for};
+use crate::harness::{Ns, condition, is_reconciled, trial, wait_for};
 use crate::invites::{invite, messages_to, phase_of};
 use crate::lifecycle::{email, phase, user_manifest};
-use crate::portal::{PASSWORD, expect_link, linked_user, login, post};
+use crate::portal::{PASSWORD, linked_user, login, post};
+
+/// The other sam's password.
+const OTHER_PASSWORD: &str = "Harbor-Violet-Engine-5182";
 
 pub fn trials() -> Vec<Trial> {
     vec![trial("tenancy::a_link_or_reset_reaches_only_its_own_namespaces_user", |ns| async move {
@@ -28,18 +32,36 @@ async fn scenario(ns: &Ns, other: &Ns) -> anyhow::Result<()> {
     let spec = |username: &str| json!({"mfa": {"required": false}, "username": username});
     let theirs = linked_user(other, "sam", spec("sam.other")).await?;
     let ours = linked_user(ns, "sam", spec("sam.ours")).await?;
+    let credentials = roster::controller::names::credentials_secret_name("sam");
+    let before = other.api::<Secret>().get_opt(&credentials).await?.and_then(|s| s.metadata.resource_version);
     let (status, body) =
         post(&format!("/api/v1/invites/{ours}/accept"), json!({"password": PASSWORD})).await?;
     ensure!(status == 200, "accepting our link: {status} {body}");
     wait_for(&ns.raw::<User>(), "sam", "ACTIVE", |u| phase(u) == "ACTIVE").await?;
-    // The other namespace's sam is untouched: still invited, its link still open, no password.
+    // The other namespace's sam is untouched, as the API server has it: its credentials
+    // Secret unchanged, still invited.
+    let after = other.api::<Secret>().get_opt(&credentials).await?.and_then(|s| s.metadata.resource_version);
+    ensure!(before == after, "accepting our link wrote the other sam's credentials");
     let them = other.raw::<User>().get("sam").await?;
     ensure!(phase(&them) == "PENDING", "the other sam moved: {}", them.data["status"]);
-    expect_link(&theirs, 200, "").await?;
-    let (status, _) = login(json!({"email": email("sam", other), "password": PASSWORD})).await?;
-    ensure!(status == 401, "the other namespace's sam signs in with our sam's password: {status}");
-    let (status, _) = login(json!({"email": email("sam", ns), "password": PASSWORD})).await?;
-    ensure!(status == 200, "our sam cannot sign in: {status}");
+    // Their link, used now, acts on their sam alone: each signs in with their own password only.
+    let (status, body) =
+        post(&format!("/api/v1/invites/{theirs}/accept"), json!({"password": OTHER_PASSWORD})).await?;
+    ensure!(status == 200, "accepting their link: {status} {body}");
+    wait_for(&other.raw::<User>(), "sam", "ACTIVE", |u| phase(u) == "ACTIVE").await?;
+    for (who, password, expected) in [
+        (email("sam", ns), PASSWORD, 200),
+        (email("sam", ns), OTHER_PASSWORD, 401),
+        (email("sam", other), OTHER_PASSWORD, 200),
+        (email("sam", other), PASSWORD, 401),
+    ] {
+        let (status, _) = login(json!({"email": who, "password": password})).await?;
+        ensure!(
+            status == expected,
+            "{who} with the {} password: {status}",
+            if password == PASSWORD { "first" } else { "second" }
+        );
+    }
 
     // A reference names no namespace: one that tries is refused at admission, by field.
     let reaching = invite("reaching", json!({"userRef": {"name": "lee", "namespace": other.name}}));
@@ -50,13 +72,10 @@ async fn scenario(ns: &Ns, other: &Ns) -> anyhow::Result<()> {
     );
 
     // A User that exists only elsewhere is not found from here, for an invite and a reset.
-    other
-        .apply(user_manifest(
-            "lee",
-            json!({"email": email("lee", other), "invite": {"policy": "Manual"}}),
-            json!({}),
-        ))
-        .await?;
+    let lee =
+        json!({"email": email("lee", other), "username": "lee.tenancy", "invite": {"policy": "Manual"}});
+    other.apply(user_manifest("lee", lee, json!({}))).await?;
+    wait_for(&other.raw::<User>(), "lee", "reconciled", is_reconciled).await?;
     ns.apply(invite("lee-invite", json!({"userRef": {"name": "lee"}, "delivery": "Email"}))).await?;
     ns.apply(json!({
         "apiVersion": "roster.dev/v1alpha1", "kind": "MfaReset", "metadata": {"name": "lee-reset"},
