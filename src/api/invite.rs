@@ -54,7 +54,7 @@ pub(crate) const USER_REF_IMMUTABLE: &str = "self == oldSelf";
 pub struct UserInviteSpec {
     /// The User (same namespace) this invitation is for. Immutable.
     #[x_kube(validation = Rule::new(USER_REF_IMMUTABLE).message("userRef is immutable; create a new UserInvite instead"))]
-    pub user_ref: LocalObjectReference,
+    pub user_ref: super::UserReference,
 
     /// Email: roster sends the link. Link: roster only creates it, in the Secret
     /// <name>-link, for an admin to hand over.

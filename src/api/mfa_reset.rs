@@ -3,7 +3,6 @@
 use kube::{CustomResource, KubeSchema};
 use serde::{Deserialize, Serialize};
 
-use super::LocalObjectReference;
 use super::invite::{Delivery, USER_REF_IMMUTABLE};
 use super::reset::ResetStatus;
 
@@ -38,7 +37,7 @@ use super::reset::ResetStatus;
 pub struct MfaResetSpec {
     /// The User (same namespace) whose second factor is reset. Immutable.
     #[x_kube(validation = Rule::new(USER_REF_IMMUTABLE).message("userRef is immutable; create a new MfaReset instead"))]
-    pub user_ref: LocalObjectReference,
+    pub user_ref: super::UserReference,
 
     /// Why the reset was requested (e.g. "lost phone"), kept for audit. Immutable.
     #[schemars(length(min = 1, max = 1024))]

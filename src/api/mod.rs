@@ -43,6 +43,30 @@ pub struct LocalObjectReference {
     pub name: String,
 }
 
+/// The User an invite or reset is for: always in the object's own namespace.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, kube::KubeSchema)]
+pub struct UserReference {
+    /// Name of the User, in the same namespace.
+    #[schemars(length(min = 1, max = 253))]
+    pub name: String,
+
+    /// Not allowed. Declared so that a namespace written here is refused at admission rather
+    /// than dropped — by a client that does not validate fields strictly, dropping it would
+    /// aim the object at the same-named User of its own namespace, perhaps another person.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[x_kube(validation = kube::core::Rule::new("false").message(
+        "a userRef reaches only this namespace: remove namespace, or create this object in the User's namespace"
+    ))]
+    pub namespace: Option<String>,
+}
+
+impl UserReference {
+    /// A reference to the User `name` of the same namespace.
+    pub fn to(name: String) -> Self {
+        Self { name, namespace: None }
+    }
+}
+
 /// A time as status holds it: whole seconds, as the API server stores `metav1.Time`, so that
 /// a status derived again compares equal to the one read back and nothing is rewritten.
 pub fn status_time(at: k8s_openapi::jiff::Timestamp) -> k8s_openapi::apimachinery::pkg::apis::meta::v1::Time {

@@ -4,7 +4,6 @@
 use kube::{CustomResource, KubeSchema};
 use serde::{Deserialize, Serialize};
 
-use super::LocalObjectReference;
 use super::invite::{Delivery, USER_REF_IMMUTABLE};
 use super::reset::ResetStatus;
 
@@ -52,7 +51,7 @@ use super::reset::ResetStatus;
 pub struct PasswordResetSpec {
     /// The User (same namespace) whose password is reset. Immutable.
     #[x_kube(validation = Rule::new(USER_REF_IMMUTABLE).message("userRef is immutable; create a new PasswordReset instead"))]
-    pub user_ref: LocalObjectReference,
+    pub user_ref: super::UserReference,
 
     /// Why the reset was requested (e.g. "forgot password, ticket 4711"), kept for audit.
     /// Immutable.

@@ -192,7 +192,7 @@ fn auto_invite(user: &User) -> Result<UserInvite> {
     let mut invite = UserInvite::new(
         &name,
         UserInviteSpec {
-            user_ref: LocalObjectReference { name: user.name_any() },
+            user_ref: crate::api::UserReference::to(user.name_any()),
             delivery: Delivery::Email,
             email: None,
             ttl: std::time::Duration::from_secs(720 * 3600).into(),

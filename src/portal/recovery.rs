@@ -22,7 +22,7 @@ use super::rate_limit::RateLimiter;
 use k8s_openapi::api::core::v1::Secret;
 
 use crate::api::{
-    Delivery, Initiator, LocalObjectReference, PasswordReset, PasswordResetSpec, ResetPhase, UserState,
+    Delivery, Initiator, PasswordReset, PasswordResetSpec, ResetPhase, UserReference, UserState,
 };
 use crate::credentials::record::{
     EmailProof, PASSWORD_RESET_DONE_FOR, PASSWORD_RESET_UID, RECOVERY_REQUESTS,
@@ -306,7 +306,7 @@ async fn create(signin: &SignIn, user: &crate::api::User) -> Result<String, Reco
             ..Default::default()
         },
         spec: PasswordResetSpec {
-            user_ref: LocalObjectReference { name: user.name_any() },
+            user_ref: UserReference::to(user.name_any()),
             reason: "forgot password: the person asked on the sign-in page".to_owned(),
             delivery: Delivery::Email,
             initiator: Initiator::Person,

@@ -5,6 +5,9 @@
 
 use anyhow::ensure;
 use k8s_openapi::api::core::v1::Secret;
+use kube::api::{Api, PostParams};
+use kube::core::{DynamicObject, GroupVersionKind};
+use kube::discovery::ApiResource;
 use libtest_mimic::Trial;
 use roster::api::{User, UserInvite};
 use serde_json::json;
@@ -63,13 +66,34 @@ async fn scenario(ns: &Ns, other: &Ns) -> anyhow::Result<()> {
         );
     }
 
-    // A reference names no namespace: one that tries is refused at admission, by field.
-    let reaching = invite("reaching", json!({"userRef": {"name": "lee", "namespace": other.name}}));
-    let refused = ns.apply(reaching).await.err().map(|e| format!("{e:#}")).unwrap_or_default();
-    ensure!(
-        refused.contains("spec.userRef.namespace"),
-        "an invite naming a namespace was not refused by field: {refused}"
-    );
+    // A reference names no namespace: one that tries is refused at admission, by field —
+    // also for a client that does not ask for strict field validation (a plain POST), which
+    // would otherwise have the namespace dropped and the object aimed at a same-named User here.
+    for kind in ["UserInvite", "MfaReset", "PasswordReset"] {
+        let mut reaching = json!({
+            "apiVersion": "roster.dev/v1alpha1", "kind": kind, "metadata": {"name": "reaching"},
+            "spec": {"userRef": {"name": "sam", "namespace": other.name}, "delivery": "Email"},
+        });
+        if kind != "UserInvite" {
+            reaching["spec"]["reason"] = json!("lost phone");
+        }
+        let strict = ns.apply(reaching.clone()).await.err().map(|e| format!("{e:#}")).unwrap_or_default();
+        let api: Api<DynamicObject> = Api::namespaced_with(
+            ns.client.clone(),
+            &ns.name,
+            &ApiResource::from_gvk(&GroupVersionKind::gvk("roster.dev", "v1alpha1", kind)),
+        );
+        let plain = match api.create(&PostParams::default(), &serde_json::from_value(reaching)?).await {
+            Ok(_) => String::from("accepted"),
+            Err(e) => e.to_string(),
+        };
+        for refused in [strict, plain] {
+            ensure!(
+                refused.contains("spec.userRef.namespace") && refused.contains("reaches only this namespace"),
+                "a {kind} naming a namespace was not refused by field: {refused}"
+            );
+        }
+    }
 
     // A User that exists only elsewhere is not found from here, for an invite and a reset.
     let lee =
