@@ -10,7 +10,10 @@ use roster::api::{User, UserInvite};
 use roster_testenv::{ControlPlane, Mailpit};
 use serde_json::json;
 
-use crate::harness::{Ns, Operator, SMTP_SECRET, condition, repo_path, shared, smtp_secret, wait_for};
+use crate::batch::{Batch, SETTLE, size};
+use crate::harness::{
+    Ns, Operator, SMTP_SECRET, condition, poll_within, repo_path, shared, smtp_secret, wait_for,
+};
 use crate::invites::{messages_at, phase_of};
 use crate::lifecycle::{email, phase, user_manifest};
 use crate::mail::chaos;
@@ -39,6 +42,7 @@ async fn scenario() -> anyhow::Result<()> {
     let ns = Ns::create(client, "faults").await?;
     let outcome = async {
         smtp_outage(&ns, &mailpit).await.context("SMTP outage")?;
+        outage_mid_batch(&ns, &mailpit).await.context("SMTP outage mid-batch")?;
         smtp_refusal(&ns, &mailpit).await.context("SMTP refusal")?;
         broken_templates(&ns, &mailpit, &templates).await.context("broken templates")
     }
@@ -51,6 +55,41 @@ async fn scenario() -> anyhow::Result<()> {
             lines[lines.len().saturating_sub(30)..].join("\n")
         )
     })
+}
+
+/// A 30 s outage in the middle of a batch: while it lasts, invites say so
+/// (`Delivered=False`, SmtpUnavailable); afterwards every invite is delivered, each person
+/// got exactly one email (a refused recipient is no message), nothing is orphaned.
+async fn outage_mid_batch(ns: &Ns, mailpit: &Mailpit) -> anyhow::Result<()> {
+    const OUTAGE: std::time::Duration = std::time::Duration::from_secs(30);
+    let users = size("OUTAGE_USERS", 50);
+    let batch = Batch::apply(ns, "batch", users).await?;
+    poll_within("a fifth of the batch sent", SETTLE, || async { Ok(batch.sent(ns).await? >= users / 5) })
+        .await?;
+    chaos(mailpit, json!({"Recipient": {"ErrorCode": 451, "Probability": 100}})).await?;
+    let started = std::time::Instant::now();
+    let sent_at_outage = batch.sent(ns).await?;
+    let invites = ns.api::<UserInvite>();
+    poll_within("an invite showing the outage", OUTAGE, || async {
+        let listed = invites.list(&Default::default()).await?;
+        Ok(listed.iter().any(|i| delivered(i) == ("False", "SmtpUnavailable".into())))
+    })
+    .await?;
+    let shown = started.elapsed();
+    // The outage lasts its 30 s whatever happens meanwhile: a fault's length, not a wait.
+    tokio::time::sleep(OUTAGE.saturating_sub(started.elapsed())).await;
+    chaos(mailpit, json!({"Recipient": {"ErrorCode": 451, "Probability": 0}})).await?;
+    let ended = std::time::Instant::now();
+    let figures = batch.converged(ns, &mailpit.api_url).await?;
+    println!(
+        "SMTP outage: {users} users, 30 s of 451 from {sent_at_outage} sent, shown on an invite after \
+         {shown:.1?}; all delivered {:.1?} after it ended: {} emails, {} duplicates",
+        ended.elapsed(),
+        figures.emails,
+        figures.duplicates
+    );
+    ensure!(figures.duplicates == 0, "{} duplicate emails after an outage", figures.duplicates);
+    Ok(())
 }
 
 /// 4xx replies: `Delivered=False` (SmtpUnavailable), the user NEW; once the server accepts
@@ -93,8 +132,8 @@ async fn smtp_refusal(ns: &Ns, mailpit: &Mailpit) -> anyhow::Result<()> {
     ensure!(message.contains("550"), "the condition does not carry the SMTP reply: {message}");
     ensure!(!message.contains(crate::harness::SMTP_PASSWORD), "the SMTP password is in the status");
     ensure!(failed.data["status"]["deliveryAttempts"] == 1, "{}", failed.data["status"]);
-    let user = ns.raw::<User>().get("refused").await?;
-    ensure!(phase(&user) == "NEW", "{}", user.data["status"]);
+    // The User's status may be written a moment after its invite's.
+    wait_for(&ns.raw::<User>(), "refused", "NEW", |u| phase(u) == "NEW").await?;
     Ok(())
 }
 
