@@ -140,6 +140,18 @@ impl Leadership {
         }
     }
 
+    /// Runs `work` while this replica leads: `None` when the term ended first. The end of the
+    /// term wins over work that is ready at the same moment; cut short, the work stops at its
+    /// next await, as at a crash.
+    pub async fn while_leading<T>(&self, work: impl Future<Output = T>) -> Option<T> {
+        let mut lost = self.clone();
+        tokio::select! {
+            biased;
+            () = lost.lost() => None,
+            done = work => Some(done),
+        }
+    }
+
     /// One item each time this replica becomes the leader after a reconcile was missed (by
     /// any controller: each stream keeps its own count of what it has caught up on): the
     /// reconcilers then look at every object.
@@ -479,6 +491,16 @@ mod tests {
         });
         leadership.lost().await;
         assert_eq!(started.elapsed(), Duration::from_secs(25));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn work_is_cut_short_at_the_end_of_the_term() {
+        let (_sender, receiver) = watch::channel(term(10));
+        let leadership = Leadership::new(receiver);
+        let slow = tokio::time::sleep(Duration::from_secs(20));
+        assert_eq!(leadership.while_leading(slow).await, None);
+        assert_eq!(leadership.while_leading(async { 7 }).await, None, "not leading: nothing runs");
+        assert_eq!(Leadership::always().while_leading(async { 7 }).await, Some(7));
     }
 
     #[tokio::test]

@@ -474,18 +474,12 @@ async fn drive<K, F, Fut>(
                     }
                     let key = object_key(obj.as_ref());
                     let started = Instant::now();
-                    // A reconcile still running when the term ends stops at its next await,
-                    // as at a crash (every reconcile is written to survive one): the next
-                    // leader may already act on the same object.
-                    let mut lost = ctx.leadership.clone();
-                    let result = tokio::select! {
-                        // The end of the term first: a reconcile must not run on past it.
-                        biased;
-                        () = lost.lost() => {
-                            ctx.leadership.missed();
-                            return Ok(Action::await_change());
-                        }
-                        result = reconcile(obj, ctx.clone()) => result,
+                    // A reconcile still running when the term ends is cut short, as at a crash
+                    // (every reconcile is written to survive one): the next leader may already
+                    // act on the same object.
+                    let Some(result) = ctx.leadership.while_leading(reconcile(obj, ctx.clone())).await else {
+                        ctx.leadership.missed();
+                        return Ok(Action::await_change());
                     };
                     ctx.metrics.reconciled(name, started.elapsed());
                     crate::memory::note_work();

@@ -341,18 +341,12 @@ impl Sweeper {
                 (ledger.take_due(Timestamp::now()), ledger.next_end())
             };
             for doomed in due {
-                if !leadership.is_leading() {
+                // Not leading (any more): put back, as the next term catches up.
+                let deleting =
+                    state::delete_named(&client, &doomed.namespace, &doomed.name, doomed.uid.clone());
+                let Some(deleted) = leadership.while_leading(deleting).await else {
                     self.retry_later(&doomed);
                     continue;
-                }
-                let mut lost = leadership.clone();
-                let deleted = tokio::select! {
-                    biased;
-                    () = lost.lost() => {
-                        self.retry_later(&doomed);
-                        continue;
-                    }
-                    deleted = state::delete_named(&client, &doomed.namespace, &doomed.name, doomed.uid.clone()) => deleted,
                 };
                 if let Err(e) = deleted {
                     // The watch still has it; the next session end or change tries again.
