@@ -9,10 +9,9 @@ use std::time::Duration;
 
 use anyhow::ensure;
 use libtest_mimic::Trial;
-use roster_testenv::{ControlPlane, Mailpit};
 
 use crate::batch::{Batch, random_between, size};
-use crate::harness::{Ns, Operator, repo_path, shared, smtp_secret};
+use crate::harness::{Ns, Operator, plane_and_mailpit, shared};
 
 pub fn trials() -> Vec<Trial> {
     vec![Trial::test("crash::sigkill_mid_onboarding_loses_and_doubles_nothing", || {
@@ -24,11 +23,7 @@ pub fn trials() -> Vec<Trial> {
 async fn scenario() -> anyhow::Result<()> {
     let (users, kills) = (size("CRASH_USERS", 300), size("CRASH_KILLS", 5));
     let dir = shared().work_dir.join("crash");
-    let crds = std::fs::read_to_string(repo_path("crds/roster.yaml"))?;
-    let plane = ControlPlane::start(&dir.join("control-plane"), &crds).await?;
-    let mailpit = Mailpit::start_keeping(&dir.join("mailpit"), "mailpit", false, users * 3).await?;
-    let client = plane.client().await?;
-    smtp_secret(&client, mailpit.smtp_port).await?;
+    let (plane, mailpit, client) = plane_and_mailpit(&dir, false, users * 3).await?;
     // One reconcile at a time: at most one delivery in flight at each kill, and a batch
     // long enough for the kills.
     let flags = ["--concurrency=1"];

@@ -7,12 +7,12 @@ use k8s_openapi::api::core::v1::ConfigMap;
 use kube::api::{Api, Patch, PatchParams};
 use libtest_mimic::Trial;
 use roster::api::{User, UserInvite};
-use roster_testenv::{ControlPlane, Mailpit};
+use roster_testenv::Mailpit;
 use serde_json::json;
 
 use crate::batch::{Batch, SETTLE, size};
 use crate::harness::{
-    Ns, Operator, SMTP_SECRET, condition, poll_within, repo_path, shared, smtp_secret, wait_for,
+    Ns, Operator, SMTP_SECRET, condition, plane_and_mailpit, poll_within, shared, wait_for,
 };
 use crate::invites::{messages_at, phase_of};
 use crate::lifecycle::{email, phase, user_manifest};
@@ -30,11 +30,7 @@ pub fn trials() -> Vec<Trial> {
 
 async fn scenario() -> anyhow::Result<()> {
     let dir = shared().work_dir.join("faults");
-    let crds = std::fs::read_to_string(repo_path("crds/roster.yaml"))?;
-    let plane = ControlPlane::start(&dir.join("control-plane"), &crds).await?;
-    let mailpit = Mailpit::start(&dir.join("mailpit"), "mailpit", true).await?;
-    let client = plane.client().await?;
-    smtp_secret(&client, mailpit.smtp_port).await?;
+    let (plane, mailpit, client) = plane_and_mailpit(&dir, true, 500).await?;
     let templates: Api<ConfigMap> = Api::namespaced(client.clone(), SMTP_SECRET.0);
     set_templates(&templates, french()).await?;
     let flag = format!("--templates-configmap={}/{TEMPLATES}", SMTP_SECRET.0);

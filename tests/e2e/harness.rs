@@ -119,6 +119,16 @@ pub struct Operator {
 }
 
 impl Operator {
+    /// The sum of the Prometheus metric `name` over its labels, as `/metrics` says now.
+    pub async fn metric(&self, name: &str) -> anyhow::Result<u64> {
+        let text = reqwest::get(format!("{}/metrics", self.url)).await?.text().await?;
+        let values = text
+            .lines()
+            .filter(|line| line.strip_prefix(name).is_some_and(|rest| rest.starts_with(['{', ' '])))
+            .filter_map(|line| line.rsplit(' ').next()?.parse::<u64>().ok());
+        Ok(values.sum())
+    }
+
     /// Starts `roster run` with `extra` flags and waits until it answers `/readyz`.
     pub async fn start(
         kubeconfig: &Path,
@@ -150,6 +160,22 @@ impl Operator {
             Roster::start(binary, kubeconfig, (log_dir, name), &args, &env, Duration::from_secs(60)).await?;
         Ok(Self { process: started.process, url: started.metrics_url, portal_url: started.portal_url })
     }
+}
+
+/// A control plane and a Mailpit of one test's own (under `dir`), with the SMTP Secret the
+/// operators under test read pointing at it; `chaos` enables Mailpit's chaos API, `keep` is
+/// how many messages it holds.
+pub async fn plane_and_mailpit(
+    dir: &Path,
+    chaos: bool,
+    keep: usize,
+) -> anyhow::Result<(ControlPlane, Mailpit, Client)> {
+    let crds = std::fs::read_to_string(repo_path("crds/roster.yaml"))?;
+    let plane = ControlPlane::start(&dir.join("control-plane"), &crds).await?;
+    let mailpit = Mailpit::start_keeping(&dir.join("mailpit"), "mailpit", chaos, keep).await?;
+    let client = plane.client().await?;
+    smtp_secret(&client, mailpit.smtp_port).await?;
+    Ok((plane, mailpit, client))
 }
 
 /// A control plane of one test's own — for API server flags, or for an operator whose
@@ -246,6 +272,12 @@ impl Ns {
         K: Resource<DynamicType = (), Scope = kube::core::NamespaceResourceScope>,
     {
         Api::namespaced(self.client.clone(), &self.name)
+    }
+
+    /// An untyped API for roster's kind `kind` in this namespace.
+    pub fn kind_api(&self, kind: &str) -> Api<DynamicObject> {
+        let gvk = GroupVersionKind::gvk(roster::api::GROUP, "v1alpha1", kind);
+        Api::namespaced_with(self.client.clone(), &self.name, &ApiResource::from_gvk(&gvk))
     }
 
     /// An untyped API for `K` in this namespace, to send what `K` cannot express.

@@ -12,11 +12,11 @@ use anyhow::ensure;
 use k8s_openapi::api::coordination::v1::Lease;
 use kube::api::Api;
 use libtest_mimic::Trial;
-use roster_testenv::{ControlPlane, Mailpit};
+use roster::leader::Timing;
 use serde_json::json;
 
 use crate::batch::{Batch, SETTLE, random_between, size};
-use crate::harness::{Ns, Operator, POLL_INTERVAL, SMTP_SECRET, poll_within, repo_path, shared, smtp_secret};
+use crate::harness::{Ns, Operator, POLL_INTERVAL, SMTP_SECRET, plane_and_mailpit, poll_within, shared};
 use crate::lifecycle::email;
 use crate::portal::{PASSWORD, onboard_at};
 
@@ -34,11 +34,7 @@ pub fn trials() -> Vec<Trial> {
 async fn scenario() -> anyhow::Result<()> {
     let users = size("LEADER_USERS", 100);
     let dir = shared().work_dir.join("leader");
-    let crds = std::fs::read_to_string(repo_path("crds/roster.yaml"))?;
-    let plane = ControlPlane::start(&dir.join("control-plane"), &crds).await?;
-    let mailpit = Mailpit::start_keeping(&dir.join("mailpit"), "mailpit", false, users * 3).await?;
-    let client = plane.client().await?;
-    smtp_secret(&client, mailpit.smtp_port).await?;
+    let (plane, mailpit, client) = plane_and_mailpit(&dir, false, users * 3).await?;
     let lease_flag = format!("--leader-election-lease={}/{LEASE}", SMTP_SECRET.0);
     let duration_flag = format!("--leader-election-lease-duration={LEASE_SECONDS}s");
     // One reconcile at a time: at most one delivery in flight when the leader dies.
@@ -81,7 +77,7 @@ async fn scenario() -> anyhow::Result<()> {
     // Taken over once the Lease has stood unchanged for its duration on the follower's
     // clock: not before the lease less one retry period (the last renewal came at most that
     // long before the kill), not much after the lease and two retry periods.
-    let (lease, retry) = (Duration::from_secs(LEASE_SECONDS), Duration::from_secs(LEASE_SECONDS) * 2 / 15);
+    let Timing { lease, retry, .. } = Timing::for_lease(Duration::from_secs(LEASE_SECONDS));
     ensure!(
         take_over >= lease - retry - Duration::from_millis(200)
             && take_over <= lease + retry * 2 + Duration::from_secs(1),
@@ -115,11 +111,11 @@ async fn scenario() -> anyhow::Result<()> {
     let mut frozen = std::mem::replace(&mut replicas[leader], start("operator-c").await?);
     let more = Batch::apply(&ns, "r", 30).await?;
     poll_within("some of the next batch sent", SETTLE, || async { Ok(more.sent(&ns).await? >= 5) }).await?;
-    signal(&frozen, "-STOP")?;
+    ensure!(frozen.process.signal("-STOP"), "SIGSTOP was not delivered");
     let stopped = Instant::now();
     wait_leading(&replicas[leader], Duration::from_secs(LEASE_SECONDS * 3)).await?;
     let replaced = stopped.elapsed();
-    signal(&frozen, "-CONT")?;
+    ensure!(frozen.process.signal("-CONT"), "SIGCONT was not delivered");
     poll_within("the thawed replica following", Duration::from_secs(LEASE_SECONDS * 3), || async {
         let log = std::fs::read_to_string(frozen.process.log())?;
         Ok(log.contains("stopped leading") && !leads(&frozen).await?)
@@ -145,25 +141,14 @@ async fn scenario() -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Sends `signal` (`-STOP`, `-CONT`) to the replica's process.
-fn signal(replica: &Operator, signal: &str) -> anyhow::Result<()> {
-    let status =
-        std::process::Command::new("kill").arg(signal).arg(replica.process.id().to_string()).status()?;
-    ensure!(status.success(), "kill {signal} failed");
-    Ok(())
-}
-
 /// How many reconciles the replica has run, of every kind.
 async fn reconciles(replica: &Operator) -> anyhow::Result<u64> {
-    let text = reqwest::get(format!("{}/metrics", replica.url)).await?.text().await?;
-    let counted = text.lines().filter(|line| line.starts_with("roster_reconciles_total{"));
-    Ok(counted.filter_map(|line| line.rsplit(' ').next()?.parse::<u64>().ok()).sum())
+    replica.metric("roster_reconciles_total").await
 }
 
 /// Whether the replica says it leads (`roster_leader 1`).
 async fn leads(replica: &Operator) -> anyhow::Result<bool> {
-    let text = reqwest::get(format!("{}/metrics", replica.url)).await?.text().await?;
-    Ok(text.lines().any(|line| line == "roster_leader 1"))
+    Ok(replica.metric("roster_leader").await? == 1)
 }
 
 /// The index of the one replica that leads, once exactly one does.

@@ -9,15 +9,12 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use anyhow::{bail, ensure};
-use kube::api::{Api, ListParams, PostParams};
-use kube::core::{DynamicObject, GroupVersionKind};
-use kube::discovery::ApiResource;
+use kube::api::{ListParams, PostParams};
 use libtest_mimic::Trial;
-use roster_testenv::{ControlPlane, Mailpit};
 use serde_json::{Value, json};
 
 use crate::batch::{SETTLE, size};
-use crate::harness::{Ns, Operator, POLL_INTERVAL, condition, is_reconciled, repo_path, shared, smtp_secret};
+use crate::harness::{Ns, Operator, POLL_INTERVAL, condition, is_reconciled, plane_and_mailpit, shared};
 
 pub fn trials() -> Vec<Trial> {
     vec![Trial::test("specs::generated_specs_are_refused_by_field_or_reconciled_with_a_reason", || {
@@ -101,11 +98,8 @@ async fn scenario() -> anyhow::Result<()> {
     println!("specs: seed {seed} (ROSTER_SPECS_SEED repeats this run)");
     let mut rng = Rng(seed);
     let dir = shared().work_dir.join("specs");
-    let crds = std::fs::read_to_string(repo_path("crds/roster.yaml"))?;
-    let plane = ControlPlane::start(&dir.join("control-plane"), &crds).await?;
-    let mailpit = Mailpit::start(&dir.join("mailpit"), "mailpit", false).await?;
-    let client = plane.client().await?;
-    smtp_secret(&client, mailpit.smtp_port).await?;
+    // Mailpit lives as long as the test: the operator's invitations go there.
+    let (plane, _mailpit, client) = plane_and_mailpit(&dir, false, 500).await?;
     let mut operator = Operator::start(plane.kubeconfig(), &dir, "operator", &[]).await?;
     let ns = Ns::create(client.clone(), "specs").await?;
     ns.apply(json!({"apiVersion": "roster.dev/v1alpha1", "kind": "User", "metadata": {"name": "jane-doe"},
@@ -133,7 +127,7 @@ async fn scenario() -> anyhow::Result<()> {
             // API server's "failed to create typed patch object"). Unknown fields are pruned
             // with a warning (kube's PostParams has no strict field validation).
             let params = PostParams::default();
-            match api(&ns, kind).create(&params, &serde_json::from_value(manifest)?).await {
+            match ns.kind_api(kind).create(&params, &serde_json::from_value(manifest)?).await {
                 Ok(_) => accepted.push((kind.to_owned(), name)),
                 // The message names a field changed (its path, or its name in a rule's words).
                 Err(kube::Error::Api(status))
@@ -159,7 +153,7 @@ async fn scenario() -> anyhow::Result<()> {
     loop {
         let mut unsettled = Vec::new();
         for (kind, name) in &accepted {
-            let Some(object) = api(&ns, kind).get_opt(name).await? else {
+            let Some(object) = ns.kind_api(kind).get_opt(name).await? else {
                 // Gone: only a reset, finished and removed by its ttlSecondsAfterFinished.
                 ensure!(kind.ends_with("Reset"), "{kind}/{name} disappeared (seed {seed})");
                 continue;
@@ -182,9 +176,9 @@ async fn scenario() -> anyhow::Result<()> {
 
     // Quiet now: a loop would show as reconciles and as writes; retries back off from 1 s.
     let versions = versions_of(&ns, &accepted).await?;
-    let before = reconciles(&operator).await?;
+    let before = operator.metric("roster_reconciles_total").await?;
     tokio::time::sleep(Duration::from_secs(10)).await; // a measuring window, not a synchronisation
-    let during = reconciles(&operator).await? - before;
+    let during = operator.metric("roster_reconciles_total").await? - before;
     let now = versions_of(&ns, &accepted).await?;
     let rewritten: Vec<&String> =
         now.iter().filter(|(k, v)| versions.get(*k) != Some(v)).map(|(k, _)| k).collect();
@@ -272,22 +266,17 @@ fn names(message: &str, path: &[String]) -> bool {
 async fn versions_of(ns: &Ns, accepted: &[(String, String)]) -> anyhow::Result<BTreeMap<String, String>> {
     let mut versions = BTreeMap::new();
     for (kind, name) in accepted {
-        if let Some(object) = api(ns, kind).get_opt(name).await? {
+        if let Some(object) = ns.kind_api(kind).get_opt(name).await? {
             versions.insert(format!("{kind}/{name}"), object.metadata.resource_version.unwrap_or_default());
         }
     }
     Ok(versions)
 }
 
-fn api(ns: &Ns, kind: &str) -> Api<DynamicObject> {
-    let gvk = GroupVersionKind::gvk("roster.dev", "v1alpha1", kind);
-    Api::namespaced_with(ns.client.clone(), &ns.name, &ApiResource::from_gvk(&gvk))
-}
-
 async fn reasons_of(ns: &Ns, accepted: &[(String, String)]) -> anyhow::Result<BTreeMap<String, usize>> {
     let mut reasons = BTreeMap::new();
     for kind in ["User", "UserInvite", "MfaReset", "PasswordReset", "OidcClient"] {
-        for object in api(ns, kind).list(&ListParams::default()).await?.items {
+        for object in ns.kind_api(kind).list(&ListParams::default()).await?.items {
             let name = object.metadata.name.clone().unwrap_or_default();
             if accepted.iter().any(|(k, n)| k == kind && *n == name) {
                 let reason = condition(&object, "Ready")["reason"].as_str().unwrap_or_default().to_owned();
@@ -296,12 +285,6 @@ async fn reasons_of(ns: &Ns, accepted: &[(String, String)]) -> anyhow::Result<BT
         }
     }
     Ok(reasons)
-}
-
-async fn reconciles(operator: &Operator) -> anyhow::Result<u64> {
-    let text = reqwest::get(format!("{}/metrics", operator.url)).await?.text().await?;
-    let counted = text.lines().filter(|line| line.starts_with("roster_reconciles_total{"));
-    Ok(counted.filter_map(|line| line.rsplit(' ').next()?.parse::<u64>().ok()).sum())
 }
 
 /// xorshift64*: a small, seeded generator, so a failing run can be repeated.

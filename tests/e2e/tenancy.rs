@@ -5,9 +5,7 @@
 
 use anyhow::ensure;
 use k8s_openapi::api::core::v1::Secret;
-use kube::api::{Api, PostParams};
-use kube::core::{DynamicObject, GroupVersionKind};
-use kube::discovery::ApiResource;
+use kube::api::PostParams;
 use libtest_mimic::Trial;
 use roster::api::{User, UserInvite};
 use serde_json::json;
@@ -78,12 +76,11 @@ async fn scenario(ns: &Ns, other: &Ns) -> anyhow::Result<()> {
             reaching["spec"]["reason"] = json!("lost phone");
         }
         let strict = ns.apply(reaching.clone()).await.err().map(|e| format!("{e:#}")).unwrap_or_default();
-        let api: Api<DynamicObject> = Api::namespaced_with(
-            ns.client.clone(),
-            &ns.name,
-            &ApiResource::from_gvk(&GroupVersionKind::gvk("roster.dev", "v1alpha1", kind)),
-        );
-        let plain = match api.create(&PostParams::default(), &serde_json::from_value(reaching)?).await {
+        let plain = match ns
+            .kind_api(kind)
+            .create(&PostParams::default(), &serde_json::from_value(reaching)?)
+            .await
+        {
             Ok(_) => String::from("accepted"),
             Err(e) => e.to_string(),
         };

@@ -101,7 +101,12 @@ impl Process {
 
     /// Sends SIGTERM (as the kubelet does when a pod is deleted) without waiting.
     pub fn terminate(&mut self) {
-        let _ = Command::new("kill").arg("-TERM").arg(self.child.id().to_string()).status();
+        let _ = self.signal("-TERM");
+    }
+
+    /// Sends `signal` (`-TERM`, `-STOP`, `-CONT`) with kill(1); whether it was delivered.
+    pub fn signal(&self, signal: &str) -> bool {
+        Command::new("kill").arg(signal).arg(self.child.id().to_string()).status().is_ok_and(|s| s.success())
     }
 
     /// Stops the process: SIGTERM, then SIGKILL if it is still there after a grace period.
