@@ -28,7 +28,23 @@ pub struct ControlPlane {
     kubeconfig: PathBuf,
     server: String,
     audit_log: PathBuf,
+    /// How the API server was started, to start it again the same way (same port, same
+    /// certificates, same etcd) after [`stop_api_server`](Self::stop_api_server).
+    apiserver: Launch,
+    /// How many times the API server has been started; names each start's log.
+    apiserver_starts: usize,
 }
+
+/// A program with its arguments and log directory.
+struct Launch {
+    program: PathBuf,
+    args: Vec<String>,
+    logs: PathBuf,
+}
+
+/// Where each process sits in [`ControlPlane::processes`].
+const ETCD: usize = 0;
+const APISERVER: usize = 1;
 
 /// The audit policy of the test control plane: every request's metadata (who, verb,
 /// resource, namespace, response code), once it is answered — the evidence the RBAC proof
@@ -88,7 +104,9 @@ impl ControlPlane {
         let audit_policy = dir.join("audit-policy.yaml");
         std::fs::write(&audit_policy, AUDIT_POLICY).map_err(io("writing the audit policy"))?;
         let audit_log = logs.join("audit.log");
-        let mut plane = Self { processes: Vec::new(), kubeconfig, server, audit_log };
+        let apiserver = Launch { program: apiserver, args: Vec::new(), logs: logs.clone() };
+        let mut plane =
+            Self { processes: Vec::new(), kubeconfig, server, audit_log, apiserver, apiserver_starts: 1 };
 
         let etcd_url = format!("http://127.0.0.1:{etcd_client}");
         let peer_url = format!("http://127.0.0.1:{etcd_peer}");
@@ -110,38 +128,40 @@ impl ControlPlane {
             &logs,
         )?);
 
+        plane.apiserver.args = args(&[
+            &format!("--etcd-servers={etcd_url}"),
+            "--bind-address=127.0.0.1",
+            "--advertise-address=127.0.0.1",
+            &format!("--secure-port={apiserver_port}"),
+            &format!("--tls-cert-file={serving_cert}"),
+            &format!("--tls-private-key-file={serving_key}"),
+            &format!("--client-ca-file={ca}"),
+            "--authorization-mode=RBAC",
+            &format!("--service-account-issuer={}", plane.server),
+            &format!("--service-account-key-file={sa_pub}"),
+            &format!("--service-account-signing-key-file={sa_key}"),
+            "--service-cluster-ip-range=10.96.0.0/16",
+            // No kubelet, no pods: nothing may be advertised in the `kubernetes` Service.
+            "--endpoint-reconciler-type=none",
+            "--profiling=false",
+            &format!("--audit-policy-file={}", audit_policy.display()),
+            &format!("--audit-log-path={}", plane.audit_log.display()),
+            "--audit-log-format=json",
+            "--audit-log-mode=blocking",
+        ])
+        .into_iter()
+        .chain(apiserver_flags.iter().cloned())
+        .collect();
+        let launch = &plane.apiserver;
         plane.processes.push(Process::spawn(
             "kube-apiserver",
-            &apiserver,
-            &args(&[
-                &format!("--etcd-servers={etcd_url}"),
-                "--bind-address=127.0.0.1",
-                "--advertise-address=127.0.0.1",
-                &format!("--secure-port={apiserver_port}"),
-                &format!("--tls-cert-file={serving_cert}"),
-                &format!("--tls-private-key-file={serving_key}"),
-                &format!("--client-ca-file={ca}"),
-                "--authorization-mode=RBAC",
-                &format!("--service-account-issuer={}", plane.server),
-                &format!("--service-account-key-file={sa_pub}"),
-                &format!("--service-account-signing-key-file={sa_key}"),
-                "--service-cluster-ip-range=10.96.0.0/16",
-                // No kubelet, no pods: nothing may be advertised in the `kubernetes` Service.
-                "--endpoint-reconciler-type=none",
-                "--profiling=false",
-                &format!("--audit-policy-file={}", audit_policy.display()),
-                &format!("--audit-log-path={}", plane.audit_log.display()),
-                "--audit-log-format=json",
-                "--audit-log-mode=blocking",
-            ])
-            .into_iter()
-            .chain(apiserver_flags.iter().cloned())
-            .collect::<Vec<_>>(),
+            &launch.program,
+            &launch.args,
             &[],
-            &logs,
+            &launch.logs,
         )?);
         let client = plane.client().await?;
-        plane.wait_until(1, "GET /readyz", || probe(client.clone(), "/readyz")).await?;
+        plane.wait_until(APISERVER, "GET /readyz", || probe(client.clone(), "/readyz")).await?;
         plane.install_crds(crds).await?;
 
         let kubeconfig = plane.kubeconfig.display().to_string();
@@ -165,6 +185,36 @@ impl ControlPlane {
         plane.wait_until(2, "GET /healthz", || probe(kcm.clone(), "/healthz")).await?;
 
         Ok(plane)
+    }
+
+    /// Kills the API server (SIGKILL) — a crashed or restarting control-plane node. etcd
+    /// keeps every object; clients get connection errors until
+    /// [`start_api_server`](Self::start_api_server).
+    pub fn stop_api_server(&mut self) {
+        self.processes[APISERVER].kill();
+    }
+
+    /// Starts the API server again, as it was started (same port, certificates and etcd),
+    /// logging to `kube-apiserver-<n>.log`; returns once it answers `/readyz`.
+    pub async fn start_api_server(&mut self) -> Result<()> {
+        self.apiserver_starts += 1;
+        let launch = &self.apiserver;
+        let name = format!("kube-apiserver-{}", self.apiserver_starts);
+        self.processes[APISERVER] = Process::spawn(&name, &launch.program, &launch.args, &[], &launch.logs)?;
+        let client = self.client().await?;
+        self.wait_until(APISERVER, "GET /readyz", || probe(client.clone(), "/readyz")).await
+    }
+
+    /// Freezes etcd (SIGSTOP): the API server still answers from its watch cache, but every
+    /// write waits on etcd until [`thaw_etcd`](Self::thaw_etcd) or its own timeout.
+    /// Whether the signal was delivered.
+    pub fn freeze_etcd(&self) -> bool {
+        self.processes[ETCD].signal("-STOP")
+    }
+
+    /// Lets a frozen etcd run again (SIGCONT). Whether the signal was delivered.
+    pub fn thaw_etcd(&self) -> bool {
+        self.processes[ETCD].signal("-CONT")
     }
 
     /// The admin kubeconfig (identity `roster-testenv-admin`, group `system:masters`).
