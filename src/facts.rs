@@ -14,6 +14,10 @@ use kube::{Client, ResourceExt};
 
 /// How often a write is retried after conflicts before giving up.
 const ATTEMPTS: usize = 8;
+/// How long a write may take in all, conflicts and the client's own retries of 504s
+/// included: a person is answered "try again" after this instead of waiting on a stalled
+/// API server (with etcd gone, each attempt waits for the API server's request timeout).
+const WRITE_DEADLINE: Duration = Duration::from_secs(10);
 
 /// Changes to a credentials Secret: a key set to a value, or removed (`None`).
 pub type Changes = BTreeMap<&'static str, Option<String>>;
@@ -33,6 +37,36 @@ pub enum WriteError {
     /// Every attempt met a newer version.
     #[error("Secret {0} kept changing; gave up after {ATTEMPTS} attempts")]
     Contended(String),
+    /// The API server did not answer in time; the write may or may not have been made.
+    #[error("writing Secret {0} took longer than {WRITE_DEADLINE:?}")]
+    TimedOut(String),
+}
+
+/// A failed write that may succeed if tried again shortly. A person's request it fails
+/// answers 503 "try again", not 500 — and never a success, which was not confirmed.
+pub trait Transient: std::fmt::Display {
+    /// Whether trying again may work.
+    fn is_transient(&self) -> bool;
+}
+
+/// Whether the API server could not be reached, timed out, was overloaded or failed (etcd
+/// gone or slow) — as opposed to refusing the request (403, 404, 409, 422).
+pub fn unreachable(error: &kube::Error) -> bool {
+    match error {
+        kube::Error::Api(status) => status.code >= 500 || status.code == 429,
+        kube::Error::HyperError(_) | kube::Error::Service(_) => true,
+        _ => false,
+    }
+}
+
+impl Transient for WriteError {
+    /// The API server was unreachable or failing, or the Secret kept changing.
+    fn is_transient(&self) -> bool {
+        match self {
+            Self::Contended(_) | Self::TimedOut(_) => true,
+            Self::Kube { source, .. } => unreachable(source),
+        }
+    }
 }
 
 /// A value of a Secret's `data`, as text.
@@ -46,6 +80,17 @@ pub fn text<'a>(secret: &'a Secret, key: &str) -> Option<&'a str> {
 /// Returns what `decide` returned the last time, and the resourceVersion it wrote (`None`
 /// when it wrote nothing).
 pub async fn update<T>(
+    client: &Client,
+    cached: &Secret,
+    decide: impl FnMut(&Secret) -> (T, Changes),
+) -> Result<(T, Option<String>), WriteError> {
+    tokio::time::timeout(WRITE_DEADLINE, attempts(client, cached, decide)).await.unwrap_or_else(|_| {
+        Err(WriteError::TimedOut(format!("{}/{}", cached.namespace().unwrap_or_default(), cached.name_any())))
+    })
+}
+
+/// [`update`] without its deadline.
+async fn attempts<T>(
     client: &Client,
     cached: &Secret,
     mut decide: impl FnMut(&Secret) -> (T, Changes),
@@ -119,5 +164,31 @@ pub async fn await_cache(secrets: &Store<Secret>, secret: &Secret, done: impl Fn
             return;
         }
         tokio::time::sleep(CACHE_LOOK).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn api(code: u16) -> WriteError {
+        let status = kube::core::Status::failure("refused", "Refused").with_code(code);
+        WriteError::Kube { secret: "ns/name".into(), source: Box::new(kube::Error::Api(Box::new(status))) }
+    }
+
+    #[test]
+    fn an_unreachable_failing_or_busy_api_server_is_worth_retrying_a_refusal_is_not() {
+        let unreachable = WriteError::Kube {
+            secret: "ns/name".into(),
+            source: Box::new(kube::Error::Service("connection refused".into())),
+        };
+        assert!(unreachable.is_transient(), "connection refused");
+        for code in [500, 503, 504, 429] {
+            assert!(api(code).is_transient(), "{code}");
+        }
+        assert!(WriteError::Contended("ns/name".into()).is_transient());
+        for code in [400, 403, 404, 409, 422] {
+            assert!(!api(code).is_transient(), "{code}");
+        }
     }
 }

@@ -17,7 +17,7 @@ use serde::Deserialize;
 use super::{AccountError, credentials, overview, sessions, signed_in};
 use crate::oidc::session::{self, Live};
 use crate::oidc::{Issuer, same_origin};
-use crate::portal::api::{busy, problem};
+use crate::portal::api::{busy, problem, unavailable};
 
 /// `POST /api/v1/account/password`. (No `Debug`: it holds passwords.)
 #[derive(Deserialize)]
@@ -165,6 +165,7 @@ fn answer(result: Result<Response, AccountError>) -> Response {
     match result {
         Ok(response) => response,
         Err(AccountError::Busy) => busy(),
+        Err(AccountError::Unavailable) => unavailable(),
         Err(e) => problem(e.status(), e.code(), e.to_string()),
     }
 }

@@ -16,7 +16,7 @@ use k8s_openapi::api::core::v1::Secret;
 use k8s_openapi::jiff::Timestamp;
 
 use super::proof::{self, Proof, Wrong};
-use super::{AccountError, internal, sessions};
+use super::{AccountError, internal, sessions, unwritten};
 use crate::credentials::record::{
     FAILED_LOGINS, PASSWORD_CHANGED_AT, PASSWORD_HASH, PASSWORD_SET_AT, TOTP_ENROLLED_AT, TOTP_LAST_STEP,
     TOTP_REPLACED_AT, TOTP_REPLACEMENT, TOTP_SECRET,
@@ -44,6 +44,7 @@ pub async fn change_password(
     let hash = new_password_hash(portal, &live.user, new_password).await.map_err(|e| match e {
         StepError::Policy(violation) => AccountError::Policy(violation),
         StepError::Busy => AccountError::Busy,
+        StepError::Unavailable => AccountError::Unavailable,
         other => internal(other),
     })?;
     let seen = text(&credentials, PASSWORD_HASH).map(str::to_owned);
@@ -167,7 +168,7 @@ pub async fn confirm_replacement(issuer: &Issuer, live: &Live, code: &str) -> Re
         (Ok(stamp_after(current, &changes)), changes)
     })
     .await
-    .map_err(internal)?;
+    .map_err(unwritten)?;
     let stamp = caught_up(&issuer.portal, &credentials, written).await?;
     keep_signed_in(issuer, live, &stamp).await;
     tracing::info!(user = %crate::signin::who(&live.user), "the person replaced their authenticator app");
@@ -206,7 +207,7 @@ async fn change(
         }
     })
     .await
-    .map_err(internal)?;
+    .map_err(unwritten)?;
     let stamp = caught_up(&issuer.portal, credentials, written).await.inspect_err(|e| {
         if matches!(e, AccountError::WrongProof) {
             signin.metrics.login("denied");

@@ -49,6 +49,9 @@ pub enum AccountError {
     /// Every password check is busy.
     #[error("too many requests at once; try again in a moment")]
     Busy,
+    /// The cluster cannot take the write now (or did not confirm it in time).
+    #[error("your change could not be saved just now; try again in a moment")]
+    Unavailable,
     /// roster failed; the log says why.
     #[error("something went wrong on our side; try again")]
     Internal,
@@ -63,7 +66,7 @@ impl AccountError {
             Self::Policy(_) => StatusCode::UNPROCESSABLE_ENTITY,
             Self::NothingPending => StatusCode::CONFLICT,
             Self::NoSuchSession => StatusCode::NOT_FOUND,
-            Self::Busy => StatusCode::SERVICE_UNAVAILABLE,
+            Self::Busy | Self::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
             Self::Internal => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -78,8 +81,20 @@ impl AccountError {
             Self::NothingPending => "nothingPending",
             Self::NoSuchSession => "sessionNotFound",
             Self::Busy => "busy",
+            Self::Unavailable => "unavailable",
             Self::Internal => "internal",
         }
+    }
+}
+
+/// A credentials write that failed: [`AccountError::Unavailable`] when trying again may
+/// work, else [`AccountError::Internal`]; logged either way.
+fn unwritten(error: impl crate::facts::Transient) -> AccountError {
+    if error.is_transient() {
+        tracing::warn!(%error, "an account change could not be saved; the person is asked to try again");
+        AccountError::Unavailable
+    } else {
+        internal(error)
     }
 }
 

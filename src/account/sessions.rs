@@ -59,14 +59,14 @@ pub async fn end(issuer: &Issuer, live: &Live, id: &str) -> Result<bool, Account
         .into_iter()
         .find(|s| s.secret.name_any() == id)
         .ok_or(AccountError::NoSuchSession)?;
-    session::end(issuer, &secret).await.map_err(super::internal)?;
+    session::end(issuer, &secret).await.map_err(super::unwritten)?;
     log(live, 1);
     Ok(secret.metadata.uid == live.secret.metadata.uid)
 }
 
 /// Signs out every session of the person, this one too; how many.
 pub async fn end_all(issuer: &Issuer, live: &Live) -> Result<usize, AccountError> {
-    let ended = end_each(issuer, own(issuer, live)).await.map_err(super::internal)?;
+    let ended = end_each(issuer, own(issuer, live)).await.map_err(super::unwritten)?;
     log(live, ended);
     Ok(ended)
 }

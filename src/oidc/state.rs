@@ -182,6 +182,16 @@ pub enum StateError {
     Write(Box<crate::facts::WriteError>),
 }
 
+impl crate::facts::Transient for StateError {
+    fn is_transient(&self) -> bool {
+        match self {
+            Self::Random(_) => false,
+            Self::Kube(error) => crate::facts::unreachable(error),
+            Self::Write(error) => error.is_transient(),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

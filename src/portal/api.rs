@@ -43,8 +43,16 @@ pub fn problem(status: StatusCode, code: &str, message: impl Into<String>) -> Re
 
 /// 503 with `Retry-After`: every password check is busy.
 pub fn busy() -> Response {
-    let mut response =
-        problem(StatusCode::SERVICE_UNAVAILABLE, "busy", "too many requests at once; try again in a moment");
+    try_again(problem(StatusCode::SERVICE_UNAVAILABLE, "busy", StepError::Busy.to_string()))
+}
+
+/// 503 with `Retry-After`: the cluster cannot take a write now (or did not confirm it in time).
+pub fn unavailable() -> Response {
+    try_again(problem(StatusCode::SERVICE_UNAVAILABLE, "unavailable", StepError::Unavailable.to_string()))
+}
+
+/// `response` with `Retry-After: 1`.
+pub fn try_again(mut response: Response) -> Response {
     response.headers_mut().insert(axum::http::header::RETRY_AFTER, axum::http::HeaderValue::from_static("1"));
     response
 }
@@ -68,6 +76,7 @@ fn step_error(error: StepError) -> Response {
             problem(StatusCode::UNPROCESSABLE_ENTITY, "invalidCode", rejected.to_string())
         }
         StepError::Busy => busy(),
+        StepError::Unavailable => unavailable(),
         StepError::Internal => problem(StatusCode::INTERNAL_SERVER_ERROR, "internal", error.to_string()),
     }
 }
@@ -279,6 +288,10 @@ pub async fn login(
             "accountInactive",
             "this account is deactivated or locked; ask your administrator",
         ),
+        Err(error) if crate::facts::Transient::is_transient(&error) => {
+            tracing::warn!(%error, "a sign-in could not be recorded; the person is asked to try again");
+            unavailable()
+        }
         Err(error) => {
             tracing::error!(%error, "a sign-in could not be recorded");
             problem(

@@ -43,6 +43,11 @@ pub enum StepError {
     /// Every password check is busy: try again shortly.
     #[error("too many requests at once; try again in a moment")]
     Busy,
+    /// The cluster cannot take the write now (the API server or etcd is down, slow or
+    /// overloaded): try again shortly. (A write that timed out may still land: the person
+    /// is not told that nothing changed.)
+    #[error("your change could not be saved just now; try again in a moment")]
+    Unavailable,
     /// roster failed; the log says why.
     #[error("something went wrong on our side; please try again")]
     Internal,
@@ -114,7 +119,7 @@ pub async fn set_password(
         (Ok(()), changes)
     })
     .await
-    .map_err(internal)?;
+    .map_err(unwritten)?;
     caught_up(portal, &link.credentials, written).await?;
     match pending {
         Some(secret) => offer(portal, &link.user, &secret.to_base32()).map(Some),
@@ -149,7 +154,7 @@ pub async fn confirm_totp(portal: &Portal, link: &OpenLink, code: &str) -> Resul
         (Ok(()), changes)
     })
     .await
-    .map_err(internal)?;
+    .map_err(unwritten)?;
     caught_up(portal, &link.credentials, written).await?;
     completed(portal, link);
     Ok(())
@@ -186,6 +191,17 @@ pub(crate) async fn caught_up<T, E>(
 fn completed(portal: &Portal, link: &OpenLink) {
     portal.signin.metrics.onboarding_completed();
     tracing::info!(user = %super::who(&link.user), "onboarding completed");
+}
+
+/// A credentials write that failed: [`StepError::Unavailable`] when trying again may work,
+/// else [`StepError::Internal`]. Logged either way (the error names the Secret, no value).
+pub(crate) fn unwritten(error: impl crate::facts::Transient) -> StepError {
+    if error.is_transient() {
+        tracing::warn!(%error, "a step could not be saved; the person is asked to try again");
+        StepError::Unavailable
+    } else {
+        internal(error)
+    }
 }
 
 pub(super) fn internal(error: impl std::fmt::Display) -> StepError {

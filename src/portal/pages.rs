@@ -17,6 +17,7 @@ use minijinja::{Environment, Value, context};
 use serde::Deserialize;
 
 use super::Portal;
+use super::api::try_again;
 use super::guard::{form_cookie, form_token, form_token_matches};
 use super::links::{self, LinkProblem, OpenLink, Stage};
 use super::onboarding::{self, StepError};
@@ -399,12 +400,14 @@ fn step_failed(portal: &Portal, error: StepError) -> Response {
     match error {
         StepError::Link(problem_) => link_problem(portal, problem_),
         StepError::Busy => {
-            let mut page =
-                problem(portal, StatusCode::SERVICE_UNAVAILABLE, "Busy", &StepError::Busy.to_string());
-            page.headers_mut()
-                .insert(axum::http::header::RETRY_AFTER, axum::http::HeaderValue::from_static("1"));
-            page
+            try_again(problem(portal, StatusCode::SERVICE_UNAVAILABLE, "Busy", &StepError::Busy.to_string()))
         }
+        StepError::Unavailable => try_again(problem(
+            portal,
+            StatusCode::SERVICE_UNAVAILABLE,
+            "Try again in a moment",
+            &StepError::Unavailable.to_string(),
+        )),
         other => {
             problem(portal, StatusCode::INTERNAL_SERVER_ERROR, "Something went wrong", &other.to_string())
         }

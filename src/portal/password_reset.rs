@@ -13,7 +13,7 @@ use kube::ResourceExt;
 
 use super::Portal;
 use super::links::{LinkProblem, account, find_token, owner};
-use super::onboarding::{StepError, caught_up, internal, new_password_hash};
+use super::onboarding::{StepError, caught_up, internal, new_password_hash, unwritten};
 use crate::api::{Delivery, Initiator, PasswordReset, ResetPhase, User, UserState};
 use crate::controller::names::{PASSWORD_RESET_TOKEN_TYPE, TOKEN_EXPIRES_AT};
 use crate::credentials::record::{
@@ -202,7 +202,7 @@ pub async fn set_password(
         (Ok(()), changes)
     })
     .await
-    .map_err(internal)?;
+    .map_err(unwritten)?;
     caught_up(portal, &link.credentials, written).await?;
     tracing::info!(user = %super::who(&link.user), reset = %link.reset.name_any(), "a new password was set through a reset link");
     Ok(())

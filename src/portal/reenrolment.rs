@@ -12,7 +12,7 @@ use kube::ResourceExt;
 
 use super::Portal;
 use super::links::{LinkProblem, Stage, account, find_token, owner};
-use super::onboarding::{StepError, TotpOffer, caught_up, internal, offer};
+use super::onboarding::{StepError, TotpOffer, caught_up, internal, offer, unwritten};
 use crate::api::{MfaReset, ResetPhase, User, UserState};
 use crate::controller::names::{RESET_TOKEN_TYPE, TOKEN_EXPIRES_AT};
 use crate::credentials::record::{
@@ -182,7 +182,7 @@ pub async fn prove_password(
         (Ok(()), changes)
     })
     .await
-    .map_err(internal)?;
+    .map_err(unwritten)?;
     if matches!(written.0, Err(StepError::WrongPassword)) {
         portal.signin.metrics.login("denied");
     }
@@ -219,7 +219,7 @@ pub async fn confirm_totp(portal: &Portal, link: &OpenReset, code: &str) -> Resu
         (Ok(()), changes)
     })
     .await
-    .map_err(internal)?;
+    .map_err(unwritten)?;
     caught_up(portal, &link.credentials, written).await?;
     tracing::info!(user = %super::who(&link.user), "second factor enrolled again after a reset");
     Ok(())

@@ -9,7 +9,7 @@ use k8s_openapi::jiff::Timestamp;
 
 use super::Portal;
 use super::links::{LinkProblem, find_token, owner_named};
-use super::onboarding::{StepError, caught_up, internal};
+use super::onboarding::{StepError, caught_up, unwritten};
 use crate::api::{User, UserState};
 use crate::controller::names::{
     EMAIL_VERIFICATION_TYPE, TOKEN_EXPIRES_AT, TOKEN_RECIPIENT, verification_secret_name,
@@ -84,7 +84,7 @@ pub async fn verify(portal: &Portal, link: &OpenVerification) -> Result<(), Step
         (Ok(()), changes)
     })
     .await
-    .map_err(internal)?;
+    .map_err(unwritten)?;
     caught_up(portal, &credentials, written).await?;
     tracing::info!(user = %super::who(&link.user), "verified a changed email address");
     Ok(())
