@@ -21,7 +21,9 @@ fn unauthorized() -> Response {
     let mut response = StatusCode::UNAUTHORIZED.into_response();
     response
         .headers_mut()
-        .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer error=\"invalid_token\""));
+        .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static(
+            "Bearer error=\"invalid_token\", error_description=\"the access token is missing, expired or revoked\"",
+        ));
     response
 }
 

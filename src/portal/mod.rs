@@ -33,6 +33,9 @@ use crate::{Error, Result};
 
 /// Largest request body the portal reads: a password form is a few hundred bytes.
 const BODY_LIMIT: usize = 16 * 1024;
+/// How long a request body may take to arrive in full: a client that announces more than it
+/// sends, or trickles it, is answered 400 instead of holding a handler.
+const BODY_DEADLINE: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// What the portal's handlers share.
 pub struct Portal {
@@ -117,9 +120,20 @@ pub fn router(portal: Arc<Portal>, limiter: Arc<rate_limit::RateLimiter>, more: 
         .with_state(portal)
         .layer(axum::middleware::from_fn_with_state(limiter, guard::rate_limit));
     own.merge(more)
+        .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(BODY_LIMIT))
+        .layer(tower_http::timeout::RequestBodyDeadlineLayer::new(BODY_DEADLINE))
         // Outermost: a 429 carries the same headers as every other answer.
         .layer(axum::middleware::from_fn(guard::security_headers))
+}
+
+/// 405 for a method a route does not take, saying so (axum's own has no body); the `Allow`
+/// header lists the methods it takes.
+async fn method_not_allowed() -> (axum::http::StatusCode, &'static str) {
+    (
+        axum::http::StatusCode::METHOD_NOT_ALLOWED,
+        "this address does not take that method; see the Allow header\n",
+    )
 }
 
 /// Serves the portal on `addr` until `shutdown` is cancelled.
