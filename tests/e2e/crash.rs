@@ -23,7 +23,7 @@ pub fn trials() -> Vec<Trial> {
 async fn scenario() -> anyhow::Result<()> {
     let (users, kills) = (size("CRASH_USERS", 300), size("CRASH_KILLS", 5));
     let dir = shared().work_dir.join("crash");
-    let (plane, mailpit, client) = plane_and_mailpit(&dir, false, users * 3).await?;
+    let (plane, mailpit, client) = plane_and_mailpit(&dir, false, users * 3, &[]).await?;
     // One reconcile at a time: at most one delivery in flight at each kill, and a batch
     // long enough for the kills.
     let flags = ["--concurrency=1"];

@@ -30,7 +30,7 @@ pub fn trials() -> Vec<Trial> {
 
 async fn scenario() -> anyhow::Result<()> {
     let dir = shared().work_dir.join("faults");
-    let (plane, mailpit, client) = plane_and_mailpit(&dir, true, 500).await?;
+    let (plane, mailpit, client) = plane_and_mailpit(&dir, true, 500, &[]).await?;
     let templates: Api<ConfigMap> = Api::namespaced(client.clone(), SMTP_SECRET.0);
     set_templates(&templates, french()).await?;
     let flag = format!("--templates-configmap={}/{TEMPLATES}", SMTP_SECRET.0);

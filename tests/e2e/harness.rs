@@ -140,6 +140,7 @@ impl Operator {
             // The tests share one client address; the rate-limit test runs its own operator.
             "--portal-rate-limit=100000".to_owned(),
             "--recovery-rate-limit=100000".to_owned(),
+            "--oidc-rate-limit=100000".to_owned(),
             // Fast hashing: the tests exercise the flow, not argon2's cost.
             "--argon2-memory-kib=1024".to_owned(),
             "--argon2-iterations=1".to_owned(),
@@ -164,14 +165,15 @@ impl Operator {
 
 /// A control plane and a Mailpit of one test's own (under `dir`), with the SMTP Secret the
 /// operators under test read pointing at it; `chaos` enables Mailpit's chaos API, `keep` is
-/// how many messages it holds.
+/// how many messages it holds, `apiserver_flags` are added to kube-apiserver's.
 pub async fn plane_and_mailpit(
     dir: &Path,
     chaos: bool,
     keep: usize,
+    apiserver_flags: &[String],
 ) -> anyhow::Result<(ControlPlane, Mailpit, Client)> {
     let crds = std::fs::read_to_string(repo_path("crds/roster.yaml"))?;
-    let plane = ControlPlane::start(&dir.join("control-plane"), &crds).await?;
+    let plane = ControlPlane::start_with(&dir.join("control-plane"), &crds, apiserver_flags).await?;
     let mailpit = Mailpit::start_keeping(&dir.join("mailpit"), "mailpit", chaos, keep).await?;
     let client = plane.client().await?;
     smtp_secret(&client, mailpit.smtp_port).await?;

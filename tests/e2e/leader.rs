@@ -34,7 +34,7 @@ pub fn trials() -> Vec<Trial> {
 async fn scenario() -> anyhow::Result<()> {
     let users = size("LEADER_USERS", 100);
     let dir = shared().work_dir.join("leader");
-    let (plane, mailpit, client) = plane_and_mailpit(&dir, false, users * 3).await?;
+    let (plane, mailpit, client) = plane_and_mailpit(&dir, false, users * 3, &[]).await?;
     let lease_flag = format!("--leader-election-lease={}/{LEASE}", SMTP_SECRET.0);
     let duration_flag = format!("--leader-election-lease-duration={LEASE_SECONDS}s");
     // One reconcile at a time: at most one delivery in flight when the leader dies.

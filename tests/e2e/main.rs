@@ -17,6 +17,7 @@ mod examples;
 mod expiry;
 mod faults;
 mod harness;
+mod hostile_http;
 mod hygiene;
 mod invites;
 mod kubernetes;
@@ -27,10 +28,12 @@ mod oauth2_proxy;
 mod oidc;
 mod oidc_clients;
 mod operator;
+mod outages;
 mod password_resets;
 mod portal;
 mod recovery;
 mod resets;
+mod seeded;
 mod settle;
 mod signin;
 mod specs;
@@ -52,6 +55,7 @@ fn main() -> ExitCode {
         examples::trials(),
         expiry::trials(),
         faults::trials(),
+        hostile_http::trials(),
         invites::trials(),
         kubernetes::trials(),
         leader::trials(),
@@ -61,6 +65,7 @@ fn main() -> ExitCode {
         oidc::trials(),
         oidc_clients::trials(),
         operator::trials(),
+        outages::trials(),
         password_resets::trials(),
         portal::trials(),
         recovery::trials(),

@@ -15,6 +15,7 @@ use serde_json::{Value, json};
 
 use crate::batch::{SETTLE, size};
 use crate::harness::{Ns, Operator, POLL_INTERVAL, condition, is_reconciled, plane_and_mailpit, shared};
+use crate::seeded::Rng;
 
 pub fn trials() -> Vec<Trial> {
     vec![Trial::test("specs::generated_specs_are_refused_by_field_or_reconciled_with_a_reason", || {
@@ -91,15 +92,10 @@ fn hostile(rng: &mut Rng) -> Value {
 
 async fn scenario() -> anyhow::Result<()> {
     let per_kind = size("SPECS_PER_KIND", 40);
-    let seed =
-        std::env::var("ROSTER_SPECS_SEED").ok().and_then(|s| s.parse().ok()).unwrap_or_else(|| {
-            u64::from_le_bytes(roster::credentials::random_bytes::<8>().unwrap_or_default())
-        }) | 1;
-    println!("specs: seed {seed} (ROSTER_SPECS_SEED repeats this run)");
-    let mut rng = Rng(seed);
+    let (mut rng, seed) = Rng::seeded("SPECS", "specs");
     let dir = shared().work_dir.join("specs");
     // Mailpit lives as long as the test: the operator's invitations go there.
-    let (plane, _mailpit, client) = plane_and_mailpit(&dir, false, 500).await?;
+    let (plane, _mailpit, client) = plane_and_mailpit(&dir, false, 500, &[]).await?;
     let mut operator = Operator::start(plane.kubeconfig(), &dir, "operator", &[]).await?;
     let ns = Ns::create(client.clone(), "specs").await?;
     ns.apply(json!({"apiVersion": "roster.dev/v1alpha1", "kind": "User", "metadata": {"name": "jane-doe"},
@@ -285,17 +281,4 @@ async fn reasons_of(ns: &Ns, accepted: &[(String, String)]) -> anyhow::Result<BT
         }
     }
     Ok(reasons)
-}
-
-/// xorshift64*: a small, seeded generator, so a failing run can be repeated.
-struct Rng(u64);
-
-impl Rng {
-    fn below(&mut self, n: usize) -> usize {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        let value = self.0.wrapping_mul(0x2545_f491_4f6c_dd1d);
-        usize::try_from(value % u64::try_from(n.max(1)).unwrap_or(1)).unwrap_or(0)
-    }
 }
