@@ -265,6 +265,18 @@ async fn over_the_api(ns: &Ns) -> anyhow::Result<()> {
     ensure!(status == 404 && body["error"] == "sessionNotFound", "{status} {body}");
     let (status, _) = account(Some(&casey), "GET", "", Value::Null).await?;
     ensure!(status == 200, "casey's session was ended by blake: {status}");
+    // A cookie that joins one person's session locator to the other's secret opens neither
+    // account, and spoils neither session.
+    for spliced in spliced_pair(&casey, &blake)? {
+        let (status, body) = account(Some(&spliced), "GET", "", Value::Null).await?;
+        ensure!(status == 401 && body["error"] == "signInRequired", "a spliced cookie: {status} {body}");
+    }
+    for cookie in [&casey, &blake] {
+        ensure!(
+            account(Some(cookie), "GET", "", Value::Null).await?.0 == 200,
+            "a session spoilt by a splice"
+        );
+    }
 
     // Signed out everywhere: the cookie no longer opens the account.
     let (status, body) = account(Some(&blake), "DELETE", "/sessions", Value::Null).await?;
@@ -379,6 +391,14 @@ async fn session_cookie(identifier: &str, password: &str, code: &str) -> anyhow:
     ensure!(answer.status() == 303, "signed in: {}", answer.status());
     note(cookie.split_once('=').map_or("", |(_, token)| token));
     Ok(cookie)
+}
+
+/// Two tokens (or `name=token` cookies) of the form `locator.secret`, each with the other's
+/// secret: what someone holding one person's token would try against another's.
+pub fn spliced_pair(one: &str, other: &str) -> anyhow::Result<[String; 2]> {
+    let (one_locator, one_secret) = one.rsplit_once('.').context("no locator in the first token")?;
+    let (other_locator, other_secret) = other.rsplit_once('.').context("no locator in the second token")?;
+    Ok([format!("{one_locator}.{other_secret}"), format!("{other_locator}.{one_secret}")])
 }
 
 /// `method` on `/api/v1/account{path}` with the session `cookie` and a JSON `body`.

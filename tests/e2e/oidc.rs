@@ -156,6 +156,58 @@ pub fn trials() -> Vec<Trial> {
             );
             Ok(())
         }),
+        trial("oidc::one_persons_code_or_refresh_token_never_acts_for_another", |ns| async move {
+            // Tokens are `locator.secret`: a thief holding one person's tries it, or its
+            // secret joined to the other person's locator, where the other's would go.
+            let (client, _) = registered(&ns, "pair", json!({})).await?;
+            let mut people = Vec::new();
+            for name in ["ada", "bo"] {
+                onboard(&ns, name, json!({"mfa": {"required": false}})).await?;
+                let user = ns.api::<User>().get(name).await?;
+                let flow = SignIn::start(&client, &["offline_access"]).await?;
+                let answer = flow.page().await?.submit(&user.spec.email, PASSWORD, "").await?;
+                people.push((user, flow, answer));
+            }
+            let [(ada, ada_flow, ada_answer), (bo, bo_flow, bo_answer)] = &people[..] else {
+                bail!("two people")
+            };
+            let (ada_code, bo_code) = (ada_answer.code()?.0, bo_answer.code()?.0);
+            for (spliced, flow) in
+                crate::account::spliced_pair(&ada_code, &bo_code)?.into_iter().zip([bo_flow, ada_flow])
+            {
+                ensure!(!redeems(&client, spliced, flow.verifier()).await?, "a spliced code was redeemed");
+            }
+            ensure!(
+                !redeems(&client, ada_code.clone(), bo_flow.verifier()).await?,
+                "ada's code was redeemed with bo's PKCE verifier"
+            );
+            // Neither real code was spent or spoilt by the attempts; each gives its own person.
+            let mut refresh_tokens = Vec::new();
+            for (user, flow, answer) in [(ada, ada_flow, ada_answer), (bo, bo_flow, bo_answer)] {
+                let tokens = flow.redeem(&client, answer).await?;
+                let id_token = tokens.id_token().context("no ID token")?;
+                let claims = id_token.claims(&client.id_token_verifier(), &flow.nonce)?;
+                ensure!(claims.subject().as_str() == user.uid().unwrap_or_default(), "another person's sub");
+                let info = userinfo(tokens.access_token().secret()).await?;
+                ensure!(
+                    info.0 == 200 && info.1["sub"] == user.uid().unwrap_or_default().as_str(),
+                    "{info:?}"
+                );
+                refresh_tokens.push(tokens.refresh_token().context("no refresh token")?.secret().clone());
+            }
+            for spliced in crate::account::spliced_pair(&refresh_tokens[0], &refresh_tokens[1])? {
+                ensure!(
+                    refresh(&client, &RefreshToken::new(spliced)).await.is_err(),
+                    "a spliced refresh token was honoured"
+                );
+            }
+            for token in &refresh_tokens {
+                refresh(&client, &RefreshToken::new(token.clone()))
+                    .await
+                    .context("a refresh token spoilt by a splice")?;
+            }
+            Ok(())
+        }),
         trial("oidc::a_session_signs_in_a_second_client_until_the_person_signs_out", |ns| async move {
             onboard(&ns, "sam", json!({"mfa": {"required": false}})).await?;
             let user = ns.api::<User>().get("sam").await?;

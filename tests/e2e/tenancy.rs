@@ -92,7 +92,8 @@ async fn scenario(ns: &Ns, other: &Ns) -> anyhow::Result<()> {
         }
     }
 
-    // A User that exists only elsewhere is not found from here, for an invite and a reset.
+    // A User that exists only elsewhere is not found from here, for an invite and either
+    // reset: no link is made, no email goes out.
     let lee =
         json!({"email": email("lee", other), "username": "lee.tenancy", "invite": {"policy": "Manual"}});
     other.apply(user_manifest("lee", lee, json!({}))).await?;
@@ -103,9 +104,19 @@ async fn scenario(ns: &Ns, other: &Ns) -> anyhow::Result<()> {
         "spec": {"userRef": {"name": "lee"}, "reason": "lost phone", "delivery": "Email"},
     }))
     .await?;
+    ns.apply(json!({
+        "apiVersion": "roster.dev/v1alpha1", "kind": "PasswordReset", "metadata": {"name": "lee-password"},
+        "spec": {"userRef": {"name": "lee"}, "reason": "forgot password", "delivery": "Link"},
+    }))
+    .await?;
     let reason = |o: &kube::core::DynamicObject| condition(o, "Ready")["reason"] == "UserNotFound";
     wait_for(&ns.raw::<UserInvite>(), "lee-invite", "UserNotFound", reason).await?;
     wait_for(&ns.raw::<roster::api::MfaReset>(), "lee-reset", "UserNotFound", reason).await?;
+    wait_for(&ns.raw::<roster::api::PasswordReset>(), "lee-password", "UserNotFound", reason).await?;
+    let links = ns.api::<Secret>().list(&kube::api::ListParams::default()).await?;
+    let made: Vec<String> =
+        links.iter().map(kube::ResourceExt::name_any).filter(|n| n.starts_with("lee-")).collect();
+    ensure!(made.is_empty(), "Secrets made for another namespace's User: {made:?}");
     let stuck = ns.api::<UserInvite>().get("lee-invite").await?;
     ensure!(phase_of(&stuck) != "Sent", "an invite reached another namespace's User");
     ensure!(messages_to(&email("lee", other)).await?.is_empty(), "lee got an email from another namespace");
