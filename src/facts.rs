@@ -17,7 +17,7 @@ const ATTEMPTS: usize = 8;
 /// How long a write may take in all, conflicts and the client's own retries of 504s
 /// included: a person is answered "try again" after this instead of waiting on a stalled
 /// API server (with etcd gone, each attempt waits for the API server's request timeout).
-const WRITE_DEADLINE: Duration = Duration::from_secs(10);
+pub const WRITE_DEADLINE: Duration = Duration::from_secs(10);
 
 /// Changes to a credentials Secret: a key set to a value, or removed (`None`).
 pub type Changes = BTreeMap<&'static str, Option<String>>;

@@ -50,7 +50,7 @@ pub enum AccountError {
     #[error("too many requests at once; try again in a moment")]
     Busy,
     /// The cluster cannot take the write now (or did not confirm it in time).
-    #[error("your change could not be saved just now; try again in a moment")]
+    #[error("this could not be confirmed just now: reload to see whether it took effect, then try again")]
     Unavailable,
     /// roster failed; the log says why.
     #[error("something went wrong on our side; try again")]

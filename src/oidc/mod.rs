@@ -202,8 +202,11 @@ pub fn router(issuer: Arc<Issuer>, front: Arc<RateLimiter>, back: Arc<RateLimite
         .route(&at("/revoke"), axum::routing::post(revocation::revoke))
         .route(&at("/device_authorization"), axum::routing::post(device::start));
     let limited = |router: Router<Arc<Issuer>>, limiter| {
-        // `layer`, not `route_layer`: a wrong method's 405 counts too.
-        router.layer(axum::middleware::from_fn_with_state(limiter, crate::portal::guard::rate_limit))
+        // `layer`, not `route_layer`, and the 405 fallback set first: a wrong method's 405
+        // counts too.
+        router
+            .method_not_allowed_fallback(crate::portal::method_not_allowed)
+            .layer(axum::middleware::from_fn_with_state(limiter, crate::portal::guard::rate_limit))
     };
     limited(pages, front).merge(limited(backchannel, back)).with_state(issuer)
 }

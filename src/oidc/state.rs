@@ -122,21 +122,23 @@ pub fn secret(
     }
 }
 
+/// `call` to the API server, given up after [`WRITE_DEADLINE`](crate::facts::WRITE_DEADLINE)
+/// like a credentials write: a person waits seconds, not the client's retries of 504s.
+async fn bounded<T>(call: impl Future<Output = kube::Result<T>>) -> Result<kube::Result<T>, StateError> {
+    tokio::time::timeout(crate::facts::WRITE_DEADLINE, call).await.map_err(|_| StateError::TimedOut)
+}
+
 /// Creates a state Secret.
 pub async fn create(client: &Client, secret: &Secret) -> Result<Secret, StateError> {
-    Api::<Secret>::namespaced(client.clone(), &secret.namespace().unwrap_or_default())
-        .create(&PostParams::default(), secret)
-        .await
-        .map_err(|e| StateError::Kube(Box::new(e)))
+    let api = Api::<Secret>::namespaced(client.clone(), &secret.namespace().unwrap_or_default());
+    bounded(api.create(&PostParams::default(), secret)).await?.map_err(|e| StateError::Kube(Box::new(e)))
 }
 
 /// The Secret `name` in `namespace`, as the API server has it now (a code is redeemed
 /// moments after it was made, maybe by another replica: the watch may not have it yet).
 pub async fn read(client: &Client, namespace: &str, name: &str) -> Result<Option<Secret>, StateError> {
-    Api::<Secret>::namespaced(client.clone(), namespace)
-        .get_opt(name)
-        .await
-        .map_err(|e| StateError::Kube(Box::new(e)))
+    let api = Api::<Secret>::namespaced(client.clone(), namespace);
+    bounded(api.get_opt(name)).await?.map_err(|e| StateError::Kube(Box::new(e)))
 }
 
 /// Deletes the Secret (the one that was judged, by uid; gone already is fine).
@@ -161,7 +163,8 @@ pub async fn delete_named(
         preconditions: Some(Preconditions { uid, resource_version: None }),
         ..DeleteParams::default()
     };
-    match Api::<Secret>::namespaced(client.clone(), namespace).delete(name, &params).await {
+    let api = Api::<Secret>::namespaced(client.clone(), namespace);
+    match bounded(api.delete(name, &params)).await? {
         Ok(_) => Ok(()),
         Err(kube::Error::Api(status)) if status.code == 404 || status.code == 409 => Ok(()),
         Err(e) => Err(StateError::Kube(Box::new(e))),
@@ -180,12 +183,16 @@ pub enum StateError {
     /// A write under a resourceVersion precondition failed.
     #[error("updating a session: {0}")]
     Write(Box<crate::facts::WriteError>),
+    /// The API server did not answer in time.
+    #[error("the API server did not answer within {:?}", crate::facts::WRITE_DEADLINE)]
+    TimedOut,
 }
 
 impl crate::facts::Transient for StateError {
     fn is_transient(&self) -> bool {
         match self {
             Self::Random(_) => false,
+            Self::TimedOut => true,
             Self::Kube(error) => crate::facts::unreachable(error),
             Self::Write(error) => error.is_transient(),
         }

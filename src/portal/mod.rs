@@ -117,10 +117,11 @@ pub fn router(portal: Arc<Portal>, limiter: Arc<rate_limit::RateLimiter>, more: 
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(api::readyz))
         .fallback(pages::not_found)
+        // Before the rate limit: a wrong method's 405 counts too.
+        .method_not_allowed_fallback(method_not_allowed)
         .with_state(portal)
         .layer(axum::middleware::from_fn_with_state(limiter, guard::rate_limit));
     own.merge(more)
-        .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(BODY_LIMIT))
         .layer(tower_http::timeout::RequestBodyDeadlineLayer::new(BODY_DEADLINE))
         // Outermost: a 429 carries the same headers as every other answer.
@@ -128,8 +129,8 @@ pub fn router(portal: Arc<Portal>, limiter: Arc<rate_limit::RateLimiter>, more: 
 }
 
 /// 405 for a method a route does not take, saying so (axum's own has no body); the `Allow`
-/// header lists the methods it takes.
-async fn method_not_allowed() -> (axum::http::StatusCode, &'static str) {
+/// header lists the methods it takes. Set on each router before its rate limit.
+pub async fn method_not_allowed() -> (axum::http::StatusCode, &'static str) {
     (
         axum::http::StatusCode::METHOD_NOT_ALLOWED,
         "this address does not take that method; see the Allow header\n",

@@ -46,7 +46,7 @@ pub enum StepError {
     /// The cluster cannot take the write now (the API server or etcd is down, slow or
     /// overloaded): try again shortly. (A write that timed out may still land: the person
     /// is not told that nothing changed.)
-    #[error("your change could not be saved just now; try again in a moment")]
+    #[error("this could not be confirmed just now: reload to see whether it took effect, then try again")]
     Unavailable,
     /// roster failed; the log says why.
     #[error("something went wrong on our side; please try again")]

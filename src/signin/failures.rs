@@ -100,6 +100,14 @@ pub fn counted(
     Some((verdict, changes))
 }
 
+/// Whether a try that failed (timed out, or its answer lost) was written after all: the
+/// history already holds the batch's attempts (to the nanosecond), so counting them again
+/// would lock an account at half its threshold.
+fn landed(current: &Secret, attempts: &[Attempt]) -> bool {
+    let recorded = history::read(facts::text(current, RECENT_SIGN_INS));
+    attempts.iter().any(|attempt| recorded.contains(attempt))
+}
+
 /// Writes the failures into the account's credentials Secret (re-read and decided again on
 /// conflict), a few tries with a pause between.
 async fn write(signin: &SignIn, user: &User, credentials: &Secret, waiting: &Pending) {
@@ -107,6 +115,9 @@ async fn write(signin: &SignIn, user: &User, credentials: &Secret, waiting: &Pen
     let count = waiting.count;
     for attempt in 1..=TRIES {
         let written = facts::update(&signin.client, credentials, |current| {
+            if landed(current, &waiting.attempts) {
+                return (None, Changes::new());
+            }
             counted(current, count, &waiting.attempts, &lockout, Timestamp::now())
                 .map_or((None, Changes::new()), |(v, c)| (Some(v), c))
         })
@@ -129,6 +140,23 @@ async fn write(signin: &SignIn, user: &User, credentials: &Secret, waiting: &Pen
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_batch_already_in_the_history_is_not_counted_again() {
+        let at = |n| Timestamp::from_second(1_800_000_000).unwrap() + std::time::Duration::from_nanos(n);
+        let batch = [Attempt::new(at(1), false, None), Attempt::new(at(2), false, None)];
+        let mut secret = Secret::default();
+        assert!(!landed(&secret, &batch), "nothing written yet");
+        let earlier = history::with(None, &[Attempt::new(at(0), false, None)]);
+        secret.data = Some(
+            [(RECENT_SIGN_INS.to_owned(), k8s_openapi::ByteString(earlier.clone().into_bytes()))].into(),
+        );
+        assert!(!landed(&secret, &batch), "another batch a nanosecond earlier is not this one");
+        let after = history::with(Some(&earlier), &batch);
+        secret.data =
+            Some([(RECENT_SIGN_INS.to_owned(), k8s_openapi::ByteString(after.into_bytes()))].into());
+        assert!(landed(&secret, &batch), "the batch was written");
+    }
 
     #[test]
     fn failures_arriving_meanwhile_are_added_up_and_the_writer_then_stops() {

@@ -113,8 +113,9 @@ const FIELDS: &[&str] = &[
 
 /// How long an answer may take: longer than the portal's 10 s deadline on a request body.
 const PATIENCE: Duration = Duration::from_secs(20);
-/// How many requests are in flight at once.
-const PARALLEL: usize = 8;
+/// How many requests are in flight at once: fewer than the shared operator's password
+/// checks that may wait (8 per CPU), so that its other tests never meet 503 busy.
+const PARALLEL: usize = 4;
 
 pub fn trials() -> Vec<Trial> {
     vec![Trial::test("hostile_http::every_route_refuses_garbage_with_a_4xx_that_says_why", || {
@@ -150,10 +151,10 @@ async fn scenario() -> anyhow::Result<()> {
                 *statuses.entry(answer.status.to_string()).or_default() += 1;
                 answer.fault(input)
             }
-            Err(e) if input.over_limit && e.to_string().contains("reset") => {
-                // The portal answered 413 after 16 KiB and closed while the rest was on the
-                // wire; the kernel may then drop the answer in favour of the reset.
-                *statuses.entry("reset after an oversized body".into()).or_default() += 1;
+            Err(e) if (input.over_limit || input.malformed_http) && e.to_string().contains("reset") => {
+                // Answered (413, 431) before the rest of the request was read, and closed
+                // while it was on the wire: the kernel may drop the answer for the reset.
+                *statuses.entry("reset after an oversized request".into()).or_default() += 1;
                 None
             }
             Err(e) => Some(format!("no answer: {e:#}")),

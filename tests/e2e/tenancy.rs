@@ -98,6 +98,7 @@ async fn scenario(ns: &Ns, other: &Ns) -> anyhow::Result<()> {
         json!({"email": email("lee", other), "username": "lee.tenancy", "invite": {"policy": "Manual"}});
     other.apply(user_manifest("lee", lee, json!({}))).await?;
     wait_for(&other.raw::<User>(), "lee", "reconciled", is_reconciled).await?;
+    let lee_credentials = other.api::<Secret>().get("lee-credentials").await?;
     ns.apply(invite("lee-invite", json!({"userRef": {"name": "lee"}, "delivery": "Email"}))).await?;
     ns.apply(json!({
         "apiVersion": "roster.dev/v1alpha1", "kind": "MfaReset", "metadata": {"name": "lee-reset"},
@@ -117,6 +118,11 @@ async fn scenario(ns: &Ns, other: &Ns) -> anyhow::Result<()> {
     let made: Vec<String> =
         links.iter().map(kube::ResourceExt::name_any).filter(|n| n.starts_with("lee-")).collect();
     ensure!(made.is_empty(), "Secrets made for another namespace's User: {made:?}");
+    let after = other.api::<Secret>().get("lee-credentials").await?;
+    ensure!(
+        after.metadata.resource_version == lee_credentials.metadata.resource_version,
+        "the other namespace's lee had their credentials written"
+    );
     let stuck = ns.api::<UserInvite>().get("lee-invite").await?;
     ensure!(phase_of(&stuck) != "Sent", "an invite reached another namespace's User");
     ensure!(messages_to(&email("lee", other)).await?.is_empty(), "lee got an email from another namespace");
