@@ -50,6 +50,18 @@ impl Lockout {
     pub fn of(&self, facts: &CredentialFacts, now: Timestamp) -> Standing {
         self.standing(facts.failed_logins, facts.locked_at, now)
     }
+
+    /// `standing` with `unwritten` failures (counted, not yet in the Secret: the API server
+    /// cannot take them now) added: an open account they bring to the threshold is locked
+    /// until they are written (the lock's start is written with them).
+    pub fn with_unwritten(&self, standing: Standing, unwritten: u32) -> Standing {
+        match standing {
+            Standing::Open { failed } if failed.saturating_add(unwritten) >= self.threshold.max(1) => {
+                Standing::Locked { until: None }
+            }
+            other => other,
+        }
+    }
 }
 
 impl Standing {
@@ -73,6 +85,16 @@ mod tests {
 
     fn at(seconds: i64) -> Timestamp {
         Timestamp::from_second(seconds).unwrap()
+    }
+
+    #[test]
+    fn failures_not_yet_written_lock_an_account_they_bring_to_the_threshold() {
+        let rule = Lockout { threshold: 5, duration: Some(SignedDuration::from_mins(15)) };
+        assert_eq!(rule.with_unwritten(Standing::Open { failed: 2 }, 2), Standing::Open { failed: 2 });
+        assert!(rule.with_unwritten(Standing::Open { failed: 2 }, 3).is_locked());
+        assert!(rule.with_unwritten(Standing::Open { failed: 0 }, 5).is_locked());
+        let locked = Standing::Locked { until: Some(at(60)) };
+        assert_eq!(rule.with_unwritten(locked, 0), locked, "a lock stands as it is");
     }
 
     #[test]

@@ -211,13 +211,16 @@ pub async fn sign_in(
     let now = Timestamp::now();
     let unix = u64::try_from(now.as_second()).unwrap_or(0);
     let lockout = signin.lockout;
+    // Failures not written yet count: guesses made while the API server cannot take them
+    // still reach the lock, and the right password then gets the same answer as a wrong one.
+    let unwritten = signin.failures.pending(&crate::index::object_key(credentials.as_ref()));
     let judge = move |current: &Secret| {
         let facts = CredentialFacts::of(current);
         let attempt = Attempt {
             password_ok: password_ok && text(current, PASSWORD_HASH) == stored.as_deref(),
             totp_required,
             totp_step: totp_step(current, &code, unix),
-            standing: lockout.of(&facts, now),
+            standing: lockout.with_unwritten(lockout.of(&facts, now), unwritten),
             admitted,
         };
         verdict(&attempt, lockout.threshold)

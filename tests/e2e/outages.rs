@@ -14,13 +14,18 @@ use libtest_mimic::Trial;
 use serde_json::{Value, json};
 
 use crate::batch::{Batch, SETTLE, random_between, size};
-use crate::harness::{Ns, Operator, SMTP_SECRET, plane_and_mailpit, poll_within, shared};
+use crate::harness::{
+    Ns, Operator, SMTP_SECRET, condition, plane_and_mailpit, poll_within, shared, wait_for,
+};
 use crate::lifecycle::email;
 use crate::portal::{PASSWORD, linked_user, onboard_at};
+use roster::api::User;
 
 /// The Lease of the restart test's operator, and how long it stands: short, so the outage
 /// outlasts the leader's term.
 const LEASE_SECONDS: u64 = 6;
+/// The operators' `--lockout-threshold` (its default).
+const LOCKOUT_THRESHOLD: usize = 5;
 /// kube-apiserver's `--request-timeout` in the etcd test: a write waiting on a frozen etcd
 /// fails with 504 after this, instead of the default minute.
 const REQUEST_TIMEOUT: &str = "4s";
@@ -51,6 +56,8 @@ async fn api_server_restart() -> anyhow::Result<()> {
 
     let ns = Ns::create(client, "restart").await?;
     let people = People::ready(&operator, &ns, "rita", "wade").await?;
+    let guessed = email("gus", &ns);
+    onboard_at(&operator.portal_url, &ns, "gus", json!({"mfa": {"required": false}})).await?;
     let batch = Batch::apply(&ns, "a", users).await?;
     poll_within("a fifth of the invites sent", SETTLE, || async { Ok(batch.sent(&ns).await? >= users / 5) })
         .await?;
@@ -60,6 +67,15 @@ async fn api_server_restart() -> anyhow::Result<()> {
 
     let before = Counts::of(&operator).await?;
     plane.stop_api_server();
+    // Someone guesses gus's password meanwhile: the failures cannot be written, yet they
+    // count, and the right password then gets the same answer as the wrong ones.
+    let mut guesses = Vec::new();
+    for n in 0..=LOCKOUT_THRESHOLD {
+        let password = if n == LOCKOUT_THRESHOLD { PASSWORD.to_owned() } else { format!("guess-{n}") };
+        guesses.push(
+            people.post(&operator, "/api/v1/login", json!({"email": guessed, "password": password})).await?.0,
+        );
+    }
     // Longer than the term (two thirds of the lease): leadership is lost and must be regained.
     let outage = random_between(Duration::from_secs(LEASE_SECONDS), Duration::from_secs(LEASE_SECONDS * 2));
     let answers = people.try_while_down(&operator, outage).await;
@@ -102,6 +118,13 @@ async fn api_server_restart() -> anyhow::Result<()> {
         during.reconciles
     );
     answers.all_unavailable()?;
+    ensure!(
+        guesses.iter().all(|status| *status == 401),
+        "{LOCKOUT_THRESHOLD} wrong passwords then the right one while failures could not be written: {guesses:?}"
+    );
+    // Not lost: written once the API server is back, they lock gus.
+    wait_for(&ns.raw::<User>(), "gus", "locked out", |u| condition(u, "Ready")["reason"] == "LockedOut")
+        .await?;
     ensure!(figures.duplicates <= 1, "{} duplicate emails after one API server restart", figures.duplicates);
     people.succeed_after(&operator).await?;
     Ok(())
