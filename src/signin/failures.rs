@@ -14,6 +14,7 @@ use kube::runtime::reflector::ObjectRef;
 use super::history::{self, Attempt};
 use super::{SignIn, Verdict, failures, who};
 use crate::api::User;
+use crate::credentials::CredentialFacts;
 use crate::credentials::record::RECENT_SIGN_INS;
 use crate::facts::{self, Changes};
 
@@ -30,12 +31,13 @@ const RETRY_MAX: Duration = Duration::from_secs(30);
 #[derive(Default)]
 pub struct FailureLog(Mutex<HashMap<String, Waiting>>);
 
-/// One account's failures not yet written: a batch whose write failed, to be tried again as
-/// it is (a write that timed out may have landed: [`landed`] recognises exactly that batch),
-/// and those that arrived since.
+/// One account's failures not yet written: the batch being written — kept, and counted,
+/// until its write is done; tried again as it is when the write fails for now (a write that
+/// timed out may have landed: [`landed`] recognises exactly that batch) — and those that
+/// arrived since.
 #[derive(Debug, Default)]
 struct Waiting {
-    failed: Option<Pending>,
+    writing: Option<Pending>,
     fresh: Pending,
 }
 
@@ -77,49 +79,70 @@ impl FailureLog {
         tokio::spawn(async move {
             let mut pause = RETRY_FIRST;
             while let Some(batch) = signin.failures.take(&key) {
-                // The cache's copy: usually current, so a batch seldom meets a conflict.
+                // The cache's copy: usually current, so a batch seldom meets a conflict. A
+                // Secret of another uid belongs to a User made since under the same name.
                 let latest = signin.caches.secrets.get(&ObjectRef::from_obj(credentials.as_ref()));
-                if write(&signin, &user, latest.as_deref().unwrap_or(&credentials), &batch).await {
+                let current = latest.as_deref().unwrap_or(&credentials);
+                let done = current.metadata.uid != credentials.metadata.uid
+                    || write(&signin, &user, current, &batch, pause == RETRY_FIRST).await;
+                if done {
+                    signin.failures.written(&key);
                     pause = RETRY_FIRST;
                 } else {
-                    signin.failures.put_back(&key, batch);
-                    tokio::time::sleep(pause).await; // backoff while the API server cannot take it
+                    // Backoff while the API server cannot take it, spread so that the
+                    // accounts of an outage do not all try again at once.
+                    tokio::time::sleep(jittered(pause)).await;
                     pause = (pause * 2).min(RETRY_MAX);
                 }
             }
         });
     }
 
-    /// How many failures of the account with credentials `key` are not written yet: they
-    /// count towards its lock, so that guesses made while writes fail reach it all the same.
-    pub fn pending(&self, key: &str) -> u32 {
-        self.lock()
-            .get(key)
-            .map_or(0, |w| w.fresh.count.saturating_add(w.failed.as_ref().map_or(0, |f| f.count)))
+    /// How many failures of the account with credentials `cached` (the watch cache's copy)
+    /// are not written yet: they count towards its lock, so that guesses made while writes
+    /// fail reach it all the same. A batch whose write landed though it seemed to fail is in
+    /// `cached`'s count already.
+    pub fn pending(&self, cached: &Secret) -> u32 {
+        let key = crate::index::object_key(cached);
+        self.lock().get(&key).map_or(0, |w| {
+            let writing = w.writing.as_ref().filter(|batch| !landed(cached, &batch.attempts));
+            w.fresh.count.saturating_add(writing.map_or(0, |batch| batch.count))
+        })
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Waiting>> {
         self.0.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
-    /// The next batch to write for `key` — one whose write failed first, as it was — reset
-    /// to none; `None` (and `key` forgotten) when there are none left: the writer stops.
+    /// The batch to write for `key`: the one being written, as it was, if its last write
+    /// failed; else what arrived since (which then is the one being written). `None` (and
+    /// `key` forgotten) when there is nothing left: the writer stops.
     fn take(&self, key: &str) -> Option<Pending> {
         let mut pending = self.lock();
-        match pending.get_mut(key) {
-            Some(waiting) if waiting.failed.is_some() => waiting.failed.take(),
-            Some(waiting) if waiting.fresh.count > 0 => Some(std::mem::take(&mut waiting.fresh)),
-            _ => {
-                pending.remove(key);
-                None
-            }
+        let waiting = pending.get_mut(key)?;
+        if waiting.writing.is_none() && waiting.fresh.count > 0 {
+            waiting.writing = Some(std::mem::take(&mut waiting.fresh));
         }
+        let batch = waiting.writing.clone();
+        if batch.is_none() {
+            pending.remove(key);
+        }
+        batch
     }
 
-    /// Keeps `batch`, whose write failed for now, to be tried again before what came since.
-    fn put_back(&self, key: &str, batch: Pending) {
-        self.lock().entry(key.to_owned()).or_default().failed = Some(batch);
+    /// The batch being written for `key` is done with (written, or given up for good).
+    fn written(&self, key: &str) {
+        if let Some(waiting) = self.lock().get_mut(key) {
+            waiting.writing = None;
+        }
     }
+}
+
+/// `pause`, give or take a quarter.
+fn jittered(pause: Duration) -> Duration {
+    let spread = u64::try_from(pause.as_millis() / 2).unwrap_or(0).max(1);
+    let random = u64::from_le_bytes(crate::credentials::random_bytes::<8>().unwrap_or_default());
+    pause - pause / 4 + Duration::from_millis(random % spread)
 }
 
 /// What counting `count` failures (the latest `attempts`) writes into the credentials
@@ -137,6 +160,12 @@ pub fn counted(
     Some((verdict, changes))
 }
 
+/// Whether the person signed in after `at` (a batch that waited out an outage): failures
+/// before a success are not consecutive with what follows it.
+fn signed_in_since(current: &Secret, at: Timestamp) -> bool {
+    CredentialFacts::of(current).last_login_at.is_some_and(|last| last > at)
+}
+
 /// Whether a try that failed (timed out, or its answer lost) was written after all: the
 /// history already holds the batch's attempts (to the nanosecond), so counting them again
 /// would lock an account at half its threshold.
@@ -148,14 +177,17 @@ fn landed(current: &Secret, attempts: &[Attempt]) -> bool {
 /// Writes the failures into the account's credentials Secret (re-read and decided again on
 /// conflict). Whether it is done with them: `false` when the write failed for now and the
 /// batch should be tried again.
-async fn write(signin: &SignIn, user: &User, credentials: &Secret, waiting: &Pending) -> bool {
+/// `first` says whether this is the batch's first try (a failure to write is logged once).
+async fn write(signin: &SignIn, user: &User, credentials: &Secret, waiting: &Pending, first: bool) -> bool {
     let lockout = signin.lockout;
     let count = waiting.count;
+    // Counted as of the latest failure: a lock starts then, not when an outage ended.
+    let at = waiting.attempts.last().map_or_else(Timestamp::now, |attempt| attempt.at);
     let written = facts::update(&signin.client, credentials, |current| {
-        if landed(current, &waiting.attempts) {
+        if landed(current, &waiting.attempts) || signed_in_since(current, at) {
             return (None, Changes::new());
         }
-        counted(current, count, &waiting.attempts, &lockout, Timestamp::now())
+        counted(current, count, &waiting.attempts, &lockout, at)
             .map_or((None, Changes::new()), |(v, c)| (Some(v), c))
     })
     .await;
@@ -167,7 +199,9 @@ async fn write(signin: &SignIn, user: &User, credentials: &Secret, waiting: &Pen
         }
         Ok(_) => true,
         Err(error) if facts::Transient::is_transient(&error) => {
-            tracing::warn!(user = %who(user), %error, failures = count, "failed sign-ins not counted yet; trying again");
+            if first {
+                tracing::warn!(user = %who(user), %error, failures = count, "failed sign-ins not counted yet; trying again until they are");
+            }
             false
         }
         Err(error) => {
@@ -201,16 +235,19 @@ mod tests {
     #[test]
     fn failures_arriving_meanwhile_are_added_up_and_the_writer_then_stops() {
         let log = FailureLog::default();
+        let key = "ns/a-credentials";
         let attempt = Attempt::new(Timestamp::UNIX_EPOCH, false, None);
-        log.0.lock().unwrap().entry("ns/a-credentials".into()).or_default().fresh.add(attempt.clone());
-        assert_eq!(log.take("ns/a-credentials").map(|p| p.count), Some(1));
+        log.lock().entry(key.into()).or_default().fresh.add(attempt.clone());
+        assert_eq!(log.take(key).map(|p| p.count), Some(1));
+        log.written(key);
         for _ in 0..3 {
-            log.0.lock().unwrap().get_mut("ns/a-credentials").unwrap().fresh.add(attempt.clone());
+            log.lock().get_mut(key).unwrap().fresh.add(attempt.clone());
         }
-        let three = log.take("ns/a-credentials").unwrap();
+        let three = log.take(key).unwrap();
         assert_eq!((three.count, three.attempts.len()), (3, 3), "three arrived while the first was written");
-        assert_eq!(log.take("ns/a-credentials"), None);
-        assert!(log.0.lock().unwrap().is_empty(), "the account is forgotten once written");
+        log.written(key);
+        assert_eq!(log.take(key), None);
+        assert!(log.lock().is_empty(), "the account is forgotten once written");
         let mut many = Pending::default();
         for _ in 0..100 {
             many.add(attempt.clone());
@@ -218,21 +255,58 @@ mod tests {
         assert_eq!((many.count, many.attempts.len()), (100, history::KEPT), "the history is bounded");
     }
 
+    fn credentials(history: Option<String>) -> Secret {
+        let mut secret = Secret::default();
+        secret.metadata.namespace = Some("ns".into());
+        secret.metadata.name = Some("b-credentials".into());
+        secret.data =
+            history.map(|h| [(RECENT_SIGN_INS.to_owned(), k8s_openapi::ByteString(h.into_bytes()))].into());
+        secret
+    }
+
     #[test]
-    fn a_batch_that_could_not_be_written_is_kept_counted_and_tried_again_first_as_it_was() {
+    fn the_batch_being_written_counts_until_done_and_is_tried_again_as_it_was() {
         let log = FailureLog::default();
-        let key = "ns/b-credentials";
+        let (cached, key) = (credentials(None), "ns/b-credentials");
         let at = |n| Attempt::new(Timestamp::from_second(n).unwrap(), false, None);
         log.lock().entry(key.into()).or_default().fresh.add(at(1));
         log.lock().get_mut(key).unwrap().fresh.add(at(2));
         let batch = log.take(key).unwrap();
-        assert_eq!(log.pending(key), 0, "taken to be written");
+        assert_eq!(log.pending(&cached), 2, "counted while it is written");
         log.lock().get_mut(key).unwrap().fresh.add(at(3));
-        log.put_back(key, batch.clone());
-        assert_eq!(log.pending(key), 3, "the failed batch and the newer failure both count");
-        assert_eq!(log.take(key), Some(batch), "the failed batch again, unchanged");
+        assert_eq!(log.pending(&cached), 3, "and what arrives meanwhile");
+        assert_eq!(log.take(key), Some(batch.clone()), "its write failed: the same batch again");
+        let landed_here = credentials(Some(history::with(None, &batch.attempts)));
+        assert_eq!(log.pending(&landed_here), 1, "once the cache shows it landed, it is not counted twice");
+        log.written(key);
         assert_eq!(log.take(key).map(|p| p.attempts), Some(vec![at(3)]), "then what came since");
+        log.written(key);
         assert_eq!(log.take(key), None);
-        assert_eq!(log.pending(key), 0);
+        assert_eq!(log.pending(&cached), 0);
+    }
+
+    #[test]
+    fn failures_before_a_later_sign_in_are_not_counted() {
+        let at = Timestamp::from_second(1_800_000_000).unwrap();
+        let mut secret = Secret::default();
+        assert!(!signed_in_since(&secret, at));
+        let later = (at + std::time::Duration::from_secs(5)).to_string();
+        secret.data = Some(
+            [(
+                crate::credentials::record::LAST_LOGIN_AT.to_owned(),
+                k8s_openapi::ByteString(later.into_bytes()),
+            )]
+            .into(),
+        );
+        assert!(signed_in_since(&secret, at));
+        assert!(!signed_in_since(&secret, at + std::time::Duration::from_secs(6)));
+    }
+
+    #[test]
+    fn a_retry_waits_its_pause_give_or_take_a_quarter() {
+        for pause in [RETRY_FIRST, RETRY_MAX] {
+            let waited = jittered(pause);
+            assert!(waited >= pause - pause / 4 && waited <= pause + pause / 4, "{waited:?} for {pause:?}");
+        }
     }
 }

@@ -213,7 +213,7 @@ pub async fn sign_in(
     let lockout = signin.lockout;
     // Failures not written yet count: guesses made while the API server cannot take them
     // still reach the lock, and the right password then gets the same answer as a wrong one.
-    let unwritten = signin.failures.pending(&crate::index::object_key(credentials.as_ref()));
+    let unwritten = signin.failures.pending(&credentials);
     let judge = move |current: &Secret| {
         let facts = CredentialFacts::of(current);
         let attempt = Attempt {
