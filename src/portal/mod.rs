@@ -137,7 +137,15 @@ pub async fn method_not_allowed() -> (axum::http::StatusCode, &'static str) {
     )
 }
 
-/// Serves the portal on `addr` until `shutdown` is cancelled.
+/// How long a client may take to send a request's headers (and how long a kept-alive
+/// connection may sit idle): one that trickles them, or never finishes, is disconnected
+/// instead of holding a connection for as long as it likes.
+const HEADER_DEADLINE: std::time::Duration = std::time::Duration::from_secs(10);
+/// The pause after a failed accept (out of file descriptors, say) before the next.
+const ACCEPT_PAUSE: std::time::Duration = std::time::Duration::from_millis(100);
+
+/// Serves the portal on `addr` until `shutdown` is cancelled; then answers the requests in
+/// flight and closes every connection.
 pub async fn serve(
     addr: SocketAddr,
     portal: Arc<Portal>,
@@ -149,8 +157,50 @@ pub async fn serve(
         .await
         .map_err(|e| Error::Startup(format!("binding the portal to {addr}: {e}")))?;
     tracing::info!(%addr, "serving the portal");
-    axum::serve(listener, router(portal, limiter, more).into_make_service_with_connect_info::<SocketAddr>())
-        .with_graceful_shutdown(shutdown.cancelled_owned())
-        .await
-        .map_err(|e| Error::Startup(format!("serving the portal: {e}")))
+    let app = router(portal, limiter, more);
+    let mut connections = tokio::task::JoinSet::new();
+    loop {
+        let (stream, peer) = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok(accepted) => accepted,
+                Err(error) => {
+                    tracing::warn!(%error, "accepting a portal connection failed");
+                    tokio::time::sleep(ACCEPT_PAUSE).await; // not a retry loop: the listener is fine
+                    continue;
+                }
+            },
+            () = shutdown.cancelled() => break,
+        };
+        connections.spawn(connection(stream, peer, app.clone(), shutdown.clone()));
+        while connections.try_join_next().is_some() {}
+    }
+    while connections.join_next().await.is_some() {}
+    Ok(())
+}
+
+/// One client connection: HTTP/1.1 with the header deadline, each request given the
+/// client's address (`ConnectInfo`, for the rate limit); closed gracefully on `shutdown`.
+async fn connection(
+    stream: tokio::net::TcpStream,
+    peer: SocketAddr,
+    app: Router,
+    shutdown: CancellationToken,
+) {
+    use tower::ServiceExt as _;
+    let service =
+        hyper::service::service_fn(move |mut request: axum::http::Request<hyper::body::Incoming>| {
+            request.extensions_mut().insert(axum::extract::ConnectInfo(peer));
+            app.clone().oneshot(request.map(axum::body::Body::new))
+        });
+    let mut builder = hyper::server::conn::http1::Builder::new();
+    builder.timer(hyper_util::rt::TokioTimer::new()).header_read_timeout(HEADER_DEADLINE);
+    let served = builder.serve_connection(hyper_util::rt::TokioIo::new(stream), service);
+    tokio::pin!(served);
+    tokio::select! {
+        _ = served.as_mut() => {}
+        () = shutdown.cancelled() => {
+            served.as_mut().graceful_shutdown();
+            let _ = served.await;
+        }
+    }
 }

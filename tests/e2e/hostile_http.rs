@@ -1,7 +1,7 @@
 //! Hostile requests at every route of the portal and the issuer, sent over raw TCP so that
 //! nothing tidies them first: malformed and mistyped JSON and forms, huge bodies and
-//! headers, invalid UTF-8, path tricks, random tokens, cookies and bearer tokens, bodies that
-//! never finish arriving. Every answer must come within a deadline and be below 500, and
+//! headers, invalid UTF-8, path tricks, random tokens, cookies and bearer tokens, headers and
+//! bodies that never finish arriving. Every answer must come within a deadline and be below 500, and
 //! every refusal must say why (a body, or for a bearer token the `WWW-Authenticate`
 //! header). The operator must be alive and must not have panicked afterwards.
 //! `ROSTER_HTTP_INPUTS` sets how many requests, `ROSTER_HTTP_SEED` repeats a run.
@@ -111,7 +111,8 @@ const FIELDS: &[&str] = &[
     "__proto__",
 ];
 
-/// How long an answer may take: longer than the portal's 10 s deadline on a request body.
+/// How long an answer may take: longer than the portal's 10 s deadlines on a request's
+/// headers and body.
 const PATIENCE: Duration = Duration::from_secs(20);
 /// How many requests are in flight at once: fewer than the shared operator's password
 /// checks that may wait (8 per CPU), so that its other tests never meet 503 busy.
@@ -130,23 +131,24 @@ async fn scenario() -> anyhow::Result<()> {
     let portal = shared().portal_url.trim_start_matches("http://").to_owned();
     let generated: Vec<Input> = (0..inputs).map(|_| Input::generate(&mut rng, &portal)).collect();
     let started = Instant::now();
-    let answers: Vec<(Input, anyhow::Result<Answer>)> = futures::stream::iter(generated)
-        .map(|input| {
-            let portal = portal.clone();
-            async move {
-                let answer = send(&portal, &input).await;
-                (input, answer)
-            }
-        })
-        .buffer_unordered(PARALLEL)
-        .collect()
-        .await;
+    // Requests that stall wait out the portal's deadlines, not its work: all at once, beside
+    // the rest.
+    let (stalling, quick): (Vec<Input>, Vec<Input>) = generated.into_iter().partition(|i| i.stalls);
+    let (mut answers, stalled) =
+        futures::join!(exchange(&portal, quick, PARALLEL), exchange(&portal, stalling, inputs.max(1)));
+    answers.extend(stalled);
     let took = started.elapsed();
 
     let mut statuses: BTreeMap<String, usize> = BTreeMap::new();
     let mut failures = Vec::new();
     for (input, answer) in &answers {
         let verdict = match answer {
+            Ok(answer) if input.unfinished_head => {
+                // Hung up on (hyper sends no answer), or a 408: either way, not waited on.
+                *statuses.entry("hung up on unfinished headers".into()).or_default() += 1;
+                (answer.status != 0 && answer.status != 408)
+                    .then(|| format!("{} to unfinished headers", answer.status))
+            }
             Ok(answer) => {
                 *statuses.entry(answer.status.to_string()).or_default() += 1;
                 answer.fault(input)
@@ -189,6 +191,10 @@ struct Input {
     malformed_http: bool,
     /// A body larger than the portal reads.
     over_limit: bool,
+    /// Headers that never finish: the portal must hang up (its header deadline), not wait.
+    unfinished_head: bool,
+    /// Headers or a body that never finish.
+    stalls: bool,
 }
 
 impl Input {
@@ -241,14 +247,21 @@ impl Input {
             bytes.extend_from_slice(header.as_bytes());
             bytes.extend_from_slice(b"\r\n");
         }
-        bytes.extend_from_slice(b"\r\n");
-        bytes.extend_from_slice(&body);
+        let unfinished_head = !malformed_http && rng.one_in(60);
+        if unfinished_head {
+            described.push("headers never finish".into());
+        } else {
+            bytes.extend_from_slice(b"\r\n");
+            bytes.extend_from_slice(&body);
+        }
         let shown: String = path.chars().take(80).collect();
         Self {
             bytes,
             described: format!("{method} {shown} [{}]", described.join(", ")),
             malformed_http,
             over_limit: body.len() > 16 * 1024,
+            unfinished_head,
+            stalls: stalls || unfinished_head,
         }
     }
 }
@@ -457,6 +470,18 @@ impl Answer {
     }
 }
 
+/// Sends `inputs` to `host`, `parallel` at a time; each with its answer.
+async fn exchange(host: &str, inputs: Vec<Input>, parallel: usize) -> Vec<(Input, anyhow::Result<Answer>)> {
+    futures::stream::iter(inputs)
+        .map(|input| async move {
+            let answer = send(host, &input).await;
+            (input, answer)
+        })
+        .buffer_unordered(parallel)
+        .collect()
+        .await
+}
+
 /// Sends `input` to `host` on a connection of its own and reads the answer to the end.
 async fn send(host: &str, input: &Input) -> anyhow::Result<Answer> {
     let exchange = async {
@@ -474,7 +499,11 @@ async fn send(host: &str, input: &Input) -> anyhow::Result<Answer> {
     let split = received.windows(4).position(|w| w == b"\r\n\r\n").unwrap_or(received.len());
     let head = String::from_utf8_lossy(&received[..split]).into_owned();
     let status = head.split(' ').nth(1).and_then(|s| s.parse().ok()).unwrap_or(0);
-    ensure!(status != 0, "not an HTTP answer: {:?}", head.chars().take(100).collect::<String>());
+    ensure!(
+        status != 0 || (input.unfinished_head && received.is_empty()),
+        "not an HTTP answer: {:?}",
+        head.chars().take(100).collect::<String>()
+    );
     let body = received.get(split + 4..).unwrap_or_default().to_vec();
     Ok(Answer { status, head, body })
 }
