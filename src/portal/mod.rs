@@ -139,8 +139,9 @@ pub async fn method_not_allowed() -> (axum::http::StatusCode, &'static str) {
 
 /// How long a client may take to send a request's headers (and how long a kept-alive
 /// connection may sit idle): one that trickles them, or never finishes, is disconnected
-/// instead of holding a connection for as long as it likes.
-const HEADER_DEADLINE: std::time::Duration = std::time::Duration::from_secs(10);
+/// instead of holding a connection for as long as it likes. hyper's own default: shorter
+/// idle closes would race more often with relying parties' pooled connections.
+const HEADER_DEADLINE: std::time::Duration = std::time::Duration::from_secs(30);
 /// The pause after a failed accept (out of file descriptors, say) before the next.
 const ACCEPT_PAUSE: std::time::Duration = std::time::Duration::from_millis(100);
 

@@ -111,9 +111,10 @@ const FIELDS: &[&str] = &[
     "__proto__",
 ];
 
-/// How long an answer may take: longer than the portal's 10 s deadlines on a request's
-/// headers and body.
+/// How long an answer may take: longer than the portal's 10 s deadline on a body, and for
+/// headers that never finish, longer than its 30 s deadline on headers.
 const PATIENCE: Duration = Duration::from_secs(20);
+const PATIENCE_FOR_HEADERS: Duration = Duration::from_secs(40);
 /// How many requests are in flight at once: fewer than the shared operator's password
 /// checks that may wait (8 per CPU), so that its other tests never meet 503 busy.
 const PARALLEL: usize = 4;
@@ -493,9 +494,10 @@ async fn send(host: &str, input: &Input) -> anyhow::Result<Answer> {
         stream.read_to_end(&mut received).await?;
         anyhow::Ok(received)
     };
-    let received = tokio::time::timeout(PATIENCE, exchange)
+    let patience = if input.unfinished_head { PATIENCE_FOR_HEADERS } else { PATIENCE };
+    let received = tokio::time::timeout(patience, exchange)
         .await
-        .map_err(|_| anyhow::anyhow!("no answer within {PATIENCE:?}"))??;
+        .map_err(|_| anyhow::anyhow!("no answer within {patience:?}"))??;
     let split = received.windows(4).position(|w| w == b"\r\n\r\n").unwrap_or(received.len());
     let head = String::from_utf8_lossy(&received[..split]).into_owned();
     let status = head.split(' ').nth(1).and_then(|s| s.parse().ok()).unwrap_or(0);
