@@ -143,7 +143,10 @@ pub async fn method_not_allowed() -> (axum::http::StatusCode, &'static str) {
 /// idle closes would race more often with relying parties' pooled connections.
 const HEADER_DEADLINE: std::time::Duration = std::time::Duration::from_secs(30);
 /// The pause after a failed accept (out of file descriptors, say) before the next.
-const ACCEPT_PAUSE: std::time::Duration = std::time::Duration::from_millis(100);
+const ACCEPT_PAUSE: std::time::Duration = std::time::Duration::from_secs(1);
+/// How long a shutdown waits for the requests in flight (a handler stuck, a client that
+/// does not read its answer) before it drops them; within the pod's grace period.
+const DRAIN_DEADLINE: std::time::Duration = std::time::Duration::from_secs(20);
 
 /// Serves the portal on `addr` until `shutdown` is cancelled; then answers the requests in
 /// flight and closes every connection.
@@ -164,10 +167,19 @@ pub async fn serve(
         let (stream, peer) = tokio::select! {
             accepted = listener.accept() => match accepted {
                 Ok(accepted) => accepted,
+                // The client gave up during the handshake: nothing wrong here.
+                Err(error) if matches!(
+                    error.kind(),
+                    std::io::ErrorKind::ConnectionRefused
+                        | std::io::ErrorKind::ConnectionAborted
+                        | std::io::ErrorKind::ConnectionReset
+                ) => continue,
                 Err(error) => {
-                    tracing::warn!(%error, "accepting a portal connection failed");
-                    tokio::time::sleep(ACCEPT_PAUSE).await; // not a retry loop: the listener is fine
-                    continue;
+                    tracing::warn!(%error, "accepting a portal connection failed; pausing");
+                    tokio::select! {
+                        () = tokio::time::sleep(ACCEPT_PAUSE) => continue,
+                        () = shutdown.cancelled() => break,
+                    }
                 }
             },
             () = shutdown.cancelled() => break,
@@ -175,7 +187,13 @@ pub async fn serve(
         connections.spawn(connection(stream, peer, app.clone(), shutdown.clone()));
         while connections.try_join_next().is_some() {}
     }
-    while connections.join_next().await.is_some() {}
+    // New clients are refused at once rather than queued behind a listener nobody reads.
+    drop(listener);
+    let drained =
+        tokio::time::timeout(DRAIN_DEADLINE, async { while connections.join_next().await.is_some() {} });
+    if drained.await.is_err() {
+        tracing::warn!(left = connections.len(), "portal requests still in flight at shutdown were dropped");
+    }
     Ok(())
 }
 
