@@ -166,7 +166,9 @@ async fn etcd_freeze() -> anyhow::Result<()> {
         during.reconciles, during.failures, figures.emails, figures.duplicates
     );
     ensure!(sent_at_freeze < users, "etcd was frozen after the batch had finished: nothing was tested");
-    ensure!(during.failures > 0, "no reconcile failed while etcd was frozen: nothing was tested");
+    // What shows the writes failed is the people's 503s (below): a reconcile is counted
+    // when it ends, and kube's client retries a 504 three times, so one caught by the freeze
+    // may end only after the thaw, and then succeed.
     ensure!(
         during.reconciles <= bound,
         "{} reconciles in {counted_over:?}: a retry loop without backoff",
