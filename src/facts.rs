@@ -69,6 +69,14 @@ impl Transient for WriteError {
     }
 }
 
+/// A Secret whose `data` holds `pairs`: what the tests of decisions on a credentials
+/// Secret start from.
+#[cfg(test)]
+pub fn secret_with(pairs: &[(&str, &str)]) -> Secret {
+    let data = pairs.iter().map(|(k, v)| ((*k).to_owned(), ByteString(v.as_bytes().to_vec()))).collect();
+    Secret { data: Some(data), ..Default::default() }
+}
+
 /// A value of a Secret's `data`, as text.
 pub fn text<'a>(secret: &'a Secret, key: &str) -> Option<&'a str> {
     let value = secret.data.as_ref()?.get(key)?;
@@ -84,9 +92,9 @@ pub async fn update<T>(
     cached: &Secret,
     decide: impl FnMut(&Secret) -> (T, Changes),
 ) -> Result<(T, Option<String>), WriteError> {
-    tokio::time::timeout(WRITE_DEADLINE, attempts(client, cached, decide)).await.unwrap_or_else(|_| {
-        Err(WriteError::TimedOut(format!("{}/{}", cached.namespace().unwrap_or_default(), cached.name_any())))
-    })
+    tokio::time::timeout(WRITE_DEADLINE, attempts(client, cached, decide))
+        .await
+        .unwrap_or_else(|_| Err(WriteError::TimedOut(crate::index::object_key(cached))))
 }
 
 /// [`update`] without its deadline.
@@ -97,7 +105,7 @@ async fn attempts<T>(
 ) -> Result<(T, Option<String>), WriteError> {
     let namespace = cached.namespace().unwrap_or_default();
     let name = cached.name_any();
-    let id = format!("{namespace}/{name}");
+    let id = crate::index::object_key(cached);
     let api: Api<Secret> = Api::namespaced(client.clone(), &namespace);
     let kube_error = |source| WriteError::Kube { secret: id.clone(), source: Box::new(source) };
     let mut current = cached.clone();

@@ -57,13 +57,7 @@ mod tests {
     use crate::credentials::TotpSecret;
     use crate::credentials::record::TOTP_LAST_STEP;
 
-    fn secret(pairs: &[(&str, &str)]) -> Secret {
-        let data = pairs
-            .iter()
-            .map(|(k, v)| ((*k).to_owned(), k8s_openapi::ByteString(v.as_bytes().to_vec())))
-            .collect();
-        Secret { data: Some(data), ..Default::default() }
-    }
+    use crate::facts::secret_with as secret;
 
     const UNIX: u64 = 1_800_000_000;
 

@@ -184,16 +184,12 @@ async fn send(
 
 #[cfg(test)]
 mod tests {
-    use k8s_openapi::ByteString;
     use k8s_openapi::jiff::SignedDuration;
 
     use super::*;
     use crate::credentials::record::FAILED_LOGINS;
 
-    fn secret(pairs: &[(&str, &str)]) -> Secret {
-        let data = pairs.iter().map(|(k, v)| ((*k).to_owned(), ByteString(v.as_bytes().to_vec()))).collect();
-        Secret { data: Some(data), ..Default::default() }
-    }
+    use crate::facts::secret_with as secret;
 
     const LOCKOUT: Lockout = Lockout { threshold: 5, duration: Some(SignedDuration::from_mins(15)) };
 

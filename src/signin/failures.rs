@@ -214,22 +214,18 @@ async fn write(signin: &SignIn, user: &User, credentials: &Secret, waiting: &Pen
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::facts::secret_with;
 
     #[test]
     fn a_batch_already_in_the_history_is_not_counted_again() {
         let at = |n| Timestamp::from_second(1_800_000_000).unwrap() + std::time::Duration::from_nanos(n);
         let batch = [Attempt::new(at(1), false, None), Attempt::new(at(2), false, None)];
-        let mut secret = Secret::default();
-        assert!(!landed(&secret, &batch), "nothing written yet");
+        assert!(!landed(&secret_with(&[]), &batch), "nothing written yet");
         let earlier = history::with(None, &[Attempt::new(at(0), false, None)]);
-        secret.data = Some(
-            [(RECENT_SIGN_INS.to_owned(), k8s_openapi::ByteString(earlier.clone().into_bytes()))].into(),
-        );
+        let secret = secret_with(&[(RECENT_SIGN_INS, &earlier)]);
         assert!(!landed(&secret, &batch), "another batch a nanosecond earlier is not this one");
         let after = history::with(Some(&earlier), &batch);
-        secret.data =
-            Some([(RECENT_SIGN_INS.to_owned(), k8s_openapi::ByteString(after.into_bytes()))].into());
-        assert!(landed(&secret, &batch), "the batch was written");
+        assert!(landed(&secret_with(&[(RECENT_SIGN_INS, &after)]), &batch), "the batch was written");
     }
 
     #[test]
@@ -255,19 +251,18 @@ mod tests {
         assert_eq!((many.count, many.attempts.len()), (100, history::KEPT), "the history is bounded");
     }
 
-    fn credentials(history: Option<String>) -> Secret {
-        let mut secret = Secret::default();
+    /// `ns/b-credentials`, with `history` as its recent sign-ins.
+    fn credentials(history: &str) -> Secret {
+        let mut secret = secret_with(&[(RECENT_SIGN_INS, history)]);
         secret.metadata.namespace = Some("ns".into());
         secret.metadata.name = Some("b-credentials".into());
-        secret.data =
-            history.map(|h| [(RECENT_SIGN_INS.to_owned(), k8s_openapi::ByteString(h.into_bytes()))].into());
         secret
     }
 
     #[test]
     fn the_batch_being_written_counts_until_done_and_is_tried_again_as_it_was() {
         let log = FailureLog::default();
-        let (cached, key) = (credentials(None), "ns/b-credentials");
+        let (cached, key) = (credentials(""), "ns/b-credentials");
         let at = |n| Attempt::new(Timestamp::from_second(n).unwrap(), false, None);
         log.lock().entry(key.into()).or_default().fresh.add(at(1));
         log.lock().get_mut(key).unwrap().fresh.add(at(2));
@@ -276,7 +271,7 @@ mod tests {
         log.lock().get_mut(key).unwrap().fresh.add(at(3));
         assert_eq!(log.pending(&cached), 3, "and what arrives meanwhile");
         assert_eq!(log.take(key), Some(batch.clone()), "its write failed: the same batch again");
-        let landed_here = credentials(Some(history::with(None, &batch.attempts)));
+        let landed_here = credentials(&history::with(None, &batch.attempts));
         assert_eq!(log.pending(&landed_here), 1, "once the cache shows it landed, it is not counted twice");
         log.written(key);
         assert_eq!(log.take(key).map(|p| p.attempts), Some(vec![at(3)]), "then what came since");
@@ -288,16 +283,9 @@ mod tests {
     #[test]
     fn failures_before_a_later_sign_in_are_not_counted() {
         let at = Timestamp::from_second(1_800_000_000).unwrap();
-        let mut secret = Secret::default();
-        assert!(!signed_in_since(&secret, at));
+        assert!(!signed_in_since(&secret_with(&[]), at));
         let later = (at + std::time::Duration::from_secs(5)).to_string();
-        secret.data = Some(
-            [(
-                crate::credentials::record::LAST_LOGIN_AT.to_owned(),
-                k8s_openapi::ByteString(later.into_bytes()),
-            )]
-            .into(),
-        );
+        let secret = secret_with(&[(crate::credentials::record::LAST_LOGIN_AT, &later)]);
         assert!(signed_in_since(&secret, at));
         assert!(!signed_in_since(&secret, at + std::time::Duration::from_secs(6)));
     }

@@ -450,15 +450,7 @@ mod tests {
 
     #[test]
     fn a_failure_records_the_lock_start_when_it_reaches_the_threshold() {
-        let secret = |pairs: &[(&str, &str)]| Secret {
-            data: Some(
-                pairs
-                    .iter()
-                    .map(|(k, v)| ((*k).to_owned(), k8s_openapi::ByteString(v.as_bytes().to_vec())))
-                    .collect(),
-            ),
-            ..Default::default()
-        };
+        let secret = crate::facts::secret_with;
         let rule = Lockout { threshold: 3, duration: Some(k8s_openapi::jiff::SignedDuration::from_mins(15)) };
         let now: Timestamp = "2026-01-01T00:00:00Z".parse().unwrap();
         let (verdict, changes) = failures(&secret(&[(FAILED_LOGINS, "2")]), 1, &rule, now).unwrap();
