@@ -169,8 +169,9 @@ async fn sole_leader(replicas: &[Operator]) -> anyhow::Result<usize> {
     }
 }
 
-async fn wait_leading(replica: &Operator, within: Duration) -> anyhow::Result<()> {
-    poll_within("the other replica leading", within, || leads(replica)).await
+/// Waits until `replica` says it leads.
+pub async fn wait_leading(replica: &Operator, within: Duration) -> anyhow::Result<()> {
+    poll_within("the replica leading", within, || leads(replica)).await
 }
 
 /// Signs one person in again and again until stopped, counting answers and failures.

@@ -17,6 +17,7 @@ use crate::batch::{Batch, SETTLE, random_between, size};
 use crate::harness::{
     Ns, Operator, SMTP_SECRET, condition, plane_and_mailpit, poll_within, shared, wait_for,
 };
+use crate::leader::wait_leading;
 use crate::lifecycle::email;
 use crate::portal::{PASSWORD, linked_user, onboard_at};
 use roster::api::User;
@@ -52,7 +53,7 @@ async fn api_server_restart() -> anyhow::Result<()> {
     let duration_flag = format!("--leader-election-lease-duration={LEASE_SECONDS}s");
     let flags = [lease_flag.as_str(), duration_flag.as_str(), "--concurrency=1"];
     let mut operator = Operator::start(plane.kubeconfig(), &dir, "operator", &flags).await?;
-    leading(&operator, Duration::from_secs(LEASE_SECONDS * 3)).await?;
+    wait_leading(&operator, Duration::from_secs(LEASE_SECONDS * 3)).await?;
 
     let ns = Ns::create(client, "restart").await?;
     let people = People::ready(&operator, &ns, "rita", "wade").await?;
@@ -83,7 +84,7 @@ async fn api_server_restart() -> anyhow::Result<()> {
     let down_for = before.at.elapsed();
     plane.start_api_server().await?;
     let restarted = Instant::now();
-    leading(&operator, Duration::from_secs(LEASE_SECONDS * 3)).await?;
+    wait_leading(&operator, Duration::from_secs(LEASE_SECONDS * 3)).await?;
     let led_again = restarted.elapsed();
     let figures = batch.converged(&ns, &mailpit.api_url).await?;
     let converged = restarted.elapsed();
@@ -304,9 +305,4 @@ impl Counts {
             at: self.at,
         }
     }
-}
-
-async fn leading(operator: &Operator, within: Duration) -> anyhow::Result<()> {
-    poll_within("the operator leading", within, || async { Ok(operator.metric("roster_leader").await? == 1) })
-        .await
 }

@@ -152,16 +152,8 @@ impl ControlPlane {
         .into_iter()
         .chain(apiserver_flags.iter().cloned())
         .collect();
-        let launch = &plane.apiserver;
-        plane.processes.push(Process::spawn(
-            "kube-apiserver",
-            &launch.program,
-            &launch.args,
-            &[],
-            &launch.logs,
-        )?);
-        let client = plane.client().await?;
-        plane.wait_until(APISERVER, "GET /readyz", || probe(client.clone(), "/readyz")).await?;
+        plane.processes.push(plane.spawn_api_server("kube-apiserver")?);
+        plane.api_server_ready().await?;
         plane.install_crds(crds).await?;
 
         let kubeconfig = plane.kubeconfig.display().to_string();
@@ -198,9 +190,19 @@ impl ControlPlane {
     /// logging to `kube-apiserver-<n>.log`; returns once it answers `/readyz`.
     pub async fn start_api_server(&mut self) -> Result<()> {
         self.apiserver_starts += 1;
+        self.processes[APISERVER] =
+            self.spawn_api_server(&format!("kube-apiserver-{}", self.apiserver_starts))?;
+        self.api_server_ready().await
+    }
+
+    /// Starts kube-apiserver as [`Launch`] says, logging to `<name>.log`.
+    fn spawn_api_server(&self, name: &str) -> Result<Process> {
         let launch = &self.apiserver;
-        let name = format!("kube-apiserver-{}", self.apiserver_starts);
-        self.processes[APISERVER] = Process::spawn(&name, &launch.program, &launch.args, &[], &launch.logs)?;
+        Process::spawn(name, &launch.program, &launch.args, &[], &launch.logs)
+    }
+
+    /// Waits until the API server answers `/readyz`.
+    async fn api_server_ready(&mut self) -> Result<()> {
         let client = self.client().await?;
         self.wait_until(APISERVER, "GET /readyz", || probe(client.clone(), "/readyz")).await
     }
