@@ -6,6 +6,7 @@
 // Every `printcolumn(...)` in a `#[kube]` attribute repeats the keys `name`, `type_`, ….
 #![allow(clippy::duplicated_attributes)]
 
+pub mod admission;
 pub mod conditions;
 mod invite;
 mod mfa_reset;
