@@ -26,12 +26,15 @@
 
 pub mod account;
 pub mod api;
+pub mod census;
+pub mod cli;
 pub mod config;
 pub mod controller;
 pub mod credentials;
 pub mod directory;
 pub mod facts;
 pub mod health;
+pub mod import;
 pub mod index;
 pub mod leader;
 pub mod lifecycle;
