@@ -11,6 +11,7 @@ use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
 use tracing_subscriber::EnvFilter;
 
+use crate::census::{PhaseLabels, ResetLabels};
 use crate::config::LogFormat;
 
 /// Installs the global tracing subscriber. `RUST_LOG`, when set, wins over `filter`.
@@ -48,7 +49,8 @@ struct LoginLabels {
 }
 
 /// Reconcile counters and durations, per controller; failures by error kind; deliveries by
-/// outcome; the portal's sign-ins by outcome, lockouts and completed onboardings.
+/// outcome; the portal's sign-ins by outcome, lockouts and completed onboardings; the
+/// directory's objects by phase.
 pub struct Metrics {
     registry: Registry,
     logins: Family<LoginLabels, Counter>,
@@ -59,6 +61,12 @@ pub struct Metrics {
     failures: Family<FailureLabels, Counter>,
     duration: Family<ControllerLabels, Histogram>,
     leader: Gauge,
+    /// Users by namespace and phase.
+    pub users: Family<PhaseLabels, Gauge>,
+    /// UserInvites by namespace and phase.
+    pub invites: Family<PhaseLabels, Gauge>,
+    /// MfaResets and PasswordResets by kind, namespace and phase.
+    pub resets: Family<ResetLabels, Gauge>,
 }
 
 impl Default for Metrics {
@@ -98,7 +106,34 @@ impl Default for Metrics {
         );
         let leader = Gauge::default();
         registry.register("leader", "1 while this replica leads (reconciles), else 0", leader.clone());
-        Self { registry, logins, lockouts, onboardings, deliveries, reconciles, failures, duration, leader }
+        let users = Family::<PhaseLabels, Gauge>::default();
+        registry.register(
+            "users",
+            "Users by namespace and phase (every replica counts all: take the max)",
+            users.clone(),
+        );
+        let invites = Family::<PhaseLabels, Gauge>::default();
+        registry.register("invites", "UserInvites by namespace and phase", invites.clone());
+        let resets = Family::<ResetLabels, Gauge>::default();
+        registry.register(
+            "resets",
+            "MfaResets and PasswordResets by kind, namespace and phase",
+            resets.clone(),
+        );
+        Self {
+            registry,
+            logins,
+            lockouts,
+            onboardings,
+            deliveries,
+            reconciles,
+            failures,
+            duration,
+            leader,
+            users,
+            invites,
+            resets,
+        }
     }
 }
 

@@ -166,6 +166,17 @@ impl Watches {
         watches
     }
 
+    /// Keeps the gauges of Users, invites and resets by namespace and phase in step with the
+    /// caches.
+    pub fn count_phases(&mut self, metrics: &crate::telemetry::Metrics) {
+        use crate::census::{by_phase, follower, reset_of};
+        self.users.follow(follower::<User, _>(metrics.users.clone(), by_phase));
+        self.invites.follow(follower::<UserInvite, _>(metrics.invites.clone(), by_phase));
+        self.resets.follow(follower::<MfaReset, _>(metrics.resets.clone(), reset_of("MfaReset")));
+        self.password_resets
+            .follow(follower::<PasswordReset, _>(metrics.resets.clone(), reset_of("PasswordReset")));
+    }
+
     /// Keeps the sign-in sessions' index (the issuer's sweeper) in step with the Secret
     /// cache; the User reconciler then ends the sessions of a person who may no longer hold
     /// any.
