@@ -50,13 +50,24 @@ pub(crate) const EMAIL_MESSAGE: &str = "must be an email address such as jane.do
         description = "When the account ends (spec.expiresAt)"
     ),
     printcolumn(
+        name = "Last-Sign-In",
+        type_ = "date",
+        json_path = ".status.lastLoginAt",
+        priority = "1",
+        description = "When the user last signed in"
+    ),
+    printcolumn(
         name = "Ready",
         type_ = "string",
         json_path = ".status.conditions[?(@.type==\"Ready\")].status",
         priority = "1",
         description = "Whether roster has done all it can for this generation"
     ),
-    printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp")
+    printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp"),
+    // `kubectl get users --field-selector status.phase=PENDING` (exact, case-sensitive matches).
+    selectable = ".spec.email",
+    selectable = ".spec.username",
+    selectable = ".status.phase"
 )]
 #[serde(rename_all = "camelCase")]
 pub struct UserSpec {
