@@ -15,13 +15,15 @@ use roster::oidc::{self, Issuer, key_store::KeyStore};
 use roster::portal::{self, Portal, rate_limit::RateLimiter};
 use roster::signin::SignIn;
 use roster::telemetry::{self, Metrics};
-use roster::{Error, api, controller};
+use roster::{Error, api, cli, controller};
 use tokio::signal::unix::{SignalKind, signal};
 use tokio_util::sync::CancellationToken;
 
 /// roster manages people's accounts on Kubernetes: users, invitations, passwords and TOTP.
+///
+/// Installed as `kubectl-roster`, it is a kubectl plugin: `kubectl roster list --phase pending`.
 #[derive(Parser)]
-#[command(name = "roster", version, about)]
+#[command(name = "roster", version, about, long_about = None)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -33,13 +35,45 @@ enum Command {
     Run(Box<RunConfig>),
     /// Print the CustomResourceDefinitions as YAML (what `crds/roster.yaml` holds).
     Crd,
+    /// Turn a CSV file or a Keycloak realm export into User manifests for Git, every row
+    /// checked by the CRD's rules and the directory's.
+    Import(Box<cli::import::ImportArgs>),
+    /// Count Users, invites and resets by namespace and phase.
+    Stat(cli::stat::StatArgs),
+    /// List Users with their email, phase, last sign-in and expiry.
+    List(cli::admin::ListArgs),
+    /// Send a person a new invitation link (the old one stops working).
+    Resend(cli::admin::UserArgs),
+    /// Clear a person's authenticator once and send them a link to enrol a new one.
+    ResetMfa(cli::admin::ResetArgs),
+    /// Send a person a link to choose a new password.
+    ResetPassword(cli::admin::ResetArgs),
+    /// Print the links roster keeps for you to hand over (delivery Link).
+    Link(cli::admin::UserArgs),
+    /// Deactivate a User: invites revoked, sign-ins refused, sessions ended.
+    Deactivate(cli::admin::UserArgs),
+    /// Activate a User again.
+    Activate(cli::admin::UserArgs),
 }
 
 #[tokio::main]
 async fn main() -> ExitCode {
-    let result = match Cli::parse().command {
-        Command::Crd => api::crds_yaml().map(|yaml| print!("{yaml}")),
-        Command::Run(config) => run(*config).await,
+    let result = match parse().command {
+        Command::Crd => api::crds_yaml().map(|yaml| print!("{yaml}")).map_err(|e| e.to_string()),
+        Command::Run(config) => run(*config).await.map_err(|e| e.to_string()),
+        Command::Import(args) => cli::import::run(*args).await.map_err(|e| e.to_string()),
+        Command::Stat(args) => cli::stat::run(args).await.map_err(|e| e.to_string()),
+        Command::List(args) => cli::admin::list(args).await.map_err(|e| e.to_string()),
+        Command::Resend(args) => cli::admin::resend(args).await.map_err(|e| e.to_string()),
+        Command::ResetMfa(args) => cli::admin::reset_mfa(args).await.map_err(|e| e.to_string()),
+        Command::ResetPassword(args) => cli::admin::reset_password(args).await.map_err(|e| e.to_string()),
+        Command::Link(args) => cli::admin::link(args).await.map_err(|e| e.to_string()),
+        Command::Deactivate(args) => {
+            cli::admin::set_state(args, api::UserState::Inactive).await.map_err(|e| e.to_string())
+        }
+        Command::Activate(args) => {
+            cli::admin::set_state(args, api::UserState::Active).await.map_err(|e| e.to_string())
+        }
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -48,6 +82,21 @@ async fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// The command line; its help names the program as it was called, so that as a kubectl
+/// plugin it says `kubectl roster`.
+fn parse() -> Cli {
+    use clap::{CommandFactory, FromArgMatches};
+    let called = std::env::args_os().next().and_then(|arg| {
+        std::path::Path::new(&arg).file_name().map(|name| name.to_string_lossy().into_owned())
+    });
+    let mut command = Cli::command();
+    if called.as_deref() == Some("kubectl-roster") {
+        command = command.bin_name("kubectl roster");
+    }
+    let matches = command.get_matches();
+    Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit())
 }
 
 async fn run(config: RunConfig) -> roster::Result<()> {
@@ -93,6 +142,7 @@ async fn run(config: RunConfig) -> roster::Result<()> {
     let stop_leading = CancellationToken::new();
 
     let mut watches = controller::Watches::new(&client, &config.watch_namespaces);
+    watches.count_phases(&metrics);
     let signin = Arc::new(
         SignIn::new(
             client.clone(),
