@@ -202,3 +202,63 @@ mod tests {
         assert!(text.contains(r#"roster_reconcile_duration_seconds_count{controller="user"} 1"#), "{text}");
     }
 }
+
+#[cfg(test)]
+mod dashboard {
+    /// The chart's Grafana dashboard.
+    const DASHBOARD: &str = include_str!("../charts/roster/dashboards/roster.json");
+
+    #[test]
+    fn every_metric_the_dashboard_queries_is_one_roster_exports() {
+        let dashboard: serde_json::Value = serde_json::from_str(DASHBOARD).unwrap();
+        // A family is exported once it has a series: give each one.
+        let metrics = super::Metrics::default();
+        metrics.reconciled("user", std::time::Duration::from_millis(3));
+        metrics.failed("user", &crate::Error::MissingUid { kind: "User".into(), object: "a/b".into() });
+        metrics.email("sent");
+        metrics.login("success");
+        let labels = crate::census::by_phase("team".into(), "ACTIVE");
+        metrics.users.get_or_create(&labels).inc();
+        metrics.invites.get_or_create(&labels).inc();
+        metrics.resets.get_or_create(&crate::census::reset_of("MfaReset")("team".into(), "Pending")).inc();
+        let exported = metrics.encode();
+        let mut queries: Vec<String> = Vec::new();
+        for panel in dashboard["panels"].as_array().unwrap() {
+            for target in panel["targets"].as_array().unwrap() {
+                queries.push(target["expr"].as_str().unwrap().to_owned());
+            }
+        }
+        for variable in dashboard["templating"]["list"].as_array().unwrap() {
+            if let Some(query) = variable["definition"].as_str() {
+                queries.push(query.to_owned());
+            }
+        }
+        let mut named = 0;
+        for query in &queries {
+            for (at, _) in query.match_indices("roster_") {
+                let name: String =
+                    query[at..].chars().take_while(|c| c.is_ascii_alphanumeric() || *c == '_').collect();
+                // A counter's samples end in _total, a histogram's in _bucket, _sum, _count.
+                let family = ["_total", "_bucket", "_sum", "_count"]
+                    .iter()
+                    .find_map(|suffix| name.strip_suffix(suffix))
+                    .unwrap_or(&name);
+                assert!(
+                    exported.contains(&format!("# TYPE {family} ")),
+                    "{query} names {name}, which roster does not export"
+                );
+                if name.ends_with("_total") {
+                    assert!(
+                        exported.contains(&format!("# TYPE {family} counter")),
+                        "{name} is not a counter"
+                    );
+                }
+                named += 1;
+            }
+        }
+        assert!(named >= 10, "the dashboard queries {named} metrics");
+        for gauge in ["roster_users", "roster_invites", "roster_resets", "roster_portal_logins"] {
+            assert!(queries.iter().any(|q| q.contains(gauge)), "no panel shows {gauge}");
+        }
+    }
+}

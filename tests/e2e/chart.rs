@@ -36,7 +36,12 @@ fn run(test: impl std::future::Future<Output = anyhow::Result<()>>) -> Result<()
 }
 
 /// Runs `program` with `args` (and `KUBECONFIG`); its stdout, or an error with its stderr.
-fn command(program: &Path, args: &[&str], kubeconfig: &Path, stdin: Option<&str>) -> anyhow::Result<Output> {
+pub fn command(
+    program: &Path,
+    args: &[&str],
+    kubeconfig: &Path,
+    stdin: Option<&str>,
+) -> anyhow::Result<Output> {
     use std::io::Write as _;
     let mut child = Command::new(program)
         .args(args)
@@ -64,9 +69,9 @@ fn command(program: &Path, args: &[&str], kubeconfig: &Path, stdin: Option<&str>
     Ok(out)
 }
 
-struct Output {
-    stdout: String,
-    stderr: String,
+pub struct Output {
+    pub stdout: String,
+    pub stderr: String,
 }
 
 fn kubectl() -> PathBuf {
@@ -88,7 +93,15 @@ async fn renders_installs_and_upgrades() -> anyhow::Result<()> {
     let helm = helm()?;
 
     command(&helm, &["lint", "--strict", &chart()], config, None)?;
-    let scoped = ["--set", "watchNamespaces={team-a,team-b}", "--set", "smtp.secretName=smtp"];
+    // The scoped render also carries the Grafana dashboard's ConfigMap, so the server checks it.
+    let scoped = [
+        "--set",
+        "watchNamespaces={team-a,team-b}",
+        "--set",
+        "smtp.secretName=smtp",
+        "--set",
+        "grafanaDashboard.enabled=true",
+    ];
     command(&helm, &[&["lint", "--strict", &chart()][..], &scoped].concat(), config, None)?;
     let refused = command(&helm, &["lint", &chart(), "--set", "lockoutThreshold=0"], config, None);
     ensure!(refused.is_err(), "values.schema.json let lockoutThreshold=0 through");
@@ -123,6 +136,12 @@ async fn renders_installs_and_upgrades() -> anyhow::Result<()> {
             !applied.stderr.contains("PodSecurity"),
             "the Deployment breaks the restricted standard:\n{}",
             applied.stderr
+        );
+        let dashboard = applied.stdout.contains("configmap/roster-dashboard created (server dry run)");
+        ensure!(
+            dashboard == (values == &scoped[..]),
+            "the dashboard ConfigMap is rendered only when enabled:\n{}",
+            applied.stdout
         );
     }
 

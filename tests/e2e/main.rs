@@ -10,6 +10,7 @@ mod admission;
 mod batch;
 mod browser;
 mod chart;
+mod cli;
 mod cluster;
 mod crash;
 mod directory;
@@ -49,6 +50,7 @@ fn main() -> ExitCode {
         admission::trials(),
         browser::trials(),
         chart::trials(),
+        cli::trials(),
         cluster::trials(),
         crash::trials(),
         directory::trials(),
