@@ -48,7 +48,9 @@ pub(crate) const USER_REF_IMMUTABLE: &str = "self == oldSelf";
         json_path = ".status.expiresAt",
         description = "When the link stops working"
     ),
-    printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp")
+    printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp"),
+    // `kubectl get userinvites --field-selector spec.userRef.name=jane`: one person's, on the API server.
+    selectable = ".spec.userRef.name"
 )]
 #[serde(rename_all = "camelCase")]
 pub struct UserInviteSpec {

@@ -31,7 +31,9 @@ use super::reset::ResetStatus;
         json_path = ".status.phase",
         description = "Pending, Completed or Failed"
     ),
-    printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp")
+    printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp"),
+    // `kubectl get mfaresets --field-selector spec.userRef.name=jane`: one person's, on the API server.
+    selectable = ".spec.userRef.name"
 )]
 #[serde(rename_all = "camelCase")]
 pub struct MfaResetSpec {

@@ -63,11 +63,35 @@ pub struct ListArgs {
     /// Only Users in this phase: NEW, PENDING, ACTIVE or INACTIVE (any case).
     #[arg(long)]
     pub phase: Option<String>,
+    /// Only Users whose name, username, email, display name, given or family name or phone
+    /// contains this (any case).
+    #[arg(long, value_name = "TEXT")]
+    pub search: Option<String>,
     /// Every namespace, not only the current one.
     #[arg(short = 'A', long)]
     pub all_namespaces: bool,
     #[command(flatten)]
     pub cluster: Cluster,
+}
+
+/// Whether `user` is one a search for `text` finds: `text` (any case) in its name,
+/// username, email, display name, given or family name, or phone.
+pub fn found_by(user: &User, text: &str) -> bool {
+    let text = text.to_lowercase();
+    let spec = &user.spec;
+    let name = user.name_any();
+    [
+        Some(&name),
+        spec.username.as_ref(),
+        Some(&spec.email),
+        spec.display_name.as_ref(),
+        spec.given_name.as_ref(),
+        spec.family_name.as_ref(),
+        spec.phone.as_ref(),
+    ]
+    .into_iter()
+    .flatten()
+    .any(|field| field.to_lowercase().contains(&text))
 }
 
 /// The User `name` in `namespace`, or what to do when there is none.
@@ -273,22 +297,17 @@ pub async fn link(args: UserArgs) -> Result<(), CliError> {
             found.extend(owned_link(&secrets, &invite, secret, names::INVITE_LINK_TYPE).await?);
         }
     }
-    let by_user = ListParams::default();
+    // The person's resets, selected by the API server (`spec.userRef.name` is selectable).
+    let of_user = ListParams::default().fields(&format!("spec.userRef.name={name}"));
     let mfa: Api<MfaReset> = Api::namespaced(client.clone(), &namespace);
-    for reset in mfa.list(&by_user).await.map_err(CliError::api("listing MfaResets"))?.items {
-        if reset.spec.user_ref.name == *name {
-            let secret =
-                reset.status.as_ref().and_then(|s| s.link_secret_ref.as_ref()).map(|r| r.name.clone());
-            found.extend(owned_link(&secrets, &reset, secret, names::RESET_LINK_TYPE).await?);
-        }
+    for reset in mfa.list(&of_user).await.map_err(CliError::api("listing MfaResets"))?.items {
+        let secret = link_secret(reset.status.as_ref());
+        found.extend(owned_link(&secrets, &reset, secret, names::RESET_LINK_TYPE).await?);
     }
     let password: Api<PasswordReset> = Api::namespaced(client.clone(), &namespace);
-    for reset in password.list(&by_user).await.map_err(CliError::api("listing PasswordResets"))?.items {
-        if reset.spec.user_ref.name == *name {
-            let secret =
-                reset.status.as_ref().and_then(|s| s.link_secret_ref.as_ref()).map(|r| r.name.clone());
-            found.extend(owned_link(&secrets, &reset, secret, names::PASSWORD_RESET_LINK_TYPE).await?);
-        }
+    for reset in password.list(&of_user).await.map_err(CliError::api("listing PasswordResets"))?.items {
+        let secret = link_secret(reset.status.as_ref());
+        found.extend(owned_link(&secrets, &reset, secret, names::PASSWORD_RESET_LINK_TYPE).await?);
     }
     if found.is_empty() {
         return Err(CliError::NotFound(format!(
@@ -299,6 +318,11 @@ pub async fn link(args: UserArgs) -> Result<(), CliError> {
         println!("{what}: {url}");
     }
     Ok(())
+}
+
+/// The name of a reset's link Secret, as its status records it.
+fn link_secret(status: Option<&crate::api::ResetStatus>) -> Option<String> {
+    status.and_then(|s| s.link_secret_ref.as_ref()).map(|r| r.name.clone())
 }
 
 /// The link in `secret` when roster made it for `owner`: the Secret's type is `kind` and
@@ -361,6 +385,9 @@ pub async fn list(args: ListArgs) -> Result<(), CliError> {
     loop {
         let page = api.list(&params).await.map_err(CliError::api("listing Users"))?;
         for user in page.items {
+            if args.search.as_deref().is_some_and(|text| !found_by(&user, text)) {
+                continue;
+            }
             let status = user.status.clone().unwrap_or_default();
             let time = |t: Option<k8s_openapi::apimachinery::pkg::apis::meta::v1::Time>| {
                 t.map_or_else(|| "-".to_owned(), |t| t.0.to_string())
@@ -398,6 +425,18 @@ pub async fn list(args: ListArgs) -> Result<(), CliError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_search_finds_any_identifying_field_in_any_case() {
+        let user = User::new(
+            "jdoe",
+            serde_json::from_value(json!({"email": "jane@example.com", "displayName": "Jane Doe", "phone": "+15551234567", "familyName": "Dœ"})).unwrap(),
+        );
+        for text in ["JDOE", "Example.COM", "jane doe", "555123", "dŒ"] {
+            assert!(found_by(&user, text), "{text}");
+        }
+        assert!(!found_by(&user, "john"));
+    }
 
     #[test]
     fn generated_names_fit_the_kinds_limit_and_stay_valid() {

@@ -424,6 +424,8 @@ async fn admin_commands(ns: Ns) -> anyhow::Result<()> {
     let help = run(Path::new("kubectl"), &["roster", "--help"], Some(&bin), None)?;
     ensure!(help.stdout.contains("Usage: kubectl roster"), "{}", help.stdout);
     roster_refused(&["list", "--phase", "bogus", "-n", n], "must be one of NEW, PENDING, ACTIVE, INACTIVE")?;
+    let searched = roster_ok(&["list", "--search", "OFF-PERSON", "-n", n])?.stdout;
+    ensure!(searched.lines().count() == 2 && searched.contains("cli-off"), "--search: {searched}");
 
     // link prints the invite's link; resend replaces it.
     let linked = roster_ok(&["link", "cli-pending", "-n", n])?.stdout;
@@ -487,6 +489,16 @@ async fn admin_commands(ns: Ns) -> anyhow::Result<()> {
     let resets = ns.api::<MfaReset>().list(&ListParams::default()).await?;
     ensure!(resets.items.iter().any(|r| r.spec.reason == "lost phone"), "no MfaReset");
     roster_refused(&["reset-mfa", "cli-active", "-n", n], "--reason")?;
+    let selected = kubectl(
+        &["get", "mfaresets", "-n", n, "--field-selector", "spec.userRef.name=cli-active", "-o", "name"],
+        None,
+    )?;
+    ensure!(selected.stdout.lines().count() == 1, "mfaresets of cli-active: {}", selected.stdout);
+    let none = kubectl(
+        &["get", "mfaresets", "-n", n, "--field-selector", "spec.userRef.name=cli-off", "-o", "name"],
+        None,
+    )?;
+    ensure!(none.stdout.trim().is_empty(), "mfaresets of cli-off: {}", none.stdout);
 
     // deactivate / activate set spec.state.
     roster_ok(&["deactivate", "cli-pending", "-n", n])?;
