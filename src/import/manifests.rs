@@ -12,7 +12,9 @@ pub const KUSTOMIZATION: &str = "kustomization.yaml";
 
 /// One User as YAML, headed by where it came from.
 pub fn document(user: &User, source: &str) -> Result<String, serde_norway::Error> {
-    Ok(format!("# Imported by `roster import` from {source}.\n{}", serde_norway::to_string(user)?))
+    let yaml = serde_norway::to_string(user)?;
+    let end = if yaml.ends_with('\n') { "" } else { "\n" };
+    Ok(format!("# Imported by `roster import` from {source}.\n{yaml}{end}"))
 }
 
 /// Every User as one multi-document YAML stream.
@@ -62,5 +64,6 @@ mod tests {
         let stream = stream(&users, "people.csv").unwrap();
         assert_eq!(stream.matches("---\n").count(), 2);
         assert!(stream.contains("# Imported by `roster import` from people.csv."));
+        assert!(stream.ends_with('\n') && files[0].1.ends_with('\n'), "whole lines");
     }
 }

@@ -212,6 +212,14 @@ async fn import_round_trips(ns: Ns) -> anyhow::Result<()> {
     let applied = kubectl(&["apply", "--dry-run=server", "-f", "-"], Some(&ran.stdout))?;
     ensure!(dry_run_created(&applied) == 2, "{}", applied.stdout);
 
+    // The README's examples import and apply as they are.
+    for (example, people) in [("examples/import/people.csv", 3), ("examples/import/realm.json", 2)] {
+        let path = crate::harness::repo_path(example).display().to_string();
+        let ran = roster_ok(&["import", &path, "-o", "-", "-n", &ns.name])?;
+        let applied = kubectl(&["apply", "--dry-run=server", "-f", "-"], Some(&ran.stdout))?;
+        ensure!(dry_run_created(&applied) == people, "{example}: {}", applied.stdout);
+    }
+
     // --against-cluster: an address another User holds is refused; the same User again is not.
     ns.apply(user_manifest(
         "held",
