@@ -74,6 +74,8 @@ up() {
   kubectl wait -n "$NAMESPACE" --for=jsonpath='{.status.phase}'=Sent userinvites --all --timeout=60s >/dev/null
   echo
   kubectl get -n "$NAMESPACE" users,userinvites,mfaresets,passwordresets -o wide
+  echo
+  target/debug/roster stat -n "$NAMESPACE"
   app
   local emailed linked
   emailed=$(curl -sf "http://127.0.0.1:$MAILPIT_PORT/api/v1/message/latest" | grep -o "http://127.0.0.1:$PORTAL_PORT/invite/[A-Za-z0-9_-]*" | head -1 || true)
@@ -94,6 +96,8 @@ Then sign in with OpenID Connect (jane.doe is in the group the app admits):
 roster is running against a local control plane.
   export KUBECONFIG=$KUBECONFIG
   kubectl get -n $NAMESPACE users -o yaml        # status and conditions
+  target/debug/roster list -n $NAMESPACE --phase pending   # the admin CLI (also: resend, link, reset-mfa, …)
+  target/debug/roster import examples/import/realm.json -n $NAMESPACE --against-cluster -o - | kubectl apply -f -   # import people
   curl -s 127.0.0.1:$METRICS_PORT/metrics         # Prometheus metrics
   http://127.0.0.1:$MAILPIT_PORT                  # Mailpit: the invitation email roster sent
   logs: $DIR/roster.log, $DIR/oauth2-proxy.log, $DIR/control-plane/logs/
