@@ -6,6 +6,7 @@
 //! `hack/bench.sh [N]` builds roster in release mode and runs this.
 
 mod floor;
+mod import;
 mod load;
 mod mailbox;
 mod onboarding;
@@ -134,6 +135,9 @@ async fn main() -> anyhow::Result<()> {
     )
     .await?;
 
+    eprintln!("import …");
+    let import = import::run(&args.roster, plane.kubeconfig(), &work, n)?;
+
     // Counted last: a duplicate sent late (a retried claim waits a minute) is counted too.
     let deliveries = mailbox.deliveries().await?;
     let figures = Figures::new(
@@ -148,6 +152,7 @@ async fn main() -> anyhow::Result<()> {
         startup,
         signin,
         lookups,
+        import,
     );
     print!("{}", figures.table());
     let path = out.join(format!("{n}.json"));

@@ -55,6 +55,7 @@ pub struct Figures {
     pub startup_s: f64,
     pub signin: Signin,
     pub lookups: Load,
+    pub import: crate::import::Import,
 }
 
 impl Figures {
@@ -71,6 +72,7 @@ impl Figures {
         startup: Duration,
         signin: Signin,
         lookups: Load,
+        import: crate::import::Import,
     ) -> Self {
         let n = users as f64;
         // The benchmark's own writes: N User creations, then N annotations.
@@ -94,6 +96,7 @@ impl Figures {
             startup_s: startup.as_secs_f64(),
             signin,
             lookups,
+            import,
         }
     }
 
@@ -158,6 +161,18 @@ impl Figures {
             format!("{:.2} s", self.startup_s),
             "< 5 s",
             Some(self.startup_s < 5.0),
+        );
+        let i = &self.import;
+        row(
+            "roster import: N CSV rows, --against-cluster",
+            format!(
+                "{:.2} s ({:.0} rows/s), peak {:.1} MiB",
+                i.seconds,
+                i.rows as f64 / i.seconds,
+                i.peak_mib
+            ),
+            "",
+            None,
         );
         let m = &self.memory;
         row(
