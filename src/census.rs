@@ -119,7 +119,9 @@ pub struct ResetLabels {
 
 /// A gauge family of one kind's objects by namespace and phase, kept from watch events.
 /// Every replica keeps it (each watches everything), so dashboards take the `max` over
-/// replicas, not the sum.
+/// replicas, not the sum. For the controller's informers (`Informer::follow`), which
+/// see a re-list as applies and deletes (`Init`/`InitDone` carry nothing): on a raw watcher
+/// the objects gone during a re-list would stay counted.
 pub fn follower<K, L>(
     gauges: Family<L, Gauge>,
     labels: impl Fn(String, &'static str) -> L + Send + 'static,

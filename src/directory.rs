@@ -132,6 +132,18 @@ pub enum Conflict {
     },
 }
 
+/// The domain of `email` (lowercased) when `allowed_domains` does not allow it. An empty
+/// `allowed_domains` allows every domain; a listed domain also allows its subdomains.
+pub fn domain_refused<'a>(email: &'a str, allowed_domains: &[String]) -> Option<&'a str> {
+    let domain = email.rsplit_once('@').map(|(_, d)| d).unwrap_or_default();
+    let allowed = allowed_domains.is_empty()
+        || allowed_domains.iter().any(|a| {
+            let a = a.trim().trim_start_matches('@').to_lowercase();
+            domain == a || domain.ends_with(&format!(".{a}"))
+        });
+    (!allowed).then_some(domain)
+}
+
 /// The first rule `me` breaks among `others` (which may include `me`), if any. Domains are
 /// checked first, then email, then username. An empty `allowed_domains` allows every domain;
 /// a listed domain also allows its subdomains.
@@ -140,13 +152,7 @@ pub fn conflict<'a>(
     others: impl IntoIterator<Item = &'a Entry>,
     allowed_domains: &[String],
 ) -> Option<Conflict> {
-    let domain = me.email.rsplit_once('@').map(|(_, d)| d).unwrap_or_default();
-    let allowed = allowed_domains.is_empty()
-        || allowed_domains.iter().any(|a| {
-            let a = a.trim().trim_start_matches('@').to_lowercase();
-            domain == a || domain.ends_with(&format!(".{a}"))
-        });
-    if !allowed {
+    if let Some(domain) = domain_refused(&me.email, allowed_domains) {
         return Some(Conflict::EmailDomainNotAllowed { domain: domain.to_owned() });
     }
     let mut email_holder: Option<&Entry> = None;

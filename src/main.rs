@@ -65,8 +65,12 @@ async fn main() -> ExitCode {
         Command::Stat(args) => cli::stat::run(args).await.map_err(|e| e.to_string()),
         Command::List(args) => cli::admin::list(args).await.map_err(|e| e.to_string()),
         Command::Resend(args) => cli::admin::resend(args).await.map_err(|e| e.to_string()),
-        Command::ResetMfa(args) => cli::admin::reset_mfa(args).await.map_err(|e| e.to_string()),
-        Command::ResetPassword(args) => cli::admin::reset_password(args).await.map_err(|e| e.to_string()),
+        Command::ResetMfa(args) => {
+            cli::admin::reset(args, cli::admin::Reset::Mfa).await.map_err(|e| e.to_string())
+        }
+        Command::ResetPassword(args) => {
+            cli::admin::reset(args, cli::admin::Reset::Password).await.map_err(|e| e.to_string())
+        }
         Command::Link(args) => cli::admin::link(args).await.map_err(|e| e.to_string()),
         Command::Deactivate(args) => {
             cli::admin::set_state(args, api::UserState::Inactive).await.map_err(|e| e.to_string())

@@ -3,7 +3,10 @@
 //! (`x-kubernetes-validations`) kube-apiserver applies to a new object. `roster import`
 //! refuses a row with them before it reaches Git, naming the field and the rule. They are
 //! read from the CRD the API server is given ([`super::crds`]), so a rule added to a type is
-//! checked here too; an e2e test compares these verdicts with the API server's.
+//! checked here too; an e2e test compares these verdicts with the API server's on Users.
+//! Kubernetes' own CEL libraries (`url()`, `isURL`, `duration()` …) are not in the local
+//! interpreter: a rule that calls one — none of the User's does — is reported as not
+//! evaluable rather than passed.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -71,15 +74,29 @@ impl Admission {
     /// creation, in document order. Empty when the API server would admit it.
     pub fn check(&self, object: &Value) -> Vec<Violation> {
         let mut found = Vec::new();
-        if let Some(name) = object.pointer("/metadata/name") {
-            match name.as_str() {
-                Some(name) if is_dns_subdomain(name) => {}
-                _ => found.push(Violation {
-                    field: "metadata.name".into(),
-                    rule: "RFC 1123 subdomain".into(),
-                    message: "must be lowercase letters, digits, '-' and '.', starting and ending with a letter or digit, at most 253 characters".into(),
-                }),
-            }
+        match object.pointer("/metadata/name").map(Value::as_str) {
+            Some(Some(name)) if is_dns_subdomain(name) => {}
+            None => found.push(Violation {
+                field: "metadata.name".into(),
+                rule: "required".into(),
+                message: "is required".into(),
+            }),
+            Some(_) => found.push(Violation {
+                field: "metadata.name".into(),
+                rule: "RFC 1123 subdomain".into(),
+                message: "must be lowercase letters, digits, '-' and '.', starting and ending with a letter or digit, at most 253 characters".into(),
+            }),
+        }
+        if let Some(namespace) = object.pointer("/metadata/namespace")
+            && !namespace
+                .as_str()
+                .is_some_and(|ns| ns.len() <= 63 && !ns.contains('.') && is_dns_subdomain(ns))
+        {
+            found.push(Violation {
+                field: "metadata.namespace".into(),
+                rule: "RFC 1123 label".into(),
+                message: "must be lowercase letters, digits and '-', starting and ending with a letter or digit, at most 63 characters".into(),
+            });
         }
         self.node(&self.schema, object, "", &mut found);
         found
@@ -89,10 +106,8 @@ impl Admission {
         let mut violate = |rule: String, message: String| {
             found.push(Violation { field: display(path), rule, message });
         };
+        // The API server prunes a null it may not hold before validating: as if absent.
         if value.is_null() {
-            if schema.nullable != Some(true) {
-                violate("nullable: false".into(), "must not be null".into());
-            }
             return;
         }
         if let Some(expected) = schema.type_.as_deref()
@@ -154,7 +169,7 @@ impl Admission {
                     violate(format!("maxProperties: {max}"), format!("must have at most {max} entries"));
                 }
                 for required in schema.required.iter().flatten() {
-                    if !fields.contains_key(required) {
+                    if fields.get(required).is_none_or(Value::is_null) {
                         found.push(Violation {
                             field: display(&format!("{path}.{required}")),
                             rule: "required".into(),
@@ -185,6 +200,15 @@ impl Admission {
                     }
                 }
             }
+            Value::Number(number) => {
+                let n = number.as_f64().unwrap_or_default();
+                if let Some(min) = schema.minimum.filter(|min| n < *min) {
+                    violate(format!("minimum: {min}"), format!("must be at least {min}"));
+                }
+                if let Some(max) = schema.maximum.filter(|max| n > *max) {
+                    violate(format!("maximum: {max}"), format!("must be at most {max}"));
+                }
+            }
             _ => {}
         }
         self.rules(schema, value, path, found);
@@ -199,11 +223,9 @@ impl Admission {
                 Some(relative) => display(&format!("{path}{relative}")),
                 None => display(path),
             };
-            let verdict = cel::to_value(value).map_err(|e| e.to_string()).and_then(|this| {
-                let mut context = cel::Context::with_env(self.env.clone());
-                context.add_variable_from_value("self", this);
-                program.execute(&context).map_err(|e| e.to_string())
-            });
+            let mut context = cel::Context::with_env(self.env.clone());
+            context.add_variable_from_value("self", cel_value(value));
+            let verdict = program.execute(&context).map_err(|e| e.to_string());
             let message = match verdict {
                 Ok(cel::Value::Bool(true)) => continue,
                 Ok(_) => rule.message.clone().unwrap_or_else(|| format!("failed rule: {}", rule.rule)),
@@ -242,6 +264,29 @@ fn compile(
         compile(env, each, &format!("{path}[]"), programs)?;
     }
     Ok(())
+}
+
+/// A JSON value as Kubernetes' CEL sees it: whole numbers are `int` (not `uint`), objects
+/// maps with string keys.
+fn cel_value(value: &Value) -> cel::Value {
+    match value {
+        Value::Null => cel::Value::Null,
+        Value::Bool(b) => cel::Value::Bool(*b),
+        Value::Number(n) => match (n.as_i64(), n.as_f64()) {
+            (Some(i), _) => cel::Value::Int(i),
+            (None, Some(f)) => cel::Value::Float(f),
+            (None, None) => cel::Value::Null,
+        },
+        Value::String(s) => cel::Value::String(std::sync::Arc::new(s.clone())),
+        Value::Array(items) => cel::Value::List(std::sync::Arc::new(items.iter().map(cel_value).collect())),
+        Value::Object(fields) => {
+            let map: HashMap<cel::objects::Key, cel::Value> = fields
+                .iter()
+                .map(|(k, v)| (cel::objects::Key::String(std::sync::Arc::new(k.clone())), cel_value(v)))
+                .collect();
+            cel::Value::Map(cel::objects::Map { map: std::sync::Arc::new(map) })
+        }
+    }
 }
 
 /// A path as people read it: `spec.email`, or `(the object)` for the root.
@@ -384,6 +429,40 @@ mod tests {
             "spec": {"userRef": {"name": "jane"}, "resend": 3},
         });
         assert_eq!(admission.check(&invite), vec![]);
+    }
+
+    #[test]
+    fn the_examples_break_no_rule() {
+        for (file, crd) in
+            [("examples/user.yaml", User::crd()), ("examples/mfareset.yaml", crate::api::MfaReset::crd())]
+        {
+            let text = std::fs::read_to_string(format!("{}/{file}", env!("CARGO_MANIFEST_DIR"))).unwrap();
+            let admission = Admission::of(&crd).unwrap();
+            for document in serde_norway::Deserializer::from_str(&text) {
+                let object: Value = serde::Deserialize::deserialize(document).unwrap();
+                assert_eq!(admission.check(&object), vec![], "{file}: {object}");
+            }
+        }
+    }
+
+    #[test]
+    fn metadata_nulls_and_numbers_are_judged_as_the_api_server_does() {
+        let admission = Admission::of(&User::crd()).unwrap();
+        let pruned = json!({"metadata": {"name": "jane"}, "spec": {"email": "j@example.com", "phone": null}});
+        assert_eq!(admission.check(&pruned), vec![], "a null is pruned, not refused");
+        let nameless = json!({"metadata": {"namespace": "Team.A"}, "spec": {"email": null}});
+        assert_eq!(
+            fields(&admission.check(&nameless)),
+            [
+                ("metadata.name", "required"),
+                ("metadata.namespace", "RFC 1123 label"),
+                ("spec.email", "required"),
+                ("(the object)", "size(self.metadata.name) <= 56"),
+            ]
+        );
+        let reset = Admission::of(&crate::api::MfaReset::crd()).unwrap();
+        let negative = json!({"metadata": {"name": "r"}, "spec": {"userRef": {"name": "jane"}, "reason": "r", "ttlSecondsAfterFinished": -1}});
+        assert_eq!(fields(&reset.check(&negative)), [("spec.ttlSecondsAfterFinished", "minimum: 0")]);
     }
 
     #[test]

@@ -5,7 +5,7 @@
 //! planted Secret cannot make an admin hand out someone else's link.
 
 use k8s_openapi::api::core::v1::Secret;
-use kube::api::{Api, ListParams, Patch, PatchParams, PostParams};
+use kube::api::{Api, Patch, PatchParams, PostParams};
 use kube::{Resource, ResourceExt};
 use serde_json::json;
 
@@ -132,17 +132,26 @@ pub async fn resend(args: UserArgs) -> Result<(), CliError> {
                 "roster has not invited {name} yet: with invite.policy Auto it does once it has reconciled the User (`kubectl describe user {name} -n {namespace}` says why not)"
             )));
         }
+        // A fixed name: run twice (or twice at once) before roster records the invite on the
+        // User, the second create is refused instead of a second invitation going out.
+        let invite_name = names::auto_invite_name(name);
         let invite = UserInvite::new(
-            "",
+            &invite_name,
             serde_json::from_value(json!({"userRef": UserReference::to(name.clone())}))
                 .map_err(|e| CliError::Refused(e.to_string()))?,
         );
-        let invite = with_generated_name(invite, name, "invite");
-        let created = invites
+        match invites
             .create(&PostParams { field_manager: Some(FIELD_MANAGER.into()), ..Default::default() }, &invite)
             .await
-            .map_err(CliError::api(format!("creating a UserInvite for {name}")))?;
-        println!("userinvite.roster.dev/{} created: roster emails {name} a link", created.name_any());
+        {
+            Ok(_) => println!("userinvite.roster.dev/{invite_name} created: roster emails {name} a link"),
+            Err(kube::Error::Api(status)) if status.code == 409 => {
+                return Err(CliError::Refused(format!(
+                    "UserInvite {invite_name} exists already and roster has not recorded it on {name} yet: run again in a moment"
+                )));
+            }
+            Err(e) => return Err(CliError::api(format!("creating UserInvite {invite_name}"))(e)),
+        }
         return Ok(());
     };
     let invite = invites
@@ -184,37 +193,36 @@ fn with_generated_name<K: Resource>(mut object: K, user: &str, what: &str) -> K 
     object
 }
 
-/// `reset-mfa USER --reason …`: an MfaReset, which clears the second factor once and sends
-/// a re-enrolment link.
-pub async fn reset_mfa(args: ResetArgs) -> Result<(), CliError> {
-    let (client, namespace) = args.cluster.connect().await?;
-    user(&client, &namespace, &args.user).await?;
-    let spec = json!({"userRef": UserReference::to(args.user.clone()), "reason": args.reason, "delivery": Delivery::from(args.delivery)});
-    let reset =
-        MfaReset::new("", serde_json::from_value(spec).map_err(|e| CliError::Refused(e.to_string()))?);
-    let reset = with_generated_name(reset, &args.user, "mfa");
-    let created = create(&client, &namespace, &reset, &args.user).await?;
-    println!(
-        "mfareset.roster.dev/{created} created: {}",
-        after(args.delivery, &args.user, "a link to enrol a new authenticator")
-    );
-    Ok(())
+/// Which reset a command creates.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Reset {
+    /// An MfaReset: the second factor cleared once, and a link to enrol a new one.
+    Mfa,
+    /// A PasswordReset: a link to choose a new password (proving the current code when the
+    /// person has one).
+    Password,
 }
 
-/// `reset-password USER --reason …`: a PasswordReset, whose link lets the person choose a
-/// new password (proving their current code when they have one).
-pub async fn reset_password(args: ResetArgs) -> Result<(), CliError> {
+/// `reset-mfa USER --reason …` / `reset-password USER --reason …`: creates the reset, named
+/// by the API server from the user's name.
+pub async fn reset(args: ResetArgs, kind: Reset) -> Result<(), CliError> {
     let (client, namespace) = args.cluster.connect().await?;
     user(&client, &namespace, &args.user).await?;
     let spec = json!({"userRef": UserReference::to(args.user.clone()), "reason": args.reason, "delivery": Delivery::from(args.delivery)});
-    let reset =
-        PasswordReset::new("", serde_json::from_value(spec).map_err(|e| CliError::Refused(e.to_string()))?);
-    let reset = with_generated_name(reset, &args.user, "password");
-    let created = create(&client, &namespace, &reset, &args.user).await?;
-    println!(
-        "passwordreset.roster.dev/{created} created: {}",
-        after(args.delivery, &args.user, "a link to choose a new password")
-    );
+    let unreadable = |e: serde_json::Error| CliError::Refused(e.to_string());
+    let (created, what) = match kind {
+        Reset::Mfa => {
+            let reset = MfaReset::new("", serde_json::from_value(spec).map_err(unreadable)?);
+            let reset = with_generated_name(reset, &args.user, "mfa");
+            (create(&client, &namespace, &reset, &args.user).await?, "a link to enrol a new authenticator")
+        }
+        Reset::Password => {
+            let reset = PasswordReset::new("", serde_json::from_value(spec).map_err(unreadable)?);
+            let reset = with_generated_name(reset, &args.user, "password");
+            (create(&client, &namespace, &reset, &args.user).await?, "a link to choose a new password")
+        }
+    };
+    println!("{created} created: {}", after(args.delivery, &args.user, what));
     Ok(())
 }
 
@@ -239,7 +247,7 @@ where
         .create(&PostParams { field_manager: Some(FIELD_MANAGER.into()), ..Default::default() }, object)
         .await
         .map_err(CliError::api(format!("creating a {} for {user}", K::kind(&()))))?;
-    Ok(created.name_any())
+    Ok(format!("{}.{}/{}", K::kind(&()).to_lowercase(), K::group(&()), created.name_any()))
 }
 
 /// `deactivate USER` / `activate USER`: sets `spec.state`.
@@ -292,20 +300,30 @@ pub async fn link(args: UserArgs) -> Result<(), CliError> {
             .await
             .map_err(CliError::api(format!("reading UserInvite {}", current.name)))?
         {
-            let secret =
-                invite.status.as_ref().and_then(|s| s.link_secret_ref.as_ref()).map(|r| r.name.clone());
-            found.extend(owned_link(&secrets, &invite, secret, names::INVITE_LINK_TYPE).await?);
+            let status = invite.status.clone().unwrap_or_default();
+            if status.observed_resend == Some(invite.spec.resend) {
+                let secret = status.link_secret_ref.map(|r| r.name);
+                found.extend(owned_link(&secrets, &invite, secret, names::INVITE_LINK_TYPE).await?);
+            } else {
+                // The Secret still holds the link of an earlier issuance, or none yet.
+                eprintln!(
+                    "userinvite/{}: roster has not issued the link for spec.resend {} yet: run again in a moment",
+                    current.name, invite.spec.resend
+                );
+            }
         }
     }
     // The person's resets, selected by the API server (`spec.userRef.name` is selectable).
-    let of_user = ListParams::default().fields(&format!("spec.userRef.name={name}"));
+    let of_user = format!("spec.userRef.name={name}");
     let mfa: Api<MfaReset> = Api::namespaced(client.clone(), &namespace);
-    for reset in mfa.list(&of_user).await.map_err(CliError::api("listing MfaResets"))?.items {
+    let keep = |reset: &MfaReset| reset.spec.user_ref.name == *name;
+    for reset in super::list_all(&mfa, Some(&of_user), keep, "listing MfaResets").await? {
         let secret = link_secret(reset.status.as_ref());
         found.extend(owned_link(&secrets, &reset, secret, names::RESET_LINK_TYPE).await?);
     }
     let password: Api<PasswordReset> = Api::namespaced(client.clone(), &namespace);
-    for reset in password.list(&of_user).await.map_err(CliError::api("listing PasswordResets"))?.items {
+    let keep = |reset: &PasswordReset| reset.spec.user_ref.name == *name;
+    for reset in super::list_all(&password, Some(&of_user), keep, "listing PasswordResets").await? {
         let secret = link_secret(reset.status.as_ref());
         found.extend(owned_link(&secrets, &reset, secret, names::PASSWORD_RESET_LINK_TYPE).await?);
     }
@@ -377,38 +395,30 @@ pub async fn list(args: ListArgs) -> Result<(), CliError> {
     let (client, namespace) = args.cluster.connect().await?;
     let api: Api<User> =
         if args.all_namespaces { Api::all(client) } else { Api::namespaced(client, &namespace) };
-    let mut params = ListParams::default().limit(500);
-    if let Some(phase) = &phase {
-        params = params.fields(&format!("status.phase={phase}"));
-    }
+    // The phase is selected by the API server (`status.phase` is selectable).
+    let selector = phase.as_ref().map(|phase| format!("status.phase={phase}"));
+    let keep = |user: &User| {
+        phase.as_deref().is_none_or(|phase| user.phase() == phase)
+            && args.search.as_deref().is_none_or(|text| found_by(user, text))
+    };
     let mut rows = Vec::new();
-    loop {
-        let page = api.list(&params).await.map_err(CliError::api("listing Users"))?;
-        for user in page.items {
-            if args.search.as_deref().is_some_and(|text| !found_by(&user, text)) {
-                continue;
-            }
-            let status = user.status.clone().unwrap_or_default();
-            let time = |t: Option<k8s_openapi::apimachinery::pkg::apis::meta::v1::Time>| {
-                t.map_or_else(|| "-".to_owned(), |t| t.0.to_string())
-            };
-            let mut row = Vec::new();
-            if args.all_namespaces {
-                row.push(user.namespace().unwrap_or_default());
-            }
-            row.extend([
-                user.name_any(),
-                user.spec.email.clone(),
-                user.phase().to_owned(),
-                time(status.last_login_at),
-                time(user.spec.expires_at.clone()),
-            ]);
-            rows.push(row);
+    for user in super::list_all(&api, selector.as_deref(), keep, "listing Users").await? {
+        let status = user.status.clone().unwrap_or_default();
+        let time = |t: Option<k8s_openapi::apimachinery::pkg::apis::meta::v1::Time>| {
+            t.map_or_else(|| "-".to_owned(), |t| t.0.to_string())
+        };
+        let mut row = Vec::new();
+        if args.all_namespaces {
+            row.push(user.namespace().unwrap_or_default());
         }
-        match page.metadata.continue_ {
-            Some(token) if !token.is_empty() => params = params.continue_token(&token),
-            _ => break,
-        }
+        row.extend([
+            user.name_any(),
+            user.spec.email.clone(),
+            user.phase().to_owned(),
+            time(status.last_login_at),
+            time(user.spec.expires_at.clone()),
+        ]);
+        rows.push(row);
     }
     let mut header = vec!["NAME", "EMAIL", "PHASE", "LAST SIGN-IN", "EXPIRES"];
     if args.all_namespaces {

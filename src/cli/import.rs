@@ -5,13 +5,13 @@
 use std::io::Write as _;
 use std::path::{Path, PathBuf};
 
-use kube::CustomResourceExt;
-use kube::api::{Api, ListParams};
+use kube::api::Api;
+use kube::{CustomResourceExt, ResourceExt};
 
 use super::{CliError, Cluster};
 use crate::api::admission::Admission;
 use crate::api::{InvitePolicy, User};
-use crate::import::{self, Defaults, Existing, manifests};
+use crate::import::{self, Defaults, Directory, manifests};
 
 /// What the file is.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
@@ -25,8 +25,8 @@ pub enum Format {
 /// Turn a CSV file or a Keycloak realm export into User manifests for Git.
 ///
 /// CSV headers map to fields: email (required), username, givenName, familyName,
-/// displayName, phone, locale, timezone, groups (separated by ';'), name (metadata.name;
-/// by default made from the username, else the email's local part); any other column
+/// displayName (or name), phone, locale, timezone, groups (separated by ';'), metadata.name
+/// (by default made from the username, else the email's local part); any other column
 /// becomes an attribute. Keycloak users keep their username, email, names, groups and
 /// attributes; credentials are never carried over — roster invites the people.
 #[derive(Clone, Debug, clap::Args)]
@@ -47,6 +47,10 @@ pub struct ImportArgs {
     /// refused, and so is a name an existing User has with another email.
     #[arg(long)]
     pub against_cluster: bool,
+    /// Email domains the operator allows (its --allowed-email-domains), comma-separated; a
+    /// domain allows its subdomains. Unset: any.
+    #[arg(long, value_delimiter = ',')]
+    pub allowed_email_domains: Vec<String>,
     /// Write the valid rows and report the others, instead of writing nothing.
     #[arg(long)]
     pub skip_invalid: bool,
@@ -97,10 +101,15 @@ pub async fn run(args: ImportArgs) -> Result<(), CliError> {
             candidates
         }
     };
-    let existing = if args.against_cluster { existing(&args.cluster).await? } else { Existing::default() };
+    let directory = if args.against_cluster {
+        directory(&args.cluster, &args.allowed_email_domains).await?
+    } else {
+        let namespace = args.cluster.namespace.as_deref().unwrap_or("default");
+        Directory::new(namespace, &args.allowed_email_domains)
+    };
     let admission = Admission::of(&User::crd()).map_err(|e| CliError::Refused(e.to_string()))?;
     let read = candidates.len();
-    let verdict = import::check(candidates, &admission, &existing);
+    let verdict = import::check(candidates, &admission, &directory);
     for refusal in &verdict.refused {
         eprintln!("{refusal}");
     }
@@ -120,21 +129,18 @@ pub async fn run(args: ImportArgs) -> Result<(), CliError> {
     Ok(())
 }
 
-/// The cluster's Users, in every namespace (the directory rules span namespaces).
-async fn existing(cluster: &Cluster) -> Result<Existing, CliError> {
-    let (client, _) = cluster.connect().await?;
-    let api: Api<User> = Api::all(client);
-    let mut users = Vec::new();
-    let mut params = ListParams::default().limit(500);
-    loop {
-        let page = api.list(&params).await.map_err(CliError::api("listing Users in every namespace (--against-cluster needs list on users.roster.dev cluster-wide)"))?;
-        users.extend(page.items);
-        match page.metadata.continue_ {
-            Some(token) if !token.is_empty() => params = params.continue_token(&token),
-            _ => break,
-        }
-    }
-    Ok(Existing::of(&users))
+/// The directory the cluster's Users make, in every namespace (the directory rules span
+/// namespaces); rows without a namespace land in the current one.
+async fn directory(cluster: &Cluster, allowed_domains: &[String]) -> Result<Directory, CliError> {
+    let (client, namespace) = cluster.connect().await?;
+    let users = super::list_all(
+        &Api::<User>::all(client),
+        None,
+        |_| true,
+        "listing Users in every namespace (--against-cluster needs list on users.roster.dev cluster-wide)",
+    )
+    .await?;
+    Ok(Directory::new(&namespace, allowed_domains).with(&users))
 }
 
 /// Writes the manifests to `output`; says where.
@@ -150,6 +156,12 @@ fn write(users: &[User], output: &str, source: &str, overwrite: bool) -> Result<
         return Ok("to stdout".into());
     }
     let dir = Path::new(output);
+    if users.iter().any(|user| format!("{}.yaml", user.name_any()) == manifests::KUSTOMIZATION) {
+        return Err(CliError::Refused(format!(
+            "a User named kustomization would overwrite {}: give that row another metadata.name, or write a stream with -o -",
+            manifests::KUSTOMIZATION
+        )));
+    }
     let files = manifests::files(users, source).map_err(yaml_error)?;
     let file_error = |path: &Path| {
         let path = path.display().to_string();

@@ -91,6 +91,50 @@ impl Cluster {
     }
 }
 
+/// Every object `api` lists with the field selector `fields`, page by page, that `keep`
+/// keeps. An API server without selectable fields (before Kubernetes 1.31) refuses the
+/// selector with 400: then everything is listed, and `keep` alone selects.
+pub async fn list_all<K>(
+    api: &kube::Api<K>,
+    fields: Option<&str>,
+    keep: impl Fn(&K) -> bool,
+    what: &str,
+) -> Result<Vec<K>, CliError>
+where
+    K: kube::Resource + Clone + serde::de::DeserializeOwned + std::fmt::Debug,
+{
+    let listed = match pages(api, fields).await {
+        Err(kube::Error::Api(status))
+            if fields.is_some()
+                && status.code == 400
+                && status.message.contains("field label not supported") =>
+        {
+            pages(api, None).await
+        }
+        other => other,
+    };
+    Ok(listed.map_err(CliError::api(what))?.into_iter().filter(|object| keep(object)).collect())
+}
+
+async fn pages<K>(api: &kube::Api<K>, fields: Option<&str>) -> Result<Vec<K>, kube::Error>
+where
+    K: kube::Resource + Clone + serde::de::DeserializeOwned + std::fmt::Debug,
+{
+    let mut params = kube::api::ListParams::default().limit(500);
+    if let Some(fields) = fields {
+        params = params.fields(fields);
+    }
+    let mut objects = Vec::new();
+    loop {
+        let page = api.list(&params).await?;
+        objects.extend(page.items);
+        match page.metadata.continue_ {
+            Some(token) if !token.is_empty() => params = params.continue_token(&token),
+            _ => return Ok(objects),
+        }
+    }
+}
+
 /// Lays out `rows` under `header` in columns two spaces apart, as kubectl prints tables.
 pub fn table(header: &[&str], rows: &[Vec<String>]) -> String {
     let mut widths: Vec<usize> = header.iter().map(|h| h.chars().count()).collect();

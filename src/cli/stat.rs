@@ -3,7 +3,7 @@
 //! ([`crate::census`]), for people without Prometheus.
 
 use kube::Resource;
-use kube::api::{Api, ListParams};
+use kube::api::Api;
 use serde::de::DeserializeOwned;
 
 use super::{CliError, Cluster, table};
@@ -49,17 +49,7 @@ where
         Some(namespace) => Api::namespaced(client.clone(), namespace),
         None => Api::all(client.clone()),
     };
-    let plural = K::plural(&());
-    let mut objects = Vec::new();
-    let mut params = ListParams::default().limit(500);
-    loop {
-        let page = api.list(&params).await.map_err(CliError::api(format!("listing {plural}")))?;
-        objects.extend(page.items);
-        match page.metadata.continue_ {
-            Some(token) if !token.is_empty() => params = params.continue_token(&token),
-            _ => break,
-        }
-    }
+    let objects = super::list_all(&api, None, |_| true, &format!("listing {}", K::plural(&()))).await?;
     Ok(format!("{title}\n{}", render(&Tally::of(&objects), K::PHASES)))
 }
 

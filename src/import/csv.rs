@@ -1,6 +1,7 @@
 //! People from a CSV file with a header row. Header names map to User fields (compared
 //! without case, spaces, `_` or `-`, with the aliases exports use: `firstName`, `lastName`,
-//! `mobilePhone`, …); `groups` holds several, separated by `;`; `name` sets metadata.name;
+//! `mobilePhone`, …; a bare `name` is the display name, as exports mean it); `groups` holds
+//! several, separated by `;`; `metadata.name` sets the User's name;
 //! every other column becomes an attribute named as its header. Values are trimmed; an empty
 //! cell leaves the field unset. A UTF-8 byte-order mark, CRLF line ends and quoted fields
 //! (commas, quotes, line breaks inside) are read as spreadsheets write them.
@@ -46,12 +47,12 @@ fn column(header: &str) -> Column {
     let key: String =
         header.chars().filter(|c| !matches!(c, ' ' | '_' | '-')).flat_map(char::to_lowercase).collect();
     match key.as_str() {
-        "name" => Column::Name,
+        "metadata.name" | "resourcename" => Column::Name,
         "email" | "emailaddress" | "mail" | "primaryemail" => Column::Email,
         "username" | "login" | "userid" => Column::Username,
         "givenname" | "firstname" => Column::GivenName,
         "familyname" | "lastname" | "surname" => Column::FamilyName,
-        "displayname" | "fullname" => Column::DisplayName,
+        "displayname" | "fullname" | "name" => Column::DisplayName,
         "phone" | "phonenumber" | "mobilephone" | "mobile" => Column::Phone,
         "locale" | "language" | "preferredlanguage" => Column::Locale,
         "timezone" | "zoneinfo" | "tz" => Column::Timezone,
@@ -95,6 +96,10 @@ pub fn read(bytes: &[u8], defaults: &Defaults) -> Result<Vec<Candidate>, Unreada
         line += bytes[counted.min(through)..through].iter().filter(|&&b| b == b'\n').count();
         counted = through;
         let origin = format!("row {line}");
+        // Spreadsheets leave rows of empty cells at the end: nobody is on them.
+        if record.iter().all(str::is_empty) {
+            continue;
+        }
         let cells = columns.iter().zip(record.iter()).filter(|(_, value)| !value.is_empty());
         candidates.push(Candidate { origin, user: person(cells, defaults) });
     }
@@ -226,16 +231,22 @@ mod tests {
         assert!(error.contains("no email column (it has: username, givenName)"), "{error}");
         let twice = b"email,mail\na@example.com,b@example.com\n";
         assert!(
+            read(b"email,Name,Full Name\na@example.com,A,B\n", &Defaults::default()).is_err(),
+            "both display names"
+        );
+        assert!(
             read(twice, &Defaults::default()).unwrap_err().to_string().contains("\"email\" and \"mail\"")
         );
     }
 
     #[test]
     fn a_row_without_an_email_is_refused_alone() {
-        let text = b"email,name\n,jane\nbob@example.com,robert\n";
+        let text = b"email,metadata.name\n,jane\n,\nbob@example.com,robert\n,\n";
         let read = read(text, &Defaults::default()).unwrap();
+        assert_eq!(read.len(), 2, "rows of empty cells are no one");
         assert!(read[0].user.as_ref().unwrap_err().contains("spec.email: is required"));
-        assert_eq!(read[1].user.as_ref().unwrap().name_any(), "robert", "the name column names it");
+        assert_eq!(read[1].user.as_ref().unwrap().name_any(), "robert", "the metadata.name column names it");
+        assert_eq!(read[1].origin, "row 4");
     }
 
     #[test]

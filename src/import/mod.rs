@@ -8,11 +8,9 @@ pub mod csv;
 pub mod keycloak;
 pub mod manifests;
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 
 use kube::ResourceExt;
-
-use std::collections::BTreeMap;
 
 use crate::api::admission::Admission;
 use crate::api::{InvitePolicy, User, UserSpec};
@@ -60,33 +58,50 @@ pub struct Verdict {
     pub refused: Vec<Refusal>,
 }
 
-/// Users a cluster already has, by the identifiers the directory rules compare.
+/// What the directory rules compare rows with: the Users a cluster already has (when
+/// asked), the namespace rows without one will be applied to, and the allowed email domains.
 #[derive(Debug, Default)]
-pub struct Existing {
+pub struct Directory {
     by_email: HashMap<String, String>,
     by_username: HashMap<String, String>,
-    by_key: HashMap<String, String>,
+    /// `namespace/name` → (email, username), lowercased.
+    by_key: HashMap<String, (String, String)>,
+    /// Where rows without a namespace land: kubectl's current namespace.
+    namespace: String,
+    allowed_domains: Vec<String>,
 }
 
-impl Existing {
-    /// The directory as `users` (listed from the cluster) make it.
-    pub fn of(users: &[User]) -> Self {
-        let mut existing = Self::default();
+impl Directory {
+    /// A directory of no Users: rows without a namespace land in `namespace`; emails must be
+    /// in `allowed_domains` (any, when empty), as `--allowed-email-domains` has it.
+    pub fn new(namespace: &str, allowed_domains: &[String]) -> Self {
+        Self { namespace: namespace.to_owned(), allowed_domains: allowed_domains.to_vec(), ..Self::default() }
+    }
+
+    /// The directory with `users` (listed from the cluster) in it.
+    pub fn with(mut self, users: &[User]) -> Self {
         for user in users {
             let entry = Entry::of(user);
-            existing.by_email.entry(entry.email.clone()).or_insert_with(|| entry.key.clone());
-            existing.by_username.entry(entry.username.clone()).or_insert_with(|| entry.key.clone());
-            existing.by_key.insert(entry.key.clone(), entry.email);
+            self.by_email.entry(entry.email.clone()).or_insert_with(|| entry.key.clone());
+            self.by_username.entry(entry.username.clone()).or_insert_with(|| entry.key.clone());
+            self.by_key.insert(entry.key.clone(), (entry.email, entry.username));
         }
-        existing
+        self
+    }
+
+    /// `namespace/name` of `user` where it will be applied.
+    fn key_of(&self, user: &User) -> String {
+        let namespace = user.namespace().unwrap_or_else(|| self.namespace.clone());
+        format!("{namespace}/{}", user.name_any())
     }
 }
 
 /// Checks every candidate: admission's rules, then the directory rules within the file (a
 /// later row that repeats an email, username or name is refused, naming the earlier one) and
-/// against `existing` (an identifier another User holds; a name an existing User has with
-/// another email — importing it would change that person's address).
-pub fn check(candidates: Vec<Candidate>, admission: &Admission, existing: &Existing) -> Verdict {
+/// against `directory` (an email outside the allowed domains; an identifier another User
+/// holds; a name an existing User has with another email or username — importing it would
+/// change that person's address or login).
+pub fn check(candidates: Vec<Candidate>, admission: &Admission, directory: &Directory) -> Verdict {
     let mut verdict = Verdict::default();
     let mut seen_email: HashMap<String, String> = HashMap::new();
     let mut seen_username: HashMap<String, String> = HashMap::new();
@@ -104,7 +119,13 @@ pub fn check(candidates: Vec<Candidate>, admission: &Admission, existing: &Exist
             Err(e) => vec![format!("cannot be written as JSON: {e}")],
         };
         let entry = Entry::of(&user);
+        let key = directory.key_of(&user);
         let name = user.name_any();
+        if let Some(domain) = crate::directory::domain_refused(&entry.email, &directory.allowed_domains) {
+            problems.push(format!(
+                "spec.email: the domain {domain} is not among --allowed-email-domains (directory rule)"
+            ));
+        }
         let mut twice = |seen: &mut HashMap<String, String>, value: &str, field: &str| {
             match seen.get(value) {
                 Some(first) => problems.push(format!(
@@ -115,27 +136,28 @@ pub fn check(candidates: Vec<Candidate>, admission: &Admission, existing: &Exist
         };
         twice(&mut seen_email, &entry.email, "spec.email");
         twice(&mut seen_username, &entry.username, "spec.username (metadata.name when unset)");
-        if let Some(first) = seen_key.get(&entry.key) {
+        if let Some(first) = seen_key.get(&key) {
             problems.push(format!(
-                "metadata.name {name:?} is also the name of {first}: give one of them a username (or a name column)"
+                "metadata.name {name:?} is also the name of {first}: give one of them a username (or a metadata.name column)"
             ));
         } else {
-            seen_key.insert(entry.key.clone(), origin.clone());
+            seen_key.insert(key.clone(), origin.clone());
         }
         for (value, holders, field) in [
-            (&entry.email, &existing.by_email, "spec.email"),
-            (&entry.username, &existing.by_username, "spec.username (metadata.name when unset)"),
+            (&entry.email, &directory.by_email, "spec.email"),
+            (&entry.username, &directory.by_username, "spec.username (metadata.name when unset)"),
         ] {
-            if let Some(holder) = holders.get(value).filter(|holder| **holder != entry.key) {
+            if let Some(holder) = holders.get(value).filter(|holder| **holder != key) {
                 problems.push(format!(
                     "{field} {value:?} is already held by User {holder} (directory rule: unique in the directory)"
                 ));
             }
         }
-        if let Some(email) = existing.by_key.get(&entry.key).filter(|email| **email != entry.email) {
+        if let Some((email, username)) = directory.by_key.get(&key)
+            && (*email != entry.email || *username != entry.username)
+        {
             problems.push(format!(
-                "User {} already exists with another email ({email}): importing would change that person's address; rename the row or change the User on purpose",
-                entry.key
+                "User {key} already exists as {email} (username {username}): importing would change that person's address or login; rename the row, or change the User on purpose"
             ));
         }
         if problems.is_empty() {
@@ -200,7 +222,7 @@ pub(crate) fn finish(
                 .clone()
                 .unwrap_or_else(|| email.split('@').next().unwrap_or_default().to_owned());
             name_from(&from).ok_or_else(|| {
-                format!("metadata.name: cannot be made from {from:?}: add a name or username column with letters or digits")
+                format!("metadata.name: cannot be made from {from:?}: add a metadata.name or username column with letters or digits")
             })?
         }
     };
@@ -253,7 +275,7 @@ mod tests {
                 candidate("row 6", "bob", "bob@example.com"),
             ],
             &admission,
-            &Existing::default(),
+            &Directory::new("team", &[]),
         );
         assert_eq!(verdict.accepted.iter().map(|u| u.name_any()).collect::<Vec<_>>(), ["jane", "bob"]);
         let refused: Vec<_> =
@@ -268,19 +290,27 @@ mod tests {
     #[test]
     fn the_clusters_users_hold_their_identifiers_but_the_same_user_may_be_imported_again() {
         let admission = Admission::of(&User::crd()).unwrap();
-        let existing = Existing::of(&[
+        let directory = Directory::new("team", &[]).with(&[
             user("jane".into(), Some("team"), spec("jane@example.com")),
             user("ops".into(), Some("other"), spec("ops@example.com")),
         ]);
+        let unplaced = |origin: &str, name: &str, email: &str| Candidate {
+            origin: origin.into(),
+            user: Ok(user(name.into(), None, spec(email))),
+        };
+        let mut renamed = user("jane".into(), None, spec("jane@example.com"));
+        renamed.spec.username = Some("jane.new".into());
         let verdict = check(
             vec![
                 candidate("row 2", "jane", "jane@example.com"),
                 candidate("row 3", "ops2", "OPS@example.com"),
                 candidate("row 4", "ops", "new@example.com"),
                 candidate("row 5", "jane", "jane.new@example.com"),
+                unplaced("row 6", "jane", "attacker@example.com"),
+                Candidate { origin: "row 7".into(), user: Ok(renamed) },
             ],
             &admission,
-            &existing,
+            &directory,
         );
         assert_eq!(verdict.accepted.iter().map(|u| u.name_any()).collect::<Vec<_>>(), ["jane"]);
         let problems: Vec<_> = verdict.refused.iter().map(|r| r.to_string()).collect();
@@ -289,14 +319,39 @@ mod tests {
         );
         assert!(problems[1].contains("row 4: spec.username"), "{problems:#?}");
         assert!(problems[1].contains("already held by User other/ops"), "{problems:#?}");
-        assert!(problems[2].contains("User team/jane already exists with another email"), "{problems:#?}");
+        assert!(problems[2].contains("User team/jane already exists as jane@example.com"), "{problems:#?}");
+        assert!(
+            problems[3].contains("row 6: User team/jane already exists"),
+            "a row without a namespace lands in the current one: {problems:#?}"
+        );
+        assert!(
+            problems[4].contains("row 7: User team/jane already exists"),
+            "a changed login: {problems:#?}"
+        );
+    }
+
+    #[test]
+    fn emails_outside_the_allowed_domains_are_refused() {
+        let admission = Admission::of(&User::crd()).unwrap();
+        let directory = Directory::new("team", &["example.com".to_owned()]);
+        let verdict = check(
+            vec![candidate("row 2", "a", "a@Sub.Example.com"), candidate("row 3", "b", "b@elsewhere.org")],
+            &admission,
+            &directory,
+        );
+        assert_eq!(verdict.accepted.len(), 1);
+        assert!(
+            verdict.refused[0]
+                .to_string()
+                .contains("row 3: spec.email: the domain elsewhere.org is not among")
+        );
     }
 
     #[test]
     fn admission_rules_are_named_per_row() {
         let admission = Admission::of(&User::crd()).unwrap();
         let verdict =
-            check(vec![candidate("row 9", "jane", "not-an-address")], &admission, &Existing::default());
+            check(vec![candidate("row 9", "jane", "not-an-address")], &admission, &Directory::default());
         let refused = verdict.refused[0].to_string();
         assert!(refused.starts_with("row 9: spec.email: must be an email address"), "{refused}");
         assert!(refused.contains("(rule: self.matches("), "{refused}");

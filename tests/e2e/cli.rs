@@ -221,25 +221,44 @@ async fn import_round_trips(ns: Ns) -> anyhow::Result<()> {
     }
 
     // --against-cluster: an address another User holds is refused; the same User again is not.
-    ns.apply(user_manifest(
-        "held",
-        json!({"email": email("held", &ns), "invite": {"policy": "Manual"}}),
-        json!({}),
-    ))
-    .await?;
+    // Usernames are unique in the whole directory: these carry the namespace.
+    let (held, taker) = (format!("held-{}", ns.name), format!("taker-{}", ns.name));
+    let spec = json!({"email": email("held", &ns), "username": held, "invite": {"policy": "Manual"}});
+    ns.apply(user_manifest("held", spec, json!({}))).await?;
     let against = dir.join("against.csv");
     std::fs::write(
         &against,
-        format!("email,username\n{},held\n{},taker\n", email("held", &ns), email("HELD", &ns)),
+        format!(
+            "email,username,metadata.name\n{},{held},held\n{},{taker},taker\n{},{taker}-2,held\n",
+            email("held", &ns),
+            email("HELD", &ns),
+            email("attacker", &ns)
+        ),
     )?;
-    let ran =
-        roster(&["import", &against.display().to_string(), "-o", "-", "-n", &ns.name, "--against-cluster"])?;
+    // Without -n: the rows land in the current namespace, the one the kubeconfig names.
+    let mut config: Value = serde_norway::from_str(&std::fs::read_to_string(&shared().kubeconfig)?)?;
+    if let Some(contexts) = config["contexts"].as_array_mut() {
+        for context in contexts {
+            context["context"]["namespace"] = json!(ns.name);
+        }
+    }
+    let kubeconfig = dir.join("kubeconfig");
+    std::fs::write(&kubeconfig, serde_json::to_string(&config)?)?;
+    let kubeconfig = kubeconfig.display().to_string();
+    let against = against.display().to_string();
+    let ran = roster(&["import", &against, "-o", "-", "--kubeconfig", &kubeconfig, "--against-cluster"])?;
     ensure!(!ran.ok, "a held address was imported");
     let holder = format!("already held by User {}/held", ns.name);
     ensure!(ran.stderr.contains("row 3: spec.email") && ran.stderr.contains(&holder), "{}", ran.stderr);
     ensure!(
         !ran.stderr.lines().any(|line| line.starts_with("row 2:")),
         "importing the same User again is no conflict:\n{}",
+        ran.stderr
+    );
+    let overwritten = format!("row 4: User {}/held already exists as", ns.name);
+    ensure!(
+        ran.stderr.contains(&overwritten),
+        "a row naming an existing User with another email:\n{}",
         ran.stderr
     );
     Ok(())
@@ -338,7 +357,9 @@ async fn admission_agrees(ns: Ns) -> anyhow::Result<()> {
             // Server-side apply refuses what its typed patch cannot hold (an unknown field, a
             // set list's duplicates) with a 500 of its own.
             (Err(kube::Error::Api(status)), false)
-                if status.code == 500 && status.message.contains("failed to create typed patch object") =>
+                if status.code == 500
+                    && status.message.contains("failed to create typed patch object")
+                    && local.iter().any(|v| status.message.contains(&format!(".{}:", v.field))) =>
             {
                 refused += 1
             }
@@ -397,7 +418,9 @@ async fn admin_commands(ns: Ns) -> anyhow::Result<()> {
     let users = ns.raw::<User>();
     let first_token = linked_user(&ns, "cli-pending", json!({})).await?;
     let active_email = enrolled(&ns, "cli-active", json!({"mfa": {"required": false}}), None).await?;
-    let off = json!({"email": email("cli-off", &ns), "username": "off-person", "state": "Inactive", "invite": {"policy": "Manual"}});
+    // Usernames are unique in the whole directory: this one carries the namespace.
+    let off_username = format!("off-{n}");
+    let off = json!({"email": email("cli-off", &ns), "username": off_username, "state": "Inactive", "invite": {"policy": "Manual"}});
     ns.apply(user_manifest("cli-off", off, json!({}))).await?;
     wait_for(&users, "cli-off", "INACTIVE", |u| phase(u) == "INACTIVE").await?;
 
@@ -407,7 +430,7 @@ async fn admin_commands(ns: Ns) -> anyhow::Result<()> {
         ("status.phase=PENDING".to_owned(), "cli-pending"),
         ("status.phase=INACTIVE".to_owned(), "cli-off"),
         (format!("spec.email={active_email}"), "cli-active"),
-        ("spec.username=off-person".to_owned(), "cli-off"),
+        (format!("spec.username={off_username}"), "cli-off"),
     ] {
         let ran = kubectl(&["get", "users", "-n", n, "--field-selector", &selector, "-o", "name"], None)?;
         ensure!(names(ran) == [format!("user.roster.dev/{expected}")], "--field-selector {selector}");
@@ -432,7 +455,7 @@ async fn admin_commands(ns: Ns) -> anyhow::Result<()> {
     let help = run(Path::new("kubectl"), &["roster", "--help"], Some(&bin), None)?;
     ensure!(help.stdout.contains("Usage: kubectl roster"), "{}", help.stdout);
     roster_refused(&["list", "--phase", "bogus", "-n", n], "must be one of NEW, PENDING, ACTIVE, INACTIVE")?;
-    let searched = roster_ok(&["list", "--search", "OFF-PERSON", "-n", n])?.stdout;
+    let searched = roster_ok(&["list", "--search", &off_username.to_uppercase(), "-n", n])?.stdout;
     ensure!(searched.lines().count() == 2 && searched.contains("cli-off"), "--search: {searched}");
 
     // link prints the invite's link; resend replaces it.
@@ -458,6 +481,17 @@ async fn admin_commands(ns: Ns) -> anyhow::Result<()> {
         &["resend", "cli-active", "-n", n],
         "cli-active is ACTIVE: an onboarded person gets no invite",
     )?;
+    // A Manual User without an invite gets one, and only one however often it is asked.
+    let manual = json!({"email": email("cli-manual", &ns), "invite": {"policy": "Manual"}});
+    ns.apply(user_manifest("cli-manual", manual, json!({}))).await?;
+    wait_for(&users, "cli-manual", "reconciled", crate::harness::is_reconciled).await?;
+    let first = roster_ok(&["resend", "cli-manual", "-n", n])?.stdout;
+    ensure!(first.contains("userinvite.roster.dev/cli-manual-invite created"), "{first}");
+    let _ = roster(&["resend", "cli-manual", "-n", n])?;
+    let selector = "spec.userRef.name=cli-manual";
+    let of_manual =
+        kubectl(&["get", "userinvites", "-n", n, "--field-selector", selector, "-o", "name"], None)?;
+    ensure!(of_manual.stdout.lines().count() == 1, "invites of cli-manual: {}", of_manual.stdout);
     roster_refused(&["resend", "nobody", "-n", n], &format!("no User \"nobody\" in namespace {n}"))?;
 
     // Resets: what kubectl would create, with the reason, by the plugin's field manager.
@@ -521,7 +555,7 @@ async fn admin_commands(ns: Ns) -> anyhow::Result<()> {
     // `roster stat` and the gauges count what a list shows.
     let agreed = poll_until("stat and the gauges agree with a list", || async {
         let (listed, stated, gauged) = counted(&ns).await?;
-        Ok(listed == stated && listed == gauged && listed.values().sum::<u64>() == 3)
+        Ok(listed == stated && listed == gauged && listed.values().sum::<u64>() == 4)
     })
     .await;
     let (listed, stated, gauged) = counted(&ns).await?;
