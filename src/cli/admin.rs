@@ -159,18 +159,8 @@ pub async fn resend(args: UserArgs) -> Result<(), CliError> {
         .await
         .map_err(CliError::api(format!("reading UserInvite {namespace}/{current}")))?;
     let resend = invite.spec.resend + 1;
-    let patch =
-        json!({"metadata": {"resourceVersion": invite.resource_version()}, "spec": {"resend": resend}});
-    invites
-        .patch(
-            &current,
-            &PatchParams { field_manager: Some(FIELD_MANAGER.into()), ..Default::default() },
-            &Patch::Merge(&patch),
-        )
-        .await
-        .map_err(CliError::api(format!(
-            "increasing spec.resend of UserInvite {current} (if it changed meanwhile, run again)"
-        )))?;
+    let what = format!("increasing spec.resend of UserInvite {current}");
+    patch_spec(&invites, &invite, json!({"resend": resend}), &what).await?;
     let how = match invite.spec.delivery {
         Delivery::Email => format!("roster emails {name} a new link"),
         Delivery::Link => format!("`roster link {name}` prints the new link"),
@@ -179,6 +169,21 @@ pub async fn resend(args: UserArgs) -> Result<(), CliError> {
         "userinvite.roster.dev/{current} patched: spec.resend {} → {resend}; the old link stops working and {how}",
         invite.spec.resend
     );
+    Ok(())
+}
+
+/// Merges `spec` into `object`'s spec, on the condition that nobody changed it since it
+/// was read (its resourceVersion): a concurrent change fails the patch instead of being
+/// overwritten.
+async fn patch_spec<K>(api: &Api<K>, object: &K, spec: serde_json::Value, what: &str) -> Result<(), CliError>
+where
+    K: Resource<DynamicType = ()> + Clone + serde::de::DeserializeOwned + std::fmt::Debug,
+{
+    let patch = json!({"metadata": {"resourceVersion": object.resource_version()}, "spec": spec});
+    let params = PatchParams { field_manager: Some(FIELD_MANAGER.into()), ..Default::default() };
+    api.patch(&object.name_any(), &params, &Patch::Merge(&patch))
+        .await
+        .map_err(CliError::api(format!("{what} (if it changed meanwhile, run again)")))?;
     Ok(())
 }
 
@@ -271,16 +276,7 @@ pub async fn set_state(args: UserArgs, state: UserState) -> Result<(), CliError>
         );
     }
     let api: Api<User> = Api::namespaced(client.clone(), &namespace);
-    let patch = json!({"metadata": {"resourceVersion": user.resource_version()}, "spec": {"state": state}});
-    api.patch(
-        name,
-        &PatchParams { field_manager: Some(FIELD_MANAGER.into()), ..Default::default() },
-        &Patch::Merge(&patch),
-    )
-    .await
-    .map_err(CliError::api(format!(
-        "setting spec.state of User {name} (if it changed meanwhile, run again)"
-    )))?;
+    patch_spec(&api, &user, json!({"state": state}), &format!("setting spec.state of User {name}")).await?;
     println!("user.roster.dev/{name} {word} (spec.state {state:?}): {effect}");
     Ok(())
 }
