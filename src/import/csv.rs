@@ -93,7 +93,7 @@ pub fn read(bytes: &[u8], defaults: &Defaults) -> Result<Vec<Candidate>, Unreada
     for record in reader.records() {
         let record = record.map_err(|e| unreadable(e, bytes, "a row"))?;
         let through = record.position().map_or(counted, |p| p.byte() as usize + 1).min(bytes.len());
-        line += bytes[counted.min(through)..through].iter().filter(|&&b| b == b'\n').count();
+        line += line_ends(&bytes[counted.min(through)..through]);
         counted = through;
         let origin = format!("row {line}");
         // Spreadsheets leave rows of empty cells at the end: nobody is on them.
@@ -106,6 +106,13 @@ pub fn read(bytes: &[u8], defaults: &Defaults) -> Result<Vec<Candidate>, Unreada
     Ok(candidates)
 }
 
+/// How many lines `bytes` ends: each `\n`, and each `\r` not followed by one (old Mac files).
+fn line_ends(bytes: &[u8]) -> usize {
+    let lone_cr = bytes.windows(2).filter(|pair| pair[0] == b'\r' && pair[1] != b'\n').count()
+        + usize::from(bytes.last() == Some(&b'\r'));
+    bytes.iter().filter(|&&b| b == b'\n').count() + lone_cr
+}
+
 fn describe(column: &Column) -> String {
     match column {
         Column::Attribute(name) => format!("attribute {name:?}"),
@@ -115,7 +122,7 @@ fn describe(column: &Column) -> String {
 
 fn unreadable(error: ::csv::Error, bytes: &[u8], what: &str) -> Unreadable {
     let through = |p: &::csv::Position| (p.byte() as usize + 1).min(bytes.len());
-    let line = |p: &::csv::Position| 1 + bytes[..through(p)].iter().filter(|&&b| b == b'\n').count();
+    let line = |p: &::csv::Position| 1 + line_ends(&bytes[..through(p)]);
     let at = error.position().map(|p| format!("row {}: ", line(p))).unwrap_or_default();
     match error.kind() {
         ::csv::ErrorKind::Utf8 { .. } => Unreadable::Encoding(format!("{at}{what} is not UTF-8")),
@@ -211,6 +218,19 @@ mod tests {
         assert_eq!(read[1].1.spec.given_name.as_deref(), Some("Zoë 李"));
         assert_eq!((read[0].0.as_str(), read[1].0.as_str()), ("row 2", "row 3"));
         assert_eq!(read[1].1.name_any(), "bob", "named after the email's local part");
+    }
+
+    #[test]
+    fn rows_are_numbered_by_line_whatever_ends_them() {
+        for text in [
+            "email\na@example.com\nb@example.com\n",
+            "email\r\na@example.com\r\nb@example.com\r\n",
+            "email\ra@example.com\rb@example.com\r",
+        ] {
+            let origins: Vec<String> =
+                read(text.as_bytes(), &Defaults::default()).unwrap().into_iter().map(|c| c.origin).collect();
+            assert_eq!(origins, ["row 2", "row 3"], "{text:?}");
+        }
     }
 
     #[test]

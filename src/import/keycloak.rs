@@ -1,7 +1,8 @@
 //! People from a Keycloak realm export (`kc.sh export`, or the admin console's partial
 //! export): its `users` array. Credentials, required actions and TOTP devices are never read
 //! — roster invites the people, who choose a password and enrol an authenticator themselves.
-//! Service-account users (a client's, not a person's) are left out.
+//! Service-account users (a client's, not a person's) and the attributes LDAP federation keeps
+//! (`LDAP_ENTRY_DN`, `LDAP_ID`, …) are left out.
 
 use std::collections::BTreeMap;
 
@@ -72,6 +73,10 @@ pub fn read(bytes: &[u8], defaults: &Defaults) -> Result<(Vec<Candidate>, usize)
     Ok((candidates, service_accounts))
 }
 
+/// Attributes Keycloak keeps for itself (LDAP federation's bookkeeping): not the person's,
+/// and not carried over.
+const INTERNAL: &[&str] = &["LDAP_ENTRY_DN", "LDAP_ID", "createTimestamp", "modifyTimestamp"];
+
 /// Keycloak attributes roster has a field for; the rest stay attributes.
 fn field_of(attribute: &str) -> Option<&'static str> {
     match attribute {
@@ -96,6 +101,9 @@ fn user(person: KeycloakUser, defaults: &Defaults) -> Result<crate::api::User, S
     put("familyName", person.last_name);
     let mut attributes = BTreeMap::new();
     for (key, values) in person.attributes {
+        if INTERNAL.contains(&key.as_str()) {
+            continue;
+        }
         let value = values.join(";");
         match field_of(&key) {
             Some(field) => put(field, Some(value)),
@@ -130,7 +138,8 @@ mod tests {
       "users": [
         {"username": "jane", "email": "Jane@Example.com", "firstName": "Jane", "lastName": "Doe",
          "enabled": true, "emailVerified": true,
-         "attributes": {"phoneNumber": ["+15551234567"], "locale": ["de"], "department": ["SRE", "Ops"]},
+         "attributes": {"phoneNumber": ["+15551234567"], "locale": ["de"], "department": ["SRE", "Ops"],
+                        "LDAP_ENTRY_DN": ["uid=jane,ou=people,dc=example,dc=com"], "LDAP_ID": ["1234"]},
          "groups": ["/engineering/sre", "/admins", "/admins"],
          "credentials": [{"type": "password", "secretData": "{\"value\":\"hash-marker\"}", "credentialData": "{}"},
                          {"type": "otp", "secretData": "{\"value\":\"totp-marker\"}"}],
@@ -154,6 +163,12 @@ mod tests {
         assert_eq!(jane.spec.locale.as_deref(), Some("de"));
         assert_eq!(jane.spec.groups, ["engineering/sre", "admins"]);
         assert_eq!(jane.spec.attributes.get("department").map(String::as_str), Some("SRE;Ops"));
+        assert_eq!(
+            jane.spec.attributes.len(),
+            1,
+            "LDAP bookkeeping is left behind: {:?}",
+            jane.spec.attributes
+        );
         let written = serde_json::to_string(jane).unwrap();
         assert!(!written.contains("marker") && !written.contains("credential"), "{written}");
         assert_eq!(candidates[1].origin, "users[2] (bob)");
