@@ -37,6 +37,14 @@ enum Command {
     Crd,
     /// Turn a CSV file or a Keycloak realm export into User manifests for Git, every row
     /// checked by the CRD's rules and the directory's.
+    ///
+    /// CSV headers map to fields (compared without case, spaces, '_' or '-'): email
+    /// (required), username, givenName, familyName, displayName (or name), phone, locale,
+    /// timezone, groups (separated by ';'), metadata.name (by default made from the username,
+    /// else the email's local part); any other column becomes an attribute. A Keycloak
+    /// export's users keep their username, email, names, groups and attributes; credentials
+    /// are never carried over — roster invites the people. Nothing is written unless every
+    /// row is valid (or --skip-invalid); each problem is printed with its row, field and rule.
     Import(Box<cli::import::ImportArgs>),
     /// Count Users, invites and resets by namespace and phase.
     Stat(cli::stat::StatArgs),

@@ -159,8 +159,31 @@ pub async fn resend(args: UserArgs) -> Result<(), CliError> {
         .await
         .map_err(CliError::api(format!("reading UserInvite {namespace}/{current}")))?;
     let resend = invite.spec.resend + 1;
-    let what = format!("increasing spec.resend of UserInvite {current}");
-    patch_spec(&invites, &invite, json!({"resend": resend}), &what).await?;
+    // On the condition that nothing changed since the read (its resourceVersion): two admins
+    // resending at once send one new link, not two. roster writing the status meanwhile is
+    // a conflict too, so a conflict is read again and retried while spec.resend stands.
+    let mut seen = invite.clone();
+    for attempt in 1.. {
+        let patch =
+            json!({"metadata": {"resourceVersion": seen.resource_version()}, "spec": {"resend": resend}});
+        match invites.patch(&current, &patch_params(), &Patch::Merge(&patch)).await {
+            Ok(_) => break,
+            Err(kube::Error::Api(status)) if status.code == 409 && attempt < 5 => {
+                seen = invites
+                    .get(&current)
+                    .await
+                    .map_err(CliError::api(format!("reading UserInvite {current}")))?;
+                if seen.spec.resend != invite.spec.resend {
+                    return Err(CliError::Refused(format!(
+                        "someone else increased spec.resend of UserInvite {current} meanwhile: {name} has a new link already"
+                    )));
+                }
+            }
+            Err(e) => {
+                return Err(CliError::api(format!("increasing spec.resend of UserInvite {current}"))(e));
+            }
+        }
+    }
     let how = match invite.spec.delivery {
         Delivery::Email => format!("roster emails {name} a new link"),
         Delivery::Link => format!("`roster link {name}` prints the new link"),
@@ -172,19 +195,19 @@ pub async fn resend(args: UserArgs) -> Result<(), CliError> {
     Ok(())
 }
 
-/// Merges `spec` into `object`'s spec, on the condition that nobody changed it since it
-/// was read (its resourceVersion): a concurrent change fails the patch instead of being
-/// overwritten.
+/// Merges `spec` into `object`'s spec, as `kubectl patch --type merge` would.
 async fn patch_spec<K>(api: &Api<K>, object: &K, spec: serde_json::Value, what: &str) -> Result<(), CliError>
 where
     K: Resource<DynamicType = ()> + Clone + serde::de::DeserializeOwned + std::fmt::Debug,
 {
-    let patch = json!({"metadata": {"resourceVersion": object.resource_version()}, "spec": spec});
-    let params = PatchParams { field_manager: Some(FIELD_MANAGER.into()), ..Default::default() };
-    api.patch(&object.name_any(), &params, &Patch::Merge(&patch))
+    api.patch(&object.name_any(), &patch_params(), &Patch::Merge(&json!({"spec": spec})))
         .await
-        .map_err(CliError::api(format!("{what} (if it changed meanwhile, run again)")))?;
+        .map_err(CliError::api(what))?;
     Ok(())
+}
+
+fn patch_params() -> PatchParams {
+    PatchParams { field_manager: Some(FIELD_MANAGER.into()), ..Default::default() }
 }
 
 /// A name the API server generates from `<user>-<what>-`, short enough for the kind's

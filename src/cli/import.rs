@@ -22,13 +22,7 @@ pub enum Format {
     Keycloak,
 }
 
-/// Turn a CSV file or a Keycloak realm export into User manifests for Git.
-///
-/// CSV headers map to fields: email (required), username, givenName, familyName,
-/// displayName (or name), phone, locale, timezone, groups (separated by ';'), metadata.name
-/// (by default made from the username, else the email's local part); any other column
-/// becomes an attribute. Keycloak users keep their username, email, names, groups and
-/// attributes; credentials are never carried over — roster invites the people.
+/// What `roster import` is given (its help is on the `import` command).
 #[derive(Clone, Debug, clap::Args)]
 pub struct ImportArgs {
     /// The file to read.
@@ -44,7 +38,8 @@ pub struct ImportArgs {
     #[arg(long, value_enum, default_value = "auto", ignore_case = true)]
     pub invite_policy: Policy,
     /// Also check against the cluster's Users: an email or username another User holds is
-    /// refused, and so is a name an existing User has with another email.
+    /// refused, and so is a name an existing User has with another email or username. Rows
+    /// without a namespace are taken to land in the current one.
     #[arg(long)]
     pub against_cluster: bool,
     /// Email domains the operator allows (its --allowed-email-domains), comma-separated; a

@@ -476,7 +476,12 @@ async fn admin_commands(ns: Ns) -> anyhow::Result<()> {
     })
     .await?;
     let second = link_token(&ns, "cli-pending-invite").await?;
-    ensure!(roster_ok(&["link", "cli-pending", "-n", n])?.stdout.contains(&second), "link after resend");
+    // roster writes the link, then the status that says which issuance it is: until then
+    // `link` says to run again.
+    poll_until("roster link prints the new link", || async {
+        Ok(roster(&["link", "cli-pending", "-n", n])?.stdout.contains(&second))
+    })
+    .await?;
     roster_refused(
         &["resend", "cli-active", "-n", n],
         "cli-active is ACTIVE: an onboarded person gets no invite",
