@@ -81,10 +81,10 @@ pub async fn run(args: ImportArgs) -> Result<(), CliError> {
         Some(ext) if ext.eq_ignore_ascii_case("json") => Format::Keycloak,
         _ => Format::Csv,
     });
+    let admission = Admission::of(&User::crd()).map_err(|e| CliError::Refused(e.to_string()))?;
     let candidates = match format {
-        Format::Csv => {
-            import::csv::read(&bytes, &defaults).map_err(|e| CliError::Refused(format!("{source}: {e}")))?
-        }
+        Format::Csv => import::csv::read(&bytes, &defaults, &admission)
+            .map_err(|e| CliError::Refused(format!("{source}: {e}")))?,
         Format::Keycloak => {
             let (candidates, service_accounts) = import::keycloak::read(&bytes, &defaults)
                 .map_err(|e| CliError::Refused(format!("{source}: {e}")))?;
@@ -102,7 +102,6 @@ pub async fn run(args: ImportArgs) -> Result<(), CliError> {
         let namespace = args.cluster.namespace.as_deref().unwrap_or("default");
         Directory::new(namespace, &args.allowed_email_domains)
     };
-    let admission = Admission::of(&User::crd()).map_err(|e| CliError::Refused(e.to_string()))?;
     let read = candidates.len();
     let verdict = import::check(candidates, &admission, &directory);
     for refusal in &verdict.refused {

@@ -9,6 +9,7 @@
 use std::collections::BTreeMap;
 
 use super::{Candidate, Defaults, finish};
+use crate::api::admission::Admission;
 
 /// Why the file as a whole cannot be read.
 #[derive(Debug, thiserror::Error)]
@@ -61,8 +62,10 @@ fn column(header: &str) -> Column {
     }
 }
 
-/// Reads `bytes` as CSV: one candidate per data row, or why the file cannot be read.
-pub fn read(bytes: &[u8], defaults: &Defaults) -> Result<Vec<Candidate>, Unreadable> {
+/// Reads `bytes` as CSV: one candidate per data row, or why the file cannot be read. A
+/// header that cannot be an attribute's name (by `admission`'s rules) is refused once, for
+/// the file, rather than on every row.
+pub fn read(bytes: &[u8], defaults: &Defaults, admission: &Admission) -> Result<Vec<Candidate>, Unreadable> {
     if bytes.starts_with(&[0xFF, 0xFE]) || bytes.starts_with(&[0xFE, 0xFF]) {
         return Err(Unreadable::Encoding("the file is UTF-16".into()));
     }
@@ -78,6 +81,13 @@ pub fn read(bytes: &[u8], defaults: &Defaults) -> Result<Vec<Candidate>, Unreada
                 describe(c)
             )));
         }
+    }
+    let attributes: Vec<&str> = columns
+        .iter()
+        .filter_map(|c| if let Column::Attribute(name) = c { Some(name.as_str()) } else { None })
+        .collect();
+    if let Some(problem) = super::attribute_names_refused(&attributes, admission) {
+        return Err(Unreadable::Header(problem));
     }
     if !columns.contains(&Column::Email) {
         let found: Vec<&str> = headers.iter().collect();
@@ -179,16 +189,26 @@ fn person<'a>(
 mod tests {
     use kube::ResourceExt;
 
+    use kube::CustomResourceExt;
+
     use super::*;
-    use crate::api::InvitePolicy;
+    use crate::api::{InvitePolicy, User};
+
+    fn admission() -> Admission {
+        Admission::of(&User::crd()).unwrap()
+    }
 
     fn users(text: &[u8]) -> Vec<(String, crate::api::User)> {
-        read(text, &Defaults::default()).unwrap().into_iter().map(|c| (c.origin, c.user.unwrap())).collect()
+        read(text, &Defaults::default(), &admission())
+            .unwrap()
+            .into_iter()
+            .map(|c| (c.origin, c.user.unwrap()))
+            .collect()
     }
 
     #[test]
     fn headers_map_to_fields_and_the_rest_to_attributes() {
-        let text = "Email,First Name,last_name,Display-Name,Mobile Phone,locale,TimeZone,Groups,login,orgUnit,Cost Center\n\
+        let text = "Email,First Name,last_name,Display-Name,Mobile Phone,locale,TimeZone,Groups,login,orgUnit,cost-center\n\
                     jane@example.com,Jane,Doe,Jane Doe,+15551234567,de,Europe/Berlin,sre; admins ;sre;,jdoe,Platform,\n";
         let [(origin, user)] = users(text.as_bytes()).try_into().unwrap();
         assert_eq!(origin, "row 2");
@@ -227,8 +247,11 @@ mod tests {
             "email\r\na@example.com\r\nb@example.com\r\n",
             "email\ra@example.com\rb@example.com\r",
         ] {
-            let origins: Vec<String> =
-                read(text.as_bytes(), &Defaults::default()).unwrap().into_iter().map(|c| c.origin).collect();
+            let origins: Vec<String> = read(text.as_bytes(), &Defaults::default(), &admission())
+                .unwrap()
+                .into_iter()
+                .map(|c| c.origin)
+                .collect();
             assert_eq!(origins, ["row 2", "row 3"], "{text:?}");
         }
     }
@@ -236,33 +259,53 @@ mod tests {
     #[test]
     fn files_that_cannot_be_read_say_what_to_do() {
         let latin1 = b"email,givenName\njane@example.com,J\xfcrgen\n";
-        let error = read(latin1, &Defaults::default()).unwrap_err().to_string();
+        let error = read(latin1, &Defaults::default(), &admission()).unwrap_err().to_string();
         assert!(
             error.contains("row 2") && error.contains("not UTF-8") && error.contains("CSV UTF-8"),
             "{error}"
         );
         let utf16 = b"\xff\xfee\0m\0a\0i\0l\0";
-        assert!(read(utf16, &Defaults::default()).unwrap_err().to_string().contains("UTF-16"));
+        assert!(read(utf16, &Defaults::default(), &admission()).unwrap_err().to_string().contains("UTF-16"));
         let ragged = b"email,displayName\njane@example.com,Doe, Jane\n";
-        let error = read(ragged, &Defaults::default()).unwrap_err().to_string();
+        let error = read(ragged, &Defaults::default(), &admission()).unwrap_err().to_string();
         assert!(error.contains("row 2: 3 fields where the header row has 2"), "{error}");
         let no_email = b"username,givenName\njane,Jane\n";
-        let error = read(no_email, &Defaults::default()).unwrap_err().to_string();
+        let error = read(no_email, &Defaults::default(), &admission()).unwrap_err().to_string();
         assert!(error.contains("no email column (it has: username, givenName)"), "{error}");
         let twice = b"email,mail\na@example.com,b@example.com\n";
         assert!(
-            read(b"email,Name,Full Name\na@example.com,A,B\n", &Defaults::default()).is_err(),
+            read(b"email,Name,Full Name\na@example.com,A,B\n", &Defaults::default(), &admission()).is_err(),
             "both display names"
         );
         assert!(
-            read(twice, &Defaults::default()).unwrap_err().to_string().contains("\"email\" and \"mail\"")
+            read(twice, &Defaults::default(), &admission())
+                .unwrap_err()
+                .to_string()
+                .contains("\"email\" and \"mail\"")
         );
+    }
+
+    #[test]
+    fn a_header_that_cannot_name_an_attribute_is_refused_once() {
+        let text = b"email,Cost Center,orgUnit,-x\na@example.com,1,2,3\nb@example.com,1,2,3\n";
+        let error = read(text, &Defaults::default(), &admission()).unwrap_err().to_string();
+        assert!(
+            error.starts_with(
+                "the columns \"Cost Center\", \"-x\" would become attributes: attribute names must be"
+            ),
+            "{error}"
+        );
+        let many: String = (0..65).map(|i| format!(",a{i}")).collect();
+        let error = read(format!("email{many}\n").as_bytes(), &Defaults::default(), &admission())
+            .unwrap_err()
+            .to_string();
+        assert!(error.contains("65 columns would become attributes"), "{error}");
     }
 
     #[test]
     fn a_row_without_an_email_is_refused_alone() {
         let text = b"email,metadata.name\n,jane\n,\nbob@example.com,robert\n,\n";
-        let read = read(text, &Defaults::default()).unwrap();
+        let read = read(text, &Defaults::default(), &admission()).unwrap();
         assert_eq!(read.len(), 2, "rows of empty cells are no one");
         assert!(read[0].user.as_ref().unwrap_err().contains("spec.email: is required"));
         assert_eq!(read[1].user.as_ref().unwrap().name_any(), "robert", "the metadata.name column names it");
@@ -272,7 +315,7 @@ mod tests {
     #[test]
     fn defaults_set_namespace_and_invite_policy() {
         let defaults = Defaults { namespace: Some("team".into()), invite_policy: InvitePolicy::Manual };
-        let read = read(b"email\njane@example.com\n", &defaults).unwrap();
+        let read = read(b"email\njane@example.com\n", &defaults, &admission()).unwrap();
         let user = read[0].user.as_ref().unwrap();
         assert_eq!(user.namespace().as_deref(), Some("team"));
         assert_eq!(user.spec.invite.policy, InvitePolicy::Manual);

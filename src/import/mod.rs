@@ -169,6 +169,37 @@ pub fn check(candidates: Vec<Candidate>, admission: &Admission, directory: &Dire
     verdict
 }
 
+/// Why these attribute names cannot all be a User's, by `admission`'s rules on
+/// `spec.attributes`: each name alone, then all of them together (their count). `None` when
+/// they can.
+pub fn attribute_names_refused(names: &[&str], admission: &Admission) -> Option<String> {
+    let refused = |names: &[&str]| {
+        let attributes: BTreeMap<&str, &str> = names.iter().map(|name| (*name, "")).collect();
+        let probe = serde_json::json!({
+            "metadata": {"name": "probe"}, "spec": {"email": "probe@example.com", "attributes": attributes},
+        });
+        admission.check(&probe).into_iter().find(|v| v.field.starts_with("spec.attributes"))
+    };
+    let mut rule = None;
+    let bad: Vec<String> = names
+        .iter()
+        .filter_map(|name| {
+            let violation = refused(&[*name])?;
+            rule.get_or_insert(violation.message);
+            Some(format!("{name:?}"))
+        })
+        .collect();
+    match rule {
+        Some(rule) => Some(format!(
+            "the columns {} would become attributes: {rule}; rename them (or map them to a field)",
+            bad.join(", ")
+        )),
+        None => refused(names).map(|v| {
+            format!("{} columns would become attributes: spec.attributes {}", names.len(), v.message)
+        }),
+    }
+}
+
 /// A User's name from what identifies the person: lowercased, every character a name may
 /// not hold turned into `-`, trimmed to [`NAME_MAX`]. `None` when nothing usable is left.
 pub fn name_from(identifier: &str) -> Option<String> {

@@ -190,6 +190,12 @@ async fn import_round_trips(ns: Ns) -> anyhow::Result<()> {
         ensure!(ran.stderr.contains(expected), "{expected:?} not in\n{}", ran.stderr);
     }
     ensure!(!Path::new(&refused_dir).exists(), "something was written");
+    // A header that cannot name an attribute is refused once, for the file.
+    let bad_header = dir.join("bad-header.csv");
+    std::fs::write(&bad_header, format!("email,Cost Center\n{},1\n", email("hdr", &ns)))?;
+    let expected = "the columns \"Cost Center\" would become attributes: attribute names must be";
+    roster_refused(&["import", &bad_header.display().to_string(), "-o", &refused_dir], expected)?;
+    ensure!(!Path::new(&refused_dir).exists(), "something was written");
     // --skip-invalid writes the valid rows, here as one stream that the API server takes.
     let ran = roster_ok(&["import", &broken_arg, "-o", "-", "-n", &ns.name, "--skip-invalid"])?;
     ensure!(ran.stderr.contains("skipped 3 invalid rows"), "{}", ran.stderr);
