@@ -6,7 +6,6 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
-use std::process::Command;
 
 use anyhow::{Context as _, bail, ensure};
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
@@ -16,7 +15,7 @@ use roster::api::{MfaReset, OidcClient, PasswordReset, User, UserInvite};
 use roster_testenv::{ControlPlane, Mailpit, tool_path};
 use serde_json::json;
 
-use crate::harness::{Ns, Operator, condition, repo_path, shared, smtp_secret, wait_for};
+use crate::harness::{Ns, Operator, Ran, condition, repo_path, run_program, shared, smtp_secret, wait_for};
 use crate::invites::{message_text_at, messages_at, phase_of, token_in};
 use crate::lifecycle::{email, phase, set_state, user_manifest};
 
@@ -35,43 +34,20 @@ fn run(test: impl std::future::Future<Output = anyhow::Result<()>>) -> Result<()
     runtime.block_on(test).map_err(|e| format!("{e:#}").into())
 }
 
-/// Runs `program` with `args` (and `KUBECONFIG`); its stdout, or an error with its stderr.
-pub fn command(
-    program: &Path,
-    args: &[&str],
-    kubeconfig: &Path,
-    stdin: Option<&str>,
-) -> anyhow::Result<Output> {
-    use std::io::Write as _;
-    let mut child = Command::new(program)
-        .args(args)
-        .env("KUBECONFIG", kubeconfig)
-        .env("HELM_CACHE_HOME", shared().work_dir.join("helm/cache"))
-        .env("HELM_CONFIG_HOME", shared().work_dir.join("helm/config"))
-        .env("HELM_DATA_HOME", shared().work_dir.join("helm/data"))
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .with_context(|| format!("starting {}", program.display()))?;
-    if let Some(input) = stdin {
-        child.stdin.take().context("no stdin")?.write_all(input.as_bytes())?;
+/// Runs `program` with `args` (and `KUBECONFIG`); its output, or an error with its stderr.
+fn command(program: &Path, args: &[&str], kubeconfig: &Path, stdin: Option<&str>) -> anyhow::Result<Ran> {
+    let helm = |dir: &str| shared().work_dir.join(dir).into_os_string();
+    let env = [
+        ("KUBECONFIG", kubeconfig.as_os_str().to_owned()),
+        ("HELM_CACHE_HOME", helm("helm/cache")),
+        ("HELM_CONFIG_HOME", helm("helm/config")),
+        ("HELM_DATA_HOME", helm("helm/data")),
+    ];
+    let ran = run_program(program, args, &env, stdin)?;
+    if !ran.ok() {
+        bail!("{} {}: {}\n{}", program.display(), args.join(" "), ran.status, ran.stderr);
     }
-    drop(child.stdin.take());
-    let output = child.wait_with_output()?;
-    let out = Output {
-        stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
-        stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
-    };
-    if !output.status.success() {
-        bail!("{} {}: {}\n{}", program.display(), args.join(" "), output.status, out.stderr);
-    }
-    Ok(out)
-}
-
-pub struct Output {
-    pub stdout: String,
-    pub stderr: String,
+    Ok(ran)
 }
 
 fn kubectl() -> PathBuf {

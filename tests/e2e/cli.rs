@@ -6,7 +6,6 @@
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::process::Command;
 
 use anyhow::{Context as _, ensure};
 use kube::CustomResourceExt;
@@ -16,7 +15,7 @@ use roster::api::admission::Admission;
 use roster::api::{MfaReset, PasswordReset, User, UserInvite};
 use serde_json::{Value, json};
 
-use crate::harness::{Ns, poll_until, shared, trial, wait_for};
+use crate::harness::{Ns, Ran, poll_until, run_program, shared, trial, wait_for};
 use crate::lifecycle::{email, enrolled, phase, user_manifest};
 use crate::portal::{link_token, linked_user};
 use crate::seeded::Rng;
@@ -29,44 +28,17 @@ pub fn trials() -> Vec<Trial> {
     ]
 }
 
-/// What a command printed, and whether it succeeded.
-struct Ran {
-    ok: bool,
-    stdout: String,
-    stderr: String,
-}
-
 /// Runs `program` with `args` against the shared control plane (`PATH` extended by `path`).
 fn run(program: &Path, args: &[&str], path: Option<&Path>, stdin: Option<&str>) -> anyhow::Result<Ran> {
-    use std::io::Write as _;
-    let mut command = Command::new(program);
-    command.args(args).env("KUBECONFIG", &shared().kubeconfig).env("NO_COLOR", "1");
+    let mut env =
+        vec![("KUBECONFIG", shared().kubeconfig.clone().into_os_string()), ("NO_COLOR", "1".into())];
     if let Some(dir) = path {
         let inherited = std::env::var_os("PATH").unwrap_or_default();
         let mut paths = vec![dir.to_owned()];
         paths.extend(std::env::split_paths(&inherited));
-        command.env("PATH", std::env::join_paths(paths)?);
+        env.push(("PATH", std::env::join_paths(paths)?));
     }
-    let mut child = command
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .with_context(|| format!("starting {}", program.display()))?;
-    let mut input = child.stdin.take().context("no stdin")?;
-    let writer = stdin.map(|text| {
-        let text = text.to_owned();
-        std::thread::spawn(move || input.write_all(text.as_bytes()))
-    });
-    let output = child.wait_with_output()?;
-    if let Some(writer) = writer {
-        writer.join().map_err(|_| anyhow::anyhow!("writing stdin panicked"))??;
-    }
-    Ok(Ran {
-        ok: output.status.success(),
-        stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
-        stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
-    })
+    run_program(program, args, &env, stdin)
 }
 
 fn roster(args: &[&str]) -> anyhow::Result<Ran> {
@@ -76,14 +48,14 @@ fn roster(args: &[&str]) -> anyhow::Result<Ran> {
 /// `roster args…`, which must succeed.
 fn roster_ok(args: &[&str]) -> anyhow::Result<Ran> {
     let ran = roster(args)?;
-    ensure!(ran.ok, "roster {} failed:\n{}", args.join(" "), ran.stderr);
+    ensure!(ran.ok(), "roster {} failed:\n{}", args.join(" "), ran.stderr);
     Ok(ran)
 }
 
 /// `roster args…`, which must fail saying `expected`.
 fn roster_refused(args: &[&str], expected: &str) -> anyhow::Result<()> {
     let ran = roster(args)?;
-    ensure!(!ran.ok, "roster {} succeeded:\n{}", args.join(" "), ran.stdout);
+    ensure!(!ran.ok(), "roster {} succeeded:\n{}", args.join(" "), ran.stdout);
     ensure!(
         ran.stderr.contains(expected),
         "roster {}: {:?} not in\n{}",
@@ -96,7 +68,7 @@ fn roster_refused(args: &[&str], expected: &str) -> anyhow::Result<()> {
 
 fn kubectl(args: &[&str], stdin: Option<&str>) -> anyhow::Result<Ran> {
     let ran = run(Path::new("kubectl"), args, None, stdin)?;
-    ensure!(ran.ok, "kubectl {} failed:\n{}", args.join(" "), ran.stderr);
+    ensure!(ran.ok(), "kubectl {} failed:\n{}", args.join(" "), ran.stderr);
     Ok(ran)
 }
 
@@ -178,7 +150,7 @@ async fn import_round_trips(ns: Ns) -> anyhow::Result<()> {
     let broken_arg = broken_file.display().to_string();
     let refused_dir = dir.join("refused").display().to_string();
     let ran = roster(&["import", &broken_arg, "-o", &refused_dir])?;
-    ensure!(!ran.ok, "a file with broken rows was imported");
+    ensure!(!ran.ok(), "a file with broken rows was imported");
     for expected in [
         "row 52: spec.email \"imp3@",
         "is also on row 5",
@@ -253,7 +225,7 @@ async fn import_round_trips(ns: Ns) -> anyhow::Result<()> {
     let kubeconfig = kubeconfig.display().to_string();
     let against = against.display().to_string();
     let ran = roster(&["import", &against, "-o", "-", "--kubeconfig", &kubeconfig, "--against-cluster"])?;
-    ensure!(!ran.ok, "a held address was imported");
+    ensure!(!ran.ok(), "a held address was imported");
     let holder = format!("already held by User {}/held", ns.name);
     ensure!(ran.stderr.contains("row 3: spec.email") && ran.stderr.contains(&holder), "{}", ran.stderr);
     ensure!(
@@ -452,7 +424,7 @@ async fn admin_commands(ns: Ns) -> anyhow::Result<()> {
     std::os::unix::fs::symlink(env!("CARGO_BIN_EXE_roster"), &plugin)?;
     let listed =
         run(Path::new("kubectl"), &["roster", "list", "--phase", "pending", "-n", n], Some(&bin), None)?;
-    ensure!(listed.ok, "kubectl roster list: {}", listed.stderr);
+    ensure!(listed.ok(), "kubectl roster list: {}", listed.stderr);
     ensure!(
         listed.stdout.contains("cli-pending") && !listed.stdout.contains("cli-active"),
         "{}",

@@ -407,3 +407,50 @@ where
         tokio::time::sleep(POLL_INTERVAL).await;
     }
 }
+
+/// What a command printed, and how it ended.
+pub struct Ran {
+    pub status: std::process::ExitStatus,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+impl Ran {
+    /// Whether it exited 0.
+    pub fn ok(&self) -> bool {
+        self.status.success()
+    }
+}
+
+/// Runs `program` with `args` and the environment variables `env`, fed `stdin` from a thread
+/// (so a large input cannot block against the output it makes), to its end.
+pub fn run_program(
+    program: &Path,
+    args: &[&str],
+    env: &[(&str, std::ffi::OsString)],
+    stdin: Option<&str>,
+) -> anyhow::Result<Ran> {
+    use std::io::Write as _;
+    let mut child = std::process::Command::new(program)
+        .args(args)
+        .envs(env.iter().map(|(key, value)| (*key, value)))
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .with_context(|| format!("starting {}", program.display()))?;
+    let mut input = child.stdin.take().context("no stdin")?;
+    let writer = stdin.map(|text| {
+        let text = text.to_owned();
+        std::thread::spawn(move || input.write_all(text.as_bytes()))
+    });
+    let output = child.wait_with_output()?;
+    if let Some(writer) = writer {
+        writer.join().map_err(|_| anyhow::anyhow!("writing stdin panicked"))??;
+    }
+    Ok(Ran {
+        status: output.status,
+        stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
+    })
+}
