@@ -140,10 +140,7 @@ pub async fn resend(args: UserArgs) -> Result<(), CliError> {
             serde_json::from_value(json!({"userRef": UserReference::to(name.clone())}))
                 .map_err(|e| CliError::Refused(e.to_string()))?,
         );
-        match invites
-            .create(&PostParams { field_manager: Some(FIELD_MANAGER.into()), ..Default::default() }, &invite)
-            .await
-        {
+        match invites.create(&post_params(), &invite).await {
             Ok(_) => println!("userinvite.roster.dev/{invite_name} created: roster emails {name} a link"),
             Err(kube::Error::Api(status)) if status.code == 409 => {
                 return Err(CliError::Refused(format!(
@@ -195,17 +192,12 @@ pub async fn resend(args: UserArgs) -> Result<(), CliError> {
     Ok(())
 }
 
-/// Merges `spec` into `object`'s spec, as `kubectl patch --type merge` would.
-async fn patch_spec<K>(api: &Api<K>, object: &K, spec: serde_json::Value, what: &str) -> Result<(), CliError>
-where
-    K: Resource<DynamicType = ()> + Clone + serde::de::DeserializeOwned + std::fmt::Debug,
-{
-    api.patch(&object.name_any(), &patch_params(), &Patch::Merge(&json!({"spec": spec})))
-        .await
-        .map_err(CliError::api(what))?;
-    Ok(())
+/// Field manager `kubectl-roster` on what the commands create.
+fn post_params() -> PostParams {
+    PostParams { field_manager: Some(FIELD_MANAGER.into()), ..Default::default() }
 }
 
+/// Field manager `kubectl-roster` on what the commands patch.
 fn patch_params() -> PatchParams {
     PatchParams { field_manager: Some(FIELD_MANAGER.into()), ..Default::default() }
 }
@@ -272,7 +264,7 @@ where
 {
     let api: Api<K> = Api::namespaced(client.clone(), namespace);
     let created = api
-        .create(&PostParams { field_manager: Some(FIELD_MANAGER.into()), ..Default::default() }, object)
+        .create(&post_params(), object)
         .await
         .map_err(CliError::api(format!("creating a {} for {user}", K::kind(&()))))?;
     Ok(format!("{}.{}/{}", K::kind(&()).to_lowercase(), K::group(&()), created.name_any()))
@@ -298,8 +290,11 @@ pub async fn set_state(args: UserArgs, state: UserState) -> Result<(), CliError>
             "warning: {name} is managed by Argo CD or Helm, which will set spec.state back: change it in Git too"
         );
     }
+    // As `kubectl patch --type merge` would: setting a state needs no earlier one.
     let api: Api<User> = Api::namespaced(client.clone(), &namespace);
-    patch_spec(&api, &user, json!({"state": state}), &format!("setting spec.state of User {name}")).await?;
+    api.patch(name, &patch_params(), &Patch::Merge(&json!({"spec": {"state": state}})))
+        .await
+        .map_err(CliError::api(format!("setting spec.state of User {name}")))?;
     println!("user.roster.dev/{name} {word} (spec.state {state:?}): {effect}");
     Ok(())
 }
