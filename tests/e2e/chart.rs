@@ -15,7 +15,9 @@ use roster::api::{MfaReset, OidcClient, PasswordReset, User, UserInvite};
 use roster_testenv::{ControlPlane, Mailpit, tool_path};
 use serde_json::json;
 
-use crate::harness::{Ns, Operator, Ran, condition, repo_path, run_program, shared, smtp_secret, wait_for};
+use crate::harness::{
+    Ns, Operator, Ran, condition, repo_path, run_program, shared, smtp_secret, standalone, wait_for,
+};
 use crate::invites::{message_text_at, messages_at, phase_of, token_in};
 use crate::lifecycle::{email, phase, set_state, user_manifest};
 
@@ -24,14 +26,9 @@ const NAMESPACE: &str = "roster-system";
 
 pub fn trials() -> Vec<Trial> {
     vec![
-        Trial::test("chart::lints_renders_installs_and_upgrades", || run(renders_installs_and_upgrades())),
-        Trial::test("chart::the_charts_rbac_is_exactly_what_the_audit_log_shows_used", || run(rbac_proof())),
+        standalone("chart::lints_renders_installs_and_upgrades", renders_installs_and_upgrades),
+        standalone("chart::the_charts_rbac_is_exactly_what_the_audit_log_shows_used", rbac_proof),
     ]
-}
-
-fn run(test: impl std::future::Future<Output = anyhow::Result<()>>) -> Result<(), libtest_mimic::Failed> {
-    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
-    runtime.block_on(test).map_err(|e| format!("{e:#}").into())
 }
 
 /// Runs `program` with `args` (and `KUBECONFIG`); its output, or an error with its stderr.

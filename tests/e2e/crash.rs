@@ -11,13 +11,10 @@ use anyhow::ensure;
 use libtest_mimic::Trial;
 
 use crate::batch::{Batch, random_between, size};
-use crate::harness::{Ns, Operator, plane_and_mailpit, shared};
+use crate::harness::{Ns, Operator, plane_and_mailpit, shared, standalone};
 
 pub fn trials() -> Vec<Trial> {
-    vec![Trial::test("crash::sigkill_mid_onboarding_loses_and_doubles_nothing", || {
-        let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
-        runtime.block_on(scenario()).map_err(|e| format!("{e:#}").into())
-    })]
+    vec![standalone("crash::sigkill_mid_onboarding_loses_and_doubles_nothing", scenario)]
 }
 
 async fn scenario() -> anyhow::Result<()> {

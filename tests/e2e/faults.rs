@@ -12,7 +12,7 @@ use serde_json::json;
 
 use crate::batch::{Batch, SETTLE, size};
 use crate::harness::{
-    Ns, Operator, SMTP_SECRET, condition, plane_and_mailpit, poll_within, shared, wait_for,
+    Ns, Operator, SMTP_SECRET, condition, plane_and_mailpit, poll_within, shared, standalone, wait_for,
 };
 use crate::invites::{messages_at, phase_of};
 use crate::lifecycle::{email, phase, user_manifest};
@@ -22,10 +22,7 @@ use crate::mail::chaos;
 const TEMPLATES: &str = "email-templates";
 
 pub fn trials() -> Vec<Trial> {
-    vec![Trial::test("faults::outages_refusals_and_broken_templates", || {
-        let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
-        runtime.block_on(scenario()).map_err(|e| format!("{e:#}").into())
-    })]
+    vec![standalone("faults::outages_refusals_and_broken_templates", scenario)]
 }
 
 async fn scenario() -> anyhow::Result<()> {

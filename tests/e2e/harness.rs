@@ -200,6 +200,19 @@ pub async fn own_plane(
     Ok((plane, ns))
 }
 
+/// A test that brings what it needs itself (a control plane or operator of its own, or
+/// none): no namespace on the shared one, just a runtime.
+pub fn standalone<F, Fut>(name: &'static str, test: F) -> Trial
+where
+    F: FnOnce() -> Fut + Send + 'static,
+    Fut: Future<Output = anyhow::Result<()>>,
+{
+    Trial::test(name, move || {
+        let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+        runtime.block_on(test()).map_err(|e| format!("{e:#}").into())
+    })
+}
+
 /// A test in its own namespace.
 pub fn trial<F, Fut>(name: &'static str, test: F) -> Trial
 where

@@ -17,7 +17,7 @@ use libtest_mimic::Trial;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use crate::batch::size;
-use crate::harness::shared;
+use crate::harness::{shared, standalone};
 use crate::seeded::Rng;
 
 /// Every route, with `{t}` where a token or ID goes.
@@ -120,10 +120,7 @@ const PATIENCE_FOR_HEADERS: Duration = Duration::from_secs(40);
 const PARALLEL: usize = 4;
 
 pub fn trials() -> Vec<Trial> {
-    vec![Trial::test("hostile_http::every_route_refuses_garbage_with_a_4xx_that_says_why", || {
-        let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
-        runtime.block_on(scenario()).map_err(|e| format!("{e:#}").into())
-    })]
+    vec![standalone("hostile_http::every_route_refuses_garbage_with_a_4xx_that_says_why", scenario)]
 }
 
 async fn scenario() -> anyhow::Result<()> {

@@ -14,7 +14,7 @@ use roster_testenv::TlsFront;
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 
-use crate::harness::{Operator, condition, own_plane, poll_until, repo_path, shared, wait_for};
+use crate::harness::{Operator, condition, own_plane, poll_until, repo_path, shared, standalone, wait_for};
 use crate::lifecycle::{enrolled, set_state};
 use crate::oidc::{hidden_fields, note, set_cookie};
 use crate::portal::PASSWORD;
@@ -22,10 +22,7 @@ use crate::portal::PASSWORD;
 const CALLBACK: &str = "http://127.0.0.1:8400/callback";
 
 pub fn trials() -> Vec<Trial> {
-    vec![Trial::test("kubernetes::kubectl_signs_in_with_a_roster_id_token", || {
-        let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
-        runtime.block_on(scenario()).map_err(|e| format!("{e:#}").into())
-    })]
+    vec![standalone("kubernetes::kubectl_signs_in_with_a_roster_id_token", scenario)]
 }
 
 async fn scenario() -> anyhow::Result<()> {

@@ -16,7 +16,9 @@ use roster::leader::Timing;
 use serde_json::json;
 
 use crate::batch::{Batch, SETTLE, random_between, size};
-use crate::harness::{Ns, Operator, POLL_INTERVAL, SMTP_SECRET, plane_and_mailpit, poll_within, shared};
+use crate::harness::{
+    Ns, Operator, POLL_INTERVAL, SMTP_SECRET, plane_and_mailpit, poll_within, shared, standalone,
+};
 use crate::lifecycle::email;
 use crate::portal::{PASSWORD, onboard_at};
 
@@ -25,10 +27,7 @@ const LEASE: &str = "roster";
 const LEASE_SECONDS: u64 = 6;
 
 pub fn trials() -> Vec<Trial> {
-    vec![Trial::test("leader::one_of_two_replicas_leads_and_hands_over_on_kill_and_on_sigterm", || {
-        let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
-        runtime.block_on(scenario()).map_err(|e| format!("{e:#}").into())
-    })]
+    vec![standalone("leader::one_of_two_replicas_leads_and_hands_over_on_kill_and_on_sigterm", scenario)]
 }
 
 async fn scenario() -> anyhow::Result<()> {

@@ -23,7 +23,9 @@ use roster_testenv::{Process, free_ports, tool_path};
 use serde_json::json;
 
 use crate::browser::{ChromeDriver, screenshot};
-use crate::harness::{Ns, Operator, condition, own_plane, poll_until, repo_path, shared, wait_for};
+use crate::harness::{
+    Ns, Operator, condition, own_plane, poll_until, repo_path, shared, standalone, wait_for,
+};
 use crate::lifecycle::enrolled;
 use crate::oidc::{credentials_of, note};
 use crate::portal::{PASSWORD, code};
@@ -32,10 +34,7 @@ use crate::portal::{PASSWORD, code};
 const TOTP: &str = "JBSWY3DPEHPK3PXPJBSWY3DPEHPK3PXP";
 
 pub fn trials() -> Vec<Trial> {
-    vec![Trial::test("oauth2_proxy::one_sign_in_opens_two_proxied_apps_until_sign_out", || {
-        let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
-        runtime.block_on(scenario()).map_err(|e| format!("{e:#}").into())
-    })]
+    vec![standalone("oauth2_proxy::one_sign_in_opens_two_proxied_apps_until_sign_out", scenario)]
 }
 
 async fn scenario() -> anyhow::Result<()> {

@@ -15,7 +15,7 @@ use serde_json::{Value, json};
 
 use crate::batch::{Batch, SETTLE, random_between, size};
 use crate::harness::{
-    Ns, Operator, SMTP_SECRET, condition, plane_and_mailpit, poll_within, shared, wait_for,
+    Ns, Operator, SMTP_SECRET, condition, plane_and_mailpit, poll_within, shared, standalone, wait_for,
 };
 use crate::leader::wait_leading;
 use crate::lifecycle::email;
@@ -33,14 +33,11 @@ const REQUEST_TIMEOUT: &str = "4s";
 
 pub fn trials() -> Vec<Trial> {
     vec![
-        Trial::test("outages::api_server_restarted_mid_batch_is_survived_without_a_restart", || {
-            let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
-            runtime.block_on(api_server_restart()).map_err(|e| format!("{e:#}").into())
-        }),
-        Trial::test("outages::etcd_frozen_mid_batch_is_retried_with_backoff", || {
-            let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
-            runtime.block_on(etcd_freeze()).map_err(|e| format!("{e:#}").into())
-        }),
+        standalone(
+            "outages::api_server_restarted_mid_batch_is_survived_without_a_restart",
+            api_server_restart,
+        ),
+        standalone("outages::etcd_frozen_mid_batch_is_retried_with_backoff", etcd_freeze),
     ]
 }
 

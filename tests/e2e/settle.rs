@@ -11,7 +11,9 @@ use libtest_mimic::Trial;
 use roster::api::{User, UserInvite};
 use serde_json::json;
 
-use crate::harness::{Ns, Operator, condition, is_reconciled, own_plane, poll_until, shared, wait_for};
+use crate::harness::{
+    Ns, Operator, condition, is_reconciled, own_plane, poll_until, shared, standalone, wait_for,
+};
 use crate::invites::{invite, phase_of};
 use crate::lifecycle::{MARKER_HASH, MARKER_TOTP, email, phase, user_manifest, write_facts};
 
@@ -19,10 +21,7 @@ use crate::lifecycle::{MARKER_HASH, MARKER_TOTP, email, phase, user_manifest, wr
 const ROUNDS: usize = 3;
 
 pub fn trials() -> Vec<Trial> {
-    vec![Trial::test("settle::a_settled_directory_gets_zero_writes", || {
-        let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
-        runtime.block_on(scenario()).map_err(|e| format!("{e:#}").into())
-    })]
+    vec![standalone("settle::a_settled_directory_gets_zero_writes", scenario)]
 }
 
 /// Whether a user has reached the state it settles in.

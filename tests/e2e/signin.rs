@@ -15,7 +15,7 @@ use roster::api::User;
 use roster::credentials::{Argon2Settings, PasswordHasher};
 use serde_json::{Value, json};
 
-use crate::harness::{Operator, condition, own_plane, shared, wait_for};
+use crate::harness::{Operator, condition, own_plane, shared, standalone, wait_for};
 use crate::lifecycle::{email, phase, user_manifest, write_facts};
 use crate::portal::PASSWORD;
 
@@ -25,10 +25,7 @@ const ROUNDS: usize = 15;
 const THRESHOLD: u32 = 3;
 
 pub fn trials() -> Vec<Trial> {
-    vec![Trial::test("signin::answers_and_timings_reveal_nothing_and_locks_end_by_themselves", || {
-        let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
-        runtime.block_on(scenario()).map_err(|e| format!("{e:#}").into())
-    })]
+    vec![standalone("signin::answers_and_timings_reveal_nothing_and_locks_end_by_themselves", scenario)]
 }
 
 async fn scenario() -> anyhow::Result<()> {

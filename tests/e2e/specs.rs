@@ -14,14 +14,13 @@ use libtest_mimic::Trial;
 use serde_json::{Value, json};
 
 use crate::batch::{SETTLE, size};
-use crate::harness::{Ns, Operator, POLL_INTERVAL, condition, is_reconciled, plane_and_mailpit, shared};
+use crate::harness::{
+    Ns, Operator, POLL_INTERVAL, condition, is_reconciled, plane_and_mailpit, shared, standalone,
+};
 use crate::seeded::Rng;
 
 pub fn trials() -> Vec<Trial> {
-    vec![Trial::test("specs::generated_specs_are_refused_by_field_or_reconciled_with_a_reason", || {
-        let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
-        runtime.block_on(scenario()).map_err(|e| format!("{e:#}").into())
-    })]
+    vec![standalone("specs::generated_specs_are_refused_by_field_or_reconciled_with_a_reason", scenario)]
 }
 
 /// A valid spec of each kind: what the mutations start from.
