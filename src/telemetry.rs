@@ -72,69 +72,81 @@ pub struct Metrics {
 impl Default for Metrics {
     fn default() -> Self {
         let mut registry = Registry::with_prefix("roster");
-        let reconciles = Family::<ControllerLabels, Counter>::default();
-        let failures = Family::<FailureLabels, Counter>::default();
-        let duration = Family::<ControllerLabels, Histogram>::new_with_constructor(|| {
-            Histogram::new([0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0])
-        });
-        registry.register("reconciles", "Reconciles run, per controller", reconciles.clone());
-        registry.register(
-            "reconcile_failures",
-            "Reconciles that failed, per controller and error kind",
-            failures.clone(),
-        );
-        registry.register(
-            "reconcile_duration_seconds",
-            "Time one reconcile took, per controller",
-            duration.clone(),
-        );
-        let deliveries = Family::<DeliveryLabels, Counter>::default();
-        registry.register("invite_deliveries", "Invitation deliveries by outcome", deliveries.clone());
-        let logins = Family::<LoginLabels, Counter>::default();
-        registry.register(
-            "portal_logins",
-            "Sign-ins through the portal by outcome: success, denied, inactive",
-            logins.clone(),
-        );
-        let lockouts = Counter::default();
-        registry.register("portal_lockouts", "Users locked out by failed sign-ins", lockouts.clone());
-        let onboardings = Counter::default();
-        registry.register(
-            "portal_onboardings_completed",
-            "Onboardings completed in the portal",
-            onboardings.clone(),
-        );
-        let leader = Gauge::default();
-        registry.register("leader", "1 while this replica leads (reconciles), else 0", leader.clone());
-        let users = Family::<PhaseLabels, Gauge>::default();
-        registry.register(
-            "users",
-            "Users by namespace and phase (every replica counts all: take the max)",
-            users.clone(),
-        );
-        let invites = Family::<PhaseLabels, Gauge>::default();
-        registry.register("invites", "UserInvites by namespace and phase", invites.clone());
-        let resets = Family::<ResetLabels, Gauge>::default();
-        registry.register(
-            "resets",
-            "MfaResets and PasswordResets by kind, namespace and phase",
-            resets.clone(),
-        );
+        let r = &mut registry;
         Self {
+            reconciles: registered(r, "reconciles", "Reconciles run, per controller", Family::default()),
+            failures: registered(
+                r,
+                "reconcile_failures",
+                "Reconciles that failed, per controller and error kind",
+                Family::default(),
+            ),
+            duration: registered(
+                r,
+                "reconcile_duration_seconds",
+                "Time one reconcile took, per controller",
+                Family::new_with_constructor(|| {
+                    Histogram::new([0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0])
+                }),
+            ),
+            deliveries: registered(
+                r,
+                "invite_deliveries",
+                "Invitation deliveries by outcome",
+                Family::default(),
+            ),
+            logins: registered(
+                r,
+                "portal_logins",
+                "Sign-ins through the portal by outcome: success, denied, inactive",
+                Family::default(),
+            ),
+            lockouts: registered(
+                r,
+                "portal_lockouts",
+                "Users locked out by failed sign-ins",
+                Counter::default(),
+            ),
+            onboardings: registered(
+                r,
+                "portal_onboardings_completed",
+                "Onboardings completed in the portal",
+                Counter::default(),
+            ),
+            leader: registered(
+                r,
+                "leader",
+                "1 while this replica leads (reconciles), else 0",
+                Gauge::default(),
+            ),
+            users: registered(
+                r,
+                "users",
+                "Users by namespace and phase (every replica counts all: take the max)",
+                Family::default(),
+            ),
+            invites: registered(r, "invites", "UserInvites by namespace and phase", Family::default()),
+            resets: registered(
+                r,
+                "resets",
+                "MfaResets and PasswordResets by kind, namespace and phase",
+                Family::default(),
+            ),
             registry,
-            logins,
-            lockouts,
-            onboardings,
-            deliveries,
-            reconciles,
-            failures,
-            duration,
-            leader,
-            users,
-            invites,
-            resets,
         }
     }
+}
+
+/// Registers `metric` under `name` and gives it back for [`Metrics`] to keep: the registry
+/// holds a clone, and both share the values.
+fn registered<M: prometheus_client::registry::Metric + Clone>(
+    registry: &mut Registry,
+    name: &str,
+    help: &str,
+    metric: M,
+) -> M {
+    registry.register(name, help, metric.clone());
+    metric
 }
 
 impl Metrics {
